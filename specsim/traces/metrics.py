@@ -1,0 +1,207 @@
+"""Acceptance metrics under each convention in use, derived from raw counts.
+
+Traces store raw counts per step (``n_drafted``, ``n_accepted`` without the target's bonus
+token, ``n_emitted``). Every published convention is one named function here, and each says
+which peer it matches, because "mean accepted tokens" means different things in different
+tools (see the project's PRACTICE notes):
+
+========================================  ==========================================
+function                                  matches
+========================================  ==========================================
+:func:`acceptance_rate`                   vLLM ``accepted / drafted``
+:func:`acceptance_length_with_bonus`      vLLM, Spec-Bench, EAGLE, Medusa (plain decoding = 1)
+:func:`accepted_per_step_without_bonus`   inference-lab ``E[accepted]`` (plain decoding = 0)
+:func:`emitted_per_step`                  SGLang ``completion_tokens / verify_ct``
+:func:`conditional_acceptance_by_index`   inference-lab per-depth ``a_d``
+:func:`unconditional_acceptance_by_index` vLLM per-position rate
+========================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "acceptance_rate",
+    "acceptance_length_with_bonus",
+    "accepted_per_step_without_bonus",
+    "emitted_per_step",
+    "conditional_acceptance_by_index",
+    "unconditional_acceptance_by_index",
+    "wilson_interval",
+    "summarize",
+    "SUMMARY_GROUP",
+]
+
+#: Columns one summary row stands for.
+SUMMARY_GROUP = ["task", "drafter", "drafter_kind", "temperature", "gamma"]
+
+
+def acceptance_rate(n_accepted: np.ndarray, n_drafted: np.ndarray) -> float:
+    """Accepted over drafted tokens, summed over steps (vLLM's ``acceptance rate``).
+
+    Parameters
+    ----------
+    n_accepted, n_drafted : array_like, shape (n_steps,)
+        Raw per-step counts (accepted without the bonus token).
+
+    Returns
+    -------
+    float
+        NaN when nothing was drafted.
+
+    Examples
+    --------
+    >>> acceptance_rate([2, 0], [4, 4])
+    0.25
+    """
+    drafted = float(np.sum(n_drafted))
+    return float(np.sum(n_accepted)) / drafted if drafted else float("nan")
+
+
+def accepted_per_step_without_bonus(n_accepted: np.ndarray) -> float:
+    """Mean accepted drafted tokens per verify step, bonus token not counted (inference-lab).
+
+    Examples
+    --------
+    >>> accepted_per_step_without_bonus([3, 1])
+    2.0
+    """
+    return float(np.mean(n_accepted)) if len(n_accepted) else float("nan")
+
+
+def acceptance_length_with_bonus(n_accepted: np.ndarray) -> float:
+    """Mean tokens per verify step counting the target's bonus token (vLLM, Spec-Bench, EAGLE).
+
+    Plain autoregressive decoding scores 1.00 on this scale.
+
+    Examples
+    --------
+    >>> acceptance_length_with_bonus([3, 1])
+    3.0
+    """
+    return 1.0 + accepted_per_step_without_bonus(n_accepted)
+
+
+def emitted_per_step(n_emitted: np.ndarray) -> float:
+    """Tokens actually kept per verify step (SGLang's ``completion_tokens / verify_ct``).
+
+    Differs from :func:`acceptance_length_with_bonus` only where a step was cut short by
+    end-of-sequence or the token limit.
+    """
+    return float(np.mean(n_emitted)) if len(n_emitted) else float("nan")
+
+
+def conditional_acceptance_by_index(tokens: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """Acceptance at each draft index given that the index was evaluated (``a_d``).
+
+    Parameters
+    ----------
+    tokens : pandas.DataFrame
+        The tokens table.
+    by : list of str, optional
+        Extra grouping columns (e.g. ``["task", "drafter"]``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``by + ["draft_index", "evaluated", "accepted", "rate"]``.
+    """
+    keys = [*(by or []), "draft_index"]
+    evaluated = tokens[tokens["evaluated"]]
+    counts = evaluated.groupby(keys, observed=True).agg(
+        evaluated=("accepted", "size"), accepted=("accepted", "sum")
+    )
+    counts["rate"] = counts["accepted"] / counts["evaluated"]
+    return counts.reset_index()
+
+
+def unconditional_acceptance_by_index(tokens: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """Accepted at each draft index over steps that drafted that index (vLLM per position).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``by + ["draft_index", "drafted", "accepted", "rate"]``.
+    """
+    keys = [*(by or []), "draft_index"]
+    counts = tokens.groupby(keys, observed=True).agg(
+        drafted=("accepted", "size"), accepted=("accepted", "sum")
+    )
+    counts["rate"] = counts["accepted"] / counts["drafted"]
+    return counts.reset_index()
+
+
+def wilson_interval(successes: float, trials: float, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion.
+
+    Treats tokens as independent, so it is too narrow where acceptance clusters by sequence;
+    use the bootstrap over sequences in :mod:`specsim.simulate` for honest intervals.
+
+    Examples
+    --------
+    >>> low, high = wilson_interval(50, 100)
+    >>> round(low, 3), round(high, 3)
+    (0.404, 0.596)
+    """
+    from statsmodels.stats.proportion import proportion_confint
+
+    if trials <= 0:
+        return float("nan"), float("nan")
+    low, high = proportion_confint(successes, trials, alpha=1 - level, method="wilson")
+    return float(low), float(high)
+
+
+def summarize(steps: pd.DataFrame, sequences: pd.DataFrame) -> pd.DataFrame:
+    """One row per task x drafter x temperature x gamma with the headline figures.
+
+    Parameters
+    ----------
+    steps, sequences : pandas.DataFrame
+        Tables of a trace directory.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns: the group (:data:`SUMMARY_GROUP`), ``sequences``, ``steps``, ``drafted``,
+        ``accepted``, ``acceptance_rate`` (vLLM) with its Wilson 95% interval
+        (``acceptance_rate_low``/``_high``), ``acceptance_length_with_bonus``,
+        ``accepted_per_step_without_bonus``, ``output_tokens``, ``spec_wall_s``,
+        ``baseline_wall_s`` and ``measured_speedup`` (ratio of totals: summed baseline wall
+        time over summed speculative wall time, over sequences that have a baseline; NaN
+        where none has).
+    """
+    rows = []
+    step_groups = dict(tuple(steps.groupby(SUMMARY_GROUP, observed=True, sort=True)))
+    for key, group in sequences.groupby(SUMMARY_GROUP, observed=True, sort=True):
+        group_steps = step_groups.get(key, steps.iloc[0:0])
+        drafted = int(group_steps["n_drafted"].sum())
+        accepted = int(group_steps["n_accepted"].sum())
+        low, high = wilson_interval(accepted, drafted)
+        with_baseline = group[group["baseline_wall_s"].notna()]
+        baseline_total = float(with_baseline["baseline_wall_s"].sum()) if len(with_baseline) else float("nan")
+        speedup = (
+            float(with_baseline["baseline_wall_s"].sum() / with_baseline["spec_wall_s"].sum())
+            if len(with_baseline) and with_baseline["spec_wall_s"].sum() > 0
+            else float("nan")
+        )
+        rows.append(
+            {
+                **dict(zip(SUMMARY_GROUP, key, strict=True)),
+                "sequences": len(group),
+                "steps": len(group_steps),
+                "drafted": drafted,
+                "accepted": accepted,
+                "acceptance_rate": acceptance_rate(accepted, drafted),
+                "acceptance_rate_low": low,
+                "acceptance_rate_high": high,
+                "acceptance_length_with_bonus": acceptance_length_with_bonus(group_steps["n_accepted"]),
+                "accepted_per_step_without_bonus": accepted_per_step_without_bonus(group_steps["n_accepted"]),
+                "output_tokens": int(group["output_len"].sum()),
+                "spec_wall_s": float(group["spec_wall_s"].sum()),
+                "baseline_wall_s": baseline_total,
+                "measured_speedup": speedup,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,120 @@
+"""The trace contract: Arrow schemas of the tokens, steps and sequences tables.
+
+This module is the single place that defines the on-disk contract between the collector
+(writes), and the simulator, the model and the reports (read). Every table carries the same
+key columns (:data:`KEY_FIELDS`), so any table can be grouped by task, drafter, gamma or
+temperature without a join.
+
+Layout of a trace directory ``DIR``::
+
+    DIR/tokens/<shard>.parquet      one row per drafted token
+    DIR/steps/<shard>.parquet       one row per draft-verify cycle
+    DIR/sequences/<shard>.parquet   one row per prompt x drafter x gamma x temperature
+    DIR/runs/<run_id>.json          run metadata (models, device, versions, seed, config)
+
+A shard is one unit of collection work (one prompt of one run). A shard is complete when
+its sequences file exists; the writer writes it last. Each Parquet file stores
+``specsim.schema_version`` and ``specsim.table`` in its schema metadata.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "TABLES",
+    "KEY_FIELDS",
+    "SEQUENCE_KEY",
+    "STEP_KEY",
+    "DRAFTER_KINDS",
+    "FINISH_REASONS",
+    "TOKENS_SCHEMA",
+    "STEPS_SCHEMA",
+    "SEQUENCES_SCHEMA",
+    "SCHEMAS",
+    "METADATA_VERSION_KEY",
+    "METADATA_TABLE_KEY",
+]
+
+SCHEMA_VERSION = "1"
+METADATA_VERSION_KEY = b"specsim.schema_version"
+METADATA_TABLE_KEY = b"specsim.table"
+
+DRAFTER_KINDS = ("generic", "finetuned", "untrained")
+FINISH_REASONS = ("eos", "length", "stop")
+
+#: Columns every table carries; together with ``prompt_id`` they identify one sequence.
+KEY_FIELDS: list[pa.Field] = [
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("prompt_id", pa.string(), nullable=False),
+    pa.field("task", pa.string(), nullable=False),
+    pa.field("dataset", pa.string(), nullable=False),
+    pa.field("target", pa.string(), nullable=False),
+    pa.field("drafter", pa.string(), nullable=False),
+    # "generic", "finetuned" or "untrained" (a truncated model never trained as a drafter).
+    pa.field("drafter_kind", pa.string(), nullable=False),
+    # Dataset or mixture the drafter was trained on; the reference of its length divergence.
+    pa.field("drafter_trained_on", pa.string(), nullable=True),
+    pa.field("temperature", pa.float64(), nullable=False),
+    pa.field("gamma", pa.int32(), nullable=False),
+]
+
+#: Columns that identify one decoded sequence.
+SEQUENCE_KEY = ["run_id", "prompt_id", "drafter", "gamma", "temperature"]
+#: Columns that identify one draft-verify step.
+STEP_KEY = [*SEQUENCE_KEY, "step"]
+
+TOKENS_SCHEMA = pa.schema(
+    [
+        *KEY_FIELDS,
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("draft_index", pa.int32(), nullable=False),
+        pa.field("position", pa.int32(), nullable=False),
+        pa.field("context_len", pa.int32(), nullable=False),
+        pa.field("token_id", pa.int64(), nullable=False),
+        pa.field("evaluated", pa.bool_(), nullable=False),
+        pa.field("accepted", pa.bool_(), nullable=False),
+        pa.field("p_target", pa.float64(), nullable=False),
+        pa.field("q_draft", pa.float64(), nullable=False),
+        pa.field("accept_prob", pa.float64(), nullable=False),
+        pa.field("overlap", pa.float64(), nullable=False),
+        # For greedy runs, the overlap of the temperature-1 distributions; null otherwise.
+        pa.field("overlap_t1", pa.float64(), nullable=True),
+    ]
+)
+
+STEPS_SCHEMA = pa.schema(
+    [
+        *KEY_FIELDS,
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("context_len", pa.int32(), nullable=False),
+        pa.field("n_drafted", pa.int32(), nullable=False),
+        pa.field("n_accepted", pa.int32(), nullable=False),
+        pa.field("n_emitted", pa.int32(), nullable=False),
+        pa.field("draft_s", pa.float64(), nullable=False),
+        pa.field("verify_s", pa.float64(), nullable=False),
+    ]
+)
+
+SEQUENCES_SCHEMA = pa.schema(
+    [
+        *KEY_FIELDS,
+        pa.field("prompt_len", pa.int32(), nullable=False),
+        pa.field("output_len", pa.int32(), nullable=False),
+        pa.field("n_steps", pa.int32(), nullable=False),
+        pa.field("finish_reason", pa.string(), nullable=False),
+        pa.field("spec_wall_s", pa.float64(), nullable=False),
+        pa.field("baseline_wall_s", pa.float64(), nullable=True),
+        pa.field("baseline_tokens", pa.int32(), nullable=True),
+        pa.field("output_token_ids", pa.list_(pa.int32()), nullable=False),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "tokens": TOKENS_SCHEMA,
+    "steps": STEPS_SCHEMA,
+    "sequences": SEQUENCES_SCHEMA,
+}
+#: Table names in the order the writer writes them (sequences last marks a shard complete).
+TABLES = ("tokens", "steps", "sequences")

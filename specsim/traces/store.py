@@ -1,0 +1,345 @@
+"""Reading and writing trace directories, crash-safely.
+
+The writer puts each table of a shard into its own Parquet file through a sibling ``.tmp``
+file that is flushed, fsynced and renamed onto its final name, so a reader never sees a file
+that was half written; the sequences file is written last and marks the shard complete. The
+reader skips ``.tmp`` files and shards whose sequences file is missing (a crash in the middle
+of a shard), validates every file's schema and version, and checks the invariants of the
+trace contract (see :mod:`specsim.traces.validate`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from specsim.errors import InputError
+from specsim.traces.schema import (
+    METADATA_TABLE_KEY,
+    METADATA_VERSION_KEY,
+    SCHEMA_VERSION,
+    SCHEMAS,
+    TABLES,
+)
+
+__all__ = [
+    "Traces",
+    "TraceWriter",
+    "read_traces",
+    "atomic_write_bytes",
+    "atomic_write_table",
+    "to_arrow",
+]
+
+_TMP_SUFFIX = ".tmp"
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some file systems refuse to open directories; the rename still stands
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` through a fsynced temporary sibling and a rename.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final file name; its directory must exist.
+    payload : bytes
+        The whole content of the file.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + _TMP_SUFFIX)
+    with open(tmp, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_directory(path.parent)
+
+
+def atomic_write_table(table: pa.Table, path: str | Path) -> None:
+    """Write an Arrow table as Parquet to ``path`` atomically (temp file, fsync, rename).
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        The table, with its schema metadata.
+    path : str or Path
+        Final file name; its directory must exist.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + _TMP_SUFFIX)
+    try:
+        with open(tmp, "wb") as handle:
+            pq.write_table(table, handle, compression="zstd")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def to_arrow(frame: pd.DataFrame | pa.Table, table_name: str) -> pa.Table:
+    """Convert rows of one trace table to an Arrow table with the contract's schema.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame or pyarrow.Table
+        Rows with at least the schema's columns; extra columns are dropped.
+    table_name : {"tokens", "steps", "sequences"}
+        Which table of the contract.
+
+    Returns
+    -------
+    pyarrow.Table
+        Columns in schema order and dtypes, with the version and table name in its metadata.
+    """
+    schema = SCHEMAS[table_name]
+    missing = [name for name in schema.names if name not in frame.column_names] if isinstance(
+        frame, pa.Table
+    ) else [name for name in schema.names if name not in frame.columns]
+    if missing:
+        raise InputError(f"missing column(s) {', '.join(missing)}", field=table_name)
+    if isinstance(frame, pa.Table):
+        table = frame.select(schema.names).cast(schema)
+    else:
+        table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    return table.replace_schema_metadata(
+        {METADATA_VERSION_KEY: SCHEMA_VERSION.encode(), METADATA_TABLE_KEY: table_name.encode()}
+    )
+
+
+class TraceWriter:
+    """Append shards to a trace directory, each table of a shard in one atomic file.
+
+    Parameters
+    ----------
+    root : str or Path
+        The trace directory; created if missing. Stray ``.tmp`` files from an earlier crash
+        are removed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> writer = TraceWriter(tempfile.mkdtemp())
+    >>> sorted(writer.completed_shards())
+    []
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        for name in (*TABLES, "runs"):
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+        for stray in self.root.glob(f"*/*{_TMP_SUFFIX}"):
+            stray.unlink(missing_ok=True)
+
+    def completed_shards(self) -> set[str]:
+        """Names of shards whose sequences file exists (the last file a shard writes)."""
+        return {path.stem for path in (self.root / "sequences").glob("*.parquet")}
+
+    def write_shard(
+        self,
+        shard: str,
+        tokens: pd.DataFrame | pa.Table,
+        steps: pd.DataFrame | pa.Table,
+        sequences: pd.DataFrame | pa.Table,
+    ) -> None:
+        """Write one complete unit of work: tokens, then steps, then sequences.
+
+        Parameters
+        ----------
+        shard : str
+            File stem shared by the three files, e.g. ``"run1-HumanEval_0"``.
+        tokens, steps, sequences : pandas.DataFrame or pyarrow.Table
+            Rows of each table for this shard.
+        """
+        if not shard or "/" in shard or shard.startswith("."):
+            raise InputError(f"invalid shard name {shard!r}", field="shard")
+        tables = {
+            "tokens": to_arrow(tokens, "tokens"),
+            "steps": to_arrow(steps, "steps"),
+            "sequences": to_arrow(sequences, "sequences"),
+        }
+        for name in TABLES:
+            atomic_write_table(tables[name], self.root / name / f"{shard}.parquet")
+
+    def write_run_metadata(self, run_id: str, metadata: Mapping[str, Any]) -> Path:
+        """Write ``runs/<run_id>.json`` atomically and return its path."""
+        path = self.root / "runs" / f"{run_id}.json"
+        payload = json.dumps(dict(metadata), indent=2, sort_keys=True, default=str)
+        atomic_write_bytes(path, payload.encode())
+        return path
+
+
+@dataclass(frozen=True)
+class Traces:
+    """All tables of a trace directory, loaded and validated.
+
+    Attributes
+    ----------
+    root : Path
+        The trace directory.
+    tokens, steps, sequences : pandas.DataFrame
+        The three tables of the contract (see :mod:`specsim.traces.schema`).
+    runs : dict
+        Run metadata by run id, from ``runs/*.json``.
+    incomplete_shards : tuple of str
+        Shards that had tokens or steps but no sequences file (a crash mid-shard); skipped.
+    """
+
+    root: Path
+    tokens: pd.DataFrame
+    steps: pd.DataFrame
+    sequences: pd.DataFrame
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    incomplete_shards: tuple[str, ...] = ()
+
+
+def _check_file_schema(path: Path, table_name: str, schema: pa.Schema) -> None:
+    expected = SCHEMAS[table_name]
+    metadata = schema.metadata or {}
+    version = metadata.get(METADATA_VERSION_KEY)
+    if version is None:
+        raise InputError("no specsim schema version in the Parquet metadata", path=path)
+    if version.decode() != SCHEMA_VERSION:
+        raise InputError(
+            f"schema version {version.decode()!r}, this specsim reads version {SCHEMA_VERSION!r}",
+            path=path,
+        )
+    stored_table = metadata.get(METADATA_TABLE_KEY, b"").decode()
+    if stored_table != table_name:
+        raise InputError(f"file holds table {stored_table!r}, expected {table_name!r}", path=path)
+    for expected_field in expected:
+        if expected_field.name not in schema.names:
+            raise InputError("missing column", path=path, field=expected_field.name)
+        actual = schema.field(expected_field.name).type
+        if not actual.equals(expected_field.type):
+            raise InputError(
+                f"dtype {actual}, expected {expected_field.type}", path=path, field=expected_field.name
+            )
+
+
+def _read_table_file(path: Path, table_name: str) -> pa.Table:
+    try:
+        parquet = pq.ParquetFile(path)
+        _check_file_schema(path, table_name, parquet.schema_arrow)
+        table = parquet.read(columns=SCHEMAS[table_name].names)
+    except InputError:
+        raise
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(f"not a readable Parquet file ({error})", path=path) from None
+    nulls = [
+        f.name for f in SCHEMAS[table_name] if not f.nullable and table.column(f.name).null_count
+    ]
+    if nulls:
+        raise InputError("null values in a required column", path=path, field=nulls[0])
+    return table
+
+
+def _shard_files(root: Path, table_name: str) -> dict[str, Path]:
+    return {path.stem: path for path in sorted((root / table_name).glob("*.parquet"))}
+
+
+def _read_runs(root: Path) -> dict[str, dict[str, Any]]:
+    runs: dict[str, dict[str, Any]] = {}
+    for path in sorted((root / "runs").glob("*.json")):
+        try:
+            runs[path.stem] = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise InputError(f"not valid JSON ({error})", path=path) from None
+    return runs
+
+
+def read_traces(
+    root: str | Path,
+    *,
+    tables: Iterable[str] = TABLES,
+    validate: bool = True,
+) -> Traces:
+    """Load a trace directory, checking schemas, versions and the contract's invariants.
+
+    Parameters
+    ----------
+    root : str or Path
+        The trace directory (``tokens/``, ``steps/``, ``sequences/``, ``runs/``).
+    tables : iterable of str, optional
+        Tables to load; the others are returned empty. Cross-table invariants are checked
+        only between loaded tables. Leaving out ``tokens`` saves memory on large traces.
+    validate : bool, default True
+        Check the invariants (see :func:`specsim.traces.validate.validate_traces`).
+
+    Returns
+    -------
+    Traces
+
+    Raises
+    ------
+    specsim.errors.InputError
+        The directory is missing or empty, or a file is unreadable, has another schema
+        version or dtype, or violates an invariant; the message names file and field.
+    """
+    from specsim.traces.validate import validate_traces
+
+    root = Path(root)
+    wanted = set(tables)
+    unknown = wanted - set(TABLES)
+    if unknown:
+        raise InputError(f"unknown table(s) {sorted(unknown)}", field="tables")
+    if not root.is_dir():
+        raise InputError("no such trace directory", path=root)
+    complete = _shard_files(root, "sequences")
+    if not complete:
+        raise InputError("no trace shards (sequences/*.parquet) in this directory", path=root)
+    incomplete = sorted(
+        {stem for name in ("tokens", "steps") for stem in _shard_files(root, name)} - set(complete)
+    )
+    frames: dict[str, pd.DataFrame] = {}
+    for table_name in TABLES:
+        files = _shard_files(root, table_name)
+        if table_name not in wanted:
+            frames[table_name] = SCHEMAS[table_name].empty_table().to_pandas()
+            continue
+        parts, shard_of_row = [], []
+        for shard in complete:
+            path = files.get(shard)
+            if path is None:
+                raise InputError(
+                    f"shard {shard!r} has a sequences file but no {table_name} file",
+                    path=root / table_name,
+                )
+            table = _read_table_file(path, table_name)
+            parts.append(table)
+            shard_of_row.append((shard, table.num_rows))
+        table = pa.concat_tables(parts)
+        frame = table.to_pandas()
+        frame.attrs["shard_rows"] = shard_of_row
+        frames[table_name] = frame
+    traces = Traces(
+        root=root,
+        tokens=frames["tokens"],
+        steps=frames["steps"],
+        sequences=frames["sequences"],
+        runs=_read_runs(root),
+        incomplete_shards=tuple(incomplete),
+    )
+    if validate:
+        validate_traces(traces, loaded=wanted)
+    return traces

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from specsim.simulate import AcceptanceProfile, CostModel, SyntheticWorkload, simulate_traces
+from specsim.traces import TraceWriter
+
+TRUE_COST = CostModel(
+    draft_base_s=0.006, draft_per_context_s=2e-6, verify_base_s=0.03, verify_per_token_s=0.004,
+    verify_per_context_s=1e-5, target_base_s=0.031, target_per_context_s=1e-5,
+    spec_prefill_base_s=0.02, spec_prefill_per_token_s=1e-4,
+    baseline_prefill_base_s=0.015, baseline_prefill_per_token_s=8e-5,
+)
+
+
+def small_workloads(n_sequences: int = 4, seed: int = 0) -> list[SyntheticWorkload]:
+    rng = np.random.default_rng(seed)
+    falling = AcceptanceProfile(np.array([[0.8, 0.7], [0.7, 0.6], [0.65, 0.55], [0.6, 0.5]]), np.array([64]))
+    return [
+        SyntheticWorkload("code", "humaneval", "generic-4l", "generic", falling,
+                          rng.integers(50, 200, n_sequences), rng.integers(20, 120, n_sequences), "mixture"),
+        SyntheticWorkload("chat", "qa", "generic-4l", "generic", AcceptanceProfile.constant(0.5),
+                          rng.integers(10, 40, n_sequences), rng.integers(5, 30, n_sequences), "mixture"),
+    ]
+
+
+@pytest.fixture
+def synthetic_tables():
+    return simulate_traces(small_workloads(), TRUE_COST, gamma=4, rng=1)
+
+
+@pytest.fixture
+def trace_dir(tmp_path, synthetic_tables):
+    writer = TraceWriter(tmp_path / "traces")
+    tables = synthetic_tables
+    for task, group in tables["sequences"].groupby("task"):
+        ids = set(group["prompt_id"])
+        writer.write_shard(
+            f"run-{task}",
+            tables["tokens"][tables["tokens"]["prompt_id"].isin(ids)],
+            tables["steps"][tables["steps"]["prompt_id"].isin(ids)],
+            group,
+        )
+    writer.write_run_metadata("synthetic", {"seed": 1, "device": "cpu"})
+    return tmp_path / "traces"

@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from specsim.cli import main
+from specsim.errors import InputError
+from specsim.simulate import AcceptanceProfile, SyntheticWorkload, simulate_traces
+from specsim.traces import SCHEMAS, TraceWriter, read_traces, summarize
+from specsim.traces.metrics import (
+    acceptance_length_with_bonus,
+    acceptance_rate,
+    conditional_acceptance_by_index,
+    unconditional_acceptance_by_index,
+)
+from specsim.traces.schema import METADATA_VERSION_KEY
+from specsim.traces.store import atomic_write_table, to_arrow
+from tests.conftest import TRUE_COST
+
+
+def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return frame.sort_values(keys).reset_index(drop=True)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    alpha=st.floats(0.0, 1.0),
+    gamma=st.integers(1, 6),
+    lengths=st.lists(st.tuples(st.integers(1, 300), st.integers(1, 80)), min_size=1, max_size=4),
+    temperature=st.sampled_from([0.0, 0.7]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_write_read_round_trip(tmp_path_factory, alpha, gamma, lengths, temperature, seed):
+    prompt, output = map(np.array, zip(*lengths, strict=True))
+    cell = SyntheticWorkload("t", "d", "dr", "finetuned", AcceptanceProfile.constant(alpha), prompt, output, "d")
+    tables = simulate_traces([cell], TRUE_COST, gamma=gamma, temperature=temperature, rng=seed)
+    root = tmp_path_factory.mktemp("rt")
+    TraceWriter(root).write_shard("s", tables["tokens"], tables["steps"], tables["sequences"])
+    traces = read_traces(root)
+    for name, keys in (("tokens", ["prompt_id", "step", "draft_index"]), ("steps", ["prompt_id", "step"]),
+                       ("sequences", ["prompt_id"])):
+        expected = _sorted(tables[name][SCHEMAS[name].names], keys)
+        actual = _sorted(getattr(traces, name), keys)
+        assert len(actual) == len(expected)
+        for column in SCHEMAS[name].names:
+            if column == "output_token_ids":
+                assert [list(v) for v in actual[column]] == [list(v) for v in expected[column]]
+            else:
+                np.testing.assert_array_equal(actual[column].to_numpy(), expected[column].to_numpy(), column)
+
+
+def test_read_checks_pass_and_metadata(trace_dir):
+    traces = read_traces(trace_dir)
+    assert traces.runs["synthetic"]["seed"] == 1
+    assert set(traces.sequences["task"]) == {"code", "chat"}
+    assert traces.incomplete_shards == ()
+
+
+def test_empty_directory(tmp_path):
+    with pytest.raises(InputError, match="no trace shards"):
+        read_traces(tmp_path)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(InputError, match="no such trace directory"):
+        read_traces(tmp_path / "nope")
+
+
+def test_truncated_parquet(trace_dir):
+    path = trace_dir / "steps" / "run-code.parquet"
+    payload = path.read_bytes()
+    path.write_bytes(payload[: len(payload) // 2])
+    with pytest.raises(InputError, match="not a readable Parquet file") as error:
+        read_traces(trace_dir)
+    assert "run-code.parquet" in str(error.value)
+
+
+def _rewrite(path, transform):
+    table = pq.read_table(path)
+    table = transform(table)
+    pq.write_table(table, path)
+
+
+def test_wrong_schema_version(trace_dir):
+    path = trace_dir / "tokens" / "run-chat.parquet"
+    _rewrite(path, lambda t: t.replace_schema_metadata({**t.schema.metadata, METADATA_VERSION_KEY: b"99"}))
+    with pytest.raises(InputError, match="schema version '99'") as error:
+        read_traces(trace_dir)
+    assert str(path) in str(error.value)
+
+
+def test_missing_column(trace_dir):
+    path = trace_dir / "tokens" / "run-chat.parquet"
+    _rewrite(path, lambda t: t.drop_columns(["overlap"]))
+    with pytest.raises(InputError, match="overlap: missing column"):
+        read_traces(trace_dir)
+
+
+def test_wrong_dtype(trace_dir):
+    path = trace_dir / "steps" / "run-chat.parquet"
+
+    def to_float(table):
+        index = table.schema.get_field_index("n_accepted")
+        return table.set_column(index, "n_accepted", table.column("n_accepted").cast(pa.float64()))
+
+    _rewrite(path, to_float)
+    with pytest.raises(InputError, match="n_accepted: dtype double, expected int32"):
+        read_traces(trace_dir)
+
+
+def _break(trace_dir, table_name, shard, mutate):
+    path = trace_dir / table_name / f"{shard}.parquet"
+    frame = pq.read_table(path).to_pandas()
+    mutate(frame)
+    atomic_write_table(to_arrow(frame, table_name), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("table_name", "mutate", "field", "problem"),
+    [
+        ("tokens", lambda f: f.__setitem__("evaluated", False), "accepted", "accepted but not evaluated"),
+        ("tokens", lambda f: f.__setitem__("p_target", 1.5), "p_target", "probability outside"),
+        ("steps", lambda f: f.__setitem__("n_accepted", f["n_drafted"] + 1), "n_accepted", "n_drafted"),
+        ("steps", lambda f: f.__setitem__("verify_s", -1.0), "verify_s", "must be >= 0"),
+        ("sequences", lambda f: f.__setitem__("output_len", f["output_len"] + 1), "output_token_ids",
+         "length differs"),
+        ("sequences", lambda f: f.__setitem__("finish_reason", "exploded"), "finish_reason", "must be one of"),
+        ("sequences", lambda f: f.__setitem__("n_steps", f["n_steps"] + 1), "n_steps", "number of step rows"),
+    ],
+)
+def test_violated_invariants(trace_dir, table_name, mutate, field, problem):
+    path = _break(trace_dir, table_name, "run-code", mutate)
+    with pytest.raises(InputError) as error:
+        read_traces(trace_dir)
+    message = str(error.value)
+    assert f"{field}:" in message and problem in message
+    assert str(path) in message
+
+
+def test_tokens_disagree_with_steps(trace_dir):
+    path = trace_dir / "tokens" / "run-code.parquet"
+    frame = pq.read_table(path).to_pandas().iloc[1:]
+    atomic_write_table(to_arrow(frame, "tokens"), path)
+    with pytest.raises(InputError, match="n_drafted: differs from the number of token rows"):
+        read_traces(trace_dir)
+
+
+def test_incomplete_shard_is_skipped_and_tmp_removed(trace_dir, synthetic_tables):
+    (trace_dir / "sequences" / "run-chat.parquet").unlink()
+    (trace_dir / "tokens" / "half.parquet.tmp").write_bytes(b"PAR1garbage")
+    traces = read_traces(trace_dir)
+    assert traces.incomplete_shards == ("run-chat",)
+    assert set(traces.sequences["task"]) == {"code"}
+    TraceWriter(trace_dir)
+    assert not list(trace_dir.glob("*/*.tmp"))
+
+
+def test_metric_conventions(synthetic_tables):
+    steps = synthetic_tables["steps"]
+    tokens = synthetic_tables["tokens"]
+    n_acc, n_dr = steps["n_accepted"].to_numpy(), steps["n_drafted"].to_numpy()
+    assert acceptance_rate(n_acc, n_dr) == pytest.approx(tokens["accepted"].mean())
+    assert acceptance_length_with_bonus(n_acc) == pytest.approx(1 + n_acc.mean())
+    conditional = conditional_acceptance_by_index(tokens)
+    unconditional = unconditional_acceptance_by_index(tokens)
+    # Conditional rates are at least the unconditional ones; index 0 is evaluated in every step.
+    assert (conditional["rate"].to_numpy() >= unconditional["rate"].to_numpy() - 1e-12).all()
+    assert conditional["rate"].iloc[0] == pytest.approx(unconditional["rate"].iloc[0])
+    summary = summarize(steps, synthetic_tables["sequences"])
+    assert (summary["acceptance_rate_low"] <= summary["acceptance_rate"]).all()
+    assert np.isfinite(summary["measured_speedup"]).all()
+
+
+def test_cli_check_and_summary(trace_dir, capsys):
+    assert main(["traces", "check", str(trace_dir)]) == 0
+    assert "valid" in capsys.readouterr().out
+    assert main(["traces", "summary", str(trace_dir), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert {g["task"] for g in payload["groups"]} == {"code", "chat"}
+    assert payload["speedup_estimator"] == "ratio of totals"
+
+
+def test_cli_bad_input_is_one_line_exit_2(trace_dir, capsys):
+    path = trace_dir / "steps" / "run-code.parquet"
+    path.write_bytes(path.read_bytes()[:100])
+    assert main(["traces", "summary", str(trace_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ") and "run-code.parquet" in err
+    assert "Traceback" not in err
+    assert main(["traces", "check", str(trace_dir / "missing")]) == 2
+    with pytest.raises(InputError):
+        main(["--debug", "traces", "check", str(trace_dir / "missing")])
