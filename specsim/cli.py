@@ -31,7 +31,8 @@ app = typer.Typer(
 traces_app = typer.Typer(help="Check and summarise trace directories.", no_args_is_help=True)
 app.add_typer(traces_app, name="traces")
 
-stdout = Console()
+# Tables stay readable when piped or captured (rich would otherwise wrap at 80 columns).
+stdout = Console(width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True)
 _state = {"debug": False}
 
@@ -145,6 +146,68 @@ def traces_summary(
         "acceptance_rate = accepted/drafted (vLLM); acceptance_length_with_bonus counts the "
         "target's bonus token (plain decoding = 1.00); measured_speedup = total baseline wall / "
         "total speculative wall."
+    )
+
+
+@app.command("collect")
+def collect_command(
+    config_file: Path | None = typer.Option(None, "--config", help="YAML file with the options below."),
+    target: str | None = typer.Option(None, help="Target model: alias (smollm2), GGUF file, local dir or hub id."),
+    drafter: list[str] | None = typer.Option(
+        None, help="NAME=MODEL[,kind=generic|finetuned|untrained][,trained_on=DATASET]; repeatable."
+    ),
+    prompts: Path | None = typer.Option(None, help="Prompt file (.jsonl or .parquet)."),
+    gamma: list[int] | None = typer.Option(None, help="Draft length; repeatable. Default 4."),
+    temperature: list[float] | None = typer.Option(None, help="0 = greedy; repeatable. Default 0."),
+    top_p: float | None = typer.Option(None, "--top-p", help="Nucleus mass for sampling. Default 1."),
+    schedule: str | None = typer.Option(None, help="constant (default) or adaptive draft length."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Token budget. Default 128."),
+    seed: int | None = typer.Option(None, help="Seed of sampling. Default 0."),
+    baseline: bool | None = typer.Option(None, "--baseline/--no-baseline", help="Time plain decoding too."),
+    device: str | None = typer.Option(None, help="cpu (default), cuda, cuda:1, mps."),
+    dtype: str | None = typer.Option(None, help="float32 (default), bfloat16, float16, auto."),
+    out: Path | None = typer.Option(None, help="Trace directory to write (resumes if it exists)."),
+    limit: int | None = typer.Option(None, help="Only the first N prompts."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Run speculative decoding over a prompt set and write traces (resumable)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from specsim.collect.runner import CollectConfig, collect, load_config_file, parse_drafter
+
+    values = load_config_file(config_file) if config_file else {}
+    given = {
+        "target": target, "prompts": str(prompts) if prompts else None, "out": str(out) if out else None,
+        "gammas": tuple(gamma) if gamma else None, "temperatures": tuple(temperature) if temperature else None,
+        "top_p": top_p, "schedule": schedule, "max_new_tokens": max_new_tokens, "seed": seed,
+        "baseline": baseline, "device": device, "dtype": dtype, "limit": limit,
+        "drafters": tuple(parse_drafter(d) for d in drafter) if drafter else None,
+    }
+    values.update({key: value for key, value in given.items() if value is not None})
+    if trust_remote_code:
+        values["trust_remote_code"] = True
+    for required in ("target", "drafters", "prompts", "out"):
+        if not values.get(required):
+            option = "--drafter" if required == "drafters" else f"--{required}"
+            raise InputError("required (on the command line or in --config)", field=option)
+    config = CollectConfig(**values)
+    with Progress(
+        TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        TextColumn("{task.description}"), console=stderr, transient=json_output,
+    ) as bar:
+        task = bar.add_task("loading models", total=None)
+
+        def advance(done: int, total: int, prompt_id: str) -> None:
+            bar.update(task, completed=done, total=total, description=prompt_id)
+
+        result = collect(config, progress=advance)
+    if json_output:
+        print_json(result)
+        return
+    stdout.print(
+        f"{result['run_id']}: wrote {result['prompts_done']} prompt(s), skipped {result['prompts_skipped']} "
+        f"already written, into {result['out']} in {result['wall_s']:.1f} s"
     )
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from specsim.errors import InputError
+from specsim.traces.schema import SEQUENCE_KEY
 
 __all__ = ["CostModel", "fit_cost_model", "leviathan_cost_model"]
 
@@ -157,10 +158,8 @@ def fit_cost_model(steps: pd.DataFrame, sequences: pd.DataFrame) -> CostModel:
     if not several_gammas:
         verify_params = np.array([verify_params[0], 0.0, verify_params[1]])
 
-    step_time = steps.groupby(["run_id", "prompt_id", "drafter", "gamma", "temperature"], observed=True)[
-        ["draft_s", "verify_s"]
-    ].sum().sum(axis=1)
-    keyed = sequences.set_index(["run_id", "prompt_id", "drafter", "gamma", "temperature"])
+    step_time = steps.groupby(SEQUENCE_KEY, observed=True)[["draft_s", "verify_s"]].sum().sum(axis=1)
+    keyed = sequences.set_index(SEQUENCE_KEY)
     overhead = (keyed["spec_wall_s"] - step_time.reindex(keyed.index).fillna(0.0)).to_numpy(float)
     p_spec = keyed["prompt_len"].to_numpy(float)
     spec_params, spec_diag = _ols(overhead, np.column_stack([np.ones_like(p_spec), p_spec]), ["base", "per_token"])

@@ -97,7 +97,7 @@ def simulate_traces(
             "run_id": run_id, "task": cell.task, "dataset": cell.dataset, "target": target,
             "drafter": cell.drafter, "drafter_kind": cell.drafter_kind,
             "drafter_trained_on": cell.drafter_trained_on, "temperature": float(temperature),
-            "gamma": int(gamma),
+            "gamma": int(gamma), "schedule": "constant",
         }
         for index, (prompt_len, output_len) in enumerate(
             zip(cell.prompt_lengths, cell.output_lengths, strict=True)

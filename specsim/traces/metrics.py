@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: Columns one summary row stands for.
-SUMMARY_GROUP = ["task", "drafter", "drafter_kind", "temperature", "gamma"]
+SUMMARY_GROUP = ["task", "drafter", "drafter_kind", "temperature", "gamma", "schedule"]
 
 
 def acceptance_rate(n_accepted: np.ndarray, n_drafted: np.ndarray) -> float:

@@ -29,6 +29,7 @@ __all__ = [
     "STEP_KEY",
     "DRAFTER_KINDS",
     "FINISH_REASONS",
+    "SCHEDULES",
     "TOKENS_SCHEMA",
     "STEPS_SCHEMA",
     "SEQUENCES_SCHEMA",
@@ -43,6 +44,7 @@ METADATA_TABLE_KEY = b"specsim.table"
 
 DRAFTER_KINDS = ("generic", "finetuned", "untrained")
 FINISH_REASONS = ("eos", "length", "stop")
+SCHEDULES = ("constant", "adaptive")
 
 #: Columns every table carries; together with ``prompt_id`` they identify one sequence.
 KEY_FIELDS: list[pa.Field] = [
@@ -57,11 +59,14 @@ KEY_FIELDS: list[pa.Field] = [
     # Dataset or mixture the drafter was trained on; the reference of its length divergence.
     pa.field("drafter_trained_on", pa.string(), nullable=True),
     pa.field("temperature", pa.float64(), nullable=False),
+    # Maximum draft length; a step drafts at most this many tokens.
     pa.field("gamma", pa.int32(), nullable=False),
+    # How each step's draft length was chosen: "constant" (always gamma) or "adaptive".
+    pa.field("schedule", pa.string(), nullable=False),
 ]
 
 #: Columns that identify one decoded sequence.
-SEQUENCE_KEY = ["run_id", "prompt_id", "drafter", "gamma", "temperature"]
+SEQUENCE_KEY = ["run_id", "prompt_id", "drafter", "gamma", "schedule", "temperature"]
 #: Columns that identify one draft-verify step.
 STEP_KEY = [*SEQUENCE_KEY, "step"]
 

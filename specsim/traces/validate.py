@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from specsim.errors import InputError
-from specsim.traces.schema import DRAFTER_KINDS, FINISH_REASONS, SEQUENCE_KEY, STEP_KEY, TABLES
+from specsim.traces.schema import DRAFTER_KINDS, FINISH_REASONS, SCHEDULES, SEQUENCE_KEY, STEP_KEY, TABLES
 
 if TYPE_CHECKING:
     from specsim.traces.store import Traces
@@ -69,6 +69,7 @@ def _check_keys(root: Path, name: str, frame: pd.DataFrame) -> None:
              f"must be one of {', '.join(DRAFTER_KINDS)}")
     _require(root, name, frame, ~(frame["temperature"] >= 0), "temperature", "must be >= 0")
     _require(root, name, frame, frame["gamma"] < 1, "gamma", "must be >= 1")
+    _require(root, name, frame, ~frame["schedule"].isin(SCHEDULES), "schedule", f"must be one of {', '.join(SCHEDULES)}")
 
 
 def _check_tokens(root: Path, tokens: pd.DataFrame) -> None:

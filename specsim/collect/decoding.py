@@ -1,0 +1,465 @@
+"""The draft-verify loop: speculative decoding of one sequence, batch size 1, with KV caches.
+
+Both models keep a :class:`transformers.DynamicCache` that holds every token of the
+sequence but the last; a rejection crops the caches (``DynamicCache.crop`` with a negative
+count), so the prefix is never re-encoded. The acceptance rule is Leviathan et al.'s:
+greedy accepts a drafted token when it is the target's argmax; sampling accepts with
+probability ``min(1, p/q)`` and on rejection draws from ``norm(max(0, p - q))``, which
+leaves the (temperature- and top-p-warped) target distribution unchanged.
+
+Drafting follows Hugging Face's ``CandidateGenerator`` seam: a drafter proposes tokens
+(:meth:`ModelDrafter.propose`) and learns how many were accepted
+(:meth:`ModelDrafter.accept`); a :class:`GammaSchedule` chooses how many to propose.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Warp",
+    "CachedLM",
+    "ModelDrafter",
+    "GammaSchedule",
+    "ConstantGamma",
+    "AdaptiveGamma",
+    "make_schedule",
+    "verify_draft",
+    "DecodeResult",
+    "speculative_decode",
+    "autoregressive_decode",
+]
+
+
+@dataclass(frozen=True)
+class Warp:
+    """How logits become the decoding distribution.
+
+    Parameters
+    ----------
+    temperature : float
+        0 means greedy (argmax); otherwise logits are divided by it.
+    top_p : float
+        Nucleus mass kept (1 keeps the whole vocabulary).
+    """
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+    @property
+    def greedy(self) -> bool:
+        """Whether decoding is greedy."""
+        return self.temperature == 0
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Decoding distribution over the vocabulary, shape like ``logits`` (last axis vocab).
+
+        Greedy decoding gives a one-hot distribution on the argmax.
+        """
+        logits = logits.float()
+        if self.greedy:
+            return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+        probs = torch.softmax(logits / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+            outside = (sorted_probs.cumsum(-1) - sorted_probs) >= self.top_p
+            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+            probs = probs / probs.sum(-1, keepdim=True)
+        return probs
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class CachedLM:
+    """A causal LM with a KV cache over the sequence's tokens but the last.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        A causal LM in eval mode.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        from transformers import DynamicCache
+
+        self.model = model
+        self.device = next(model.parameters()).device
+        self._cache_class = DynamicCache
+        # transformers 5 renamed ``past_key_values`` to ``cache``; accept either.
+        parameters = inspect.signature(model.forward).parameters
+        self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the sequence: an empty cache."""
+        self.cache = self._cache_class(config=self.model.config)
+        self.cached = 0
+
+    @torch.inference_mode()
+    def forward(self, token_ids: list[int]) -> torch.Tensor:
+        """Feed ``token_ids`` after the cached prefix; return their logits, shape (n, vocab)."""
+        inputs = torch.tensor([token_ids], device=self.device)
+        output = self.model(input_ids=inputs, use_cache=True, **{self._cache_argument: self.cache})
+        self.cached += len(token_ids)
+        return output.logits[0]
+
+    def rollback(self, length: int) -> None:
+        """Keep the first ``length`` cached tokens, dropping the rest."""
+        excess = self.cached - length
+        if excess > 0:
+            self.cache.crop(-excess)
+            self.cached = length
+
+
+class GammaSchedule:
+    """How many tokens to draft in the next step; learns from each verification."""
+
+    name = "constant"
+
+    def __init__(self, gamma: int):
+        if gamma < 1:
+            raise ValueError(f"gamma must be >= 1, got {gamma}")
+        self.gamma_max = gamma
+        self.current = gamma
+
+    def next_gamma(self) -> int:
+        """Draft length for the next step."""
+        return self.current
+
+    def update(self, n_accepted: int, n_drafted: int) -> None:
+        """Learn from a verified step (constant: nothing to learn)."""
+
+
+class ConstantGamma(GammaSchedule):
+    """Always draft ``gamma`` tokens."""
+
+
+class AdaptiveGamma(GammaSchedule):
+    """Hugging Face's heuristic: +2 after a fully accepted draft, -1 otherwise, in [1, gamma].
+
+    Starts at ``gamma``; the chosen draft length of every step is recorded as its
+    ``n_drafted``.
+    """
+
+    name = "adaptive"
+
+    def update(self, n_accepted: int, n_drafted: int) -> None:
+        """Grow after full acceptance, shrink after a rejection."""
+        if n_accepted == n_drafted:
+            self.current = min(self.gamma_max, self.current + 2)
+        else:
+            self.current = max(1, self.current - 1)
+
+
+def make_schedule(name: str, gamma: int) -> GammaSchedule:
+    """Build a schedule by name: ``constant`` or ``adaptive``."""
+    schedules = {"constant": ConstantGamma, "adaptive": AdaptiveGamma}
+    if name not in schedules:
+        raise ValueError(f"unknown gamma schedule {name!r}; choose constant or adaptive")
+    return schedules[name](gamma)
+
+
+class ModelDrafter:
+    """A drafter backed by a causal LM sharing the target's vocabulary."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.lm = CachedLM(model)
+
+    def reset(self) -> None:
+        """Start a new sequence."""
+        self.lm.reset()
+
+    def prefill(self, tokens: list[int]) -> None:
+        """Encode all tokens but the last."""
+        if len(tokens) > 1:
+            self.lm.forward(tokens[:-1])
+
+    def propose(
+        self, tokens: list[int], n: int, warp: Warp, generator: torch.Generator | None
+    ) -> tuple[list[int], torch.Tensor]:
+        """Draft ``n`` tokens after ``tokens``.
+
+        Returns
+        -------
+        draft : list of int, length n
+        draft_logits : torch.Tensor, shape (n, vocab)
+            Raw logits the draft was chosen from.
+        """
+        pending = tokens[self.lm.cached :]
+        draft: list[int] = []
+        rows = []
+        for _ in range(n):
+            logits = self.lm.forward(pending)[-1]
+            rows.append(logits)
+            if warp.greedy:
+                token = int(logits.argmax())
+            else:
+                token = int(torch.multinomial(warp.probs(logits), 1, generator=generator))
+            draft.append(token)
+            pending = [token]
+        return draft, torch.stack(rows)
+
+    def accept(self, sequence_length: int) -> None:
+        """Drop cached drafted tokens past the accepted prefix (cache holds all but the last)."""
+        self.lm.rollback(sequence_length - 1)
+
+
+def verify_draft(
+    target_probs: torch.Tensor,
+    draft_probs: torch.Tensor,
+    draft: torch.Tensor,
+    greedy: bool,
+    generator: torch.Generator | None = None,
+) -> tuple[int, int, torch.Tensor]:
+    """Leviathan et al.'s acceptance rule for one draft.
+
+    Parameters
+    ----------
+    target_probs : torch.Tensor, shape (g + 1, vocab)
+        Target decoding distributions after each draft prefix (row ``g`` for the bonus).
+    draft_probs : torch.Tensor, shape (g, vocab)
+        Drafter decoding distributions the draft was sampled from.
+    draft : torch.Tensor, shape (g,)
+        Drafted token ids.
+    greedy : bool
+        Accept iff the drafted token is the target's argmax.
+    generator : torch.Generator, optional
+        Random source for sampling.
+
+    Returns
+    -------
+    n_accepted : int
+        Accepted prefix length (bonus not counted).
+    next_token : int
+        The corrected token after a rejection, or the bonus token.
+    accept_prob : torch.Tensor, shape (g,)
+        ``min(1, p/q)`` of each drafted token (0/1 under greedy).
+    """
+    g = draft.shape[0]
+    rows = torch.arange(g, device=draft.device)
+    p = target_probs[rows, draft]
+    q = draft_probs[rows, draft]
+    if greedy:
+        accept_prob = (target_probs[:g].argmax(-1) == draft).float()
+        accepted = accept_prob.bool()
+    else:
+        accept_prob = torch.clamp(p / q, max=1.0)
+        uniform = torch.rand(g, generator=generator, device=draft.device)
+        accepted = uniform < accept_prob
+    rejected = (~accepted).nonzero()
+    n_accepted = int(rejected[0]) if len(rejected) else g
+    if greedy:
+        next_token = int(target_probs[n_accepted].argmax())
+    elif n_accepted < g:
+        residual = torch.clamp(target_probs[n_accepted] - draft_probs[n_accepted], min=0.0)
+        next_token = int(torch.multinomial(residual / residual.sum(), 1, generator=generator))
+    else:
+        next_token = int(torch.multinomial(target_probs[g], 1, generator=generator))
+    return n_accepted, next_token, accept_prob
+
+
+@dataclass
+class DecodeResult:
+    """One decoded sequence with its per-step and per-drafted-token records.
+
+    Attributes
+    ----------
+    output_ids : list of int
+        Generated tokens (the prompt excluded), EOS included when it ended the sequence.
+    finish_reason : str
+        ``eos`` or ``length``.
+    wall_s : float
+        Wall time of the whole decode (prefill included), device-synchronised.
+    steps : dict of str to list
+        Per step: ``context_len``, ``n_drafted``, ``n_accepted``, ``n_emitted``,
+        ``draft_s``, ``verify_s``.
+    tokens : dict of str to list
+        Per drafted token: ``step``, ``draft_index``, ``position``, ``context_len``,
+        ``token_id``, ``evaluated``, ``accepted``, ``p_target``, ``q_draft``,
+        ``accept_prob``, ``overlap``, ``overlap_t1``. Empty when recording is off.
+    """
+
+    output_ids: list[int]
+    finish_reason: str
+    wall_s: float
+    steps: dict[str, list] = field(default_factory=dict)
+    tokens: dict[str, list] = field(default_factory=dict)
+
+
+_STEP_FIELDS = ("context_len", "n_drafted", "n_accepted", "n_emitted", "draft_s", "verify_s")
+_TOKEN_FIELDS = ("step", "draft_index", "position", "context_len", "token_id", "evaluated", "accepted",
+                 "p_target", "q_draft", "accept_prob", "overlap", "overlap_t1")
+
+
+def _token_records(
+    target_logits: torch.Tensor, draft_logits: torch.Tensor, draft: torch.Tensor, warp: Warp,
+    target_probs: torch.Tensor, draft_probs: torch.Tensor, accept_prob: torch.Tensor,
+) -> dict[str, np.ndarray]:
+    g = draft.shape[0]
+    rows = torch.arange(g, device=draft.device)
+    p1 = torch.softmax(target_logits[:g].float(), -1)
+    q1 = torch.softmax(draft_logits.float(), -1)
+    overlap_t1 = torch.minimum(p1, q1).sum(-1)
+    if warp.greedy:
+        # At temperature 0 the decoding distributions are one-hot: report p, q at temperature 1.
+        p_target, q_draft, overlap = p1[rows, draft], q1[rows, draft], accept_prob
+    else:
+        p_target, q_draft = target_probs[rows, draft], draft_probs[rows, draft]
+        overlap = torch.minimum(target_probs[:g], draft_probs).sum(-1)
+    values = torch.stack([p_target, q_draft, accept_prob, overlap, overlap_t1]).clamp(0.0, 1.0)
+    values = values.cpu().double().numpy()
+    return {
+        "p_target": values[0], "q_draft": values[1], "accept_prob": values[2], "overlap": values[3],
+        "overlap_t1": values[4] if warp.greedy else np.full(g, np.nan),
+    }
+
+
+def speculative_decode(
+    target: CachedLM,
+    drafter: ModelDrafter,
+    prompt_ids: list[int],
+    *,
+    schedule: GammaSchedule,
+    warp: Warp,
+    max_new_tokens: int,
+    eos_ids: frozenset[int] | set[int],
+    generator: torch.Generator | None = None,
+    record: bool = True,
+) -> DecodeResult:
+    """Speculatively decode one prompt.
+
+    Parameters
+    ----------
+    target : CachedLM
+        The target model; its cache is reset.
+    drafter : ModelDrafter
+        The drafter; its cache is reset.
+    prompt_ids : list of int
+        Prompt token ids (at least one).
+    schedule : GammaSchedule
+        Draft length per step; each step drafts ``min(next_gamma, tokens left)``.
+    warp : Warp
+        Temperature and top-p of both models' decoding distributions.
+    max_new_tokens : int
+        Token budget.
+    eos_ids : set of int
+        Tokens that end the sequence (kept in the output).
+    generator : torch.Generator, optional
+        Random source of drafting and acceptance (sampling only).
+    record : bool, default True
+        Record per-token probabilities; off, only step counts and timings are kept (the
+        benchmark of recording overhead).
+
+    Returns
+    -------
+    DecodeResult
+    """
+    device = target.device
+    steps = {name: [] for name in _STEP_FIELDS}
+    tokens_rec: dict[str, list] = {name: [] for name in _TOKEN_FIELDS} if record else {}
+    _sync(device)
+    start = time.perf_counter()
+    target.reset()
+    drafter.reset()
+    tokens = list(prompt_ids)
+    if len(tokens) > 1:
+        target.forward(tokens[:-1])
+    drafter.prefill(tokens)
+    generated = 0
+    finish_reason = "length"
+    step = 0
+    while generated < max_new_tokens:
+        n_draft = min(schedule.next_gamma(), max_new_tokens - generated)
+        context_len = len(tokens)
+        _sync(device)
+        t0 = time.perf_counter()
+        draft, draft_logits = drafter.propose(tokens, n_draft, warp, generator)
+        _sync(device)
+        t1 = time.perf_counter()
+        target_logits = target.forward(tokens[target.cached :] + draft)[-(n_draft + 1) :]
+        draft_tensor = torch.tensor(draft, device=target_logits.device)
+        target_probs = warp.probs(target_logits)
+        draft_probs = warp.probs(draft_logits).to(target_probs.device)
+        n_accepted, next_token, accept_prob = verify_draft(
+            target_probs, draft_probs, draft_tensor, warp.greedy, generator
+        )
+        emitted = [*draft[:n_accepted], next_token][: max_new_tokens - generated]
+        eos_at = next((i for i, token in enumerate(emitted) if token in eos_ids), None)
+        if eos_at is not None:
+            emitted = emitted[: eos_at + 1]
+            finish_reason = "eos"
+        tokens.extend(emitted)
+        target.rollback(len(tokens) - 1)
+        drafter.accept(len(tokens))
+        _sync(device)
+        t2 = time.perf_counter()
+        schedule.update(n_accepted, n_draft)
+        for name, value in zip(
+            _STEP_FIELDS, (context_len, n_draft, n_accepted, len(emitted), t1 - t0, t2 - t1), strict=True
+        ):
+            steps[name].append(value)
+        if record:
+            index = np.arange(n_draft)
+            columns = _token_records(target_logits, draft_logits.to(target_logits.device), draft_tensor, warp,
+                                     target_probs, draft_probs, accept_prob)
+            columns.update(
+                step=np.full(n_draft, step), draft_index=index, position=generated + index,
+                context_len=context_len + index, token_id=np.asarray(draft),
+                evaluated=index <= n_accepted, accepted=index < n_accepted,
+            )
+            for name in _TOKEN_FIELDS:
+                tokens_rec[name].append(columns[name])
+        generated += len(emitted)
+        step += 1
+        if finish_reason == "eos":
+            break
+    _sync(device)
+    wall = time.perf_counter() - start
+    if record:
+        tokens_rec = {name: np.concatenate(parts) for name, parts in tokens_rec.items()} if step else {
+            name: np.array([]) for name in _TOKEN_FIELDS}
+    return DecodeResult(tokens[len(prompt_ids) :], finish_reason, wall, steps, tokens_rec)
+
+
+def autoregressive_decode(
+    target: CachedLM,
+    prompt_ids: list[int],
+    *,
+    warp: Warp,
+    max_new_tokens: int,
+    eos_ids: frozenset[int] | set[int],
+    generator: torch.Generator | None = None,
+) -> DecodeResult:
+    """Plain decoding of the target with its KV cache, same stopping rule; the baseline."""
+    device = target.device
+    _sync(device)
+    start = time.perf_counter()
+    target.reset()
+    tokens = list(prompt_ids)
+    pending = tokens
+    finish_reason = "length"
+    for _ in range(max_new_tokens):
+        logits = target.forward(pending)[-1]
+        if warp.greedy:
+            token = int(logits.argmax())
+        else:
+            token = int(torch.multinomial(warp.probs(logits), 1, generator=generator))
+        tokens.append(token)
+        pending = [token]
+        if token in eos_ids:
+            finish_reason = "eos"
+            break
+    _sync(device)
+    return DecodeResult(tokens[len(prompt_ids) :], finish_reason, time.perf_counter() - start)

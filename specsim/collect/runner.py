@@ -1,0 +1,376 @@
+"""Collection runs: every prompt x drafter x gamma x temperature, written shard by shard.
+
+One shard is one prompt of one run (all its drafters, gammas and temperatures), written
+atomically when the prompt is done; re-running the same configuration skips finished
+prompts, so an interrupted run loses at most the prompt in flight. With ``accelerate
+launch`` (or ``torchrun``) each process takes the prompts ``i`` with
+``i % WORLD_SIZE == RANK`` and writes its own shards; no process group is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from specsim.collect.prompts import Prompt, encode_prompt, read_prompts
+from specsim.errors import InputError
+from specsim.traces.schema import DRAFTER_KINDS, SCHEDULES, SCHEMA_VERSION
+from specsim.traces.store import TraceWriter
+
+__all__ = ["DrafterSpec", "CollectConfig", "collect", "parse_drafter", "load_config_file", "shard_of"]
+
+
+@dataclass(frozen=True)
+class DrafterSpec:
+    """A drafter to run against the target.
+
+    Parameters
+    ----------
+    name : str
+        Short name used in the traces (``drafter`` column).
+    model : str
+        Model spec (see :mod:`specsim.collect.models`).
+    kind : {"generic", "finetuned", "untrained"}
+        How it was trained.
+    trained_on : str, optional
+        Dataset (fine-tuned) or mixture (generic) it was trained on.
+    """
+
+    name: str
+    model: str
+    kind: str = "generic"
+    trained_on: str | None = None
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
+            raise InputError(f"drafter name {self.name!r} must use letters, digits, '.', '_' or '-'",
+                             field="drafter")
+        if self.kind not in DRAFTER_KINDS:
+            raise InputError(f"drafter kind {self.kind!r} must be one of {', '.join(DRAFTER_KINDS)}",
+                             field=f"drafter {self.name}")
+        if self.kind == "finetuned" and not self.trained_on:
+            raise InputError("a fine-tuned drafter needs the dataset it was fine-tuned on (trained_on)",
+                             field=f"drafter {self.name}")
+
+
+def parse_drafter(text: str) -> DrafterSpec:
+    """Parse ``NAME=MODEL[,kind=KIND][,trained_on=DATASET]`` from the command line.
+
+    Examples
+    --------
+    >>> parse_drafter("ft=models/ft,kind=finetuned,trained_on=humaneval")
+    DrafterSpec(name='ft', model='models/ft', kind='finetuned', trained_on='humaneval')
+    """
+    name, sep, rest = text.partition("=")
+    if not sep or not name or not rest:
+        raise InputError(f"expected NAME=MODEL[,kind=...][,trained_on=...], got {text!r}", field="--drafter")
+    model, *options = rest.split(",")
+    values: dict[str, str] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if key not in ("kind", "trained_on") or not sep:
+            raise InputError(f"unknown drafter option {option!r} (kind=..., trained_on=...)", field="--drafter")
+        values[key] = value
+    return DrafterSpec(name=name, model=model, kind=values.get("kind", "generic"),
+                       trained_on=values.get("trained_on"))
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """Everything that defines a collection run.
+
+    ``out``, ``device``, ``limit`` and ``progress`` only place or bound the work; the other
+    fields define the results and enter the run id (:meth:`run_id`), which names the shards
+    so that resuming never mixes results of two configurations.
+    """
+
+    target: str
+    drafters: tuple[DrafterSpec, ...]
+    prompts: str
+    out: str
+    gammas: tuple[int, ...] = (4,)
+    temperatures: tuple[float, ...] = (0.0,)
+    top_p: float = 1.0
+    schedule: str = "constant"
+    max_new_tokens: int = 128
+    seed: int = 0
+    baseline: bool = True
+    dtype: str = "float32"
+    device: str = "cpu"
+    limit: int | None = None
+    trust_remote_code: bool = False
+    record: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.drafters:
+            raise InputError("at least one drafter is required", field="--drafter")
+        names = [d.name for d in self.drafters]
+        if len(set(names)) != len(names):
+            raise InputError(f"drafter names must be unique, got {names}", field="--drafter")
+        if not self.gammas or any(g < 1 for g in self.gammas):
+            raise InputError(f"gamma must be >= 1, got {list(self.gammas)}", field="--gamma")
+        if not self.temperatures or any(t < 0 for t in self.temperatures):
+            raise InputError(f"temperature must be >= 0, got {list(self.temperatures)}", field="--temperature")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"top-p must be in (0, 1], got {self.top_p}", field="--top-p")
+        if self.max_new_tokens < 1:
+            raise InputError(f"max-new-tokens must be >= 1, got {self.max_new_tokens}", field="--max-new-tokens")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}", field="--schedule")
+        if self.limit is not None and self.limit < 1:
+            raise InputError(f"limit must be >= 1, got {self.limit}", field="--limit")
+
+    def defining_fields(self) -> dict[str, Any]:
+        """The fields that define results (everything but placement and bounds)."""
+        values = asdict(self)
+        for placement in ("out", "device", "limit", "record"):
+            values.pop(placement)
+        values["prompts"] = _file_digest(Path(self.prompts))
+        return values
+
+    def run_id(self) -> str:
+        """Stable id of the results this configuration defines."""
+        payload = json.dumps(self.defining_fields(), sort_keys=True, default=str)
+        return "run-" + hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+def _file_digest(path: Path) -> str:
+    if not path.is_file():
+        raise InputError("no such prompt file", path=path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+_CONFIG_KEYS = {f for f in CollectConfig.__dataclass_fields__}
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML collection config into keyword arguments of :class:`CollectConfig`.
+
+    Keys are the config's field names (``drafters`` as a list of mappings with ``name``,
+    ``model``, ``kind``, ``trained_on``); ``gamma``/``temperature`` may be a number or a list.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such config file", path=path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise InputError(f"not valid YAML ({str(error).splitlines()[0]})", path=path) from None
+    if not isinstance(data, dict):
+        raise InputError("expected a mapping of options", path=path)
+    for singular, plural in (("gamma", "gammas"), ("temperature", "temperatures")):
+        if singular in data:
+            value = data.pop(singular)
+            data[plural] = value if isinstance(value, list) else [value]
+    unknown = set(data) - _CONFIG_KEYS
+    if unknown:
+        raise InputError(f"unknown option(s) {sorted(unknown)}", path=path)
+    if "drafters" in data:
+        drafters = data["drafters"]
+        if not isinstance(drafters, list) or not all(isinstance(d, dict) for d in drafters):
+            raise InputError("must be a list of mappings (name, model, kind, trained_on)", path=path,
+                             field="drafters")
+        try:
+            data["drafters"] = tuple(DrafterSpec(**d) for d in drafters)
+        except TypeError as error:
+            raise InputError(str(error), path=path, field="drafters") from None
+    for key in ("gammas", "temperatures"):
+        if key in data:
+            data[key] = tuple(data[key])
+    return data
+
+
+def shard_of(rank_count: tuple[int, int], index: int) -> bool:
+    """Whether prompt ``index`` belongs to process ``rank`` of ``world`` (round robin)."""
+    rank, world = rank_count
+    return index % world == rank
+
+
+def _distributed_rank() -> tuple[int, int, int]:
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    if not 0 <= rank < world:
+        raise InputError(f"RANK={rank} is outside WORLD_SIZE={world}", field="RANK")
+    return rank, world, local
+
+
+def _sequence_seed(seed: int, *parts: Any) -> int:
+    payload = json.dumps([seed, *map(str, parts)])
+    return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def _eos_ids(loaded) -> frozenset[int]:
+    ids = set()
+    for value in (loaded.tokenizer.eos_token_id, getattr(loaded.model.generation_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return frozenset(ids)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:80]
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("specsim", "torch", "transformers", "numpy", "pyarrow", "accelerate", "gguf"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def collect(
+    config: CollectConfig,
+    *,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
+    """Run a collection and write its traces to ``config.out``.
+
+    Parameters
+    ----------
+    config : CollectConfig
+        What to run.
+    progress : callable, optional
+        Called as ``progress(done, total, prompt_id)`` after each prompt of this process.
+
+    Returns
+    -------
+    dict
+        ``run_id``, ``out``, ``prompts_total`` (this process), ``prompts_done`` (written
+        now), ``prompts_skipped`` (already written) and ``wall_s``.
+    """
+    import torch
+
+    from specsim.collect.decoding import CachedLM, ModelDrafter, Warp, autoregressive_decode, make_schedule
+    from specsim.collect.models import check_same_vocabulary, load_model
+
+    started = time.perf_counter()
+    rank, world, local_rank = _distributed_rank()
+    device = config.device
+    if device == "cuda" and world > 1:
+        device = f"cuda:{local_rank}"
+    prompts: Sequence[Prompt] = read_prompts(config.prompts)
+    if config.limit is not None:
+        prompts = prompts[: config.limit]
+    run_id = config.run_id()
+    writer = TraceWriter(config.out)
+    done = writer.completed_shards()
+    mine = [(i, p) for i, p in enumerate(prompts) if shard_of((rank, world), i)]
+    shard_names = {i: f"{run_id}-{i:05d}-{_safe(p.prompt_id)}" for i, p in mine}
+    todo = [(i, p) for i, p in mine if shard_names[i] not in done]
+    summary = {"run_id": run_id, "out": str(config.out), "prompts_total": len(mine),
+               "prompts_skipped": len(mine) - len(todo), "prompts_done": 0}
+    if not todo:
+        summary["wall_s"] = time.perf_counter() - started
+        return summary
+
+    target = load_model(config.target, dtype=config.dtype, device=device,
+                        trust_remote_code=config.trust_remote_code)
+    drafters = {}
+    for spec in config.drafters:
+        loaded = load_model(spec.model, dtype=config.dtype, device=device,
+                            trust_remote_code=config.trust_remote_code)
+        check_same_vocabulary(target, loaded, spec.name)
+        drafters[spec.name] = (spec, ModelDrafter(loaded.model), loaded)
+    target_lm = CachedLM(target.model)
+    eos_ids = _eos_ids(target)
+    if rank == 0:
+        writer.write_run_metadata(run_id, {
+            "run_id": run_id, "schema_version": SCHEMA_VERSION, "config": config.defining_fields(),
+            "command_config": asdict(config), "target": target.info.to_dict(),
+            "drafters": {name: {**asdict(spec), **loaded.info.to_dict()} for name, (spec, _, loaded) in
+                         drafters.items()},
+            "device": str(target_lm.device), "device_name": (
+                torch.cuda.get_device_name(target_lm.device) if target_lm.device.type == "cuda"
+                else platform.processor() or platform.machine()),
+            "torch_threads": torch.get_num_threads(), "world_size": world,
+            "versions": _versions(), "python": platform.python_version(), "platform": platform.platform(),
+            "eos_token_ids": sorted(eos_ids),
+        })
+
+    # One untimed decode so that first-call allocations do not land in the first prompt's timings.
+    warm_ids = encode_prompt(target.tokenizer, todo[0][1])[:32]
+    first_drafter = next(iter(drafters.values()))[1]
+    from specsim.collect.decoding import speculative_decode
+
+    speculative_decode(target_lm, first_drafter, warm_ids, schedule=make_schedule("constant", 2), warp=Warp(),
+                       max_new_tokens=4, eos_ids=eos_ids)
+    autoregressive_decode(target_lm, warm_ids, warp=Warp(), max_new_tokens=4, eos_ids=eos_ids)
+
+    for count, (index, prompt) in enumerate(todo, start=1):
+        prompt_ids = encode_prompt(target.tokenizer, prompt)
+        token_frames, step_frames, sequence_rows = [], [], []
+        for temperature in config.temperatures:
+            warp = Warp(temperature=temperature, top_p=config.top_p)
+            baseline = None
+            if config.baseline:
+                generator = torch.Generator(device=target_lm.device).manual_seed(
+                    _sequence_seed(config.seed, prompt.prompt_id, "baseline", temperature))
+                baseline = autoregressive_decode(target_lm, prompt_ids, warp=warp,
+                                                 max_new_tokens=config.max_new_tokens, eos_ids=eos_ids,
+                                                 generator=generator)
+            for name, (spec, drafter, _) in drafters.items():
+                for gamma in config.gammas:
+                    generator = torch.Generator(device=target_lm.device).manual_seed(
+                        _sequence_seed(config.seed, prompt.prompt_id, name, gamma, temperature))
+                    result = speculative_decode(
+                        target_lm, drafter, prompt_ids, schedule=make_schedule(config.schedule, gamma), warp=warp,
+                        max_new_tokens=config.max_new_tokens, eos_ids=eos_ids, generator=generator,
+                        record=config.record,
+                    )
+                    keys = {
+                        "run_id": run_id, "prompt_id": prompt.prompt_id, "task": prompt.task,
+                        "dataset": prompt.dataset, "target": config.target, "drafter": name,
+                        "drafter_kind": spec.kind, "drafter_trained_on": spec.trained_on,
+                        "temperature": float(temperature), "gamma": int(gamma), "schedule": config.schedule,
+                    }
+                    steps = pd.DataFrame(result.steps)
+                    steps.insert(0, "step", np.arange(len(steps), dtype=np.int32))
+                    tokens = pd.DataFrame(result.tokens) if config.record else pd.DataFrame()
+                    for frame in (steps, tokens):
+                        for key, value in keys.items():
+                            frame[key] = value
+                    step_frames.append(steps)
+                    token_frames.append(tokens)
+                    sequence_rows.append({
+                        **keys, "prompt_len": len(prompt_ids), "output_len": len(result.output_ids),
+                        "n_steps": len(steps), "finish_reason": result.finish_reason,
+                        "spec_wall_s": result.wall_s,
+                        "baseline_wall_s": baseline.wall_s if baseline else None,
+                        "baseline_tokens": len(baseline.output_ids) if baseline else None,
+                        "output_token_ids": list(result.output_ids),
+                    })
+        if config.record:
+            writer.write_shard(shard_names[index], pd.concat(token_frames, ignore_index=True),
+                               pd.concat(step_frames, ignore_index=True), pd.DataFrame(sequence_rows))
+        summary["prompts_done"] += 1
+        if progress is not None:
+            progress(count, len(todo), prompt.prompt_id)
+    summary["wall_s"] = time.perf_counter() - started
+    return summary
+
+
+def with_overrides(config: CollectConfig, **changes: Any) -> CollectConfig:
+    """A copy of ``config`` with some fields changed (validated again)."""
+    return replace(config, **changes)
