@@ -174,6 +174,7 @@ def collect_command(
     """Run speculative decoding over a prompt set and write traces (resumable)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from specsim.collect.prompts import read_prompts
     from specsim.collect.runner import CollectConfig, collect, load_config_file, parse_drafter
 
     values = load_config_file(config_file) if config_file else {}
@@ -192,9 +193,10 @@ def collect_command(
             option = "--drafter" if required == "drafters" else f"--{required}"
             raise InputError("required (on the command line or in --config)", field=option)
     config = CollectConfig(**values)
+    read_prompts(config.prompts)  # bad prompt files fail before any model loads
     with Progress(
         TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        TextColumn("{task.description}"), console=stderr, transient=json_output,
+        TextColumn("{task.description}"), console=stderr, transient=True,
     ) as bar:
         task = bar.add_task("loading models", total=None)
 

@@ -69,7 +69,8 @@ def _check_keys(root: Path, name: str, frame: pd.DataFrame) -> None:
              f"must be one of {', '.join(DRAFTER_KINDS)}")
     _require(root, name, frame, ~(frame["temperature"] >= 0), "temperature", "must be >= 0")
     _require(root, name, frame, frame["gamma"] < 1, "gamma", "must be >= 1")
-    _require(root, name, frame, ~frame["schedule"].isin(SCHEDULES), "schedule", f"must be one of {', '.join(SCHEDULES)}")
+    _require(root, name, frame, ~frame["schedule"].isin(SCHEDULES), "schedule",
+             f"must be one of {', '.join(SCHEDULES)}")
 
 
 def _check_tokens(root: Path, tokens: pd.DataFrame) -> None:

@@ -1,0 +1,238 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from specsim.cli import main
+from specsim.collect.prompts import Prompt, read_prompts, write_prompts
+from specsim.collect.runner import CollectConfig, DrafterSpec, collect, load_config_file, parse_drafter
+from specsim.errors import InputError
+from specsim.traces import read_traces
+from tests.models import save_tiny_drafter
+
+REPO = Path(__file__).resolve().parents[1]
+SPECSIM = [sys.executable, "-m", "specsim.cli"]
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    from transformers import AutoTokenizer
+
+    from specsim.collect.models import _dequantised_gguf, smollm2_gguf_path
+
+    folder, _ = _dequantised_gguf(smollm2_gguf_path(), trust_remote_code=False)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, smol_tokenizer):
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "target": save_tiny_drafter(root / "target", smol_tokenizer, seed=0),
+        "drafter": save_tiny_drafter(root / "drafter", smol_tokenizer, seed=1),
+        "small_vocab": save_tiny_drafter(root / "small_vocab", smol_tokenizer, seed=2, vocab_size=1000),
+    }
+
+
+def _prompts(path: Path, n: int) -> Path:
+    prompts = [Prompt(f"p{i}", "code" if i % 2 else "chat", "unit", prompt=f"def f{i}(x):\n    return")
+               for i in range(n)]
+    prompts.append(Prompt("chat-msg", "chat", "unit", messages=({"role": "user", "content": "Hi there"},)))
+    write_prompts(prompts, path)
+    return path
+
+
+def _config(tiny_models, prompts, out, **changes) -> CollectConfig:
+    values = dict(
+        target=str(tiny_models["target"]),
+        drafters=(DrafterSpec("tiny", str(tiny_models["drafter"]), "finetuned", "unit"),
+                  DrafterSpec("self", str(tiny_models["target"]), "generic", "mixture")),
+        prompts=str(prompts), out=str(out), gammas=(2, 3), temperatures=(0.0, 1.0), max_new_tokens=12,
+    )
+    values.update(changes)
+    return CollectConfig(**values)
+
+
+def test_collect_writes_consistent_traces(tmp_path, tiny_models):
+    config = _config(tiny_models, _prompts(tmp_path / "p.jsonl", 3), tmp_path / "traces")
+    result = collect(config)
+    assert result["prompts_done"] == 4
+    traces = read_traces(tmp_path / "traces")  # checks every invariant between the three tables
+    sequences = traces.sequences
+    assert len(sequences) == 4 * 2 * 2 * 2
+    greedy = sequences[sequences["temperature"] == 0]
+    # Greedy speculative output equals the target's own: same ids for every drafter and gamma.
+    for _, group in greedy.groupby("prompt_id"):
+        outputs = {tuple(ids) for ids in group["output_token_ids"]}
+        assert len(outputs) == 1
+        assert (group["baseline_tokens"] == group["output_len"]).all()
+    self_steps = traces.steps[traces.steps["drafter"] == "self"]
+    assert (self_steps["n_accepted"] == self_steps["n_drafted"]).all()
+    run = traces.runs[result["run_id"]]
+    assert run["target"]["source"] == "local" and run["config"]["gammas"] == [2, 3]
+    # Resuming the finished run does nothing.
+    again = collect(config)
+    assert again["prompts_done"] == 0 and again["prompts_skipped"] == 4
+
+
+def test_collect_is_reproducible_under_sampling(tmp_path, tiny_models):
+    prompts = _prompts(tmp_path / "p.jsonl", 2)
+    first = collect(_config(tiny_models, prompts, tmp_path / "a", temperatures=(1.0,), gammas=(2,)))
+    second = collect(_config(tiny_models, prompts, tmp_path / "b", temperatures=(1.0,), gammas=(2,)))
+    a, b = read_traces(tmp_path / "a").sequences, read_traces(tmp_path / "b").sequences
+    assert first["run_id"] == second["run_id"]
+    key = ["prompt_id", "drafter"]
+    assert [list(x) for x in a.sort_values(key)["output_token_ids"]] == \
+        [list(x) for x in b.sort_values(key)["output_token_ids"]]
+
+
+def test_vocabulary_mismatch_is_refused(tmp_path, tiny_models, capsys):
+    prompts = _prompts(tmp_path / "p.jsonl", 1)
+    code = main(["collect", "--target", str(tiny_models["target"]), "--drafter",
+                 f"bad={tiny_models['small_vocab']}", "--prompts", str(prompts), "--out", str(tmp_path / "t")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "drafter bad" in err and "1000 output logits" in err
+    assert not list((tmp_path / "t").glob("sequences/*.parquet"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gamma", "0"], "gamma must be >= 1"),
+        (["--temperature", "-1"], "temperature must be >= 0"),
+        (["--drafter", "nomodel"], "expected NAME=MODEL"),
+        (["--drafter", "x=m,kind=weird"], "kind 'weird'"),
+        (["--drafter", "x=m,kind=finetuned"], "needs the dataset"),
+        (["--prompts", "/nonexistent.jsonl"], "no such prompt file"),
+        (["--max-new-tokens", "0"], "max-new-tokens must be >= 1"),
+    ],
+)
+def test_collect_bad_options(tmp_path, args, message, capsys):
+    prompts = _prompts(tmp_path / "p.jsonl", 1)
+    base = ["collect", "--target", "smollm2", "--drafter", "d=smollm2#layers=2", "--prompts", str(prompts),
+            "--out", str(tmp_path / "t")]
+    # Later options of the same name win for scalars; for repeatable ones the bad value is added.
+    argv = base + args if args[0] != "--drafter" else [a for a in base if a != "d=smollm2#layers=2"] + args
+    if args[0] == "--drafter":
+        argv.remove("--drafter")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.count("\n") == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"prompt_id": "a", "task": "t", "dataset": "d"}\n', "exactly one of 'prompt' and 'messages'"),
+        ('{"prompt_id": "a", "task": "t", "dataset": "d", "prompt": "x"}\nnot json\n', "line 2: not valid JSON"),
+        ('{"prompt_id": "a", "task": "", "dataset": "d", "prompt": "x"}\n', "task: line 1"),
+        ('{"prompt_id": "a", "task": "t", "dataset": "d", "prompt": "x"}\n' * 2, "duplicate prompt_id"),
+        ('{"prompt_id": "a", "task": "t", "dataset": "d", "messages": [{"role": 1}]}\n', "messages: line 1"),
+        ("", "no prompts"),
+    ],
+)
+def test_bad_prompt_files(tmp_path, content, message):
+    path = tmp_path / "p.jsonl"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        read_prompts(path)
+
+
+def test_yaml_config(tmp_path, tiny_models):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        f"target: {tiny_models['target']}\n"
+        f"drafters:\n  - {{name: tiny, model: {tiny_models['drafter']}, kind: finetuned, trained_on: unit}}\n"
+        "gamma: [2, 4]\ntemperature: 0\nmax_new_tokens: 8\n"
+    )
+    values = load_config_file(path)
+    assert values["gammas"] == (2, 4) and values["temperatures"] == (0,)
+    assert values["drafters"][0] == parse_drafter(f"tiny={tiny_models['drafter']},kind=finetuned,trained_on=unit")
+    path.write_text("target: x\nbogus: 1\n")
+    with pytest.raises(InputError, match="unknown option"):
+        load_config_file(path)
+
+
+def _collect_command(tiny_models, prompts, out, extra=()):
+    return [*SPECSIM, "collect", "--target", str(tiny_models["target"]),
+            "--drafter", f"tiny={tiny_models['drafter']},kind=finetuned,trained_on=unit",
+            "--prompts", str(prompts), "--out", str(out), "--gamma", "3", "--max-new-tokens", "48",
+            "--temperature", "0", "--temperature", "1", "--json", *extra]
+
+
+def test_sigkill_then_resume_loses_at_most_the_prompt_in_flight(tmp_path, tiny_models):
+    prompts = _prompts(tmp_path / "p.jsonl", 12)
+    out = tmp_path / "traces"
+    process = subprocess.Popen(_collect_command(tiny_models, prompts, out), cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("sequences/*.parquet"))) < 3:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    written_before = {p.name for p in out.glob("sequences/*.parquet")}
+    assert len(written_before) >= 3, "the collector did not get far enough to be killed mid-run"
+    partial = read_traces(out)  # every file left behind is readable
+    assert len(partial.sequences["prompt_id"].unique()) == len(written_before)
+    resumed = subprocess.run(_collect_command(tiny_models, prompts, out), cwd=REPO, capture_output=True,
+                             text=True, check=True)
+    summary = json.loads(resumed.stdout)
+    assert summary["prompts_skipped"] == len(written_before)
+    assert summary["prompts_skipped"] + summary["prompts_done"] == 13
+    final = read_traces(out)
+    assert final.sequences["prompt_id"].nunique() == 13
+    assert not list(out.glob("*/*.tmp"))
+
+
+def test_two_processes_shard_the_prompts(tmp_path, tiny_models):
+    prompts = _prompts(tmp_path / "p.jsonl", 5)
+    out = tmp_path / "traces"
+    processes = [
+        subprocess.Popen(_collect_command(tiny_models, prompts, out), cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)})
+        for rank in range(2)
+    ]
+    results = [json.loads(p.communicate(timeout=300)[0]) for p in processes]
+    assert [r["prompts_done"] for r in results] == [3, 3]
+    traces = read_traces(out)
+    assert traces.sequences["prompt_id"].nunique() == 6
+    assert len(traces.sequences) == 6 * 2
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("gamma", [pytest.param(1, marks=pytest.mark.slow), 3, pytest.param(5, marks=pytest.mark.slow)])
+def test_smollm2_greedy_speculative_equals_greedy(gamma):
+    """Three oracles on the real target: drafter = target, a random drafter, a truncated one."""
+    from specsim.collect.decoding import CachedLM, ConstantGamma, ModelDrafter, Warp, autoregressive_decode
+    from specsim.collect.decoding import speculative_decode as decode
+    from specsim.collect.models import load_model, truncate_layers
+    from tests.models import tiny_llama
+
+    target = load_model("smollm2")
+    prompt = target.tokenizer("def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n")["input_ids"]
+    lm = CachedLM(target.model)
+    plain = autoregressive_decode(lm, prompt, warp=Warp(), max_new_tokens=40, eos_ids=set())
+    drafters = {
+        "self": target.model,
+        "random": tiny_llama(target.model.config.vocab_size, seed=5),
+        "truncated": truncate_layers(target.model, 4),
+    }
+    for name, model in drafters.items():
+        result = decode(lm, ModelDrafter(model), prompt, schedule=ConstantGamma(gamma), warp=Warp(),
+                        max_new_tokens=40, eos_ids=set())
+        assert result.output_ids == plain.output_ids, name
+        n_accepted, n_drafted = result.steps["n_accepted"], result.steps["n_drafted"]
+        if name == "self":
+            assert n_accepted == n_drafted
+            assert all(e == g + 1 for e, g in zip(result.steps["n_emitted"][:-1], n_drafted[:-1], strict=True))
+        if name == "random":
+            assert sum(n_accepted) / sum(n_drafted) < 0.1
