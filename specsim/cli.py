@@ -30,6 +30,8 @@ app = typer.Typer(
 )
 traces_app = typer.Typer(help="Check and summarise trace directories.", no_args_is_help=True)
 app.add_typer(traces_app, name="traces")
+simulate_app = typer.Typer(help="What-if simulation: analytic, exact, Monte Carlo, replay.", no_args_is_help=True)
+app.add_typer(simulate_app, name="simulate")
 
 # Tables stay readable when piped or captured (rich would otherwise wrap at 80 columns).
 stdout = Console(width=None if sys.stdout.isatty() else 200)
@@ -211,6 +213,180 @@ def collect_command(
         f"{result['run_id']}: wrote {result['prompts_done']} prompt(s), skipped {result['prompts_skipped']} "
         f"already written, into {result['out']} in {result['wall_s']:.1f} s"
     )
+
+
+@app.command("lengths")
+def lengths_command(
+    directory: Path = typer.Argument(..., help="Trace directory."),
+    by: str = typer.Option("task", help="Group by task or dataset."),
+    kind: str = typer.Option("total_len", help="prompt_len, output_len or total_len."),
+    measure: str = typer.Option("js", help="Divergence for the matrix: js, kl_ab, kl_ba, tv, w1_tokens, w1_log, ks."),
+    bootstrap: int = typer.Option(200, help="Bootstrap resamples for the intervals (0: none)."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Length quantiles per group and the divergence between every pair of groups."""
+    from specsim.lengths import (
+        DIVERGENCES,
+        LENGTH_KINDS,
+        bootstrap_divergences,
+        divergence_matrix,
+        length_quantiles,
+        length_table,
+    )
+    from specsim.traces import read_traces
+
+    if kind not in LENGTH_KINDS:
+        raise InputError(f"must be one of {', '.join(LENGTH_KINDS)}", field="--kind")
+    if measure not in DIVERGENCES:
+        raise InputError(f"must be one of {', '.join(DIVERGENCES)}", field="--measure")
+    if by not in ("task", "dataset"):
+        raise InputError("must be task or dataset", field="--by")
+    traces = read_traces(directory, tables=("sequences",))
+    table = length_table(traces.sequences, by=by)
+    quantiles = length_quantiles(table, by=by)
+    samples = {name: group[kind].to_numpy() for name, group in table.groupby(by)}
+    matrix = divergence_matrix(samples, measure)
+    pairs = []
+    names = list(samples)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if bootstrap:
+                frame = bootstrap_divergences(samples[a], samples[b], n_resamples=bootstrap, rng=seed)
+                values = {m: {"estimate": frame.loc[m, "estimate"], "low": frame.loc[m, "low"],
+                              "high": frame.loc[m, "high"]} for m in DIVERGENCES}
+            else:
+                from specsim.lengths import divergences
+
+                values = {m: {"estimate": v} for m, v in divergences(samples[a], samples[b]).items()}
+            pairs.append({"a": a, "b": b, **values})
+    if json_output:
+        print_json({"directory": str(directory), "by": by, "kind": kind, "quantiles": quantiles.to_dict("records"),
+                    "matrix_measure": measure, "matrix": matrix.to_dict(), "pairs": pairs,
+                    "binning": "4 logarithmic bins per doubling of length (js, kl, tv)"})
+        return
+    print_table(f"{directory}: length quantiles by {by}", quantiles.to_dict("records"))
+    rows = [{by: name, **{str(k): float(v) for k, v in row.items()}} for name, row in matrix.iterrows()]
+    print_table(f"{measure} divergence of {kind} (row vs column)", rows)
+
+
+@simulate_app.command("analytic")
+def simulate_analytic(
+    alpha: float = typer.Option(..., help="I.i.d. acceptance probability in [0, 1]."),
+    gamma: int = typer.Option(..., help="Draft length >= 1."),
+    cost_ratio: float = typer.Option(..., "--cost-ratio", help="Drafter/target cost per token, c >= 0."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Leviathan et al. (2023): expected tokens per step and walltime improvement."""
+    from specsim.simulate.analytic import best_gamma, expected_tokens_per_step, walltime_improvement
+    from specsim.simulate.cost import leviathan_cost_model
+
+    tokens = float(expected_tokens_per_step(alpha, gamma))
+    speedup = float(walltime_improvement(alpha, gamma, cost_ratio))
+    best = best_gamma([alpha], leviathan_cost_model(cost_ratio))
+    result = {"alpha": alpha, "gamma": gamma, "cost_ratio": cost_ratio, "tokens_per_step": tokens,
+              "tokens_per_step_convention": "bonus token included (vLLM, Spec-Bench)", "speedup": speedup,
+              "best_gamma": best.gamma, "best_speedup": best.speedup,
+              "formula": "(1 - alpha^(gamma+1)) / ((1 - alpha) (gamma c + 1)), Leviathan et al. 2023"}
+    if json_output:
+        print_json(result)
+        return
+    stdout.print(f"tokens per step {tokens:.3f} (bonus included), speed-up {speedup:.3f}x; "
+                 f"best gamma {best.gamma} gives {best.speedup:.3f}x")
+
+
+def _load_lengths(source: str, traces, temperature: float | None):
+    """Prompt/output lengths from a task of the traces or from a lengths file."""
+    import pandas as pd
+
+    from specsim.lengths import length_table
+    from specsim.simulate.whatif import select
+
+    path = Path(source)
+    if path.suffix in (".csv", ".parquet", ".jsonl"):
+        if not path.is_file():
+            raise InputError("no such lengths file", path=path)
+        try:
+            frame = (pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path) if path.suffix == ".parquet"
+                     else pd.read_json(path, lines=True))
+        except (ValueError, OSError) as error:
+            raise InputError(f"cannot read lengths ({str(error).splitlines()[0]})", path=path) from None
+        for column in ("prompt_len", "output_len"):
+            if column not in frame.columns:
+                raise InputError("missing column", path=path, field=column)
+        if frame.empty or (frame["output_len"] < 1).any() or (frame["prompt_len"] < 0).any():
+            raise InputError("need rows with output_len >= 1 and prompt_len >= 0", path=path, field="output_len")
+        return frame["prompt_len"].to_numpy(), frame["output_len"].to_numpy()
+    rows = select(traces.sequences, task=source, temperature=temperature)
+    if rows.empty:
+        tasks = sorted(traces.sequences["task"].unique())
+        raise InputError(f"no task {source!r} in the traces (tasks: {', '.join(tasks)}) and not a lengths file "
+                         "(.csv, .parquet, .jsonl)", field="--lengths-from")
+    table = length_table(rows)
+    return table["prompt_len"].to_numpy(), table["output_len"].to_numpy()
+
+
+@simulate_app.command("whatif")
+def simulate_whatif(
+    traces_dir: Path = typer.Option(..., "--traces", help="Trace directory."),
+    drafter: str = typer.Option(..., help="Drafter whose acceptance and costs to use."),
+    acceptance_from: str = typer.Option(..., "--acceptance-from", help="Task whose acceptance to use."),
+    lengths_from: str = typer.Option(..., "--lengths-from", help="Task, or a lengths file with prompt_len, "
+                                     "output_len (.csv/.parquet/.jsonl)."),
+    gamma: int = typer.Option(..., help="Draft length to predict for."),
+    temperature: float = typer.Option(0.0, help="Temperature of the traces to use."),
+    resamples: int = typer.Option(200, help="Bootstrap resamples for the interval."),
+    seed: int = typer.Option(0, help="Seed."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Speed-up of one task's acceptance on another task's (or a file's) lengths."""
+    from specsim.simulate.cost import fit_cost_model
+    from specsim.simulate.whatif import select, what_if
+    from specsim.traces import read_traces
+
+    if gamma < 1:
+        raise InputError("must be >= 1", field="--gamma")
+    traces = read_traces(traces_dir)
+    if drafter not in set(traces.sequences["drafter"]):
+        raise InputError(f"no drafter {drafter!r} in the traces (drafters: "
+                         f"{', '.join(sorted(traces.sequences['drafter'].unique()))})", field="--drafter")
+    tokens = select(traces.tokens, drafter=drafter, task=acceptance_from, temperature=temperature)
+    if tokens.empty:
+        raise InputError(f"no tokens for drafter {drafter!r}, task {acceptance_from!r}, temperature {temperature}",
+                         field="--acceptance-from")
+    cost = fit_cost_model(select(traces.steps, drafter=drafter), select(traces.sequences, drafter=drafter))
+    prompt_lengths, output_lengths = _load_lengths(lengths_from, traces, temperature)
+    result = what_if(tokens, cost, gamma, prompt_lengths, output_lengths, n_resamples=resamples, rng=seed,
+                     inputs={"drafter": drafter, "acceptance_from": acceptance_from, "lengths_from": lengths_from,
+                             "temperature": temperature})
+    if json_output:
+        print_json(result.to_dict())
+        return
+    stdout.print(
+        f"{drafter} with {acceptance_from}'s acceptance on {lengths_from}'s lengths, gamma {gamma}: "
+        f"speed-up {result.speedup:.3f}x ({100 * result.level:.0f}% interval {result.speedup_low:.3f} to "
+        f"{result.speedup_high:.3f}), {result.tokens_per_step:.2f} tokens per step (bonus included)"
+    )
+
+
+@simulate_app.command("validate")
+def simulate_validate(
+    directory: Path = typer.Argument(..., help="Trace directory."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Predicted (own acceptance, lengths, fitted costs) vs measured speed-up per cell."""
+    from specsim.simulate.whatif import validate_against_measured
+    from specsim.traces import read_traces
+
+    traces = read_traces(directory)
+    table = validate_against_measured(traces.tokens, traces.steps, traces.sequences)
+    mape = float(table["error_pct"].abs().mean())
+    if json_output:
+        print_json({"directory": str(directory), "mean_absolute_percentage_error": mape,
+                    "cells": table.to_dict("records")})
+        return
+    print_table(f"{directory}: predicted vs measured speed-up", table.to_dict("records"))
+    stdout.print(f"mean absolute percentage error {mape:.2f}%")
 
 
 def main(argv: list[str] | None = None) -> int:

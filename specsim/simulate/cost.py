@@ -12,7 +12,7 @@ and seconds per token of the plain autoregressive target at context ``x``::
 
 Fixed per-sequence overheads (prefill of the prompt) enter as ``*_prefill_*`` terms that
 grow with the prompt length. :func:`fit_cost_model` fits every coefficient by least squares
-(statsmodels OLS) from the steps and sequences tables and keeps the fit diagnostics.
+from the steps and sequences tables and keeps the fit diagnostics.
 """
 
 from __future__ import annotations
@@ -102,21 +102,30 @@ def leviathan_cost_model(cost_ratio: float) -> CostModel:
 
 
 def _ols(response: np.ndarray, design: np.ndarray, names: list[str]) -> tuple[np.ndarray, dict]:
-    import statsmodels.api as sm
+    """Non-negative least squares: every cost coefficient is a time and cannot be negative.
+
+    Plain OLS on short or collinear timing data returns negative per-context costs that fit
+    the sample but extrapolate to negative times; NNLS drops such terms to zero instead.
+    """
+    from scipy.optimize import nnls
 
     if len(response) < design.shape[1] + 1:
         raise InputError(
             f"too few rows ({len(response)}) to fit {len(names)} cost coefficients", field="steps"
         )
-    fit = sm.OLS(response, design).fit()
+    scale = np.where(design.std(axis=0) > 0, np.abs(design).max(axis=0), 1.0)
+    params, _ = nnls(design / scale, response)
+    params = params / scale
+    residual = response - design @ params
+    total = np.sum((response - response.mean()) ** 2)
     diagnostics = {
         "n": int(len(response)),
-        "r_squared": float(fit.rsquared),
-        "residual_std_s": float(np.sqrt(fit.scale)),
-        "coefficients": dict(zip(names, map(float, fit.params), strict=True)),
-        "std_errors": dict(zip(names, map(float, fit.bse), strict=True)),
+        "method": "non-negative least squares",
+        "r_squared": float(1 - np.sum(residual**2) / total) if total > 0 else float("nan"),
+        "residual_std_s": float(np.sqrt(np.sum(residual**2) / max(len(response) - design.shape[1], 1))),
+        "coefficients": dict(zip(names, map(float, params), strict=True)),
     }
-    return np.asarray(fit.params, dtype=float), diagnostics
+    return params, diagnostics
 
 
 def fit_cost_model(steps: pd.DataFrame, sequences: pd.DataFrame) -> CostModel:
@@ -132,12 +141,13 @@ def fit_cost_model(steps: pd.DataFrame, sequences: pd.DataFrame) -> CostModel:
     Returns
     -------
     CostModel
-        With ``diagnostics`` holding R^2, residual standard deviation, coefficients and
-        standard errors of each of the four regressions.
+        With ``diagnostics`` holding n, R^2, residual standard deviation and coefficients of
+        each of the four regressions.
 
     Notes
     -----
-    Draft time is regressed on ``[g, g*x]``, verify time on ``[1, g, x]`` (``g`` drafted
+    Every regression is non-negative least squares (costs are times). Draft time is
+    regressed on ``[g, g*x]``, verify time on ``[1, g, x]`` (``g`` drafted
     tokens, ``x`` context at the step's start); the baseline's total time on
     ``[1, p, L, L*p + L(L-1)/2]`` (``p`` prompt, ``L`` output length), which integrates the
     per-token cost over the sequence; the speculative overhead (wall time minus summed step

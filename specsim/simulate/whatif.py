@@ -1,0 +1,165 @@
+"""What-if: the acceptance behaviour of one task combined with the lengths of another.
+
+A length shift is studied by keeping a drafter's measured acceptance (by draft index and
+sequence position, from one task) and decoding a workload whose prompt and output lengths
+come from another task or a file. Costs are fitted from all of that drafter's steps.
+Uncertainty comes from a bootstrap over recorded sequences: the acceptance task's
+sequences (refitting the profile) and the workload's sequences (resampling lengths).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from specsim.errors import InputError
+from specsim.simulate.acceptance import DEFAULT_POSITION_EDGES, AcceptanceProfile, profile_from_tokens
+from specsim.simulate.cost import CostModel, fit_cost_model
+from specsim.simulate.exact import expected_workload
+from specsim.simulate.montecarlo import simulate_workload
+from specsim.traces.schema import SEQUENCE_KEY
+
+__all__ = ["WhatIfResult", "what_if", "select", "validate_against_measured"]
+
+
+def select(frame: pd.DataFrame, **conditions) -> pd.DataFrame:
+    """Rows where every given column equals its value (``None`` values are ignored)."""
+    mask = np.ones(len(frame), dtype=bool)
+    for column, value in conditions.items():
+        if value is not None:
+            mask &= (frame[column] == value).to_numpy()
+    return frame[mask]
+
+
+@dataclass(frozen=True)
+class WhatIfResult:
+    """Predicted speed-up of a workload, with intervals.
+
+    Attributes
+    ----------
+    speedup : float
+        Exact expected speed-up (ratio of totals) from the point estimates.
+    speedup_low, speedup_high : float
+        Bootstrap interval of the expected speed-up over recorded sequences.
+    tokens_per_step : float
+        Expected tokens per step, bonus included.
+    sequence_speedup_quantiles : dict
+        5%, 50%, 95% quantiles of per-sequence speed-up (Monte Carlo).
+    inputs : dict
+        What was combined.
+    """
+
+    speedup: float
+    speedup_low: float
+    speedup_high: float
+    tokens_per_step: float
+    sequence_speedup_quantiles: dict
+    level: float
+    inputs: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain dictionary for JSON."""
+        return {"speedup": self.speedup, "speedup_low": self.speedup_low, "speedup_high": self.speedup_high,
+                "interval_level": self.level, "speedup_estimator": "ratio of totals",
+                "tokens_per_step": self.tokens_per_step,
+                "tokens_per_step_convention": "bonus token included (vLLM, Spec-Bench)",
+                "sequence_speedup_quantiles": self.sequence_speedup_quantiles, **self.inputs}
+
+
+def _profile_for(tokens: pd.DataFrame, gamma: int, edges: np.ndarray) -> AcceptanceProfile:
+    return profile_from_tokens(tokens, gamma=gamma, position_edges=edges)
+
+
+def what_if(
+    tokens: pd.DataFrame,
+    cost: CostModel,
+    gamma: int,
+    prompt_lengths: np.ndarray,
+    output_lengths: np.ndarray,
+    *,
+    position_edges: np.ndarray = DEFAULT_POSITION_EDGES,
+    level: float = 0.95,
+    n_resamples: int = 200,
+    rng: np.random.Generator | int | None = None,
+    inputs: dict | None = None,
+) -> WhatIfResult:
+    """Predict the speed-up of decoding a workload with the acceptance seen in ``tokens``.
+
+    Parameters
+    ----------
+    tokens : pandas.DataFrame
+        Tokens of the acceptance source (one task x drafter x temperature, any gamma).
+    cost : CostModel
+        Fitted costs of the drafter and target.
+    gamma : int
+        Draft length to predict for.
+    prompt_lengths, output_lengths : numpy.ndarray, shape (n_sequences,)
+        The workload.
+    position_edges : numpy.ndarray
+        Position bins of the acceptance profile.
+    level : float
+        Coverage of the bootstrap interval.
+    n_resamples : int
+        Bootstrap resamples (each refits the profile and resamples lengths).
+    rng : numpy.random.Generator or int, optional
+    inputs : dict, optional
+        Echoed into the result (names of what was combined).
+    """
+    rng = np.random.default_rng(rng)
+    prompt_lengths = np.asarray(prompt_lengths)
+    output_lengths = np.asarray(output_lengths)
+    profile = _profile_for(tokens, gamma, position_edges)
+    point = expected_workload(profile, cost, gamma, prompt_lengths, output_lengths)
+    simulated = simulate_workload(profile, cost, gamma, np.repeat(prompt_lengths, 20), np.repeat(output_lengths, 20),
+                                  rng=rng)
+    groups = [g for _, g in tokens.groupby(["run_id", "prompt_id"], observed=True, sort=False)]
+    resampled = []
+    for _ in range(n_resamples):
+        picks = rng.integers(0, len(groups), len(groups))
+        boot_profile = _profile_for(pd.concat([groups[i] for i in picks]), gamma, position_edges)
+        rows = rng.integers(0, len(output_lengths), len(output_lengths))
+        resampled.append(expected_workload(boot_profile, cost, gamma, prompt_lengths[rows],
+                                           output_lengths[rows]).speedup)
+    tail = (1 - level) / 2
+    low, high = np.quantile(resampled, [tail, 1 - tail])
+    quantiles = np.quantile(simulated.sequence_speedups, [0.05, 0.5, 0.95])
+    return WhatIfResult(
+        speedup=point.speedup, speedup_low=float(low), speedup_high=float(high),
+        tokens_per_step=point.tokens_per_step,
+        sequence_speedup_quantiles={"q05": float(quantiles[0]), "q50": float(quantiles[1]),
+                                    "q95": float(quantiles[2])},
+        level=level, inputs={"gamma": int(gamma), **(inputs or {})},
+    )
+
+
+def validate_against_measured(
+    tokens: pd.DataFrame, steps: pd.DataFrame, sequences: pd.DataFrame,
+    position_edges: np.ndarray = DEFAULT_POSITION_EDGES,
+) -> pd.DataFrame:
+    """Predict each recorded cell's speed-up from its own acceptance, lengths and costs.
+
+    One row per task x drafter x temperature x gamma x schedule with sequences that have a
+    baseline: ``predicted_speedup`` (exact expectation; fitted per-drafter cost model),
+    ``measured_speedup`` (ratio of totals) and ``error_pct`` (signed, relative to measured).
+    The cost model of each drafter is fitted on all its steps; lengths are each sequence's
+    own prompt and output length.
+    """
+    rows = []
+    costs = {drafter: fit_cost_model(select(steps, drafter=drafter), select(sequences, drafter=drafter))
+             for drafter in sequences["drafter"].unique()}
+    group = ["task", "drafter", "temperature", "gamma", "schedule"]
+    for key, cell in sequences[sequences["baseline_wall_s"].notna()].groupby(group, observed=True):
+        conditions = dict(zip(group, key, strict=True))
+        cell_tokens = tokens.merge(cell[SEQUENCE_KEY], on=SEQUENCE_KEY)
+        profile = profile_from_tokens(cell_tokens, gamma=int(conditions["gamma"]), position_edges=position_edges)
+        predicted = expected_workload(profile, costs[conditions["drafter"]], int(conditions["gamma"]),
+                                      cell["prompt_len"].to_numpy(), cell["output_len"].to_numpy())
+        measured = float(cell["baseline_wall_s"].sum() / cell["spec_wall_s"].sum())
+        rows.append({**conditions, "sequences": len(cell), "predicted_speedup": predicted.speedup,
+                     "measured_speedup": measured,
+                     "error_pct": 100 * (predicted.speedup - measured) / measured})
+    if not rows:
+        raise InputError("no sequences with baseline timings to validate against", field="baseline_wall_s")
+    return pd.DataFrame(rows)

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from specsim.cli import main
+from specsim.simulate import AcceptanceProfile, CostModel, fit_cost_model, profile_from_tokens, simulate_traces
+from specsim.simulate.analytic import (
+    best_gamma,
+    expected_tokens_per_step,
+    speedup_by_index,
+    tokens_per_step_by_index,
+    walltime_improvement,
+)
+from specsim.simulate.cost import leviathan_cost_model
+from specsim.simulate.exact import accepted_count_probabilities, expected_workload, step_start_probabilities
+from specsim.simulate.montecarlo import simulate_workload
+from specsim.simulate.replay import bootstrap_ratio, replay_speedup
+from specsim.simulate.whatif import validate_against_measured, what_if
+from tests.conftest import TRUE_COST, small_workloads
+
+FALLING = AcceptanceProfile(np.array([[0.85, 0.6, 0.5], [0.75, 0.55, 0.45], [0.7, 0.5, 0.4], [0.6, 0.45, 0.35]]),
+                            np.array([16, 64]))
+
+
+@pytest.mark.parametrize(
+    ("alpha", "gamma", "c", "expected"),
+    [
+        # Hand-computed from Leviathan et al.'s Theorem 3.8: (1 - a^(g+1)) / ((1 - a)(g c + 1)).
+        (0.8, 3, 0.05, (1 - 0.8**4) / (0.2 * 1.15)),
+        (0.6, 5, 0.0, (1 - 0.6**6) / 0.4),
+        (0.0, 4, 0.1, 1 / 1.4),
+        (1.0, 4, 0.25, 5 / 2.0),
+    ],
+)
+def test_leviathan_improvement_factor(alpha, gamma, c, expected):
+    assert walltime_improvement(alpha, gamma, c) == pytest.approx(expected, rel=1e-12)
+
+
+@given(alpha=st.floats(0, 1), c=st.floats(0, 1))
+def test_leviathan_corollary_gamma_one(alpha, c):
+    # Corollary 3.9: with gamma = 1 the improvement is (1 + alpha) / (1 + c).
+    assert walltime_improvement(alpha, 1, c) == pytest.approx((1 + alpha) / (1 + c))
+
+
+@given(alpha=st.floats(0, 1), gamma=st.integers(1, 12))
+def test_per_index_form_reduces_to_iid(alpha, gamma):
+    rates = np.full(gamma, alpha)
+    assert tokens_per_step_by_index(rates) == pytest.approx(expected_tokens_per_step(alpha, gamma))
+    assert speedup_by_index(rates, leviathan_cost_model(0.1)) == pytest.approx(walltime_improvement(alpha, gamma, 0.1))
+
+
+def test_best_gamma_and_falling_acceptance():
+    best = best_gamma([0.8], leviathan_cost_model(0.05))
+    assert best.speedup == pytest.approx(walltime_improvement(0.8, best.gamma, 0.05))
+    assert all(best.speedup >= walltime_improvement(0.8, g, 0.05) - 1e-12 for g in range(1, 17))
+    # Verify cost growing with gamma pulls the best draft length down.
+    steep = CostModel(draft_base_s=0.05, verify_base_s=1.0, verify_per_token_s=0.3, target_base_s=1.0)
+    assert best_gamma([0.8], steep).gamma < best.gamma
+
+
+@given(rates=st.lists(st.floats(0, 1), min_size=1, max_size=8))
+def test_accepted_count_probabilities_sum_to_one(rates):
+    probabilities = accepted_count_probabilities(np.array(rates))
+    assert probabilities.sum() == pytest.approx(1.0)
+    assert np.dot(probabilities, np.arange(len(rates) + 1)) + 1 == pytest.approx(tokens_per_step_by_index(rates))
+
+
+def test_exact_matches_leviathan_for_long_sequences():
+    prediction = expected_workload(AcceptanceProfile.constant(0.8), leviathan_cost_model(0.05), 3, np.zeros(1),
+                                   np.array([200_000]))
+    assert prediction.speedup == pytest.approx(walltime_improvement(0.8, 3, 0.05), rel=1e-4)
+    assert prediction.tokens_per_step == pytest.approx(expected_tokens_per_step(0.8, 3), rel=1e-4)
+
+
+def test_step_start_probabilities_short_cases():
+    # alpha = 1: a step starts every gamma + 1 positions.
+    visits = step_start_probabilities(AcceptanceProfile.constant(1.0), 2, 10)
+    np.testing.assert_allclose(visits, [1, 0, 0, 1, 0, 0, 1, 0, 0, 1])
+    # alpha = 0: a step at every position.
+    np.testing.assert_allclose(step_start_probabilities(AcceptanceProfile.constant(0.0), 3, 6), np.ones(6))
+
+
+@pytest.mark.parametrize("gamma", [1, 3, 6])
+def test_exact_agrees_with_monte_carlo(gamma):
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(5, 400, 40)
+    output = rng.integers(1, 300, 40)
+    exact = expected_workload(FALLING, TRUE_COST, gamma, prompt, output)
+    replicates = 400
+    simulated = simulate_workload(FALLING, TRUE_COST, gamma, np.tile(prompt, replicates), np.tile(output, replicates),
+                                  rng=gamma)
+    per_sequence = simulated.spec_s.reshape(replicates, -1)
+    steps = simulated.steps.reshape(replicates, -1)
+    # Per-sequence means within 4.5 Monte Carlo standard errors (all 40 sequences: a false
+    # failure rate of about 40 x 7e-6), and the workload ratio within 4.5 standard errors.
+    for values, expected in ((per_sequence, exact.spec_s), (steps, exact.steps)):
+        standard_error = values.std(axis=0, ddof=1) / np.sqrt(replicates) + 1e-12
+        assert np.all(np.abs(values.mean(axis=0) - expected) <= 4.5 * standard_error + 1e-9)
+    totals = per_sequence.sum(axis=1)
+    ratio_error = exact.baseline_s.sum() / totals.mean() ** 2 * totals.std(ddof=1) / np.sqrt(replicates)
+    assert abs(simulated.speedup - exact.speedup) <= 4.5 * ratio_error
+
+
+def test_monte_carlo_is_reproducible():
+    a = simulate_workload(FALLING, TRUE_COST, 4, np.full(50, 30), np.full(50, 90), rng=3)
+    b = simulate_workload(FALLING, TRUE_COST, 4, np.full(50, 30), np.full(50, 90), rng=3)
+    np.testing.assert_array_equal(a.steps, b.steps)
+
+
+def test_cost_model_recovers_true_costs():
+    rng = np.random.default_rng(5)
+    cells = small_workloads(n_sequences=60, seed=2)
+    tables = simulate_traces(cells, TRUE_COST, gamma=3, rng=rng)
+    more = simulate_traces(cells, TRUE_COST, gamma=6, rng=rng, run_id="g6")
+    steps = pd.concat([tables["steps"], more["steps"]])
+    sequences = pd.concat([tables["sequences"], more["sequences"]])
+    fitted = fit_cost_model(steps, sequences)
+    for name in ("draft_base_s", "verify_base_s", "verify_per_token_s", "verify_per_context_s", "target_base_s",
+                 "target_per_context_s", "spec_prefill_base_s", "spec_prefill_per_token_s"):
+        assert getattr(fitted, name) == pytest.approx(getattr(TRUE_COST, name), rel=1e-3, abs=1e-9), name
+    assert fitted.diagnostics["verify"]["r_squared"] > 0.999
+
+
+def test_profile_recovered_from_synthetic_tokens():
+    cells = small_workloads(n_sequences=100, seed=4)[:1]
+    tables = simulate_traces(cells, TRUE_COST, gamma=4, rng=6)
+    profile = profile_from_tokens(tables["tokens"], position_edges=np.array([64]))
+    evaluated = tables["tokens"][tables["tokens"]["evaluated"]]
+    late = (evaluated["position"] - evaluated["draft_index"]) >= 64
+    counts = np.array([[np.sum((evaluated["draft_index"] == d) & (late == b)) for b in (False, True)]
+                       for d in range(4)])
+    truth = cells[0].profile.rates
+    # Within 4 binomial standard errors in every cell (8 cells: false failure rate ~5e-4).
+    assert np.all(np.abs(profile.rates - truth) <= 4 * np.sqrt(truth * (1 - truth) / counts))
+
+
+def test_prediction_of_synthetic_traces_matches_measured():
+    tables = simulate_traces(small_workloads(n_sequences=80, seed=8), TRUE_COST, gamma=4, timing_noise=0.05, rng=9)
+    table = validate_against_measured(tables["tokens"], tables["steps"], tables["sequences"],
+                                      position_edges=np.array([64]))
+    assert table["error_pct"].abs().max() < 5
+
+
+def test_bootstrap_ratio_interval_covers_estimate():
+    rng = np.random.default_rng(1)
+    numerator, denominator = rng.gamma(2, 1, 100), rng.gamma(2, 1, 100)
+    interval = bootstrap_ratio(numerator, denominator, rng=2)
+    assert interval.low < interval.estimate < interval.high
+
+
+def test_replay_and_whatif_on_synthetic(synthetic_tables):
+    interval = replay_speedup(synthetic_tables["sequences"], rng=0)
+    assert interval.low <= interval.estimate <= interval.high
+    tokens = synthetic_tables["tokens"]
+    code = tokens[tokens["task"] == "code"]
+    chat_lengths = synthetic_tables["sequences"].query("task == 'chat'")
+    result = what_if(code, TRUE_COST, 4, chat_lengths["prompt_len"].to_numpy(), chat_lengths["output_len"].to_numpy(),
+                     n_resamples=30, rng=1)
+    assert result.speedup_low <= result.speedup <= result.speedup_high
+    assert result.sequence_speedup_quantiles["q05"] <= result.sequence_speedup_quantiles["q95"]
+
+
+def test_cli_analytic_json(capsys):
+    assert main(["simulate", "analytic", "--alpha", "0.8", "--gamma", "3", "--cost-ratio", "0.05", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["tokens_per_step"] == pytest.approx(2.952)
+    assert payload["speedup"] == pytest.approx(2.5669565)
+
+
+@pytest.mark.parametrize("args", [["--alpha", "1.5", "--gamma", "3"], ["--alpha", "0.5", "--gamma", "0"]])
+def test_cli_analytic_bad_input(capsys, args):
+    assert main(["simulate", "analytic", *args, "--cost-ratio", "0.1"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_cli_whatif_and_validate(trace_dir, tmp_path, capsys):
+    common = ["simulate", "whatif", "--traces", str(trace_dir), "--drafter", "generic-4l", "--acceptance-from", "code",
+              "--gamma", "3", "--resamples", "20", "--json"]
+    assert main([*common, "--lengths-from", "chat"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["speedup_low"] <= payload["speedup"] <= payload["speedup_high"]
+    lengths = tmp_path / "lengths.csv"
+    lengths.write_text("prompt_len,output_len\n100,50\n2000,400\n")
+    assert main([*common, "--lengths-from", str(lengths)]) == 0
+    capsys.readouterr()
+    assert main([*common, "--lengths-from", "nosuchtask"]) == 2
+    assert "no task 'nosuchtask'" in capsys.readouterr().err
+    lengths.write_text("prompt_len,output\n1,2\n")
+    assert main([*common, "--lengths-from", str(lengths)]) == 2
+    assert "output_len: missing column" in capsys.readouterr().err
+    assert main(["simulate", "validate", str(trace_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mean_absolute_percentage_error"] < 10
