@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -387,6 +388,152 @@ def simulate_validate(
         return
     print_table(f"{directory}: predicted vs measured speed-up", table.to_dict("records"))
     stdout.print(f"mean absolute percentage error {mape:.2f}%")
+
+
+def _cost_models(traces) -> dict:
+    from specsim.simulate.cost import fit_cost_model
+    from specsim.simulate.whatif import select
+
+    return {drafter: fit_cost_model(select(traces.steps, drafter=drafter), select(traces.sequences, drafter=drafter))
+            for drafter in sorted(traces.sequences["drafter"].unique())}
+
+
+@app.command("fit")
+def fit_command(
+    directory: Path = typer.Argument(..., help="Trace directory."),
+    out: Path = typer.Option(..., help="Posterior file to write (.nc, ArviZ InferenceData)."),
+    temperature: float = typer.Option(0.0, help="Temperature of the traces to fit."),
+    draws: int = typer.Option(1000, help="Posterior draws per chain."),
+    tune: int = typer.Option(1000, help="Warm-up draws per chain."),
+    chains: int = typer.Option(4, help="Chains."),
+    seed: int = typer.Option(0, help="Seed."),
+    sampler: str = typer.Option("nutpie", help="nutpie (default) or pymc."),
+    compare: bool = typer.Option(True, "--compare/--no-compare", help="Also fit the model without divergence "
+                                 "terms and compare both by PSIS-LOO."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Fit the hierarchical acceptance model (and the statsmodels baseline) to traces."""
+    import arviz as az
+
+    from specsim.model import ModelOptions, aggregate_counts, fit_baseline, fit_model
+    from specsim.simulate.whatif import select
+    from specsim.traces import read_traces
+
+    if sampler not in ("nutpie", "pymc"):
+        raise InputError("must be nutpie or pymc", field="--sampler")
+    if out.suffix != ".nc":
+        raise InputError("posterior files end in .nc (NetCDF)", path=out, field="--out")
+    traces = read_traces(directory)
+    tokens = select(traces.tokens, temperature=temperature)
+    sequences = select(traces.sequences, temperature=temperature)
+    if tokens.empty:
+        raise InputError(f"no tokens at temperature {temperature}", field="--temperature")
+    counts = aggregate_counts(tokens, sequences)
+    with stderr.status("sampling the hierarchical model (compiles first)"):
+        result = fit_model(counts, draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler)
+        comparison = None
+        if compare:
+            without = fit_model(counts, ModelOptions(divergence_terms=False), draws=draws, tune=tune, chains=chains,
+                                seed=seed, sampler=sampler)
+            table = az.compare({"with_divergence": result.idata, "without_divergence": without.idata})
+            comparison = table[["rank", "elpd_loo", "p_loo", "elpd_diff", "dse", "weight"]].reset_index(
+                names="model").to_dict("records")
+            pareto = az.loo(result.idata, pointwise=True).pareto_k.values
+            result.diagnostics["max_pareto_k"] = float(np.max(pareto))
+    baseline = fit_baseline(counts)
+    result.metadata["cost_models"] = {name: {k: v for k, v in cost.to_dict().items() if k != "diagnostics"}
+                                      for name, cost in _cost_models(traces).items()}
+    result.metadata["temperature"] = temperature
+    result.metadata["traces"] = str(directory)
+    result.metadata["loo_comparison"] = comparison
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.save(out)
+    summary = result.summary()
+    payload = {"out": str(out), "sampler": result.sampler, "diagnostics": result.diagnostics,
+               "posterior": summary.reset_index(names="parameter").to_dict("records"),
+               "baseline_glm": baseline.reset_index(names="term").to_dict("records"),
+               "loo_comparison": comparison, "cells": len(counts.cells), "tasks": counts.tasks,
+               "drafters": counts.drafters}
+    if json_output:
+        print_json(payload)
+    else:
+        print_table("posterior (logit scale)", summary.reset_index(names="parameter").to_dict("records"))
+        print_table("statsmodels binomial GLM, cluster-robust by task", baseline.reset_index(names="term").to_dict(
+            "records"))
+        if comparison:
+            print_table("PSIS-LOO: with vs without divergence terms", comparison)
+        stdout.print(f"wrote {out}")
+    if not result.diagnostics["passed"]:
+        stderr.print("warning: sampler diagnostics failed: " + "; ".join(result.diagnostics["warnings"]),
+                     markup=False)
+
+
+@app.command("predict")
+def predict_command(
+    posterior_file: Path = typer.Argument(..., help="Posterior written by specsim fit."),
+    workload: str = typer.Option(..., help="Lengths file (prompt_len, output_len; .csv/.parquet/.jsonl) or a task "
+                                 "of the fitted traces."),
+    drafter_kind: str = typer.Option("finetuned", "--drafter-kind", help="generic or finetuned."),
+    drafter: str | None = typer.Option(None, help="A drafter of the fit: its effect, training lengths and costs."),
+    divergence: float | None = typer.Option(None, help="Length divergence to the drafter's training data "
+                                            "(default: computed from the drafter's training lengths)."),
+    gamma: int = typer.Option(4, help="Draft length."),
+    cost_from: str | None = typer.Option(None, "--cost-from", help="Drafter whose fitted costs to use "
+                                         "(default: --drafter, else the first fitted drafter of that kind)."),
+    level: float = typer.Option(0.9, help="Central interval probability."),
+    seed: int = typer.Option(0, help="Seed."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Posterior predictive speed-up of a workload for a generic or fine-tuned drafter."""
+    from specsim.model import load_posterior, predict_speedup
+    from specsim.simulate.cost import CostModel
+
+    if drafter_kind not in ("generic", "finetuned"):
+        raise InputError("must be generic or finetuned", field="--drafter-kind")
+    if gamma < 1:
+        raise InputError("must be >= 1", field="--gamma")
+    if not posterior_file.is_file():
+        raise InputError("no such posterior file", path=posterior_file)
+    posterior = load_posterior(posterior_file)
+    meta = posterior.metadata
+    if drafter is not None and drafter not in meta["drafters"]:
+        raise InputError(f"not a drafter of the fit ({', '.join(meta['drafters'])})", field="--drafter")
+    costs = meta["cost_models"]
+    cost_name = cost_from or drafter or next(
+        (d for d in meta["drafters"] if meta["drafter_kinds"].get(d) == drafter_kind), meta["drafters"][0])
+    if cost_name not in costs:
+        raise InputError(f"no cost model for {cost_name!r} ({', '.join(costs)})", field="--cost-from")
+    task = None
+    path = Path(workload)
+    if path.suffix in (".csv", ".parquet", ".jsonl"):
+        prompt_lengths, output_lengths = _load_lengths(workload, None, None)
+    else:
+        from specsim.traces import read_traces
+
+        traces = read_traces(meta["traces"], tables=("sequences",))
+        prompt_lengths, output_lengths = _load_lengths(workload, traces, meta.get("temperature", 0.0))
+        task = workload
+    prediction = predict_speedup(
+        posterior, CostModel(**costs[cost_name]), gamma, prompt_lengths, output_lengths,
+        finetuned=drafter_kind == "finetuned", divergence=divergence, drafter=drafter, task=task, level=level,
+        rng=seed,
+        reference_lengths=None if drafter or divergence is not None else np.concatenate(
+            [np.asarray(v) for v in meta["reference_lengths"].values()]),
+    )
+    payload = {"workload": workload, "drafter_kind": drafter_kind, "drafter": drafter, "gamma": gamma,
+               "cost_model_of": cost_name, **prediction.to_dict(),
+               "diagnostics_passed": meta["diagnostics"]["passed"]}
+    if json_output:
+        print_json(payload)
+        return
+    stdout.print(
+        f"{drafter_kind} drafter on {workload} (divergence {prediction.divergence:.3f}), gamma {gamma}: speed-up "
+        f"{prediction.mean:.3f}x, {100 * level:.0f}% interval {prediction.low:.3f} to {prediction.high:.3f}; "
+        f"{prediction.tokens_per_step_mean:.2f} tokens per step (bonus included)"
+    )
+    if not meta["diagnostics"]["passed"]:
+        stderr.print("warning: the fit failed its sampler diagnostics: " + "; ".join(
+            meta["diagnostics"]["warnings"]), markup=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,192 @@
+"""Distil small drafters from the SmolLM2-135M-Instruct target on CPU, seeded.
+
+Stages (each cached, so a rerun resumes):
+
+1. teacher: greedy completions (<= 96 new tokens) of every train-split prompt of every task,
+   then one target forward pass over prompt + completion keeping, at every position, the
+   target's final hidden state (after its norm) and its top-32 logits.
+2. generic: the target's first 4 decoder layers with its (frozen) embeddings, norm and head;
+   layers and norm trained on the mixture of all tasks with an EAGLE-style loss: mean squared
+   error to the target's final hidden state plus the KL divergence of the target's top-32
+   distribution to the drafter's distribution over the same 32 tokens. AdamW, cosine schedule.
+3. finetuned-code and finetuned-docsum: the generic drafter trained further on one task only.
+
+10% of the train prompts are kept for validation (never the held-out split used for traces);
+after every epoch the drafter's top-1 agreement with the target on validation completions
+(the greedy acceptance of a first drafted token) is recorded. Writes model directories to
+``$SPECSIM_CACHE/reference/drafters/<name>`` and cards with loss curves and agreement to
+``data/drafters/<name>.json``. Run: ``python scripts/reference/train_drafters.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from specsim.collect.models import cache_dir, load_model, truncate_layers
+from specsim.collect.prompts import encode_prompt, read_prompts
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = ("code", "docsum", "explain-short", "explain-long", "qa")
+WORK = cache_dir() / "reference"
+CARDS = ROOT / "data" / "drafters"
+SEED = 7
+LAYERS = 4
+TOP_K = 32
+MAX_NEW_TOKENS = 96
+PLAN = {  # name: (start from, tasks, epochs, peak learning rate)
+    "generic-4l": (None, TASKS, 4, 5e-4),
+    "finetuned-code": ("generic-4l", ("code",), 4, 2e-4),
+    "finetuned-docsum": ("generic-4l", ("docsum",), 4, 2e-4),
+}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def teacher_data(target) -> list[dict]:
+    path = WORK / "teacher.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    tokenizer, model = target.tokenizer, target.model
+    eos = tokenizer.eos_token_id
+    records = []
+    for task in TASKS:
+        prompts = [p for p in read_prompts(ROOT / "data" / "prompts" / f"{task}.jsonl") if p.extra["split"] == "train"]
+        encoded = [encode_prompt(tokenizer, p) for p in prompts]
+        for start in range(0, len(encoded), 16):
+            batch = encoded[start : start + 16]
+            width = max(map(len, batch))
+            ids = torch.tensor([[eos] * (width - len(b)) + b for b in batch])
+            mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch])
+            with torch.inference_mode():
+                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=MAX_NEW_TOKENS,
+                                     do_sample=False, pad_token_id=eos)
+            for row, prompt_ids in enumerate(batch):
+                completion = out[row, width:].tolist()
+                if eos in completion:
+                    completion = completion[: completion.index(eos) + 1]
+                sequence = prompt_ids + completion
+                with torch.inference_mode():
+                    result = model(input_ids=torch.tensor([sequence]), output_hidden_states=True)
+                top = result.logits[0].topk(TOP_K, dim=-1)
+                records.append({
+                    "task": task, "prompt_id": prompts[start + row].prompt_id, "ids": torch.tensor(sequence),
+                    "prompt_len": len(prompt_ids), "output_len": len(completion),
+                    "hidden": result.hidden_states[-1][0].half(), "top_ids": top.indices.int(),
+                    "top_logits": top.values.half(),
+                })
+            log(f"teacher {task}: {min(start + 16, len(encoded))}/{len(encoded)}")
+    WORK.mkdir(parents=True, exist_ok=True)
+    torch.save(records, path)
+    return records
+
+
+def split(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    rng = np.random.default_rng(SEED)
+    validation = set()
+    for task in TASKS:
+        ids = sorted(r["prompt_id"] for r in records if r["task"] == task)
+        validation.update(rng.choice(ids, size=max(1, len(ids) // 10), replace=False).tolist())
+    return [r for r in records if r["prompt_id"] not in validation], [r for r in records if r["prompt_id"] in validation]
+
+
+def drafter_forward(drafter, ids: torch.Tensor) -> torch.Tensor:
+    """Final hidden state (after the norm) of the drafter, shape (n, hidden)."""
+    return drafter.model(input_ids=ids[None]).last_hidden_state[0]
+
+
+def loss_of(drafter, record: dict) -> torch.Tensor:
+    hidden = drafter_forward(drafter, record["ids"])
+    mse = torch.nn.functional.mse_loss(hidden, record["hidden"].float())
+    head = drafter.lm_head.weight[record["top_ids"].long()]  # (n, k, hidden)
+    student = torch.einsum("nh,nkh->nk", hidden, head)
+    teacher = torch.log_softmax(record["top_logits"].float(), -1)
+    kl = torch.nn.functional.kl_div(torch.log_softmax(student, -1), teacher, log_target=True, reduction="batchmean")
+    return mse + kl
+
+
+@torch.no_grad()
+def agreement(drafter, records: list[dict]) -> dict[str, float]:
+    """Top-1 agreement with the target on completion positions, per task."""
+    hits: dict[str, list[int]] = {}
+    for record in records:
+        hidden = drafter_forward(drafter, record["ids"])
+        start = record["prompt_len"] - 1
+        predicted = drafter.lm_head(hidden[start:-1]).argmax(-1)
+        target = record["top_ids"][start:-1, 0].long()
+        counts = hits.setdefault(record["task"], [0, 0])
+        counts[0] += int((predicted == target).sum())
+        counts[1] += len(target)
+    return {task: a / max(n, 1) for task, (a, n) in hits.items()}
+
+
+def train(name: str, base, records: list[dict], validation: list[dict]) -> dict:
+    start_from, tasks, epochs, peak_lr = PLAN[name]
+    drafter = truncate_layers(base, LAYERS) if start_from is None else load_drafter(start_from)
+    for parameter in drafter.parameters():
+        parameter.requires_grad = False
+    trainable = [p for layer in drafter.model.layers for p in layer.parameters()] + list(drafter.model.norm.parameters())
+    for parameter in trainable:
+        parameter.requires_grad = True
+    data = [r for r in records if r["task"] in tasks]
+    optimizer = torch.optim.AdamW(trainable, lr=peak_lr, weight_decay=0.01)
+    total_steps = epochs * len(data)
+    warmup = max(1, total_steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
+        1 + math.cos(math.pi * min(s, total_steps) / total_steps))))
+    rng = np.random.default_rng(SEED)
+    card = {"name": name, "start_from": start_from or f"first {LAYERS} layers of the target", "tasks": list(tasks),
+            "epochs": epochs, "peak_lr": peak_lr, "optimizer": "AdamW (weight decay 0.01), warm-up then cosine",
+            "loss": "MSE to target final hidden state + KL of target top-32 distribution", "seed": SEED,
+            "train_sequences": len(data), "train_positions": int(sum(len(r["ids"]) for r in data)),
+            "validation_agreement": [agreement(drafter.eval(), validation)], "epoch_loss": []}
+    log(f"{name}: start agreement {card['validation_agreement'][0]}")
+    for epoch in range(epochs):
+        drafter.train()
+        losses = []
+        for index in rng.permutation(len(data)):
+            loss = loss_of(drafter, data[index])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss))
+        card["epoch_loss"].append(float(np.mean(losses)))
+        card["validation_agreement"].append(agreement(drafter.eval(), validation))
+        log(f"{name}: epoch {epoch + 1} loss {card['epoch_loss'][-1]:.4f} agreement {card['validation_agreement'][-1]}")
+    folder = WORK / "drafters" / name
+    drafter.save_pretrained(folder)
+    base_tokenizer.save_pretrained(folder)
+    card["training_lengths"] = [{"task": r["task"], "prompt_len": r["prompt_len"], "output_len": r["output_len"]}
+                                for r in data]
+    CARDS.mkdir(parents=True, exist_ok=True)
+    (CARDS / f"{name}.json").write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
+def load_drafter(name: str):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(WORK / "drafters" / name, dtype=torch.float32)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(SEED)
+    torch.set_num_threads(int(os.environ.get("TRAIN_THREADS", "2")))
+    target = load_model("smollm2")
+    base_tokenizer = target.tokenizer
+    records = teacher_data(target)
+    train_records, validation_records = split(records)
+    log(f"teacher data: {len(records)} sequences, {sum(len(r['ids']) for r in records)} positions")
+    for drafter_name in PLAN:
+        if not (WORK / "drafters" / drafter_name / "config.json").exists():
+            train(drafter_name, target.model, train_records, validation_records)

@@ -1,0 +1,24 @@
+"""Bayesian hierarchical model of acceptance, its frequentist baseline, and prediction.
+
+Importing this package does not import PyMC; :func:`fit_model` and :func:`build_model` do.
+"""
+
+from specsim.model.baseline import fit_baseline
+from specsim.model.data import AcceptanceCounts, aggregate_counts
+from specsim.model.hierarchical import FitResult, ModelOptions, build_model, diagnose, fit_model
+from specsim.model.predict import Posterior, SpeedupPrediction, load_posterior, predict_speedup
+
+__all__ = [
+    "AcceptanceCounts",
+    "aggregate_counts",
+    "fit_baseline",
+    "FitResult",
+    "ModelOptions",
+    "build_model",
+    "diagnose",
+    "fit_model",
+    "Posterior",
+    "SpeedupPrediction",
+    "load_posterior",
+    "predict_speedup",
+]

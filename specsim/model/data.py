@@ -1,0 +1,157 @@
+"""Aggregated acceptance counts and covariates for the hierarchical model.
+
+One row per task x drafter x draft index x position bin: tokens evaluated and accepted
+(conditional acceptance), with the drafter's kind, the length divergence between the
+drafter's training data and the task, and the indices the model needs. Never one row per
+token.
+
+The divergence reference of a drafter is the length distribution of its training data:
+given explicitly (``reference_lengths``), or else the tasks named by its
+``drafter_trained_on`` in the traces (a generic drafter trained on a ``mixture`` pools every
+task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from specsim.errors import InputError
+from specsim.lengths import divergences, length_table
+from specsim.simulate.acceptance import DEFAULT_POSITION_EDGES
+
+__all__ = ["AcceptanceCounts", "aggregate_counts", "drafter_reference_lengths", "MIXTURE_NAMES"]
+
+#: ``drafter_trained_on`` values that mean "all tasks pooled".
+MIXTURE_NAMES = ("mixture", "all", "")
+
+
+@dataclass(frozen=True)
+class AcceptanceCounts:
+    """Counts and covariates ready for :func:`specsim.model.hierarchical.build_model`.
+
+    Attributes
+    ----------
+    cells : pandas.DataFrame
+        One row per task x drafter x draft_index x position_bin with ``evaluated``,
+        ``accepted``, ``finetuned`` (0/1), ``divergence`` and integer codes ``task_code``,
+        ``drafter_code``.
+    tasks, drafters : list of str
+        Names behind the codes.
+    position_edges : numpy.ndarray
+        Interior edges of the position bins.
+    divergence_measure, length_kind : str
+        How the divergence was computed.
+    reference_lengths : dict of str to numpy.ndarray
+        The training-data total lengths used for each drafter.
+    """
+
+    cells: pd.DataFrame
+    tasks: list[str]
+    drafters: list[str]
+    position_edges: np.ndarray
+    divergence_measure: str
+    length_kind: str
+    reference_lengths: dict[str, np.ndarray]
+
+    @property
+    def n_draft_index(self) -> int:
+        """Number of draft indices."""
+        return int(self.cells["draft_index"].max()) + 1
+
+    @property
+    def n_position_bins(self) -> int:
+        """Number of position bins."""
+        return len(self.position_edges) + 1
+
+
+def drafter_reference_lengths(
+    sequences: pd.DataFrame, length_kind: str = "total_len",
+    reference_lengths: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Training-data lengths of each drafter (see the module docstring)."""
+    references = {}
+    for drafter, group in sequences.groupby("drafter", observed=True):
+        if reference_lengths and drafter in reference_lengths:
+            references[drafter] = np.asarray(reference_lengths[drafter], dtype=float)
+            continue
+        trained_on = group["drafter_trained_on"].iloc[0]
+        trained_on = "" if pd.isna(trained_on) else str(trained_on)
+        if trained_on in MIXTURE_NAMES:
+            rows = sequences
+        else:
+            names = [name.strip() for name in trained_on.split("+")]
+            rows = sequences[sequences["task"].isin(names) | sequences["dataset"].isin(names)]
+            if rows.empty:
+                raise InputError(
+                    f"drafter {drafter!r} was trained on {trained_on!r}, which is no task or dataset in the traces; "
+                    "give its training lengths (reference lengths)", field="drafter_trained_on")
+        rows = length_table(rows)
+        references[drafter] = rows[length_kind].to_numpy(dtype=float)
+    return references
+
+
+def aggregate_counts(
+    tokens: pd.DataFrame,
+    sequences: pd.DataFrame,
+    *,
+    position_edges: np.ndarray = DEFAULT_POSITION_EDGES,
+    max_draft_index: int | None = None,
+    divergence_measure: str = "js",
+    length_kind: str = "total_len",
+    reference_lengths: Mapping[str, np.ndarray] | None = None,
+    kinds: tuple[str, ...] = ("generic", "finetuned"),
+) -> AcceptanceCounts:
+    """Aggregate evaluated/accepted tokens into model cells with covariates.
+
+    Parameters
+    ----------
+    tokens, sequences : pandas.DataFrame
+        Tables of one temperature (filter first).
+    position_edges : numpy.ndarray
+        Interior edges of the sequence-position bins (position of the step's first token).
+    max_draft_index : int, optional
+        Pool draft indices at or beyond this into the last one.
+    divergence_measure : str
+        Key of :func:`specsim.lengths.divergences` used as the covariate.
+    length_kind : str
+        ``prompt_len``, ``output_len`` or ``total_len``.
+    reference_lengths : mapping, optional
+        Training-data lengths per drafter, overriding the ``drafter_trained_on`` default.
+    kinds : tuple of str
+        Drafter kinds to keep (the untrained baseline is left out by default).
+    """
+    if tokens["temperature"].nunique() > 1:
+        raise InputError("tokens of several temperatures; fit one temperature at a time", field="temperature")
+    tokens = tokens[tokens["drafter_kind"].isin(kinds) & tokens["evaluated"]]
+    sequences = sequences[sequences["drafter_kind"].isin(kinds)]
+    if tokens.empty:
+        raise InputError(f"no evaluated tokens of drafter kinds {', '.join(kinds)}", field="drafter_kind")
+    edges = np.asarray(position_edges, dtype=float)
+    index = tokens["draft_index"].to_numpy()
+    if max_draft_index is not None:
+        index = np.minimum(index, max_draft_index)
+    frame = pd.DataFrame({
+        "task": tokens["task"].to_numpy(), "drafter": tokens["drafter"].to_numpy(),
+        "drafter_kind": tokens["drafter_kind"].to_numpy(), "draft_index": index,
+        "position_bin": np.searchsorted(edges, (tokens["position"] - tokens["draft_index"]).to_numpy(), side="right"),
+        "accepted": tokens["accepted"].to_numpy(dtype=np.int64),
+    })
+    cells = frame.groupby(["task", "drafter", "drafter_kind", "draft_index", "position_bin"], observed=True).agg(
+        evaluated=("accepted", "size"), accepted=("accepted", "sum")).reset_index()
+    references = drafter_reference_lengths(sequences, length_kind, reference_lengths)
+    table = length_table(sequences)
+    task_lengths = {task: group[length_kind].to_numpy(dtype=float) for task, group in table.groupby("task")}
+    divergence = {
+        (task, drafter): divergences(references[drafter], task_lengths[task])[divergence_measure]
+        for task, drafter in cells[["task", "drafter"]].drop_duplicates().itertuples(index=False)
+    }
+    cells["divergence"] = [divergence[(t, d)] for t, d in zip(cells["task"], cells["drafter"], strict=True)]
+    cells["finetuned"] = (cells["drafter_kind"] == "finetuned").astype(int)
+    tasks, drafters = sorted(cells["task"].unique()), sorted(cells["drafter"].unique())
+    cells["task_code"] = cells["task"].map({t: i for i, t in enumerate(tasks)})
+    cells["drafter_code"] = cells["drafter"].map({d: i for i, d in enumerate(drafters)})
+    return AcceptanceCounts(cells, tasks, drafters, edges, divergence_measure, length_kind, references)

@@ -1,0 +1,193 @@
+"""Posterior predictive speed-up of a workload through the simulator.
+
+For each posterior draw, the model gives conditional acceptance by draft index and position
+bin for a drafter kind and a length divergence; a new task draws its effect from the task
+population (``sigma_task``), a known drafter keeps its effect, an unknown one draws from the
+drafter population. The exact simulator then turns each draw's acceptance profile, the
+workload's lengths, a cost model and the draft length into an expected speed-up: the
+spread over draws is the interval.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit
+
+from specsim.errors import InputError
+from specsim.lengths import divergences
+from specsim.simulate.acceptance import AcceptanceProfile
+from specsim.simulate.cost import CostModel
+from specsim.simulate.exact import expected_workload
+
+__all__ = ["Posterior", "load_posterior", "SpeedupPrediction", "predict_speedup", "acceptance_draws"]
+
+
+@dataclass
+class Posterior:
+    """Posterior draws of the model's parameters and the metadata stored with them."""
+
+    draws: dict[str, np.ndarray]
+    metadata: dict
+
+    @property
+    def n_draws(self) -> int:
+        """Number of posterior draws (chains x draws)."""
+        return len(self.draws["intercept"])
+
+
+def posterior_from_idata(idata, metadata: dict) -> Posterior:
+    """Flatten chains x draws of every parameter."""
+    draws = {}
+    for name, values in idata.posterior.data_vars.items():
+        if name == "acceptance":
+            continue
+        array = values.values
+        draws[name] = array.reshape(array.shape[0] * array.shape[1], *array.shape[2:])
+    return Posterior(draws, metadata)
+
+
+def load_posterior(path) -> Posterior:
+    """Read a posterior written by ``specsim fit`` (ArviZ NetCDF with specsim metadata)."""
+    import arviz as az
+
+    try:
+        idata = az.from_netcdf(str(path))
+    except (OSError, ValueError) as error:
+        raise InputError(f"not a readable posterior file ({str(error).splitlines()[0]})", path=path) from None
+    raw = idata.posterior.attrs.get("specsim_metadata")
+    if raw is None:
+        raise InputError("no specsim metadata in the posterior (was it written by specsim fit?)", path=path)
+    return posterior_from_idata(idata, json.loads(raw))
+
+
+def acceptance_draws(
+    posterior: Posterior, *, finetuned: bool, divergence: float, task: str | None = None,
+    drafter: str | None = None, rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """Conditional acceptance per draw, draft index and position bin.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_draws, n_draft_index, n_position_bins)
+    """
+    rng = np.random.default_rng(rng)
+    d = posterior.draws
+    n = posterior.n_draws
+    meta = posterior.metadata
+    f = float(finetuned)
+    eta = d["intercept"] + d["b_finetuned"] * f
+    if "b_divergence" in d:
+        eta = eta + d["b_divergence"] * divergence + d["b_interaction"] * f * divergence
+    if task is not None and task in meta["tasks"]:
+        eta = eta + d["task_effect"][:, meta["tasks"].index(task)]
+    else:
+        eta = eta + rng.normal(0, 1, n) * d["sigma_task"]
+    if drafter is not None and drafter in meta["drafters"]:
+        eta = eta + d["drafter_effect"][:, meta["drafters"].index(drafter)]
+    else:
+        eta = eta + rng.normal(0, 1, n) * d["sigma_drafter"]
+    index = d["index_effect"]  # (n, G)
+    position = d["position_effect"]  # (n, B)
+    n_index, n_bins = index.shape[1], position.shape[1]
+    index_term = index + (d["b_index_finetuned"] * f)[:, None] * (np.arange(n_index) - (n_index - 1) / 2)
+    position_term = position + (d["b_position_finetuned"] * f)[:, None] * (np.arange(n_bins) - (n_bins - 1) / 2)
+    return expit(eta[:, None, None] + index_term[:, :, None] + position_term[:, None, :])
+
+
+@dataclass(frozen=True)
+class SpeedupPrediction:
+    """Posterior predictive speed-up of one workload."""
+
+    mean: float
+    median: float
+    low: float
+    high: float
+    level: float
+    tokens_per_step_mean: float
+    acceptance_index0_mean: float
+    divergence: float
+    draws: np.ndarray
+
+    def to_dict(self) -> dict:
+        """Plain dictionary for JSON (without the draws)."""
+        return {"speedup_mean": self.mean, "speedup_median": self.median, "speedup_low": self.low,
+                "speedup_high": self.high, "interval_level": self.level, "speedup_estimator": "ratio of totals",
+                "tokens_per_step_mean": self.tokens_per_step_mean,
+                "tokens_per_step_convention": "bonus token included (vLLM, Spec-Bench)",
+                "acceptance_first_index_mean": self.acceptance_index0_mean, "divergence": self.divergence}
+
+
+def predict_speedup(
+    posterior: Posterior,
+    cost: CostModel,
+    gamma: int,
+    prompt_lengths: np.ndarray,
+    output_lengths: np.ndarray,
+    *,
+    finetuned: bool,
+    divergence: float | None = None,
+    reference_lengths: np.ndarray | None = None,
+    task: str | None = None,
+    drafter: str | None = None,
+    n_draws: int = 400,
+    level: float = 0.9,
+    rng: np.random.Generator | int | None = None,
+) -> SpeedupPrediction:
+    """Posterior predictive expected speed-up of a workload.
+
+    Parameters
+    ----------
+    posterior : Posterior
+    cost : CostModel
+        Costs of the drafter and target on the deployment hardware.
+    gamma : int
+        Draft length.
+    prompt_lengths, output_lengths : numpy.ndarray, shape (n_sequences,)
+        The workload.
+    finetuned : bool
+        Drafter kind.
+    divergence : float, optional
+        Length divergence between the drafter's training data and the workload; computed
+        from ``reference_lengths`` (or the stored lengths of ``drafter``) when not given.
+    reference_lengths : numpy.ndarray, optional
+        Training-data lengths of the drafter.
+    task, drafter : str, optional
+        Known task or drafter of the fit (their effects are used); otherwise new ones.
+    n_draws : int
+        Posterior draws used.
+    level : float
+        Central interval probability.
+    rng : numpy.random.Generator or int, optional
+    """
+    rng = np.random.default_rng(rng)
+    prompt_lengths = np.asarray(prompt_lengths, dtype=float)
+    output_lengths = np.asarray(output_lengths)
+    meta = posterior.metadata
+    if divergence is None:
+        if reference_lengths is None:
+            if drafter is None or drafter not in meta["reference_lengths"]:
+                raise InputError("give a divergence, reference lengths, or a drafter known to the fit",
+                                 field="divergence")
+            reference_lengths = np.asarray(meta["reference_lengths"][drafter])
+        kind = meta.get("length_kind", "total_len")
+        workload = {"prompt_len": prompt_lengths, "output_len": output_lengths,
+                    "total_len": prompt_lengths + output_lengths}[kind]
+        divergence = divergences(reference_lengths, workload)[meta.get("divergence_measure", "js")]
+    rates = acceptance_draws(posterior, finetuned=finetuned, divergence=divergence, task=task, drafter=drafter,
+                             rng=rng)
+    chosen = rng.choice(len(rates), size=min(n_draws, len(rates)), replace=False)
+    edges = np.asarray(meta["position_edges"])
+    speedups, tokens = [], []
+    for i in chosen:
+        prediction = expected_workload(AcceptanceProfile(rates[i], edges), cost, gamma, prompt_lengths,
+                                       output_lengths)
+        speedups.append(prediction.speedup)
+        tokens.append(prediction.tokens_per_step)
+    speedups = np.asarray(speedups)
+    tail = (1 - level) / 2
+    low, high = np.quantile(speedups, [tail, 1 - tail])
+    return SpeedupPrediction(float(speedups.mean()), float(np.median(speedups)), float(low), float(high), level,
+                             float(np.mean(tokens)), float(rates[chosen, 0, :].mean()), float(divergence), speedups)

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from specsim.cli import main
+from specsim.model import ModelOptions, aggregate_counts, fit_baseline, fit_model, load_posterior, predict_speedup
+from specsim.model.calibration import simulation_based_calibration
+from specsim.model.predict import posterior_from_idata
+from specsim.model.synthetic import synthetic_counts
+from specsim.simulate import AcceptanceProfile, SyntheticWorkload, simulate_traces
+from specsim.traces import TraceWriter
+from tests.conftest import TRUE_COST
+
+MAIN_EFFECTS = ("intercept", "b_finetuned", "b_interaction")
+
+
+@pytest.fixture(scope="module")
+def recovery_fit():
+    counts, truth = synthetic_counts(rng=3, evaluated_per_cell=600)
+    return counts, truth, fit_model(counts, draws=500, tune=700, chains=4, seed=3)
+
+
+def test_parameter_recovery(recovery_fit):
+    counts, truth, result = recovery_fit
+    summary = result.summary()
+    for name in MAIN_EFFECTS:
+        low, high = summary.loc[name, "hdi_2.5%"], summary.loc[name, "hdi_97.5%"]
+        assert low <= truth[name] <= high, (name, truth[name], low, high)
+    # The interaction is what the model exists to measure: its sign must be resolved.
+    assert summary.loc["b_interaction", "hdi_97.5%"] < 0
+    assert result.diagnostics["max_r_hat"] <= 1.01
+    assert result.diagnostics["min_ess_bulk"] >= 400
+
+
+def test_baseline_glm_agrees_in_sign(recovery_fit):
+    counts, truth, result = recovery_fit
+    baseline = fit_baseline(counts)
+    # Generic drafters only see small divergences, so the GLM separates the two slopes poorly;
+    # the fine-tuned drafters' slope (their sum) is well determined and must be negative.
+    assert baseline.loc["b_divergence", "estimate"] + baseline.loc["b_interaction", "estimate"] < 0
+    assert baseline.loc["b_interaction", "low"] <= truth["b_interaction"] <= baseline.loc["b_interaction", "high"]
+    assert set(baseline.columns) == {"estimate", "std_error", "low", "high", "p_value"}
+
+
+def test_prediction_interval_and_direction(recovery_fit):
+    counts, truth, result = recovery_fit
+    posterior = posterior_from_idata(result.idata, result.metadata)
+    lengths = np.full(30, 120), np.full(30, 80)
+    near = predict_speedup(posterior, TRUE_COST, 4, *lengths, finetuned=True, divergence=0.05, rng=0)
+    far = predict_speedup(posterior, TRUE_COST, 4, *lengths, finetuned=True, divergence=0.8, rng=0)
+    for prediction in (near, far):
+        assert prediction.low <= prediction.median <= prediction.high
+    # Fine-tuned drafters lose speed-up as the workload's lengths move away from their data.
+    assert far.mean < near.mean
+
+
+def test_simulation_based_calibration():
+    result = simulation_based_calibration(100, seed=11)
+    # Four parameters at alpha = 0.001 each: false failure rate about 0.4%.
+    assert all(p > 1e-3 for p in result.p_values.values()), result.p_values
+    assert len(result.ranks) == 100
+
+
+@pytest.fixture(scope="module")
+def two_kind_traces(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    cells = []
+    for task, (prompt, output, base) in {"short": (20, 20, 0.7), "mid": (120, 60, 0.6), "long": (400, 90, 0.5)}.items():
+        for drafter, kind, trained_on, shift in (("generic", "generic", "mixture", 0.0),
+                                                 ("ft-short", "finetuned", "short", 0.15 if task == "short" else -0.2)):
+            profile = AcceptanceProfile(np.array([[base + shift], [base + shift - 0.1]]), np.array([]))
+            cells.append(SyntheticWorkload(task, task, drafter, kind, profile, rng.integers(prompt // 2, prompt * 2, 12),
+                                           rng.integers(output // 2, output * 2, 12), trained_on))
+    tables = simulate_traces(cells, TRUE_COST, gamma=3, timing_noise=0.05, rng=1)
+    root = tmp_path_factory.mktemp("two_kinds")
+    TraceWriter(root).write_shard("all", tables["tokens"], tables["steps"], tables["sequences"])
+    return root, tables
+
+
+def test_aggregate_counts_divergence_reference(two_kind_traces):
+    _, tables = two_kind_traces
+    counts = aggregate_counts(tables["tokens"], tables["sequences"], position_edges=np.array([32]))
+    cells = counts.cells
+    assert cells["evaluated"].sum() == tables["tokens"]["evaluated"].sum()
+    ft = cells[cells["drafter"] == "ft-short"].groupby("task")["divergence"].first()
+    assert ft["short"] == 0.0 and ft["long"] > ft["mid"] > 0  # the fine-tuned drafter's own task is its reference
+    generic = cells[cells["drafter"] == "generic"].groupby("task")["divergence"].first()
+    assert generic.max() < ft["long"]
+
+
+def test_cli_fit_and_predict(two_kind_traces, tmp_path, capsys):
+    root, _ = two_kind_traces
+    out = tmp_path / "posterior.nc"
+    code = main(["fit", str(root), "--out", str(out), "--draws", "300", "--tune", "300", "--chains", "2",
+                 "--no-compare", "--json"])
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["sampler"] == "nutpie" and out.exists()
+    assert {row["term"] for row in payload["baseline_glm"]} >= {"intercept", "b_finetuned", "b_interaction"}
+    posterior = load_posterior(out)
+    assert posterior.metadata["tasks"] == ["long", "mid", "short"]
+    lengths = tmp_path / "workload.csv"
+    pd.DataFrame({"prompt_len": [300, 500], "output_len": [80, 100]}).to_csv(lengths, index=False)
+    assert main(["predict", str(out), "--workload", str(lengths), "--drafter", "ft-short", "--drafter-kind",
+                 "finetuned", "--gamma", "3", "--json"]) == 0
+    prediction = json.loads(capsys.readouterr().out)
+    assert prediction["speedup_low"] <= prediction["speedup_mean"] <= prediction["speedup_high"]
+    assert main(["predict", str(out), "--workload", "mid", "--drafter-kind", "generic", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "missing.nc"), "--workload", "mid"]) == 2
+    assert main(["fit", str(root), "--out", str(tmp_path / "x.txt")]) == 2
+    assert main(["predict", str(out), "--workload", "mid", "--drafter", "nobody"]) == 2
+
+
+def test_build_model_without_divergence_terms():
+    counts, _ = synthetic_counts(rng=0, n_tasks=3)
+    from specsim.model import build_model
+
+    model = build_model(counts, ModelOptions(divergence_terms=False, overdispersion=False))
+    names = {v.name for v in model.free_RVs}
+    assert "b_divergence" not in names and "kappa" not in names and "b_finetuned" in names
