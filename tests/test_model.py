@@ -73,8 +73,8 @@ def two_kind_traces(tmp_path_factory):
         for drafter, kind, trained_on, shift in (("generic", "generic", "mixture", 0.0),
                                                  ("ft-short", "finetuned", "short", 0.15 if task == "short" else -0.2)):
             profile = AcceptanceProfile(np.array([[base + shift], [base + shift - 0.1]]), np.array([]))
-            cells.append(SyntheticWorkload(task, task, drafter, kind, profile, rng.integers(prompt // 2, prompt * 2, 12),
-                                           rng.integers(output // 2, output * 2, 12), trained_on))
+            prompts, outputs = rng.integers(prompt // 2, prompt * 2, 12), rng.integers(output // 2, output * 2, 12)
+            cells.append(SyntheticWorkload(task, task, drafter, kind, profile, prompts, outputs, trained_on))
     tables = simulate_traces(cells, TRUE_COST, gamma=3, timing_noise=0.05, rng=1)
     root = tmp_path_factory.mktemp("two_kinds")
     TraceWriter(root).write_shard("all", tables["tokens"], tables["steps"], tables["sequences"])

@@ -50,7 +50,8 @@ def stdlib_functions() -> list[tuple[str, str, str]]:
         for name, obj in sorted(vars(module).items()):
             if name.startswith("_") or not (inspect.isfunction(obj) or inspect.isbuiltin(obj)):
                 continue
-            if (getattr(obj, "__module__", None) or module_name).split(".")[0] not in (module_name.split(".")[0], "posixpath"):
+            home = (getattr(obj, "__module__", None) or module_name).split(".")[0]
+            if home not in (module_name.split(".")[0], "posixpath"):
                 continue
             doc = inspect.getdoc(obj) or ""
             if len(doc) < 80:

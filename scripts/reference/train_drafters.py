@@ -95,7 +95,8 @@ def split(records: list[dict]) -> tuple[list[dict], list[dict]]:
     for task in TASKS:
         ids = sorted(r["prompt_id"] for r in records if r["task"] == task)
         validation.update(rng.choice(ids, size=max(1, len(ids) // 10), replace=False).tolist())
-    return [r for r in records if r["prompt_id"] not in validation], [r for r in records if r["prompt_id"] in validation]
+    train = [r for r in records if r["prompt_id"] not in validation]
+    return train, [r for r in records if r["prompt_id"] in validation]
 
 
 def drafter_forward(drafter, ids: torch.Tensor) -> torch.Tensor:
@@ -133,7 +134,8 @@ def train(name: str, base, records: list[dict], validation: list[dict]) -> dict:
     drafter = truncate_layers(base, LAYERS) if start_from is None else load_drafter(start_from)
     for parameter in drafter.parameters():
         parameter.requires_grad = False
-    trainable = [p for layer in drafter.model.layers for p in layer.parameters()] + list(drafter.model.norm.parameters())
+    trainable = [p for layer in drafter.model.layers for p in layer.parameters()]
+    trainable += list(drafter.model.norm.parameters())
     for parameter in trainable:
         parameter.requires_grad = True
     data = [r for r in records if r["task"] in tasks]

@@ -82,7 +82,7 @@ def simulation_based_calibration(
     draws_per_chain = 500
     keep = np.linspace(0, 2 * draws_per_chain - 1, n_ranks - 1).astype(int)
     rows = []
-    for simulation in range(n_simulations):
+    for _ in range(n_simulations):
         truth = {name: rng.normal(0.0, sd) for name, sd in REDUCED_PRIORS.items()}
         eta = (truth["intercept"] + truth["b_finetuned"] * design["finetuned"]
                + truth["b_divergence"] * design["divergence"]
