@@ -536,6 +536,61 @@ def predict_command(
             meta["diagnostics"]["warnings"]), markup=False)
 
 
+@app.command("report")
+def report_command(
+    name: str = typer.Argument(..., help="Report: main, whatif, or a path to a percent script."),
+    param: list[str] | None = typer.Option(None, "--param", help="KEY=VALUE parameter override; repeatable."),
+    out: Path = typer.Option(Path("out/reports"), help="Folder of the HTML file."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Render a report to one self-contained HTML file (Quarto if installed, else Jupyter)."""
+    import shutil
+
+    from specsim.report import parse_params, render_report
+
+    params = parse_params(param or [])
+    with stderr.status(f"rendering {name} ({'quarto' if shutil.which('quarto') else 'jupyter kernel'})"):
+        path = render_report(name, params, out)
+    if json_output:
+        print_json({"report": name, "html": str(path), "params": params})
+        return
+    stdout.print(f"wrote {path}")
+
+
+_REFERENCE_TRACES = Path("data/traces/reference")
+
+
+@app.command("demo")
+def demo_command(
+    traces_dir: Path = typer.Option(_REFERENCE_TRACES, "--traces", help="Trace directory."),
+    out: Path = typer.Option(Path("out/demo"), help="Folder for the posterior and the report."),
+    draws: int = typer.Option(1000, help="Posterior draws per chain."),
+) -> None:
+    """The main job: check the shipped traces, summarise, validate the simulator, fit, report."""
+    from specsim.report import render_report
+    from specsim.simulate.whatif import validate_against_measured
+    from specsim.traces import read_traces, summarize
+
+    stdout.rule("specsim demo")
+    traces = read_traces(traces_dir)
+    stdout.print(f"traces {traces_dir}: valid, {len(traces.sequences)} sequences, {len(traces.tokens)} drafted "
+                 f"tokens, run(s) {', '.join(sorted(traces.runs))}")
+    greedy = traces.sequences[traces.sequences["temperature"] == 0]
+    summary = summarize(traces.steps[traces.steps["temperature"] == 0], greedy)
+    print_table("greedy acceptance and measured speed-up", summary.to_dict("records"), [
+        "task", "drafter", "gamma", "sequences", "acceptance_rate", "acceptance_length_with_bonus",
+        "measured_speedup"])
+    validation = validate_against_measured(traces.tokens, traces.steps, traces.sequences)
+    stdout.print(f"simulator vs measured speed-up: mean absolute percentage error "
+                 f"{validation['error_pct'].abs().mean():.2f}% over {len(validation)} cells")
+    out.mkdir(parents=True, exist_ok=True)
+    posterior = out / "posterior.nc"
+    fit_command(traces_dir, posterior, 0.0, draws, draws, 4, 0, "nutpie", True, False)
+    with stderr.status("rendering the main report"):
+        html = render_report("main", {"traces": str(traces_dir), "posterior": str(posterior)}, out)
+    stdout.print(f"report: {html.resolve()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``specsim`` console script; returns the exit code."""
     args = sys.argv[1:] if argv is None else argv
