@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup browser demo test test-all lint bench clean
 
 $(BIN)/.specsim-installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -21,15 +21,21 @@ setup: $(BIN)/.specsim-installed
 demo: setup
 	$(BIN)/specsim demo
 
-test: setup
-	$(BIN)/ruff check specsim tests benchmarks
+# Debian's chromium for the browser check of rendered reports (skipped, with a reason, without it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+		echo "chromium not installed: the browser test will be skipped"; }
+
+test: setup browser
+	$(BIN)/ruff check specsim tests benchmarks scripts reports notebooks
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-all: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check specsim tests benchmarks
+	$(BIN)/ruff check specsim tests benchmarks scripts reports notebooks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -39,7 +39,7 @@ from IPython.display import Markdown, display
 from specsim.lengths import divergence_matrix, length_table
 from specsim.model import aggregate_counts, fit_baseline, fit_model, load_posterior
 from specsim.model.predict import posterior_from_idata, predict_speedup
-from specsim.simulate import AcceptanceProfile, fit_cost_model, profile_from_tokens
+from specsim.simulate import fit_cost_model, profile_from_tokens
 from specsim.simulate.exact import expected_workload
 from specsim.simulate.replay import replay_speedup
 from specsim.simulate.whatif import select, validate_against_measured
@@ -103,7 +103,8 @@ tok["position_bin"] = pd.cut(tok["step_position"], [-1, 15, 31, 63, 127, 255, 10
 by_position = tok.groupby(["drafter", "position_bin"], observed=True)["accepted"].agg(["sum", "size"]).reset_index()
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for drafter, group in by_index.groupby("drafter"):
-    low, high = np.array([wilson_interval(a, n) for a, n in zip(group["accepted"], group["evaluated"])]).T
+    pairs = zip(group["accepted"], group["evaluated"], strict=True)
+    low, high = np.array([wilson_interval(a, n) for a, n in pairs]).T
     axes[0].errorbar(group["draft_index"], group["rate"], yerr=[group["rate"] - low, high - group["rate"]],
                      marker="o", capsize=3, label=drafter, color=colors[drafter])
 axes[0].set(xlabel="draft index", ylabel="conditional acceptance", title=f"By draft index (gamma {gamma})", ylim=(0, 1))
@@ -151,8 +152,9 @@ plt.show()
 
 # %%
 counts = aggregate_counts(tokens, sequences)
-from specsim.model import build_model  # noqa: E402
 import pymc as pm  # noqa: E402
+
+from specsim.model import build_model  # noqa: E402
 
 logging.getLogger("pymc").setLevel(logging.ERROR)  # after import: PyMC sets its own level on import
 

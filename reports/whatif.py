@@ -30,7 +30,6 @@ seed = 0
 import warnings
 from pathlib import Path
 
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

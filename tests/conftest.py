@@ -44,3 +44,24 @@ def trace_dir(tmp_path, synthetic_tables):
         )
     writer.write_run_metadata("synthetic", {"seed": 1, "device": "cpu"})
     return tmp_path / "traces"
+
+
+def write_two_kind_traces(root) -> dict:
+    """Three tasks of different lengths, a generic drafter and one fine-tuned on the short task."""
+    rng = np.random.default_rng(0)
+    cells = []
+    for task, (prompt, output, base) in {"short": (20, 20, 0.7), "mid": (120, 60, 0.6), "long": (400, 90, 0.5)}.items():
+        for drafter, kind, trained_on, shift in (("generic", "generic", "mixture", 0.0),
+                                                 ("ft-short", "finetuned", "short", 0.15 if task == "short" else -0.2)):
+            profile = AcceptanceProfile(np.array([[base + shift], [base + shift - 0.1]]), np.array([]))
+            prompts, outputs = rng.integers(prompt // 2, prompt * 2, 12), rng.integers(output // 2, output * 2, 12)
+            cells.append(SyntheticWorkload(task, task, drafter, kind, profile, prompts, outputs, trained_on))
+    tables = simulate_traces(cells, TRUE_COST, gamma=3, timing_noise=0.05, rng=1)
+    TraceWriter(root).write_shard("all", tables["tokens"], tables["steps"], tables["sequences"])
+    return tables
+
+
+@pytest.fixture(scope="session")
+def two_kind_traces(tmp_path_factory):
+    root = tmp_path_factory.mktemp("two_kinds")
+    return root, write_two_kind_traces(root)

@@ -11,8 +11,6 @@ from specsim.model import ModelOptions, aggregate_counts, fit_baseline, fit_mode
 from specsim.model.calibration import simulation_based_calibration
 from specsim.model.predict import posterior_from_idata
 from specsim.model.synthetic import synthetic_counts
-from specsim.simulate import AcceptanceProfile, SyntheticWorkload, simulate_traces
-from specsim.traces import TraceWriter
 from tests.conftest import TRUE_COST
 
 MAIN_EFFECTS = ("intercept", "b_finetuned", "b_interaction")
@@ -63,22 +61,6 @@ def test_simulation_based_calibration():
     # Four parameters at alpha = 0.001 each: false failure rate about 0.4%.
     assert all(p > 1e-3 for p in result.p_values.values()), result.p_values
     assert len(result.ranks) == 100
-
-
-@pytest.fixture(scope="module")
-def two_kind_traces(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    cells = []
-    for task, (prompt, output, base) in {"short": (20, 20, 0.7), "mid": (120, 60, 0.6), "long": (400, 90, 0.5)}.items():
-        for drafter, kind, trained_on, shift in (("generic", "generic", "mixture", 0.0),
-                                                 ("ft-short", "finetuned", "short", 0.15 if task == "short" else -0.2)):
-            profile = AcceptanceProfile(np.array([[base + shift], [base + shift - 0.1]]), np.array([]))
-            prompts, outputs = rng.integers(prompt // 2, prompt * 2, 12), rng.integers(output // 2, output * 2, 12)
-            cells.append(SyntheticWorkload(task, task, drafter, kind, profile, prompts, outputs, trained_on))
-    tables = simulate_traces(cells, TRUE_COST, gamma=3, timing_noise=0.05, rng=1)
-    root = tmp_path_factory.mktemp("two_kinds")
-    TraceWriter(root).write_shard("all", tables["tokens"], tables["steps"], tables["sequences"])
-    return root, tables
 
 
 def test_aggregate_counts_divergence_reference(two_kind_traces):

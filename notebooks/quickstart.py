@@ -1,0 +1,46 @@
+# %% [markdown]
+# # specsim quick start: what-if on a laptop
+#
+# Load the shipped traces, look at acceptance, and ask what speed-up a drafter would give on a
+# workload with other lengths. No GPU and no torch needed.
+
+# %% tags=["parameters"]
+traces = "../data/traces/reference"
+gamma = 4
+
+# %%
+import numpy as np
+
+from specsim.lengths import divergences, length_table
+from specsim.simulate import fit_cost_model
+from specsim.simulate.analytic import walltime_improvement
+from specsim.simulate.whatif import select, what_if
+from specsim.traces import read_traces, summarize
+
+data = read_traces(traces)
+summarize(data.steps, data.sequences)[["task", "drafter", "gamma", "acceptance_rate", "acceptance_length_with_bonus",
+                                       "measured_speedup"]]
+
+# %% [markdown]
+# Leviathan et al.'s closed form for a first feel: acceptance 0.6, cost ratio 0.2.
+
+# %%
+[round(float(walltime_improvement(0.6, g, 0.2)), 3) for g in range(1, 7)]
+
+# %% [markdown]
+# What-if: the first drafter's acceptance on the first task, with the lengths of the last task.
+
+# %%
+greedy = select(data.sequences, temperature=0.0)
+drafter = sorted(greedy["drafter"].unique())[0]
+tasks = sorted(greedy["task"].unique())
+source, workload = tasks[0], tasks[-1]
+tokens = select(data.tokens, drafter=drafter, task=source, temperature=0.0)
+cost = fit_cost_model(select(data.steps, drafter=drafter), select(data.sequences, drafter=drafter))
+lengths = length_table(select(greedy, task=workload))
+result = what_if(tokens, cost, gamma, lengths["prompt_len"].to_numpy(), lengths["output_len"].to_numpy(),
+                 n_resamples=50, rng=0)
+shift = divergences(length_table(select(greedy, task=source))["total_len"], lengths["total_len"])
+print(f"{drafter}: {source}'s acceptance on {workload}'s lengths (JS {shift['js']:.2f}): "
+      f"{result.speedup:.3f}x [{result.speedup_low:.3f}, {result.speedup_high:.3f}]")
+assert np.isfinite(result.speedup)

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from specsim.cli import main
+from specsim.errors import InputError
+from specsim.report import execute_notebook, notebook_errors, parse_params, render_report
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def rendered(two_kind_traces, tmp_path_factory):
+    root, _ = two_kind_traces
+    out = tmp_path_factory.mktemp("reports")
+    posterior = out / "posterior.nc"
+    assert main(["fit", str(root), "--out", str(posterior), "--draws", "200", "--tune", "300", "--chains", "2",
+                 "--no-compare"]) == 0
+    main_html = render_report("main", {"traces": str(root), "posterior": str(posterior), "gamma": 3}, out)
+    whatif_html = render_report("whatif", {"traces": str(root), "drafter": "ft-short", "acceptance_from": "short",
+                                           "lengths_from": "long", "gamma": 3}, out)
+    return main_html, whatif_html
+
+
+def _screenshot(html: Path, png: Path) -> np.ndarray:
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={png.parent / 'chromium-profile'}", "--window-size=1280,3000",
+                    f"--screenshot={png}", html.resolve().as_uri()], check=True, capture_output=True, timeout=120)
+    return plt.imread(png)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
+@pytest.mark.parametrize("which", [0, 1])
+def test_reports_render_in_a_real_browser(rendered, tmp_path, which):
+    html = rendered[which]
+    text = html.read_text()
+    figures = len(re.findall(r'<img[^>]*src="data:image/png;base64', text))
+    assert figures >= (6 if which == 0 else 1)
+    assert "Traceback" not in text and 'class="ansi-red-fg"' not in text
+    assert "vnd.jupyter.stderr" not in re.sub(r"<style.*?</style>", "", text, flags=re.S)
+    image = _screenshot(html, tmp_path / "shot.png")
+    assert image.shape[0] >= 3000 and image.shape[1] >= 1280
+    # A real page: not blank, with dark text on a light background and coloured figures.
+    assert image[..., :3].std() > 0.05
+    assert (image[..., :3].mean(axis=2) < 0.3).mean() > 0.002
+
+
+def test_main_report_answers_in_numbers(rendered):
+    text = re.sub(r"<[^>]+>", " ", rendered[0].read_text())
+    assert "The answer, in numbers" in text
+    assert re.search(r"fine-tuned\s+drafters, \+0.1 of length divergence moves logit acceptance by [+-]\d", text)
+    assert "Sampler diagnostics" in text
+
+
+def test_quickstart_notebook_executes(two_kind_traces, tmp_path):
+    root, _ = two_kind_traces
+    notebook = execute_notebook(REPO / "notebooks" / "quickstart.py", {"traces": str(root), "gamma": 3}, tmp_path)
+    assert notebook_errors(notebook) == []
+    outputs = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    assert "acceptance on" in outputs
+
+
+def test_report_bad_input(two_kind_traces, tmp_path, capsys):
+    root, _ = two_kind_traces
+    assert main(["report", "nosuchreport", "--out", str(tmp_path)]) == 2
+    assert "no report 'nosuchreport'" in capsys.readouterr().err
+    assert main(["report", "whatif", "--param", "colour=blue", "--out", str(tmp_path)]) == 2
+    assert "unknown parameter" in capsys.readouterr().err
+    assert main(["report", "whatif", "--param", f"traces={root}", "--param", "drafter=nobody",
+                 "--out", str(tmp_path)]) == 2
+    assert "report cell failed" in capsys.readouterr().err
+    assert not (tmp_path / "whatif.html").exists()
+    with pytest.raises(InputError):
+        parse_params(["novalue"])
+    assert parse_params(["gamma=4", "traces=a/b"]) == {"gamma": 4, "traces": "a/b"}
