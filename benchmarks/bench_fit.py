@@ -1,0 +1,67 @@
+"""Fit time of the hierarchical model: reference traces and a synthetic set of 10M drafted tokens.
+
+Times the whole ``fit_model`` call (compilation included), and the aggregation of token rows into
+cells for the synthetic tokens. Run: ``python benchmarks/bench_fit.py [--traces DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from specsim.model import aggregate_counts, fit_model
+from specsim.model.synthetic import synthetic_counts
+from specsim.simulate.whatif import select
+from specsim.traces import read_traces
+
+
+def timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--traces", default="data/traces/reference")
+    args = parser.parse_args()
+    figures = {}
+    if Path(args.traces).is_dir():
+        traces = read_traces(args.traces)
+        counts, seconds = timed(aggregate_counts, select(traces.tokens, temperature=0.0),
+                                select(traces.sequences, temperature=0.0))
+        figures["reference_aggregate_s"] = seconds
+        figures["reference_drafted_tokens"] = int(len(select(traces.tokens, temperature=0.0)))
+        result, seconds = timed(fit_model, counts, seed=0)
+        figures["reference_fit_s"] = seconds
+        figures["reference_cells"] = len(counts.cells)
+        figures["reference_diagnostics_passed"] = result.diagnostics["passed"]
+    # 10M drafted tokens: token rows of 6 tasks x 3 drafters, aggregated to cells, then fitted.
+    rng = np.random.default_rng(0)
+    n = 10_000_000
+    tokens = pd.DataFrame({
+        "task": pd.Categorical.from_codes(rng.integers(0, 6, n), [f"task{i}" for i in range(6)]),
+        "drafter": pd.Categorical.from_codes(rng.integers(0, 3, n), ["ft-a", "ft-b", "generic"]),
+        "draft_index": rng.integers(0, 4, n), "position": rng.integers(0, 600, n),
+        "accepted": rng.random(n) < 0.6,
+    })
+    start = time.perf_counter()
+    cells = tokens.groupby(["task", "drafter", "draft_index", pd.cut(tokens["position"], [-1, 63, 255, 10**6])],
+                           observed=True)["accepted"].agg(["size", "sum"])
+    figures["synthetic_10M_aggregate_s"] = time.perf_counter() - start
+    figures["synthetic_10M_cells"] = len(cells)
+    counts, _ = synthetic_counts(rng=1, evaluated_per_cell=n // 216)
+    result, seconds = timed(fit_model, counts, seed=0)
+    figures["synthetic_10M_fit_s"] = seconds
+    figures["synthetic_10M_evaluated_tokens_in_cells"] = int(counts.cells["evaluated"].sum())
+    figures["synthetic_diagnostics_passed"] = result.diagnostics["passed"]
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

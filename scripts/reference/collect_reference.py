@@ -1,0 +1,87 @@
+"""Collect the shipped reference traces: SmolLM2 target, untrained, generic and fine-tuned drafters.
+
+Held-out prompts only (no drafter saw them). Stages, each resumable (re-running skips prompts
+already written):
+
+1. greedy, gamma 4: every drafter on every task;
+2. greedy, gamma 2 and 6: the generic drafter on every task;
+3. temperature 0.7, gamma 4: the generic and the code fine-tuned drafter on a subset.
+
+Writes ``data/traces/reference`` and its ``manifest.json`` (commands, versions, hardware, time
+taken). Needs the drafters of ``train_drafters.py``. Run: ``python scripts/reference/collect_reference.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from specsim.collect.models import cache_dir
+from specsim.collect.prompts import read_prompts, write_prompts
+from specsim.collect.runner import CollectConfig, DrafterSpec, _versions, collect
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "data" / "traces" / "reference"
+PROMPTS = ROOT / "data" / "prompts"
+DRAFTERS = cache_dir() / "reference" / "drafters"
+PER_TASK = {"code": 16, "docsum": 16, "explain-long": 16, "explain-short": 32, "qa": 48}
+SAMPLING_PER_TASK = {"code": 8, "docsum": 8, "explain-long": 8, "explain-short": 12, "qa": 16}
+MAX_NEW_TOKENS = 96
+
+
+def heldout_file(counts: dict[str, int], name: str) -> Path:
+    prompts = []
+    for task, count in counts.items():
+        heldout = [p for p in read_prompts(PROMPTS / f"{task}.jsonl") if p.extra["split"] == "heldout"]
+        prompts.extend(heldout[:count])
+    path = PROMPTS / name
+    write_prompts(prompts, path)
+    return path
+
+
+def main() -> None:
+    untrained = DrafterSpec("untrained-4l", "smollm2#layers=4", "untrained", None)
+    generic = DrafterSpec("generic-4l", str(DRAFTERS / "generic-4l"), "generic", "mixture")
+    code = DrafterSpec("finetuned-code", str(DRAFTERS / "finetuned-code"), "finetuned", "code")
+    docsum = DrafterSpec("finetuned-docsum", str(DRAFTERS / "finetuned-docsum"), "finetuned", "docsum")
+    greedy_prompts = heldout_file(PER_TASK, "reference_heldout.jsonl")
+    sampling_prompts = heldout_file(SAMPLING_PER_TASK, "reference_heldout_sampling.jsonl")
+    stages = {
+        "greedy-gamma4": CollectConfig(target="smollm2", drafters=(untrained, generic, code, docsum),
+                                       prompts=str(greedy_prompts), out=str(OUT), gammas=(4,),
+                                       max_new_tokens=MAX_NEW_TOKENS, seed=0),
+        "greedy-gamma2-6": CollectConfig(target="smollm2", drafters=(generic,), prompts=str(greedy_prompts),
+                                         out=str(OUT), gammas=(2, 6), max_new_tokens=MAX_NEW_TOKENS, seed=0),
+        "sampling-t0.7": CollectConfig(target="smollm2", drafters=(generic, code), prompts=str(sampling_prompts),
+                                       out=str(OUT), gammas=(4,), temperatures=(0.7,), max_new_tokens=MAX_NEW_TOKENS,
+                                       seed=0),
+    }
+    manifest_path = OUT / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"stages": {}}
+    for name, config in stages.items():
+        if len(sys.argv) > 1 and name not in sys.argv[1:]:
+            continue
+        start = time.perf_counter()
+
+        def progress(done, total, prompt_id, stage=name):
+            print(f"[{time.strftime('%H:%M:%S')}] {stage}: {done}/{total} {prompt_id}", flush=True)
+
+        result = collect(config, progress=progress)
+        stage = manifest["stages"].setdefault(name, {"wall_s": 0.0})
+        stage.update({"run_id": result["run_id"], "prompts": result["prompts_total"],
+                      "command": f"python scripts/reference/collect_reference.py {name}",
+                      "config": config.defining_fields()})
+        stage["wall_s"] += time.perf_counter() - start
+        manifest.update({"versions": _versions(), "python": platform.python_version(), "platform": platform.platform(),
+                         "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                         "torch_threads": __import__("torch").get_num_threads()})
+        OUT.mkdir(parents=True, exist_ok=True)
+        manifest_path.write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
