@@ -236,3 +236,16 @@ def test_smollm2_greedy_speculative_equals_greedy(gamma):
             assert all(e == g + 1 for e, g in zip(result.steps["n_emitted"][:-1], n_drafted[:-1], strict=True))
         if name == "random":
             assert sum(n_accepted) / sum(n_drafted) < 0.1
+
+
+def test_adaptive_schedule_is_recorded(tmp_path, tiny_models):
+    config = _config(tiny_models, _prompts(tmp_path / "p.jsonl", 2), tmp_path / "traces", schedule="adaptive",
+                     gammas=(5,), temperatures=(0.0,), max_new_tokens=30)
+    collect(config)
+    traces = read_traces(tmp_path / "traces")
+    assert set(traces.sequences["schedule"]) == {"adaptive"}
+    tiny = traces.steps[traces.steps["drafter"] == "tiny"]
+    # The random drafter is rejected early, so the adaptive schedule shrinks its drafts.
+    assert tiny["n_drafted"].min() < 5 and tiny["n_drafted"].max() == 5
+    self_steps = traces.steps[traces.steps["drafter"] == "self"]
+    assert (self_steps["n_drafted"].iloc[:-1] == 5).all()

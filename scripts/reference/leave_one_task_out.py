@@ -22,6 +22,7 @@ from specsim.model.predict import posterior_from_idata, predict_speedup
 from specsim.simulate import fit_cost_model
 from specsim.simulate.whatif import select
 from specsim.traces import read_traces
+from specsim.traces.metrics import measured_speedup
 
 
 def main() -> None:
@@ -54,7 +55,7 @@ def main() -> None:
                                          lengths["output_len"].to_numpy(),
                                          finetuned=cell["drafter_kind"].iloc[0] == "finetuned",
                                          divergence=divergence, drafter=drafter, rng=0)
-            measured = float(cell["baseline_wall_s"].sum() / cell["spec_wall_s"].sum())
+            measured = measured_speedup(cell)
             rows.append({"held_out_task": task, "drafter": drafter, "divergence": divergence, "measured": measured,
                          "predicted_mean": prediction.mean, "low_90": prediction.low, "high_90": prediction.high,
                          "covered": prediction.low <= measured <= prediction.high,

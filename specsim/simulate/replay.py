@@ -63,6 +63,9 @@ def replay_speedup(sequences, *, level: float = 0.95, n_resamples: int = 2000,
                    rng: np.random.Generator | int | None = None) -> BootstrapInterval:
     """Measured speed-up of recorded sequences (rows with a baseline) with its interval.
 
+    The estimator is :func:`specsim.traces.metrics.measured_speedup` (time per token, ratio of
+    totals); the bootstrap resamples sequences.
+
     Parameters
     ----------
     sequences : pandas.DataFrame
@@ -71,5 +74,17 @@ def replay_speedup(sequences, *, level: float = 0.95, n_resamples: int = 2000,
     timed = sequences[sequences["baseline_wall_s"].notna()]
     if timed.empty:
         raise InputError("no sequences with a baseline timing to replay", field="baseline_wall_s")
-    return bootstrap_ratio(timed["baseline_wall_s"].to_numpy(), timed["spec_wall_s"].to_numpy(), level=level,
-                           n_resamples=n_resamples, rng=rng)
+    columns = np.column_stack([
+        timed["baseline_wall_s"].to_numpy(float), timed["output_len"].to_numpy(float),
+        timed["baseline_tokens"].fillna(timed["output_len"]).to_numpy(float), timed["spec_wall_s"].to_numpy(float),
+    ])
+    rng = np.random.default_rng(rng)
+    n = len(columns)
+    weights = rng.multinomial(n, np.full(n, 1 / n), size=n_resamples)
+    totals = weights @ columns
+    ratios = totals[:, 0] * totals[:, 1] / (totals[:, 2] * totals[:, 3])
+    whole = columns.sum(axis=0)
+    tail = (1 - level) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail])
+    return BootstrapInterval(float(whole[0] * whole[1] / (whole[2] * whole[3])), float(low), float(high), level,
+                             n_resamples)

@@ -19,6 +19,7 @@ from specsim.simulate.acceptance import DEFAULT_POSITION_EDGES, AcceptanceProfil
 from specsim.simulate.cost import CostModel, fit_cost_model
 from specsim.simulate.exact import expected_workload
 from specsim.simulate.montecarlo import simulate_workload
+from specsim.traces.metrics import measured_speedup
 from specsim.traces.schema import SEQUENCE_KEY
 
 __all__ = ["WhatIfResult", "what_if", "select", "validate_against_measured"]
@@ -142,7 +143,7 @@ def validate_against_measured(
 
     One row per task x drafter x temperature x gamma x schedule with sequences that have a
     baseline: ``predicted_speedup`` (exact expectation; fitted per-drafter cost model),
-    ``measured_speedup`` (ratio of totals) and ``error_pct`` (signed, relative to measured).
+    ``measured_speedup`` (:func:`specsim.traces.metrics.measured_speedup`) and ``error_pct`` (signed, relative to measured).
     The cost model of each drafter is fitted on all its steps; lengths are each sequence's
     own prompt and output length.
     """
@@ -156,7 +157,7 @@ def validate_against_measured(
         profile = profile_from_tokens(cell_tokens, gamma=int(conditions["gamma"]), position_edges=position_edges)
         predicted = expected_workload(profile, costs[conditions["drafter"]], int(conditions["gamma"]),
                                       cell["prompt_len"].to_numpy(), cell["output_len"].to_numpy())
-        measured = float(cell["baseline_wall_s"].sum() / cell["spec_wall_s"].sum())
+        measured = measured_speedup(cell)
         rows.append({**conditions, "sequences": len(cell), "predicted_speedup": predicted.speedup,
                      "measured_speedup": measured,
                      "error_pct": 100 * (predicted.speedup - measured) / measured})

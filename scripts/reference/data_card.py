@@ -1,0 +1,82 @@
+"""Figures for the data card (data/README.md) from the reference traces, as Markdown tables.
+
+Prints: length quantiles per task; per task x drafter (greedy, gamma 4) the acceptance rate with
+its Wilson 95% interval (tokens independent) and a bootstrap 95% interval over sequences, tokens
+per step, and the measured speed-up with its bootstrap interval; the fine-tuned drafters' margin
+over the generic drafter on their own task; the drafter training cards' validation agreement.
+Run: ``python scripts/reference/data_card.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from specsim.lengths import length_quantiles, length_table
+from specsim.simulate.replay import bootstrap_ratio, replay_speedup
+from specsim.simulate.whatif import select
+from specsim.traces import read_traces, summarize
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def markdown(frame) -> str:
+    columns = list(frame.columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in frame.itertuples(index=False):
+        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    traces = read_traces(ROOT / "data" / "traces" / "reference")
+    greedy_seq = select(traces.sequences, temperature=0.0)
+    print("## Length quantiles (greedy runs, tokens)\n")
+    quantiles = length_quantiles(length_table(select(greedy_seq, drafter="generic-4l", gamma=4)))
+    print(markdown(quantiles.round(1)))
+    for temperature in sorted(traces.sequences["temperature"].unique()):
+        steps = select(traces.steps, temperature=temperature)
+        sequences = select(traces.sequences, temperature=temperature)
+        summary = summarize(steps, sequences)
+        rows = []
+        for _, row in summary.iterrows():
+            cell_steps = select(steps, task=row["task"], drafter=row["drafter"], gamma=row["gamma"])
+            per_sequence = cell_steps.groupby("prompt_id")[["n_accepted", "n_drafted"]].sum()
+            acceptance = bootstrap_ratio(per_sequence["n_accepted"], per_sequence["n_drafted"], rng=0)
+            speed = replay_speedup(select(sequences, task=row["task"], drafter=row["drafter"], gamma=row["gamma"]),
+                                   rng=0)
+            rows.append({"task": row["task"], "drafter": row["drafter"], "gamma": int(row["gamma"]),
+                         "sequences": int(row["sequences"]), "drafted": int(row["drafted"]),
+                         "acceptance": row["acceptance_rate"],
+                         "wilson_95": f"{row['acceptance_rate_low']:.3f}-{row['acceptance_rate_high']:.3f}",
+                         "bootstrap_95": f"{acceptance.low:.3f}-{acceptance.high:.3f}",
+                         "tokens_per_step": row["acceptance_length_with_bonus"],
+                         "speedup": speed.estimate, "speedup_95": f"{speed.low:.3f}-{speed.high:.3f}"})
+        import pandas as pd
+
+        table = pd.DataFrame(rows)
+        print(f"\n## Temperature {temperature}\n")
+        print(markdown(table))
+        if temperature == 0:
+            half_width = (table["wilson_95"].str.split("-").map(lambda v: (float(v[1]) - float(v[0])) / 2)).max()
+            print(f"\nwidest Wilson half-width: {half_width:.3f}")
+            for drafter, task in (("finetuned-code", "code"), ("finetuned-docsum", "docsum")):
+                own = table[(table["task"] == task) & (table["gamma"] == 4)].set_index("drafter")
+                if drafter in own.index and "generic-4l" in own.index:
+                    margin = own.loc[drafter, "acceptance"] - own.loc["generic-4l", "acceptance"]
+                    print(f"{drafter} vs generic-4l on {task}: acceptance {own.loc[drafter, 'acceptance']:.3f} vs "
+                          f"{own.loc['generic-4l', 'acceptance']:.3f} (margin {margin:+.3f})")
+    print("\n## Drafter training (validation top-1 agreement with the target, by epoch)\n")
+    for card in sorted((ROOT / "data" / "drafters").glob("*.json")):
+        data = json.loads(card.read_text())
+        first, last = data["validation_agreement"][0], data["validation_agreement"][-1]
+        print(f"- {data['name']}: tasks {', '.join(data['tasks'])}, {data['train_sequences']} sequences, "
+              f"{data['epochs']} epochs, loss {data['epoch_loss'][0]:.3f} -> {data['epoch_loss'][-1]:.3f}; agreement "
+              + ", ".join(f"{t} {first.get(t, np.nan):.3f}->{last.get(t, np.nan):.3f}" for t in sorted(last)))
+
+
+if __name__ == "__main__":
+    main()
