@@ -143,7 +143,8 @@ def validate_against_measured(
 
     One row per task x drafter x temperature x gamma x schedule with sequences that have a
     baseline: ``predicted_speedup`` (exact expectation; fitted per-drafter cost model),
-    ``measured_speedup`` (:func:`specsim.traces.metrics.measured_speedup`) and ``error_pct`` (signed, relative to measured).
+    ``measured_speedup`` (:func:`specsim.traces.metrics.measured_speedup`) and ``error_pct``
+    (signed, relative to measured).
     The cost model of each drafter is fitted on all its steps; lengths are each sequence's
     own prompt and output length.
     """
