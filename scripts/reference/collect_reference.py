@@ -4,7 +4,7 @@ Held-out prompts only (no drafter saw them). Stages, each resumable (re-running 
 already written):
 
 1. greedy, gamma 4: every drafter on every task;
-2. greedy, gamma 2 and 6: the generic drafter on every task;
+2. greedy, gamma 2 and 6: the generic drafter on a subset of every task;
 3. temperature 0.7, gamma 4: the generic and the code fine-tuned drafter on a subset.
 
 Writes ``data/traces/reference`` and its ``manifest.json`` (commands, versions, hardware, time
@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "data" / "traces" / "reference"
 PROMPTS = ROOT / "data" / "prompts"
 DRAFTERS = cache_dir() / "reference" / "drafters"
-PER_TASK = {"code": 16, "docsum": 16, "explain-long": 16, "explain-short": 32, "qa": 48}
-SAMPLING_PER_TASK = {"code": 8, "docsum": 8, "explain-long": 8, "explain-short": 12, "qa": 16}
+PER_TASK = {"code": 12, "docsum": 12, "explain-long": 12, "explain-short": 24, "qa": 48}
+SAMPLING_PER_TASK = {"code": 6, "docsum": 6, "explain-long": 6, "explain-short": 12, "qa": 24}
 MAX_NEW_TOKENS = 96
 
 
@@ -54,7 +54,7 @@ def main() -> None:
         "greedy-gamma4": CollectConfig(target="smollm2", drafters=(untrained, generic, code, docsum),
                                        prompts=str(greedy_prompts), out=str(OUT), gammas=(4,),
                                        max_new_tokens=MAX_NEW_TOKENS, seed=0),
-        "greedy-gamma2-6": CollectConfig(target="smollm2", drafters=(generic,), prompts=str(greedy_prompts),
+        "greedy-gamma2-6": CollectConfig(target="smollm2", drafters=(generic,), prompts=str(sampling_prompts),
                                          out=str(OUT), gammas=(2, 6), max_new_tokens=MAX_NEW_TOKENS, seed=0),
         "sampling-t0.7": CollectConfig(target="smollm2", drafters=(generic, code), prompts=str(sampling_prompts),
                                        out=str(OUT), gammas=(4,), temperatures=(0.7,), max_new_tokens=MAX_NEW_TOKENS,

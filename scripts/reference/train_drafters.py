@@ -42,7 +42,7 @@ TOP_K = 32
 MAX_NEW_TOKENS = 96
 PLAN = {  # name: (start from, tasks, epochs, peak learning rate)
     "generic-4l": (None, TASKS, 4, 5e-4),
-    "finetuned-code": ("generic-4l", ("code",), 4, 2e-4),
+    "finetuned-code": ("generic-4l", ("code",), 10, 5e-4),
     "finetuned-docsum": ("generic-4l", ("docsum",), 4, 2e-4),
 }
 

@@ -130,14 +130,17 @@ def aggregate_counts(
     sequences = sequences[sequences["drafter_kind"].isin(kinds)]
     if tokens.empty:
         raise InputError(f"no evaluated tokens of drafter kinds {', '.join(kinds)}", field="drafter_kind")
+    step_position = (tokens["position"] - tokens["draft_index"]).to_numpy()
+    # Bins past the longest sequence would only add parameters the data cannot inform.
     edges = np.asarray(position_edges, dtype=float)
+    edges = edges[edges <= step_position.max()]
     index = tokens["draft_index"].to_numpy()
     if max_draft_index is not None:
         index = np.minimum(index, max_draft_index)
     frame = pd.DataFrame({
         "task": tokens["task"].to_numpy(), "drafter": tokens["drafter"].to_numpy(),
         "drafter_kind": tokens["drafter_kind"].to_numpy(), "draft_index": index,
-        "position_bin": np.searchsorted(edges, (tokens["position"] - tokens["draft_index"]).to_numpy(), side="right"),
+        "position_bin": np.searchsorted(edges, step_position, side="right"),
         "accepted": tokens["accepted"].to_numpy(dtype=np.int64),
     })
     cells = frame.groupby(["task", "drafter", "drafter_kind", "draft_index", "position_bin"], observed=True).agg(
