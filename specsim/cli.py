@@ -125,8 +125,8 @@ def traces_summary(
 
     Acceptance rate is accepted/drafted (vLLM's convention); tokens per step is given both
     with the target's bonus token (vLLM, Spec-Bench, EAGLE: plain decoding = 1.00) and
-    without it. Measured speed-up is summed baseline wall time over summed speculative wall
-    time.
+    without it. Measured speed-up is plain over speculative wall time per generated token, a
+    ratio of totals.
     """
     from specsim.traces import read_traces, summarize
 
@@ -134,7 +134,8 @@ def traces_summary(
     summary = summarize(traces.steps, traces.sequences)
     rows = summary.to_dict(orient="records")
     if json_output:
-        print_json({"directory": str(directory), "speedup_estimator": "ratio of totals", "groups": rows})
+        print_json({"directory": str(directory), "speedup_estimator": "ratio of totals, time per generated token",
+                    "groups": rows})
         return
     print_table(
         f"{directory}",
@@ -147,8 +148,9 @@ def traces_summary(
     )
     stdout.print(
         "acceptance_rate = accepted/drafted (vLLM); acceptance_length_with_bonus counts the "
-        "target's bonus token (plain decoding = 1.00); measured_speedup = total baseline wall / "
-        "total speculative wall."
+        "target's bonus token (plain decoding = 1.00); measured_speedup = plain over speculative wall "
+        "time per generated token, ratio of totals (equal to total baseline wall / total speculative wall "
+        "under greedy decoding)."
     )
 
 
