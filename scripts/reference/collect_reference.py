@@ -29,7 +29,7 @@ OUT = ROOT / "data" / "traces" / "reference"
 PROMPTS = ROOT / "data" / "prompts"
 DRAFTERS = cache_dir() / "reference" / "drafters"
 PER_TASK = {"code": 12, "docsum": 12, "explain-long": 12, "explain-short": 24, "qa": 48}
-SAMPLING_PER_TASK = {"code": 4, "docsum": 4, "explain-long": 4, "explain-short": 8, "qa": 16}
+SAMPLING_PER_TASK = {"code": 3, "docsum": 3, "explain-long": 3, "explain-short": 6, "qa": 8}
 MAX_NEW_TOKENS = 96
 
 
