@@ -105,8 +105,8 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for drafter, group in by_index.groupby("drafter"):
     pairs = zip(group["accepted"], group["evaluated"], strict=True)
     low, high = np.array([wilson_interval(a, n) for a, n in pairs]).T
-    axes[0].errorbar(group["draft_index"], group["rate"], yerr=[group["rate"] - low, high - group["rate"]],
-                     marker="o", capsize=3, label=drafter, color=colors[drafter])
+    error = np.clip([group["rate"] - low, high - group["rate"]], 0, None)
+    axes[0].errorbar(group["draft_index"], group["rate"], yerr=error, marker="o", capsize=3, label=drafter, color=colors[drafter])
 axes[0].set(xlabel="draft index", ylabel="conditional acceptance", title=f"By draft index (gamma {gamma})", ylim=(0, 1))
 for drafter, group in by_position.groupby("drafter"):
     rate = group["sum"] / group["size"]
@@ -136,7 +136,7 @@ for i, drafter in enumerate(drafters):
     part = measured[measured["drafter"] == drafter].set_index("task").reindex(tasks)
     x = np.arange(len(tasks)) + i * width
     ax.bar(x, part["speedup"], width, color=colors[drafter], label=drafter,
-           yerr=[part["speedup"] - part["low"], part["high"] - part["speedup"]], capsize=2)
+           yerr=np.clip([part["speedup"] - part["low"], part["high"] - part["speedup"]], 0, None), capsize=2)
 ax.axhline(1, color="black", linewidth=0.8)
 ax.set_xticks(np.arange(len(tasks)) + width * (len(drafters) - 1) / 2, tasks)
 ax.set(ylabel="measured speed-up", title=f"Measured speed-up (gamma {gamma})")
