@@ -106,7 +106,8 @@ for drafter, group in by_index.groupby("drafter"):
     pairs = zip(group["accepted"], group["evaluated"], strict=True)
     low, high = np.array([wilson_interval(a, n) for a, n in pairs]).T
     error = np.clip([group["rate"] - low, high - group["rate"]], 0, None)
-    axes[0].errorbar(group["draft_index"], group["rate"], yerr=error, marker="o", capsize=3, label=drafter, color=colors[drafter])
+    axes[0].errorbar(group["draft_index"], group["rate"], yerr=error, marker="o", capsize=3, label=drafter,
+                     color=colors[drafter])
 axes[0].set(xlabel="draft index", ylabel="conditional acceptance", title=f"By draft index (gamma {gamma})", ylim=(0, 1))
 for drafter, group in by_position.groupby("drafter"):
     rate = group["sum"] / group["size"]
