@@ -2,6 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Tests never assert wall time: a shared 2-core machine makes Hypothesis' per-example deadline flaky.
+settings.register_profile("specsim", deadline=None)
+settings.load_profile("specsim")
 
 from specsim.simulate import AcceptanceProfile, CostModel, SyntheticWorkload, simulate_traces
 from specsim.traces import TraceWriter
