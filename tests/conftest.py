@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+from specsim.simulate import AcceptanceProfile, CostModel, SyntheticWorkload, simulate_traces
+from specsim.traces import TraceWriter
+
 # Tests never assert wall time: a shared 2-core machine makes Hypothesis' per-example deadline flaky.
 settings.register_profile("specsim", deadline=None)
 settings.load_profile("specsim")
-
-from specsim.simulate import AcceptanceProfile, CostModel, SyntheticWorkload, simulate_traces
-from specsim.traces import TraceWriter
 
 TRUE_COST = CostModel(
     draft_base_s=0.006, draft_per_context_s=2e-6, verify_base_s=0.03, verify_per_token_s=0.004,
