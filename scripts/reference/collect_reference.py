@@ -22,7 +22,7 @@ from pathlib import Path
 
 from specsim.collect.models import cache_dir
 from specsim.collect.prompts import read_prompts, write_prompts
-from specsim.collect.runner import CollectConfig, DrafterSpec, _versions, collect
+from specsim.collect.runner import CollectConfig, DrafterSpec, collect, library_versions
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "data" / "traces" / "reference"
@@ -76,7 +76,7 @@ def main() -> None:
                       "command": f"python scripts/reference/collect_reference.py {name}",
                       "config": config.defining_fields()})
         stage["wall_s"] += time.perf_counter() - start
-        manifest.update({"versions": _versions(), "python": platform.python_version(), "platform": platform.platform(),
+        manifest.update({"versions": library_versions(), "python": platform.python_version(), "platform": platform.platform(),
                          "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                          "torch_threads": __import__("torch").get_num_threads()})
         OUT.mkdir(parents=True, exist_ok=True)

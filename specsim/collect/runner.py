@@ -28,7 +28,7 @@ from specsim.errors import InputError
 from specsim.traces.schema import DRAFTER_KINDS, SCHEDULES, SCHEMA_VERSION
 from specsim.traces.store import TraceWriter
 
-__all__ = ["DrafterSpec", "CollectConfig", "collect", "parse_drafter", "load_config_file", "shard_of"]
+__all__ = ["DrafterSpec", "CollectConfig", "collect", "parse_drafter", "load_config_file", "shard_of", "library_versions"]
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,8 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:80]
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape results, for run metadata."""
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
@@ -305,7 +306,7 @@ def collect(
                 torch.cuda.get_device_name(target_lm.device) if target_lm.device.type == "cuda"
                 else platform.processor() or platform.machine()),
             "torch_threads": torch.get_num_threads(), "world_size": world,
-            "versions": _versions(), "python": platform.python_version(), "platform": platform.platform(),
+            "versions": library_versions(), "python": platform.python_version(), "platform": platform.platform(),
             "eos_token_ids": sorted(eos_ids),
         })
 
