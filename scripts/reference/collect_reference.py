@@ -76,7 +76,8 @@ def main() -> None:
                       "command": f"python scripts/reference/collect_reference.py {name}",
                       "config": config.defining_fields()})
         stage["wall_s"] += time.perf_counter() - start
-        manifest.update({"versions": library_versions(), "python": platform.python_version(), "platform": platform.platform(),
+        manifest.update({"versions": library_versions(), "python": platform.python_version(),
+                         "platform": platform.platform(),
                          "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                          "torch_threads": __import__("torch").get_num_threads()})
         OUT.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,9 @@ from specsim.errors import InputError
 from specsim.traces.schema import DRAFTER_KINDS, SCHEDULES, SCHEMA_VERSION
 from specsim.traces.store import TraceWriter
 
-__all__ = ["DrafterSpec", "CollectConfig", "collect", "parse_drafter", "load_config_file", "shard_of", "library_versions"]
+__all__ = [
+    "DrafterSpec", "CollectConfig", "collect", "parse_drafter", "load_config_file", "shard_of", "library_versions",
+]
 
 
 @dataclass(frozen=True)
