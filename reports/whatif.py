@@ -28,7 +28,6 @@ seed = 0
 
 # %%
 import warnings
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -41,6 +40,7 @@ from specsim.simulate.exact import expected_workload
 from specsim.simulate.montecarlo import simulate_workload
 from specsim.simulate.whatif import select, what_if
 from specsim.traces import read_traces
+from specsim.workload import is_lengths_file, read_lengths_file
 
 warnings.filterwarnings("ignore")
 data = read_traces(traces)
@@ -48,9 +48,8 @@ tokens = select(data.tokens, drafter=drafter, task=acceptance_from, temperature=
 if tokens.empty:
     raise ValueError(f"no tokens for drafter {drafter!r} on task {acceptance_from!r} at temperature {temperature}")
 cost = fit_cost_model(select(data.steps, drafter=drafter), select(data.sequences, drafter=drafter))
-if Path(str(lengths_from)).suffix in (".csv", ".parquet", ".jsonl"):
-    reader = {".csv": pd.read_csv, ".parquet": pd.read_parquet}.get(Path(lengths_from).suffix)
-    workload = reader(lengths_from) if reader else pd.read_json(lengths_from, lines=True)
+if is_lengths_file(str(lengths_from)):
+    workload = read_lengths_file(lengths_from)
 else:
     workload = length_table(select(data.sequences, task=lengths_from, temperature=temperature))
 source = length_table(select(data.sequences, task=acceptance_from, temperature=temperature))

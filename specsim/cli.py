@@ -300,25 +300,12 @@ def simulate_analytic(
 
 def _load_lengths(source: str, traces, temperature: float | None):
     """Prompt/output lengths from a task of the traces or from a lengths file."""
-    import pandas as pd
-
     from specsim.lengths import length_table
     from specsim.simulate.whatif import select
+    from specsim.workload import is_lengths_file, read_lengths_file
 
-    path = Path(source)
-    if path.suffix in (".csv", ".parquet", ".jsonl"):
-        if not path.is_file():
-            raise InputError("no such lengths file", path=path)
-        try:
-            frame = (pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path) if path.suffix == ".parquet"
-                     else pd.read_json(path, lines=True))
-        except (ValueError, OSError) as error:
-            raise InputError(f"cannot read lengths ({str(error).splitlines()[0]})", path=path) from None
-        for column in ("prompt_len", "output_len"):
-            if column not in frame.columns:
-                raise InputError("missing column", path=path, field=column)
-        if frame.empty or (frame["output_len"] < 1).any() or (frame["prompt_len"] < 0).any():
-            raise InputError("need rows with output_len >= 1 and prompt_len >= 0", path=path, field="output_len")
+    if is_lengths_file(source):
+        frame = read_lengths_file(source)
         return frame["prompt_len"].to_numpy(), frame["output_len"].to_numpy()
     rows = select(traces.sequences, task=source, temperature=temperature)
     if rows.empty:
@@ -506,8 +493,9 @@ def predict_command(
     if cost_name not in costs:
         raise InputError(f"no cost model for {cost_name!r} ({', '.join(costs)})", field="--cost-from")
     task = None
-    path = Path(workload)
-    if path.suffix in (".csv", ".parquet", ".jsonl"):
+    from specsim.workload import is_lengths_file
+
+    if is_lengths_file(workload):
         prompt_lengths, output_lengths = _load_lengths(workload, None, None)
     else:
         from specsim.traces import read_traces
