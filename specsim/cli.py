@@ -161,7 +161,9 @@ def collect_command(
     drafter: list[str] | None = typer.Option(
         None, help="NAME=MODEL[,kind=generic|finetuned|untrained][,trained_on=DATASET]; repeatable."
     ),
-    prompts: Path | None = typer.Option(None, help="Prompt file (.jsonl or .parquet)."),
+    prompts: str | None = typer.Option(
+        None, help="Prompt file (.jsonl or .parquet) or hf:DATASET?split=S&prompt=COLUMN[&id=COLUMN][&task=T]."
+    ),
     gamma: list[int] | None = typer.Option(None, help="Draft length; repeatable. Default 4."),
     temperature: list[float] | None = typer.Option(None, help="0 = greedy; repeatable. Default 0."),
     top_p: float | None = typer.Option(None, "--top-p", help="Nucleus mass for sampling. Default 1."),
@@ -179,7 +181,7 @@ def collect_command(
     """Run speculative decoding over a prompt set and write traces (resumable)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from specsim.collect.prompts import read_prompts
+    from specsim.collect.prompts import load_prompts
     from specsim.collect.runner import CollectConfig, collect, load_config_file, parse_drafter
 
     values = load_config_file(config_file) if config_file else {}
@@ -198,7 +200,7 @@ def collect_command(
             option = "--drafter" if required == "drafters" else f"--{required}"
             raise InputError("required (on the command line or in --config)", field=option)
     config = CollectConfig(**values)
-    read_prompts(config.prompts)  # bad prompt files fail before any model loads
+    load_prompts(config.prompts)  # bad prompt sets fail before any model loads
     with Progress(
         TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         TextColumn("{task.description}"), console=stderr, transient=True,

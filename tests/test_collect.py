@@ -249,3 +249,80 @@ def test_adaptive_schedule_is_recorded(tmp_path, tiny_models):
     assert tiny["n_drafted"].min() < 5 and tiny["n_drafted"].max() == 5
     self_steps = traces.steps[traces.steps["drafter"] == "self"]
     assert (self_steps["n_drafted"].iloc[:-1] == 5).all()
+
+
+# --- Hugging Face datasets as a prompt source (the hub is unreachable here: local datasets take
+# the same `datasets.load_dataset` / `load_from_disk` path) -------------------------------------
+
+
+def _hf_folder(path: Path) -> Path:
+    path.mkdir()
+    rows = [{"qid": f"q{i}", "question": f"What does math.fsum do ({i})?", "answer": "sums"} for i in range(3)]
+    (path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_hf_source_from_a_data_folder(tmp_path):
+    from specsim.collect.prompts import load_prompts, prompts_digest
+
+    folder = _hf_folder(tmp_path / "ds")
+    source = f"hf:{folder}?split=train&prompt=question&id=qid&task=qa"
+    prompts = load_prompts(source)
+    assert [p.prompt_id for p in prompts] == ["q0", "q1", "q2"]
+    assert {p.task for p in prompts} == {"qa"} and prompts[1].prompt.endswith("(1)?")
+    assert prompts[0].dataset == str(folder) and prompts[0].extra["split"] == "train"
+    assert prompts_digest(source) == prompts_digest(source)
+    # Without an id column, ids are split-row; the task defaults to the dataset's last component.
+    unnamed = load_prompts(f"hf:{folder}?prompt=question")
+    assert [p.prompt_id for p in unnamed] == ["train-0", "train-1", "train-2"] and unnamed[0].task == "ds"
+
+
+def test_hf_source_chats_from_save_to_disk(tmp_path):
+    import datasets
+
+    from specsim.collect.prompts import load_prompts
+
+    chats = [[{"role": "user", "content": f"Explain zlib.crc32 ({i})"}] for i in range(2)]
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict({"chat": chats, "id": ["a", "b"]})}).save_to_disk(
+        tmp_path / "saved")
+    prompts = load_prompts(f"hf:{tmp_path / 'saved'}?split=test&messages=chat&id=id&task=explain")
+    assert [p.prompt_id for p in prompts] == ["a", "b"]
+    assert prompts[0].messages == ({"role": "user", "content": "Explain zlib.crc32 (0)"},)
+
+
+@pytest.mark.parametrize("suffix, message", [
+    ("?split=train", "exactly one of prompt=COLUMN and messages=COLUMN"),
+    ("?prompt=question&messages=question", "exactly one of"),
+    ("?prompt=question&colour=red", "unknown option 'colour'"),
+    ("?prompt=nope", "no column 'nope'"),
+    ("?prompt=question&id=answer", "duplicate prompt_id"),
+    ("?prompt=question&split=validation", "cannot load the dataset"),
+])
+def test_hf_source_errors(tmp_path, suffix, message):
+    from specsim.collect.prompts import load_prompts
+
+    folder = _hf_folder(tmp_path / "ds")
+    with pytest.raises(InputError, match=message):
+        load_prompts(f"hf:{folder}{suffix}")
+
+
+def test_hf_hub_unreachable_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    code = main(["collect", "--target", "smollm2", "--drafter", "d=smollm2#layers=1", "--prompts",
+                 "hf:specsim-nonexistent/never-published?split=test&prompt=text", "--out", str(tmp_path / "t")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot load the dataset" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "t").exists()
+
+
+def test_collect_from_hf_source(tmp_path, tiny_models):
+    folder = _hf_folder(tmp_path / "ds")
+    source = f"hf:{folder}?split=train&prompt=question&id=qid&task=qa"
+    config = _config(tiny_models, source, tmp_path / "traces", gammas=(2,), temperatures=(0.0,))
+    result = collect(config)
+    assert result["prompts_done"] == 3
+    sequences = read_traces(tmp_path / "traces").sequences
+    assert set(sequences["prompt_id"]) == {"q0", "q1", "q2"} and set(sequences["task"]) == {"qa"}
+    assert collect(config)["prompts_skipped"] == 3

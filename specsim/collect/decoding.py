@@ -100,6 +100,9 @@ class CachedLM:
         # transformers 5 renamed ``past_key_values`` to ``cache``; accept either.
         parameters = inspect.signature(model.forward).parameters
         self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
+        # Computing the vocabulary projection only for the rows we read saves most of a
+        # prefill's cost (prompt length x vocabulary); models without the argument return all.
+        self._keeps_logits = "logits_to_keep" in parameters
         self.reset()
 
     def reset(self) -> None:
@@ -108,12 +111,25 @@ class CachedLM:
         self.cached = 0
 
     @torch.inference_mode()
-    def forward(self, token_ids: list[int]) -> torch.Tensor:
-        """Feed ``token_ids`` after the cached prefix; return their logits, shape (n, vocab)."""
+    def forward(self, token_ids: list[int], keep: int | None = None) -> torch.Tensor:
+        """Feed ``token_ids`` after the cached prefix; return their logits.
+
+        Parameters
+        ----------
+        token_ids : list of int
+            Tokens to append to the cache.
+        keep : int, optional
+            Return logits of the last ``keep`` tokens only (shape (keep, vocab)); all of them,
+            shape (n, vocab), when None.
+        """
         inputs = torch.tensor([token_ids], device=self.device)
-        output = self.model(input_ids=inputs, use_cache=True, **{self._cache_argument: self.cache})
+        kwargs = {self._cache_argument: self.cache}
+        if keep is not None and self._keeps_logits:
+            kwargs["logits_to_keep"] = keep
+        output = self.model(input_ids=inputs, use_cache=True, **kwargs)
         self.cached += len(token_ids)
-        return output.logits[0]
+        logits = output.logits[0]
+        return logits if keep is None else logits[-keep:]
 
     def rollback(self, length: int) -> None:
         """Keep the first ``length`` cached tokens, dropping the rest."""
@@ -184,7 +200,7 @@ class ModelDrafter:
     def prefill(self, tokens: list[int]) -> None:
         """Encode all tokens but the last."""
         if len(tokens) > 1:
-            self.lm.forward(tokens[:-1])
+            self.lm.forward(tokens[:-1], keep=1)
 
     def propose(
         self, tokens: list[int], n: int, warp: Warp, generator: torch.Generator | None
@@ -201,7 +217,7 @@ class ModelDrafter:
         draft: list[int] = []
         rows = []
         for _ in range(n):
-            logits = self.lm.forward(pending)[-1]
+            logits = self.lm.forward(pending, keep=1)[-1]
             rows.append(logits)
             if warp.greedy:
                 token = int(logits.argmax())
@@ -229,8 +245,9 @@ def verify_draft(
     ----------
     target_probs : torch.Tensor, shape (g + 1, vocab)
         Target decoding distributions after each draft prefix (row ``g`` for the bonus).
+        Under greedy only argmaxes are read, so logits may be passed instead.
     draft_probs : torch.Tensor, shape (g, vocab)
-        Drafter decoding distributions the draft was sampled from.
+        Drafter decoding distributions the draft was sampled from (unused under greedy).
     draft : torch.Tensor, shape (g,)
         Drafted token ids.
     greedy : bool
@@ -248,14 +265,12 @@ def verify_draft(
         ``min(1, p/q)`` of each drafted token (0/1 under greedy).
     """
     g = draft.shape[0]
-    rows = torch.arange(g, device=draft.device)
-    p = target_probs[rows, draft]
-    q = draft_probs[rows, draft]
     if greedy:
         accept_prob = (target_probs[:g].argmax(-1) == draft).float()
         accepted = accept_prob.bool()
     else:
-        accept_prob = torch.clamp(p / q, max=1.0)
+        rows = torch.arange(g, device=draft.device)
+        accept_prob = torch.clamp(target_probs[rows, draft] / draft_probs[rows, draft], max=1.0)
         uniform = torch.rand(g, generator=generator, device=draft.device)
         accepted = uniform < accept_prob
     rejected = (~accepted).nonzero()
@@ -375,7 +390,7 @@ def speculative_decode(
     drafter.reset()
     tokens = list(prompt_ids)
     if len(tokens) > 1:
-        target.forward(tokens[:-1])
+        target.forward(tokens[:-1], keep=1)
     drafter.prefill(tokens)
     generated = 0
     finish_reason = "length"
@@ -388,10 +403,14 @@ def speculative_decode(
         draft, draft_logits = drafter.propose(tokens, n_draft, warp, generator)
         _sync(device)
         t1 = time.perf_counter()
-        target_logits = target.forward(tokens[target.cached :] + draft)[-(n_draft + 1) :]
+        target_logits = target.forward(tokens[target.cached :] + draft, keep=n_draft + 1)
         draft_tensor = torch.tensor(draft, device=target_logits.device)
-        target_probs = warp.probs(target_logits)
-        draft_probs = warp.probs(draft_logits).to(target_probs.device)
+        if warp.greedy:
+            # Greedy acceptance reads only argmaxes: the logits stand in for one-hot distributions.
+            target_probs, draft_probs = target_logits, draft_logits.to(target_logits.device)
+        else:
+            target_probs = warp.probs(target_logits)
+            draft_probs = warp.probs(draft_logits).to(target_probs.device)
         n_accepted, next_token, accept_prob = verify_draft(
             target_probs, draft_probs, draft_tensor, warp.greedy, generator
         )
@@ -451,7 +470,7 @@ def autoregressive_decode(
     pending = tokens
     finish_reason = "length"
     for _ in range(max_new_tokens):
-        logits = target.forward(pending)[-1]
+        logits = target.forward(pending, keep=1)[-1]
         if warp.greedy:
             token = int(logits.argmax())
         else:

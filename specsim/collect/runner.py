@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from specsim.collect.prompts import Prompt, encode_prompt, read_prompts
+from specsim.collect.prompts import Prompt, encode_prompt, load_prompts, prompts_digest
 from specsim.errors import InputError
 from specsim.traces.schema import DRAFTER_KINDS, SCHEDULES, SCHEMA_VERSION
 from specsim.traces.store import TraceWriter
@@ -139,19 +139,13 @@ class CollectConfig:
         values = asdict(self)
         for placement in ("out", "device", "limit", "record"):
             values.pop(placement)
-        values["prompts"] = _file_digest(Path(self.prompts))
+        values["prompts"] = prompts_digest(self.prompts)
         return values
 
     def run_id(self) -> str:
         """Stable id of the results this configuration defines."""
         payload = json.dumps(self.defining_fields(), sort_keys=True, default=str)
         return "run-" + hashlib.sha256(payload.encode()).hexdigest()[:10]
-
-
-def _file_digest(path: Path) -> str:
-    if not path.is_file():
-        raise InputError("no such prompt file", path=path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 _CONFIG_KEYS = {f for f in CollectConfig.__dataclass_fields__}
@@ -273,7 +267,7 @@ def collect(
     device = config.device
     if device == "cuda" and world > 1:
         device = f"cuda:{local_rank}"
-    prompts: Sequence[Prompt] = read_prompts(config.prompts)
+    prompts: Sequence[Prompt] = load_prompts(config.prompts)
     if config.limit is not None:
         prompts = prompts[: config.limit]
     run_id = config.run_id()
