@@ -1,21 +1,25 @@
 """Collect the shipped reference traces: SmolLM2 target, untrained, generic and fine-tuned drafters.
 
-Held-out prompts only (no drafter saw them). Stages, each resumable (re-running skips prompts
-already written):
+Held-out prompts only (no drafter saw them), taken round-robin across tasks so that a stage
+cut short still covers every task. Stages, each resumable (re-running skips prompts already
+written):
 
-1. greedy, gamma 4: every drafter on every task;
-2. greedy, gamma 2 and 6: the generic drafter on a subset of every task;
-3. temperature 0.7, gamma 4: the generic and the code fine-tuned drafter on a subset.
+1. ``greedy-gamma4``: every drafter on every held-out prompt, greedy, gamma 4;
+2. ``sampling-t0.7``: every drafter on every held-out prompt, temperature 0.7, gamma 4;
+3. ``greedy-gamma2-6``: the generic drafter on every held-out prompt, greedy, gamma 2 and 6.
 
-Writes ``data/traces/reference`` and its ``manifest.json`` (commands, versions, hardware, time
-taken). Needs the drafters of ``train_drafters.py``. Run: ``python scripts/reference/collect_reference.py``.
+Writes ``data/traces/reference`` and its ``manifest.json`` (commands, versions, collector commit,
+hardware, time taken). Needs the drafters of ``train_drafters.py``.
+Run: ``python scripts/reference/collect_reference.py [STAGE ...]``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,18 +33,28 @@ OUT = ROOT / "data" / "traces" / "reference"
 PROMPTS = ROOT / "data" / "prompts"
 DRAFTERS = cache_dir() / "reference" / "drafters"
 PER_TASK = {"code": 12, "docsum": 12, "explain-long": 12, "explain-short": 24, "qa": 48}
-SAMPLING_PER_TASK = {"code": 3, "docsum": 3, "explain-long": 3, "explain-short": 6, "qa": 8}
 MAX_NEW_TOKENS = 96
 
 
 def heldout_file(counts: dict[str, int], name: str) -> Path:
-    prompts = []
+    """Write the first ``count`` held-out prompts of each task, interleaved across tasks."""
+    per_task = []
     for task, count in counts.items():
         heldout = [p for p in read_prompts(PROMPTS / f"{task}.jsonl") if p.extra["split"] == "heldout"]
-        prompts.extend(heldout[:count])
+        per_task.append(heldout[:count])
+    prompts = [p for group in itertools.zip_longest(*per_task) for p in group if p is not None]
     path = PROMPTS / name
     write_prompts(prompts, path)
     return path
+
+
+def collector_commit() -> str:
+    """Git commit of the collector code (with ``+dirty`` when specsim/ has local changes)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "specsim") else "")
 
 
 def main() -> None:
@@ -48,17 +62,15 @@ def main() -> None:
     generic = DrafterSpec("generic-4l", str(DRAFTERS / "generic-4l"), "generic", "mixture")
     code = DrafterSpec("finetuned-code", str(DRAFTERS / "finetuned-code"), "finetuned", "code")
     docsum = DrafterSpec("finetuned-docsum", str(DRAFTERS / "finetuned-docsum"), "finetuned", "docsum")
-    greedy_prompts = heldout_file(PER_TASK, "reference_heldout.jsonl")
-    sampling_prompts = heldout_file(SAMPLING_PER_TASK, "reference_heldout_sampling.jsonl")
+    prompts = str(heldout_file(PER_TASK, "reference_heldout.jsonl"))
+    drafters = (untrained, generic, code, docsum)
     stages = {
-        "greedy-gamma4": CollectConfig(target="smollm2", drafters=(untrained, generic, code, docsum),
-                                       prompts=str(greedy_prompts), out=str(OUT), gammas=(4,),
-                                       max_new_tokens=MAX_NEW_TOKENS, seed=0),
-        "greedy-gamma2-6": CollectConfig(target="smollm2", drafters=(generic,), prompts=str(sampling_prompts),
-                                         out=str(OUT), gammas=(2, 6), max_new_tokens=MAX_NEW_TOKENS, seed=0),
-        "sampling-t0.7": CollectConfig(target="smollm2", drafters=(generic, code), prompts=str(sampling_prompts),
-                                       out=str(OUT), gammas=(4,), temperatures=(0.7,), max_new_tokens=MAX_NEW_TOKENS,
-                                       seed=0),
+        "greedy-gamma4": CollectConfig(target="smollm2", drafters=drafters, prompts=prompts, out=str(OUT),
+                                       gammas=(4,), max_new_tokens=MAX_NEW_TOKENS, seed=0),
+        "sampling-t0.7": CollectConfig(target="smollm2", drafters=drafters, prompts=prompts, out=str(OUT),
+                                       gammas=(4,), temperatures=(0.7,), max_new_tokens=MAX_NEW_TOKENS, seed=0),
+        "greedy-gamma2-6": CollectConfig(target="smollm2", drafters=(generic,), prompts=prompts, out=str(OUT),
+                                         gammas=(2, 6), max_new_tokens=MAX_NEW_TOKENS, seed=0),
     }
     manifest_path = OUT / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"stages": {}}
@@ -74,6 +86,7 @@ def main() -> None:
         stage = manifest["stages"].setdefault(name, {"wall_s": 0.0})
         stage.update({"run_id": result["run_id"], "prompts": result["prompts_total"],
                       "command": f"python scripts/reference/collect_reference.py {name}",
+                      "collector_commit": collector_commit(),
                       "config": config.defining_fields()})
         stage["wall_s"] += time.perf_counter() - start
         manifest.update({"versions": library_versions(), "python": platform.python_version(),

@@ -2,8 +2,10 @@
 
 Prints: length quantiles per task; per task x drafter (greedy, gamma 4) the acceptance rate with
 its Wilson 95% interval (tokens independent) and a bootstrap 95% interval over sequences, tokens
-per step, and the measured speed-up with its bootstrap interval; the fine-tuned drafters' margin
-over the generic drafter on their own task; the drafter training cards' validation agreement.
+per step, and the measured speed-up with its bootstrap interval; the widest Wilson half-width per
+temperature; the fine-tuned drafters' margin over the generic drafter on their own task with a
+paired bootstrap over prompts (both drafters decoded the same prompts); the drafter training
+cards' validation agreement.
 Run: ``python scripts/reference/data_card.py``.
 """
 
@@ -13,6 +15,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from specsim.lengths import length_quantiles, length_table
 from specsim.simulate.replay import bootstrap_ratio, replay_speedup
@@ -29,6 +32,27 @@ def markdown(frame) -> str:
         cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def paired_margin(steps, task: str, drafter: str, reference: str = "generic-4l", n_resamples: int = 4000):
+    """Acceptance of ``drafter`` minus ``reference`` on ``task`` (gamma 4), paired bootstrap over prompts."""
+    cell = select(steps, task=task, gamma=4)
+    counts = cell.groupby(["prompt_id", "drafter"])[["n_accepted", "n_drafted"]].sum().unstack("drafter")
+    counts = counts.dropna()
+    if counts.empty or drafter not in counts["n_accepted"] or reference not in counts["n_accepted"]:
+        return None
+    accepted, drafted = counts["n_accepted"], counts["n_drafted"]
+    rng = np.random.default_rng(0)
+    weights = rng.multinomial(len(counts), np.full(len(counts), 1 / len(counts)), size=n_resamples)
+
+    def rate(name, w):
+        return (w @ accepted[name].to_numpy(float)) / (w @ drafted[name].to_numpy(float))
+
+    ones = np.ones(len(counts))
+    estimate = rate(drafter, ones) - rate(reference, ones)
+    resampled = rate(drafter, weights) - rate(reference, weights)
+    low, high = np.quantile(resampled, [0.025, 0.975])
+    return rate(drafter, ones), rate(reference, ones), estimate, low, high, len(counts)
 
 
 def main() -> None:
@@ -55,28 +79,27 @@ def main() -> None:
                          "bootstrap_95": f"{acceptance.low:.3f}-{acceptance.high:.3f}",
                          "tokens_per_step": row["acceptance_length_with_bonus"],
                          "speedup": speed.estimate, "speedup_95": f"{speed.low:.3f}-{speed.high:.3f}"})
-        import pandas as pd
-
         table = pd.DataFrame(rows)
         print(f"\n## Temperature {temperature}\n")
         print(markdown(table))
-        if temperature == 0:
-            half_width = (table["wilson_95"].str.split("-").map(lambda v: (float(v[1]) - float(v[0])) / 2)).max()
-            print(f"\nwidest Wilson half-width: {half_width:.3f}")
-            for drafter, task in (("finetuned-code", "code"), ("finetuned-docsum", "docsum")):
-                own = table[(table["task"] == task) & (table["gamma"] == 4)].set_index("drafter")
-                if drafter in own.index and "generic-4l" in own.index:
-                    margin = own.loc[drafter, "acceptance"] - own.loc["generic-4l", "acceptance"]
-                    print(f"{drafter} vs generic-4l on {task}: acceptance {own.loc[drafter, 'acceptance']:.3f} vs "
-                          f"{own.loc['generic-4l', 'acceptance']:.3f} (margin {margin:+.3f})")
+        half_width = (table["wilson_95"].str.split("-").map(lambda v: (float(v[1]) - float(v[0])) / 2)).max()
+        print(f"\nwidest Wilson half-width: {half_width:.3f}")
+        for drafter, task in (("finetuned-code", "code"), ("finetuned-docsum", "docsum")):
+            margin = paired_margin(steps, task, drafter)
+            if margin is not None:
+                own, generic, difference, low, high, n = margin
+                print(f"{drafter} vs generic-4l on {task} (gamma 4, {n} prompts): acceptance {own:.3f} vs "
+                      f"{generic:.3f}, margin {difference:+.3f} (paired bootstrap 95% {low:+.3f} to {high:+.3f})")
     print("\n## Drafter training (validation top-1 agreement with the target, by epoch)\n")
     for card in sorted((ROOT / "data" / "drafters").glob("*.json")):
         data = json.loads(card.read_text())
-        first, last = data["validation_agreement"][0], data["validation_agreement"][-1]
+        kept = data.get("kept_epoch", data["epochs"])
+        first, last = data["validation_agreement"][0], data["validation_agreement"][kept]
+        losses = data["epoch_loss"]
         print(f"- {data['name']}: tasks {', '.join(data['tasks'])}, {data['train_sequences']} sequences, "
-              f"{data['epochs']} epochs, loss {data['epoch_loss'][0]:.3f} -> {data['epoch_loss'][-1]:.3f}; agreement "
-              + ", ".join(f"{t} {first.get(t, np.nan):.3f}->{last.get(t, np.nan):.3f}" for t in sorted(last)))
-
+              f"{data['epochs']} epochs (kept epoch {kept}), loss {losses[0]:.3f} -> {losses[kept - 1]:.3f}; "
+              "agreement " + ", ".join(f"{t} {first.get(t, np.nan):.3f}->{last.get(t, np.nan):.3f}"
+                                       for t in sorted(last)))
 
 if __name__ == "__main__":
     main()
