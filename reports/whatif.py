@@ -47,7 +47,8 @@ data = read_traces(traces)
 tokens = select(data.tokens, drafter=drafter, task=acceptance_from, temperature=temperature)
 if tokens.empty:
     raise ValueError(f"no tokens for drafter {drafter!r} on task {acceptance_from!r} at temperature {temperature}")
-cost = fit_cost_model(select(data.steps, drafter=drafter), select(data.sequences, drafter=drafter))
+cost = fit_cost_model(select(data.steps, drafter=drafter, temperature=temperature),
+                      select(data.sequences, drafter=drafter, temperature=temperature))
 if is_lengths_file(str(lengths_from)):
     workload = read_lengths_file(lengths_from)
 else:

@@ -346,7 +346,8 @@ def simulate_whatif(
     if tokens.empty:
         raise InputError(f"no tokens for drafter {drafter!r}, task {acceptance_from!r}, temperature {temperature}",
                          field="--acceptance-from")
-    cost = fit_cost_model(select(traces.steps, drafter=drafter), select(traces.sequences, drafter=drafter))
+    cost = fit_cost_model(select(traces.steps, drafter=drafter, temperature=temperature),
+                          select(traces.sequences, drafter=drafter, temperature=temperature))
     prompt_lengths, output_lengths = _load_lengths(lengths_from, traces, temperature)
     result = what_if(tokens, cost, gamma, prompt_lengths, output_lengths, n_resamples=resamples, rng=seed,
                      inputs={"drafter": drafter, "acceptance_from": acceptance_from, "lengths_from": lengths_from,

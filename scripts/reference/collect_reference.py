@@ -10,17 +10,20 @@ written):
 
 Writes ``data/traces/reference`` and its ``manifest.json`` (commands, versions, collector commit,
 hardware, time taken). Needs the drafters of ``train_drafters.py``.
-Run: ``python scripts/reference/collect_reference.py [STAGE ...]``.
+Run: ``python scripts/reference/collect_reference.py [STAGE ...] [--limit N]``; ``--limit N`` takes the
+first N prompts of the interleaved order (the run id does not change, so a later run without the
+limit resumes and completes the stage).
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import itertools
 import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -58,6 +61,10 @@ def collector_commit() -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stages", nargs="*", help="stages to run (default: all, in order)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts of each stage")
+    args = parser.parse_args()
     untrained = DrafterSpec("untrained-4l", "smollm2#layers=4", "untrained", None)
     generic = DrafterSpec("generic-4l", str(DRAFTERS / "generic-4l"), "generic", "mixture")
     code = DrafterSpec("finetuned-code", str(DRAFTERS / "finetuned-code"), "finetuned", "code")
@@ -75,9 +82,10 @@ def main() -> None:
     manifest_path = OUT / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"stages": {}}
     for name, config in stages.items():
-        if len(sys.argv) > 1 and name not in sys.argv[1:]:
+        if args.stages and name not in args.stages:
             continue
-        start = time.perf_counter()
+        config = dataclasses.replace(config, limit=args.limit)
+        start, commit = time.perf_counter(), collector_commit()
 
         def progress(done, total, prompt_id, stage=name):
             print(f"[{time.strftime('%H:%M:%S')}] {stage}: {done}/{total} {prompt_id}", flush=True)
@@ -85,8 +93,9 @@ def main() -> None:
         result = collect(config, progress=progress)
         stage = manifest["stages"].setdefault(name, {"wall_s": 0.0})
         stage.update({"run_id": result["run_id"], "prompts": result["prompts_total"],
-                      "command": f"python scripts/reference/collect_reference.py {name}",
-                      "collector_commit": collector_commit(),
+                      "command": f"python scripts/reference/collect_reference.py {name}"
+                                 + (f" --limit {args.limit}" if args.limit else ""),
+                      "collector_commit": commit,
                       "config": config.defining_fields()})
         stage["wall_s"] += time.perf_counter() - start
         manifest.update({"versions": library_versions(), "python": platform.python_version(),

@@ -35,7 +35,8 @@ def main() -> None:
     tokens = select(traces.tokens, temperature=0.0)
     sequences = select(traces.sequences, temperature=0.0)
     modelled = sequences[sequences["drafter_kind"].isin(["generic", "finetuned"])]
-    costs = {d: fit_cost_model(select(traces.steps, drafter=d), select(traces.sequences, drafter=d))
+    costs = {d: fit_cost_model(select(traces.steps, drafter=d, temperature=0.0),
+                            select(traces.sequences, drafter=d, temperature=0.0))
              for d in modelled["drafter"].unique()}
     full = aggregate_counts(tokens, sequences)
     rows = []

@@ -142,21 +142,25 @@ def validate_against_measured(
     """Predict each recorded cell's speed-up from its own acceptance, lengths and costs.
 
     One row per task x drafter x temperature x gamma x schedule with sequences that have a
-    baseline: ``predicted_speedup`` (exact expectation; fitted per-drafter cost model),
+    baseline: ``predicted_speedup`` (exact expectation; cost model fitted per drafter and temperature),
     ``measured_speedup`` (:func:`specsim.traces.metrics.measured_speedup`) and ``error_pct``
     (signed, relative to measured).
-    The cost model of each drafter is fitted on all its steps; lengths are each sequence's
-    own prompt and output length.
+    The cost model of each drafter is fitted on all its steps at the cell's temperature (sampling
+    adds the warping and the draws to every step); lengths are each sequence's own prompt and
+    output length.
     """
     rows = []
-    costs = {drafter: fit_cost_model(select(steps, drafter=drafter), select(sequences, drafter=drafter))
-             for drafter in sequences["drafter"].unique()}
+    pairs = sequences[["drafter", "temperature"]].drop_duplicates().itertuples(index=False)
+    costs = {(d, t): fit_cost_model(select(steps, drafter=d, temperature=t),
+                                    select(sequences, drafter=d, temperature=t))
+             for d, t in pairs}
     group = ["task", "drafter", "temperature", "gamma", "schedule"]
     for key, cell in sequences[sequences["baseline_wall_s"].notna()].groupby(group, observed=True):
         conditions = dict(zip(group, key, strict=True))
         cell_tokens = tokens.merge(cell[SEQUENCE_KEY], on=SEQUENCE_KEY)
         profile = profile_from_tokens(cell_tokens, gamma=int(conditions["gamma"]), position_edges=position_edges)
-        predicted = expected_workload(profile, costs[conditions["drafter"]], int(conditions["gamma"]),
+        cost = costs[conditions["drafter"], conditions["temperature"]]
+        predicted = expected_workload(profile, cost, int(conditions["gamma"]),
                                       cell["prompt_len"].to_numpy(), cell["output_len"].to_numpy())
         measured = measured_speedup(cell)
         rows.append({**conditions, "sequences": len(cell), "predicted_speedup": predicted.speedup,
