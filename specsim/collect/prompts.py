@@ -267,11 +267,8 @@ def prompts_digest(source: str | Path) -> str:
         return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
     if not Path(source).is_file():
         raise InputError("no such prompt file", path=source)
-    digest = hashlib.sha256()
     with open(source, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _check_unique(prompts: list[Prompt], path: Path) -> None:
