@@ -400,6 +400,8 @@ def fit_command(
     chains: int = typer.Option(4, help="Chains."),
     seed: int = typer.Option(0, help="Seed."),
     sampler: str = typer.Option("nutpie", help="nutpie (default) or pymc."),
+    target_accept: float = typer.Option(0.95, "--target-accept", help="NUTS target acceptance (raise it if the "
+                                        "diagnostics report divergent transitions)."),
     compare: bool = typer.Option(True, "--compare/--no-compare", help="Also fit the model without divergence "
                                  "terms and compare both by PSIS-LOO."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -413,6 +415,8 @@ def fit_command(
 
     if sampler not in ("nutpie", "pymc"):
         raise InputError("must be nutpie or pymc", field="--sampler")
+    if not 0 < target_accept < 1:
+        raise InputError(f"must be in (0, 1), got {target_accept}", field="--target-accept")
     if out.suffix != ".nc":
         raise InputError("posterior files end in .nc (NetCDF)", path=out, field="--out")
     traces = read_traces(directory)
@@ -422,11 +426,12 @@ def fit_command(
         raise InputError(f"no tokens at temperature {temperature}", field="--temperature")
     counts = aggregate_counts(tokens, sequences)
     with stderr.status("sampling the hierarchical model (compiles first)"):
-        result = fit_model(counts, draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler)
+        result = fit_model(counts, draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
+                           target_accept=target_accept)
         comparison = None
         if compare:
             without = fit_model(counts, ModelOptions(divergence_terms=False), draws=draws, tune=tune, chains=chains,
-                                seed=seed, sampler=sampler)
+                                seed=seed, sampler=sampler, target_accept=target_accept)
             table = az.compare({"with_divergence": result.idata, "without_divergence": without.idata})
             comparison = table[["rank", "elpd_loo", "p_loo", "elpd_diff", "dse", "weight"]].reset_index(
                 names="model").to_dict("records")
@@ -578,7 +583,7 @@ def demo_command(
                  f"{validation['error_pct'].abs().mean():.2f}% over {len(validation)} cells")
     out.mkdir(parents=True, exist_ok=True)
     posterior = out / "posterior.nc"
-    fit_command(traces_dir, posterior, 0.0, draws, draws, 4, 0, "nutpie", True, False)
+    fit_command(traces_dir, posterior, 0.0, draws, draws, 4, 0, "nutpie", 0.95, True, False)
     with stderr.status("rendering the main report"):
         html = render_report("main", {"traces": str(traces_dir), "posterior": str(posterior)}, out)
     stdout.print(f"report: {html.resolve()}")
