@@ -28,14 +28,14 @@ browser:
 		echo "chromium not installed: the browser test will be skipped"; }
 
 test: setup browser
-	$(BIN)/ruff check specsim tests benchmarks scripts reports notebooks
+	$(BIN)/ruff check specsim tests benchmarks scripts notebooks
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-all: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check specsim tests benchmarks scripts reports notebooks
+	$(BIN)/ruff check specsim tests benchmarks scripts notebooks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from specsim.model import aggregate_counts, fit_model
-from specsim.model.synthetic import synthetic_counts
-from specsim.simulate.whatif import select
+from specsim.model.synthetic_counts import synthetic_counts
 from specsim.traces import read_traces
+from specsim.traces.select import select
 
 
 def timed(function, *args, **kwargs):

@@ -11,11 +11,11 @@ gamma = 4
 # %%
 import numpy as np
 
+from specsim import workflow
 from specsim.lengths import divergences, length_table
-from specsim.simulate import fit_cost_model
 from specsim.simulate.analytic import walltime_improvement
-from specsim.simulate.whatif import select, what_if
 from specsim.traces import read_traces, summarize
+from specsim.traces.select import select
 
 data = read_traces(traces)
 summarize(data.steps, data.sequences)[["task", "drafter", "gamma", "acceptance_rate", "acceptance_length_with_bonus",
@@ -35,12 +35,9 @@ greedy = select(data.sequences, temperature=0.0)
 drafter = sorted(greedy["drafter"].unique())[0]
 tasks = sorted(greedy["task"].unique())
 source, workload = tasks[0], tasks[-1]
-tokens = select(data.tokens, drafter=drafter, task=source, temperature=0.0)
-cost = fit_cost_model(select(data.steps, drafter=drafter), select(data.sequences, drafter=drafter))
-lengths = length_table(select(greedy, task=workload))
-result = what_if(tokens, cost, gamma, lengths["prompt_len"].to_numpy(), lengths["output_len"].to_numpy(),
-                 n_resamples=50, rng=0)
-shift = divergences(length_table(select(greedy, task=source))["total_len"], lengths["total_len"])
+result, lengths = workflow.what_if(data, drafter=drafter, acceptance_from=source, workload=workload, gamma=gamma,
+                                   resamples=50, seed=0)
+shift = divergences(length_table(select(greedy, task=source))["total_len"], lengths.total_lengths)
 print(f"{drafter}: {source}'s acceptance on {workload}'s lengths (JS {shift['js']:.2f}): "
       f"{result.speedup:.3f}x [{result.speedup_low:.3f}, {result.speedup_high:.3f}]")
 assert np.isfinite(result.speedup)

@@ -20,6 +20,11 @@ from rich.console import Console
 from rich.table import Table
 
 from specsim.errors import InputError
+from specsim.outputs import check_output_dir, check_output_file
+from specsim.workflow import INTERVAL_LEVEL
+
+#: How tokens per step are counted in every output.
+TOKENS_PER_STEP_CONVENTION = "bonus token included (vLLM, Spec-Bench; plain decoding = 1.00)"
 
 __all__ = ["app", "main", "run", "print_json", "print_table"]
 
@@ -275,11 +280,49 @@ def lengths_command(
     print_table(f"{measure} divergence of {kind} (row vs column)", rows)
 
 
+def _finite(option: str, low: float | None = None, high: float | None = None):
+    """Typer callback: a finite number within [low, high] (checked at parse time, range in the message)."""
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return value
+        bounds = ((f">= {low:g}" if low is not None else "") + (" and " if low is not None and high is not None else "")
+                  + (f"<= {high:g}" if high is not None else ""))
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            raise InputError(f"must be a finite number {bounds}".rstrip() + f", got {value}", field=option)
+        return value
+    return check
+
+
+def _level_option(default: float = INTERVAL_LEVEL):
+    return typer.Option(default, help=f"Central interval probability (default {INTERVAL_LEVEL}: the level at which "
+                        "the model's calibration is checked).", callback=_finite("--level", 0.0, 1.0))
+
+
+def _cost_choice(cost_ratio: float | None, cost_profile: Path | None):
+    """A hardware cost model chosen on the command line, or None for the traces' own costs."""
+    from specsim.simulate.cost import leviathan_cost_model, read_cost_profile
+
+    if cost_ratio is not None and cost_profile is not None:
+        raise InputError("give --cost-ratio or --cost-profile, not both", field="--cost-ratio")
+    if cost_ratio is not None:
+        return leviathan_cost_model(cost_ratio), f"constant cost ratio c = {cost_ratio:g} (Leviathan et al.)"
+    if cost_profile is not None:
+        return read_cost_profile(cost_profile), f"cost profile {cost_profile}"
+    return None, None
+
+
+_COST_RATIO_HELP = ("Constant drafter/target cost per token (Leviathan's c; verifying gamma tokens costs one target "
+                    "step) instead of the traces' fitted costs.")
+_COST_PROFILE_HELP = "Cost-model JSON (from specsim profile or a fit) instead of the traces' fitted costs."
+
+
 @simulate_app.command("analytic")
 def simulate_analytic(
-    alpha: float = typer.Option(..., help="I.i.d. acceptance probability in [0, 1]."),
-    gamma: int = typer.Option(..., help="Draft length >= 1."),
-    cost_ratio: float = typer.Option(..., "--cost-ratio", help="Drafter/target cost per token, c >= 0."),
+    alpha: float = typer.Option(..., help="I.i.d. acceptance probability in [0, 1].",
+                                callback=_finite("--alpha", 0.0, 1.0)),
+    gamma: int = typer.Option(..., help="Draft length >= 1.", min=1),
+    cost_ratio: float = typer.Option(..., "--cost-ratio", help="Drafter/target cost per token, c >= 0.",
+                                     callback=_finite("--cost-ratio", 0.0)),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Leviathan et al. (2023): expected tokens per step and walltime improvement."""
@@ -288,9 +331,9 @@ def simulate_analytic(
 
     tokens = float(expected_tokens_per_step(alpha, gamma))
     speedup = float(walltime_improvement(alpha, gamma, cost_ratio))
-    best = best_gamma([alpha], leviathan_cost_model(cost_ratio))
+    best = best_gamma(np.array([alpha]), leviathan_cost_model(cost_ratio))
     result = {"alpha": alpha, "gamma": gamma, "cost_ratio": cost_ratio, "tokens_per_step": tokens,
-              "tokens_per_step_convention": "bonus token included (vLLM, Spec-Bench)", "speedup": speedup,
+              "tokens_per_step_convention": TOKENS_PER_STEP_CONVENTION, "speedup": speedup,
               "best_gamma": best.gamma, "best_speedup": best.speedup,
               "formula": "(1 - alpha^(gamma+1)) / ((1 - alpha) (gamma c + 1)), Leviathan et al. 2023"}
     if json_output:
@@ -300,66 +343,94 @@ def simulate_analytic(
                  f"best gamma {best.gamma} gives {best.speedup:.3f}x")
 
 
-def _load_lengths(source: str, traces, temperature: float | None):
-    """Prompt/output lengths from a task of the traces or from a lengths file."""
-    from specsim.lengths import length_table
-    from specsim.simulate.whatif import select
-    from specsim.workload import is_lengths_file, read_lengths_file
+def _progress_bar(label: str):
+    """A rich progress bar on stderr, silent when stderr is not a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    if is_lengths_file(source):
-        frame = read_lengths_file(source)
-        return frame["prompt_len"].to_numpy(), frame["output_len"].to_numpy()
-    rows = select(traces.sequences, task=source, temperature=temperature)
-    if rows.empty:
-        tasks = sorted(traces.sequences["task"].unique())
-        raise InputError(f"no task {source!r} in the traces (tasks: {', '.join(tasks)}) and not a lengths file "
-                         "(.csv, .parquet, .jsonl)", field="--lengths-from")
-    table = length_table(rows)
-    return table["prompt_len"].to_numpy(), table["output_len"].to_numpy()
+    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.description}"), console=stderr, transient=True,
+                    disable=not stderr.is_terminal)
 
 
 @simulate_app.command("whatif")
 def simulate_whatif(
     traces_dir: Path = typer.Option(..., "--traces", help="Trace directory."),
-    drafter: str = typer.Option(..., help="Drafter whose acceptance and costs to use."),
-    acceptance_from: str = typer.Option(..., "--acceptance-from", help="Task whose acceptance to use."),
-    lengths_from: str = typer.Option(..., "--lengths-from", help="Task, or a lengths file with prompt_len, "
-                                     "output_len (.csv/.parquet/.jsonl)."),
-    gamma: int = typer.Option(..., help="Draft length to predict for."),
-    temperature: float = typer.Option(0.0, help="Temperature of the traces to use."),
-    resamples: int = typer.Option(200, help="Bootstrap resamples for the interval."),
-    seed: int = typer.Option(0, help="Seed."),
+    drafter: str = typer.Option(..., help="Drafter whose acceptance to use."),
+    acceptance_from: str = typer.Option(..., "--acceptance-from", help="Task whose acceptance behaviour to use."),
+    lengths_from: str = typer.Option(..., "--lengths-from", help="Task whose lengths to decode, or a lengths file "
+                                     "(prompt_len, output_len; .csv/.parquet/.jsonl)."),
+    gamma: int = typer.Option(4, help="Draft length.", min=1),
+    temperature: float = typer.Option(0.0, help="Temperature of the traces to use.",
+                                      callback=_finite("--temperature", 0.0)),
+    cost_ratio: float | None = typer.Option(None, "--cost-ratio", help=_COST_RATIO_HELP,
+                                            callback=_finite("--cost-ratio", 0.0)),
+    cost_profile: Path | None = typer.Option(None, "--cost-profile", help=_COST_PROFILE_HELP),
+    resamples: int = typer.Option(200, help="Bootstrap resamples for the interval.", min=1, max=100_000),
+    level: float = _level_option(),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Speed-up of one task's acceptance on another task's (or a file's) lengths."""
-    from specsim.simulate.cost import fit_cost_model
-    from specsim.simulate.whatif import select, what_if
+    """One task's measured acceptance decoding another workload's lengths (bootstrap interval)."""
+    from specsim import workflow
     from specsim.traces import read_traces
 
-    if gamma < 1:
-        raise InputError("must be >= 1", field="--gamma")
+    cost, cost_label = _cost_choice(cost_ratio, cost_profile)
     traces = read_traces(traces_dir)
-    if drafter not in set(traces.sequences["drafter"]):
-        raise InputError(f"no drafter {drafter!r} in the traces (drafters: "
-                         f"{', '.join(sorted(traces.sequences['drafter'].unique()))})", field="--drafter")
-    tokens = select(traces.tokens, drafter=drafter, task=acceptance_from, temperature=temperature)
-    if tokens.empty:
-        raise InputError(f"no tokens for drafter {drafter!r}, task {acceptance_from!r}, temperature {temperature}",
-                         field="--acceptance-from")
-    cost = fit_cost_model(select(traces.steps, drafter=drafter, temperature=temperature),
-                          select(traces.sequences, drafter=drafter, temperature=temperature))
-    prompt_lengths, output_lengths = _load_lengths(lengths_from, traces, temperature)
-    result = what_if(tokens, cost, gamma, prompt_lengths, output_lengths, n_resamples=resamples, rng=seed,
-                     inputs={"drafter": drafter, "acceptance_from": acceptance_from, "lengths_from": lengths_from,
-                             "temperature": temperature})
+    with _progress_bar("whatif") as bar:
+        task = bar.add_task("bootstrap", total=resamples)
+        result, workload = workflow.what_if(
+            traces, drafter=drafter, acceptance_from=acceptance_from, workload=lengths_from, gamma=gamma,
+            temperature=temperature, cost=cost, level=level, resamples=resamples, seed=seed,
+            progress=lambda done, total: bar.update(task, completed=done))
+    cost_label = cost_label or f"fitted on the traces ({drafter}, temperature {temperature:g})"
     if json_output:
-        print_json(result.to_dict())
+        print_json({**result.to_dict(), **workload.describe(), "cost_model": cost_label})
         return
+    verdict = "faster" if result.speedup >= 1 else "SLOWER than plain decoding"
     stdout.print(
-        f"{drafter} with {acceptance_from}'s acceptance on {lengths_from}'s lengths, gamma {gamma}: "
-        f"speed-up {result.speedup:.3f}x ({100 * result.level:.0f}% interval {result.speedup_low:.3f} to "
-        f"{result.speedup_high:.3f}), {result.tokens_per_step:.2f} tokens per step (bonus included)"
+        f"{drafter} with {acceptance_from}'s acceptance on {workload.name}'s lengths, gamma {gamma}: "
+        f"speed-up {result.speedup:.3f}x ({verdict}; {100 * result.level:.0f}% interval {result.speedup_low:.3f} to "
+        f"{result.speedup_high:.3f}), {result.tokens_per_step:.2f} tokens per step (bonus included); costs: "
+        f"{cost_label}"
     )
+
+
+@simulate_app.command("best-gamma")
+def simulate_best_gamma(
+    traces_dir: Path = typer.Option(..., "--traces", help="Trace directory."),
+    drafter: str = typer.Option(..., help="Drafter whose acceptance to use."),
+    acceptance_from: str = typer.Option(..., "--acceptance-from", help="Task whose acceptance behaviour to use."),
+    lengths_from: str = typer.Option(..., "--lengths-from", help="Task or lengths file of the workload."),
+    max_gamma: int = typer.Option(8, "--max-gamma", help="Largest draft length tried.", min=1, max=64),
+    temperature: float = typer.Option(0.0, help="Temperature of the traces to use.",
+                                      callback=_finite("--temperature", 0.0)),
+    cost_ratio: float | None = typer.Option(None, "--cost-ratio", help=_COST_RATIO_HELP,
+                                            callback=_finite("--cost-ratio", 0.0)),
+    cost_profile: Path | None = typer.Option(None, "--cost-profile", help=_COST_PROFILE_HELP),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Expected speed-up at every draft length 1..max-gamma for a workload, and the best one."""
+    from specsim import workflow
+    from specsim.traces import read_traces
+
+    cost, cost_label = _cost_choice(cost_ratio, cost_profile)
+    traces = read_traces(traces_dir)
+    table = workflow.gamma_sweep(traces, drafter=drafter, acceptance_from=acceptance_from, workload=lengths_from,
+                                 gammas=range(1, max_gamma + 1), temperature=temperature, cost=cost)
+    best = table[table["best"]].iloc[0]
+    cost_label = cost_label or f"fitted on the traces ({drafter}, temperature {temperature:g})"
+    if json_output:
+        print_json({"drafter": drafter, "acceptance_from": acceptance_from, "lengths_from": lengths_from,
+                    "cost_model": cost_label, "best_gamma": int(best["gamma"]), "best_speedup": best["speedup"],
+                    "tokens_per_step_convention": TOKENS_PER_STEP_CONVENTION,
+                    "gammas": table.drop(columns="best").to_dict("records")})
+        return
+    print_table(f"{drafter}: expected speed-up by draft length", table.drop(columns="best").to_dict("records"))
+    if best["speedup"] < 1:
+        stdout.print(f"slower than plain decoding at every draft length up to {max_gamma} (best gamma "
+                     f"{int(best['gamma'])}: {best['speedup']:.3f}x); costs: {cost_label}")
+    else:
+        stdout.print(f"best gamma {int(best['gamma'])}: {best['speedup']:.3f}x; costs: {cost_label}")
 
 
 @simulate_app.command("validate")
@@ -367,101 +438,61 @@ def simulate_validate(
     directory: Path = typer.Argument(..., help="Trace directory."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Predicted (own acceptance, lengths, fitted costs) vs measured speed-up per cell."""
-    from specsim.simulate.whatif import validate_against_measured
+    """Predicted (own acceptance, lengths, fitted costs) vs measured speed-up per cell, and bias per group."""
+    from specsim import workflow
     from specsim.traces import read_traces
 
-    traces = read_traces(directory)
-    table = validate_against_measured(traces.tokens, traces.steps, traces.sequences)
-    mape = float(table["error_pct"].abs().mean())
+    validation = workflow.validate(read_traces(directory))
     if json_output:
-        print_json({"directory": str(directory), "mean_absolute_percentage_error": mape,
-                    "cells": table.to_dict("records")})
+        print_json({"directory": str(directory), "mean_absolute_percentage_error": validation.mape,
+                    "worst_group_mean_error_pct": validation.worst_group_bias,
+                    "groups": validation.groups.to_dict("records"), "cells": validation.cells.to_dict("records")})
         return
-    print_table(f"{directory}: predicted vs measured speed-up", table.to_dict("records"))
-    stdout.print(f"mean absolute percentage error {mape:.2f}%")
-
-
-def _cost_models(traces) -> dict:
-    from specsim.simulate.cost import fit_cost_model
-    from specsim.simulate.whatif import select
-
-    return {drafter: fit_cost_model(select(traces.steps, drafter=drafter), select(traces.sequences, drafter=drafter))
-            for drafter in sorted(traces.sequences["drafter"].unique())}
+    print_table(f"{directory}: predicted vs measured speed-up", validation.cells.to_dict("records"))
+    print_table("mean error by drafter x temperature x gamma (%)", validation.groups.to_dict("records"))
+    stdout.print(f"mean absolute percentage error {validation.mape:.2f}% over {len(validation.cells)} cells; "
+                 f"largest group bias {validation.worst_group_bias:.2f}%")
 
 
 @app.command("fit")
 def fit_command(
     directory: Path = typer.Argument(..., help="Trace directory."),
     out: Path = typer.Option(..., help="Posterior file to write (.nc, ArviZ InferenceData)."),
-    temperature: float = typer.Option(0.0, help="Temperature of the traces to fit."),
-    draws: int = typer.Option(1000, help="Posterior draws per chain."),
-    tune: int = typer.Option(1000, help="Warm-up draws per chain."),
-    chains: int = typer.Option(4, help="Chains."),
+    temperature: float = typer.Option(0.0, help="Temperature of the traces to fit.",
+                                      callback=_finite("--temperature", 0.0)),
+    draws: int = typer.Option(1000, help="Posterior draws per chain.", min=1, max=100_000),
+    tune: int = typer.Option(1000, help="Warm-up draws per chain.", min=1, max=100_000),
+    chains: int = typer.Option(4, help="Chains.", min=1, max=64),
     seed: int = typer.Option(0, help="Seed."),
     sampler: str = typer.Option("nutpie", help="nutpie (default) or pymc."),
     target_accept: float = typer.Option(0.95, "--target-accept", help="NUTS target acceptance (raise it if the "
-                                        "diagnostics report divergent transitions)."),
+                                        "diagnostics report divergent transitions).",
+                                        callback=_finite("--target-accept", 0.0, 1.0)),
     compare: bool = typer.Option(True, "--compare/--no-compare", help="Also fit the model without divergence "
                                  "terms and compare both by PSIS-LOO."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Fit the hierarchical acceptance model (and the statsmodels baseline) to traces."""
-    import arviz as az
-
-    from specsim.model import ModelOptions, aggregate_counts, fit_baseline, fit_model
-    from specsim.simulate.whatif import select
+    from specsim import workflow
     from specsim.traces import read_traces
 
-    if sampler not in ("nutpie", "pymc"):
-        raise InputError("must be nutpie or pymc", field="--sampler")
-    if not 0 < target_accept < 1:
-        raise InputError(f"must be in (0, 1), got {target_accept}", field="--target-accept")
-    if out.suffix != ".nc":
-        raise InputError("posterior files end in .nc (NetCDF)", path=out, field="--out")
+    check_output_file(out, ".nc", "--out")
     traces = read_traces(directory)
-    tokens = select(traces.tokens, temperature=temperature)
-    sequences = select(traces.sequences, temperature=temperature)
-    if tokens.empty:
-        raise InputError(f"no tokens at temperature {temperature}", field="--temperature")
-    counts = aggregate_counts(tokens, sequences)
     with stderr.status("sampling the hierarchical model (compiles first)"):
-        result = fit_model(counts, draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
-                           target_accept=target_accept)
-        comparison = None
-        if compare:
-            without = fit_model(counts, ModelOptions(divergence_terms=False), draws=draws, tune=tune, chains=chains,
-                                seed=seed, sampler=sampler, target_accept=target_accept)
-            table = az.compare({"with_divergence": result.idata, "without_divergence": without.idata})
-            comparison = table[["rank", "elpd_loo", "p_loo", "elpd_diff", "dse", "weight"]].reset_index(
-                names="model").to_dict("records")
-            pareto = az.loo(result.idata, pointwise=True).pareto_k.values
-            result.diagnostics["max_pareto_k"] = float(np.max(pareto))
-    baseline = fit_baseline(counts)
-    result.metadata["cost_models"] = {name: {k: v for k, v in cost.to_dict().items() if k != "diagnostics"}
-                                      for name, cost in _cost_models(traces).items()}
-    result.metadata["temperature"] = temperature
-    result.metadata["traces"] = str(directory)
-    result.metadata["loo_comparison"] = comparison
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result.save(out)
-    summary = result.summary()
-    payload = {"out": str(out), "sampler": result.sampler, "diagnostics": result.diagnostics,
-               "posterior": summary.reset_index(names="parameter").to_dict("records"),
-               "baseline_glm": baseline.reset_index(names="term").to_dict("records"),
-               "loo_comparison": comparison, "cells": len(counts.cells), "tasks": counts.tasks,
-               "drafters": counts.drafters}
+        outcome = workflow.fit(traces, temperature=temperature, draws=draws, tune=tune, chains=chains, seed=seed,
+                               sampler=sampler, target_accept=target_accept, compare=compare)
+    outcome.result.save(out)
+    payload = {"out": str(out), **outcome.to_dict()}
     if json_output:
         print_json(payload)
     else:
-        print_table("posterior (logit scale)", summary.reset_index(names="parameter").to_dict("records"))
-        print_table("statsmodels binomial GLM, cluster-robust by task", baseline.reset_index(names="term").to_dict(
-            "records"))
-        if comparison:
-            print_table("PSIS-LOO: with vs without divergence terms", comparison)
+        print_table("posterior (logit scale)", payload["posterior"])
+        print_table("statsmodels binomial GLM, cluster-robust by task", payload["baseline_glm"])
+        if payload["loo_comparison"]:
+            print_table("PSIS-LOO: with vs without divergence terms", payload["loo_comparison"])
         stdout.print(f"wrote {out}")
-    if not result.diagnostics["passed"]:
-        stderr.print("warning: sampler diagnostics failed: " + "; ".join(result.diagnostics["warnings"]),
+    if not outcome.result.diagnostics["passed"]:
+        stderr.print("warning: sampler diagnostics failed: " + "; ".join(outcome.result.diagnostics["warnings"]),
                      markup=False)
 
 
@@ -473,65 +504,77 @@ def predict_command(
     drafter_kind: str = typer.Option("finetuned", "--drafter-kind", help="generic or finetuned."),
     drafter: str | None = typer.Option(None, help="A drafter of the fit: its effect, training lengths and costs."),
     divergence: float | None = typer.Option(None, help="Length divergence to the drafter's training data "
-                                            "(default: computed from the drafter's training lengths)."),
-    gamma: int = typer.Option(4, help="Draft length."),
+                                            "(default: computed from the drafter's training lengths).",
+                                            callback=_finite("--divergence", 0.0)),
+    gamma: int = typer.Option(4, help="Draft length.", min=1, max=64),
     cost_from: str | None = typer.Option(None, "--cost-from", help="Drafter whose fitted costs to use "
                                          "(default: --drafter, else the first fitted drafter of that kind)."),
-    level: float = typer.Option(0.9, help="Central interval probability."),
+    cost_ratio: float | None = typer.Option(None, "--cost-ratio", help=_COST_RATIO_HELP,
+                                            callback=_finite("--cost-ratio", 0.0)),
+    cost_profile: Path | None = typer.Option(None, "--cost-profile", help=_COST_PROFILE_HELP),
+    level: float = _level_option(),
     seed: int = typer.Option(0, help="Seed."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Posterior predictive speed-up of a workload for a generic or fine-tuned drafter."""
-    from specsim.model import load_posterior, predict_speedup
-    from specsim.simulate.cost import CostModel
+    from specsim import workflow
+    from specsim.model import load_posterior
 
-    if drafter_kind not in ("generic", "finetuned"):
-        raise InputError("must be generic or finetuned", field="--drafter-kind")
-    if gamma < 1:
-        raise InputError("must be >= 1", field="--gamma")
-    if not posterior_file.is_file():
-        raise InputError("no such posterior file", path=posterior_file)
+    cost, cost_label = _cost_choice(cost_ratio, cost_profile)
     posterior = load_posterior(posterior_file)
+    prediction, resolved, cost_name = workflow.predict(
+        posterior, workload=workload, drafter_kind=drafter_kind, drafter=drafter, divergence=divergence, gamma=gamma,
+        cost=cost, cost_from=cost_from, level=level, seed=seed)
     meta = posterior.metadata
-    if drafter is not None and drafter not in meta["drafters"]:
-        raise InputError(f"not a drafter of the fit ({', '.join(meta['drafters'])})", field="--drafter")
-    costs = meta["cost_models"]
-    cost_name = cost_from or drafter or next(
-        (d for d in meta["drafters"] if meta["drafter_kinds"].get(d) == drafter_kind), meta["drafters"][0])
-    if cost_name not in costs:
-        raise InputError(f"no cost model for {cost_name!r} ({', '.join(costs)})", field="--cost-from")
-    task = None
-    from specsim.workload import is_lengths_file
-
-    if is_lengths_file(workload):
-        prompt_lengths, output_lengths = _load_lengths(workload, None, None)
-    else:
-        from specsim.traces import read_traces
-
-        traces = read_traces(meta["traces"], tables=("sequences",))
-        prompt_lengths, output_lengths = _load_lengths(workload, traces, meta.get("temperature", 0.0))
-        task = workload
-    prediction = predict_speedup(
-        posterior, CostModel(**costs[cost_name]), gamma, prompt_lengths, output_lengths,
-        finetuned=drafter_kind == "finetuned", divergence=divergence, drafter=drafter, task=task, level=level,
-        rng=seed,
-        reference_lengths=None if drafter or divergence is not None else np.concatenate(
-            [np.asarray(v) for v in meta["reference_lengths"].values()]),
-    )
-    payload = {"workload": workload, "drafter_kind": drafter_kind, "drafter": drafter, "gamma": gamma,
-               "cost_model_of": cost_name, **prediction.to_dict(),
-               "diagnostics_passed": meta["diagnostics"]["passed"]}
+    cost_label = cost_label or f"fitted on the traces ({cost_name})"
+    payload = {"drafter_kind": drafter_kind, "drafter": drafter, "gamma": gamma, "cost_model": cost_label,
+               **resolved.describe(), **prediction.to_dict(), "diagnostics_passed": meta.diagnostics["passed"]}
     if json_output:
         print_json(payload)
-        return
-    stdout.print(
-        f"{drafter_kind} drafter on {workload} (divergence {prediction.divergence:.3f}), gamma {gamma}: speed-up "
-        f"{prediction.mean:.3f}x, {100 * level:.0f}% interval {prediction.low:.3f} to {prediction.high:.3f}; "
-        f"{prediction.tokens_per_step_mean:.2f} tokens per step (bonus included)"
-    )
-    if not meta["diagnostics"]["passed"]:
+    else:
+        verdict = "faster" if prediction.mean >= 1 else "SLOWER than plain decoding"
+        stdout.print(
+            f"{drafter_kind} drafter on {resolved.name} (divergence {prediction.divergence:.3f}), gamma {gamma}: "
+            f"speed-up {prediction.mean:.3f}x ({verdict}; {100 * level:.0f}% interval {prediction.low:.3f} to "
+            f"{prediction.high:.3f}); {prediction.tokens_per_step_mean:.2f} tokens per step (bonus included); "
+            f"costs: {cost_label}")
+    if not meta.diagnostics["passed"]:
         stderr.print("warning: the fit failed its sampler diagnostics: " + "; ".join(
-            meta["diagnostics"]["warnings"]), markup=False)
+            meta.diagnostics["warnings"]), markup=False)
+
+
+@app.command("loto")
+def loto_command(
+    directory: Path = typer.Argument(..., help="Trace directory."),
+    temperature: float = typer.Option(0.0, help="Temperature of the traces.", callback=_finite("--temperature", 0.0)),
+    gamma: int = typer.Option(4, help="Draft length of the held-out cells.", min=1),
+    draws: int = typer.Option(1000, help="Posterior draws (and warm-up) per chain of each fold.", min=1),
+    level: float = _level_option(),
+    seed: int = typer.Option(0, help="Seed."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Leave-one-task-out: fit without each task, predict it, report interval coverage."""
+    from specsim import workflow
+    from specsim.traces import read_traces
+
+    traces = read_traces(directory)
+    with _progress_bar("leave-one-task-out") as bar:
+        task = bar.add_task("fitting", total=None)
+        table = workflow.leave_one_task_out(
+            traces, temperature=temperature, gamma=gamma, draws=draws, seed=seed, level=level,
+            progress=lambda done, total, name: bar.update(task, completed=done, total=total, description=name))
+    coverage = float(table["covered"].mean())
+    mape = float(table["error_pct"].abs().mean())
+    folds_passed = int(table.drop_duplicates("held_out_task")["diagnostics_passed"].sum())
+    folds = int(table["held_out_task"].nunique())
+    if json_output:
+        print_json({"directory": str(directory), "interval_level": level, "coverage": coverage,
+                    "mean_absolute_percentage_error": mape, "folds": folds, "folds_passing_diagnostics": folds_passed,
+                    "cells": table.to_dict("records")})
+        return
+    print_table("leave-one-task-out predictions", table.to_dict("records"))
+    stdout.print(f"{100 * level:.0f}% intervals cover {int(table['covered'].sum())} of {len(table)} held-out cells; "
+                 f"MAPE {mape:.1f}%; {folds_passed} of {folds} folds passed the diagnostics gate")
 
 
 @app.command("report")
@@ -544,9 +587,11 @@ def report_command(
     """Render a report to one self-contained HTML file (Quarto if installed, else Jupyter)."""
     import shutil
 
-    from specsim.report import parse_params, render_report
+    from specsim.report import find_report, parse_params, render_report
 
     params = parse_params(param or [])
+    find_report(name)
+    check_output_dir(out, "--out")
     with stderr.status(f"rendering {name} ({'quarto' if shutil.which('quarto') else 'jupyter kernel'})"):
         path = render_report(name, params, out)
     if json_output:
@@ -562,41 +607,71 @@ _REFERENCE_TRACES = Path("data/traces/reference")
 def demo_command(
     traces_dir: Path = typer.Option(_REFERENCE_TRACES, "--traces", help="Trace directory."),
     out: Path = typer.Option(Path("out/demo"), help="Folder for the posterior and the report."),
-    draws: int = typer.Option(1000, help="Posterior draws per chain."),
+    draws: int = typer.Option(1000, help="Posterior draws per chain.", min=1, max=100_000),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """The main job: check the shipped traces, summarise, validate the simulator, fit, report."""
+    from specsim import workflow
     from specsim.report import render_report
-    from specsim.simulate.whatif import validate_against_measured
     from specsim.traces import read_traces, summarize
 
-    stdout.rule("specsim demo")
+    check_output_dir(out, "--out")
     traces = read_traces(traces_dir)
-    stdout.print(f"traces {traces_dir}: valid, {len(traces.sequences)} sequences, {len(traces.tokens)} drafted "
-                 f"tokens, run(s) {', '.join(sorted(traces.runs))}")
     greedy = traces.sequences[traces.sequences["temperature"] == 0]
     summary = summarize(traces.steps[traces.steps["temperature"] == 0], greedy)
-    print_table("greedy acceptance and measured speed-up", summary.to_dict("records"), [
-        "task", "drafter", "gamma", "sequences", "acceptance_rate", "acceptance_length_with_bonus",
-        "measured_speedup"])
-    validation = validate_against_measured(traces.tokens, traces.steps, traces.sequences)
-    stdout.print(f"simulator vs measured speed-up: mean absolute percentage error "
-                 f"{validation['error_pct'].abs().mean():.2f}% over {len(validation)} cells")
-    out.mkdir(parents=True, exist_ok=True)
+    validation = workflow.validate(traces)
+    if not json_output:
+        stdout.rule("specsim demo")
+        stdout.print(f"traces {traces_dir}: valid, {len(traces.sequences)} sequences, {len(traces.tokens)} drafted "
+                     f"tokens, run(s) {', '.join(sorted(traces.runs))}")
+        print_table("greedy acceptance and measured speed-up", summary.to_dict("records"), [
+            "task", "drafter", "gamma", "sequences", "acceptance_rate", "acceptance_length_with_bonus",
+            "measured_speedup"])
+        stdout.print(f"simulator vs measured speed-up: mean absolute percentage error {validation.mape:.2f}% over "
+                     f"{len(validation.cells)} cells (largest drafter x temperature x gamma bias "
+                     f"{validation.worst_group_bias:.2f}%)")
     posterior = out / "posterior.nc"
-    fit_command(traces_dir, posterior, 0.0, draws, draws, 4, 0, "nutpie", 0.95, True, False)
+    with stderr.status("sampling the hierarchical model (compiles first)"):
+        outcome = workflow.fit(traces, draws=draws, tune=draws)
+    outcome.result.save(posterior)
+    if not json_output:
+        print_table("posterior (logit scale)", outcome.to_dict()["posterior"])
+    if not outcome.result.diagnostics["passed"]:
+        stderr.print("warning: sampler diagnostics failed: " + "; ".join(outcome.result.diagnostics["warnings"]),
+                     markup=False)
     with stderr.status("rendering the main report"):
         html = render_report("main", {"traces": str(traces_dir), "posterior": str(posterior)}, out)
+    if json_output:
+        print_json({"traces": str(traces_dir), "sequences": len(traces.sequences), "drafted": len(traces.tokens),
+                    "summary": summary.to_dict("records"), "simulator_mape": validation.mape,
+                    "simulator_worst_group_bias": validation.worst_group_bias, "posterior": str(posterior),
+                    "fit": outcome.to_dict(), "report": str(html.resolve())})
+        return
     stdout.print(f"report: {html.resolve()}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``specsim`` console script; returns the exit code."""
+    try:  # typer >= 0.20 vendors click as typer._click; older releases use click itself
+        from typer._click import exceptions as click_errors
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click import exceptions as click_errors
+
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = "--debug" in args
     try:
-        app(args=args, prog_name="specsim", standalone_mode=True)
+        code = app(args=args, prog_name="specsim", standalone_mode=False)
+        return int(code) if isinstance(code, int) else 0
     except SystemExit as exit_:
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
+    except click_errors.NoArgsIsHelpError as error:
+        stdout.print(error.format_message(), markup=False, highlight=False)
+        return 2
+    except click_errors.ClickException as error:
+        # Usage errors in one line (click's own output is a usage block plus a hint).
+        message = " ".join(error.format_message().split())
+        stderr.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+        return 2
     except InputError as error:
         if _state["debug"]:
             raise

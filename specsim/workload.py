@@ -1,21 +1,88 @@
-"""Reading a workload's lengths from a file (the I/O edge of :mod:`specsim.lengths`)."""
+"""Workloads: the prompt and output lengths a prediction is made for (the I/O edge of
+:mod:`specsim.lengths`).
+
+A workload is named by a source string: a lengths file (``.csv``, ``.parquet``, ``.jsonl`` with
+``prompt_len`` and ``output_len`` columns) or a task of a trace directory's sequences table.
+:func:`resolve_workload` is the one place that turns such a string into lengths, for the CLI,
+the workflow verbs and the reports alike.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from specsim.errors import InputError
+from specsim.lengths import length_table
+from specsim.traces.select import select
 
-__all__ = ["LENGTH_FILE_SUFFIXES", "is_lengths_file", "read_lengths_file"]
+__all__ = ["LENGTH_FILE_SUFFIXES", "MAX_OUTPUT_LEN", "Workload", "is_lengths_file", "read_lengths_file",
+           "resolve_workload"]
 
 LENGTH_FILE_SUFFIXES = (".csv", ".parquet", ".jsonl")
+#: Longest prompt plus output a workload may ask about (tokens); the exact simulator's memory
+#: and time grow linearly with it.
+MAX_OUTPUT_LEN = 1_000_000
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Lengths of the sequences of a workload.
+
+    Attributes
+    ----------
+    prompt_lengths, output_lengths : numpy.ndarray, shape (n_sequences,)
+        Integer token counts (prompt >= 0, output >= 1).
+    name : str
+        What the user gave (a file path or a task name).
+    kind : {"file", "task"}
+        Where the lengths came from.
+    """
+
+    prompt_lengths: np.ndarray
+    output_lengths: np.ndarray
+    name: str
+    kind: str
+
+    @property
+    def total_lengths(self) -> np.ndarray:
+        """Prompt plus output length of each sequence."""
+        return self.prompt_lengths + self.output_lengths
+
+    def describe(self) -> dict:
+        """Size and length quantiles, for JSON output."""
+        return {"workload": self.name, "workload_kind": self.kind, "n_sequences": int(len(self.output_lengths)),
+                "prompt_len_median": float(np.median(self.prompt_lengths)),
+                "output_len_median": float(np.median(self.output_lengths)),
+                "total_len_max": int(self.total_lengths.max())}
 
 
 def is_lengths_file(source: str | Path) -> bool:
     """Whether ``source`` names a lengths file (by its suffix) rather than a task."""
     return Path(source).suffix in LENGTH_FILE_SUFFIXES
+
+
+def _validated_lengths(frame: pd.DataFrame, path: Path | str) -> pd.DataFrame:
+    for column in ("prompt_len", "output_len"):
+        if column not in frame.columns:
+            raise InputError("missing column", path=path, field=column)
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(values) | (values != np.round(values))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise InputError(f"row {row + 1}: {frame[column].iloc[row]!r} is not a whole number of tokens", path=path,
+                             field=column)
+        frame[column] = values.astype(np.int64)
+    if frame.empty:
+        raise InputError("no rows", path=path, field="output_len")
+    if (frame["output_len"] < 1).any() or (frame["prompt_len"] < 0).any():
+        raise InputError("need output_len >= 1 and prompt_len >= 0 in every row", path=path, field="output_len")
+    if (frame["prompt_len"] + frame["output_len"]).max() > MAX_OUTPUT_LEN:
+        raise InputError(f"lengths above {MAX_OUTPUT_LEN} tokens are not supported", path=path, field="output_len")
+    return frame
 
 
 def read_lengths_file(path: str | Path) -> pd.DataFrame:
@@ -24,7 +91,8 @@ def read_lengths_file(path: str | Path) -> pd.DataFrame:
     Raises
     ------
     specsim.errors.InputError
-        Missing or unreadable file, missing column, no rows, or lengths out of range.
+        Missing or unreadable file, missing column, no rows, non-integer, non-finite or
+        out-of-range lengths.
     """
     path = Path(path)
     if not path.is_file():
@@ -35,11 +103,35 @@ def read_lengths_file(path: str | Path) -> pd.DataFrame:
         raise InputError(f"lengths files end in {', '.join(LENGTH_FILE_SUFFIXES)}", path=path)
     try:
         frame = readers[path.suffix](path)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, UnicodeDecodeError) as error:
         raise InputError(f"cannot read lengths ({str(error).splitlines()[0]})", path=path) from None
-    for column in ("prompt_len", "output_len"):
-        if column not in frame.columns:
-            raise InputError("missing column", path=path, field=column)
-    if frame.empty or (frame["output_len"] < 1).any() or (frame["prompt_len"] < 0).any():
-        raise InputError("need rows with output_len >= 1 and prompt_len >= 0", path=path, field="output_len")
-    return frame
+    return _validated_lengths(frame, path)
+
+
+def resolve_workload(source: str, sequences: pd.DataFrame | None = None, *, temperature: float | None = None,
+                     option: str = "--workload") -> Workload:
+    """The workload named by ``source``: a lengths file, or a task of ``sequences``.
+
+    Parameters
+    ----------
+    source : str
+        A lengths file path (by suffix) or a task name.
+    sequences : pandas.DataFrame, optional
+        Sequences table whose tasks may be named.
+    temperature : float, optional
+        Only sequences at this temperature (a task's lengths differ under sampling).
+    option : str
+        The command-line option that gave ``source`` (named in errors).
+    """
+    if is_lengths_file(source):
+        frame = read_lengths_file(source)
+        return Workload(frame["prompt_len"].to_numpy(), frame["output_len"].to_numpy(), str(source), "file")
+    if sequences is None:
+        raise InputError(f"{source!r} is not a lengths file (.csv, .parquet, .jsonl)", field=option)
+    rows = select(sequences, task=source, temperature=temperature)
+    if rows.empty:
+        tasks = sorted(sequences["task"].unique())
+        raise InputError(f"no task {source!r} in the traces (tasks: {', '.join(tasks)}) and not a lengths file "
+                         "(.csv, .parquet, .jsonl)", field=option)
+    table = length_table(rows)
+    return Workload(table["prompt_len"].to_numpy(), table["output_len"].to_numpy(), source, "task")

@@ -159,6 +159,10 @@ def test_yaml_config(tmp_path, tiny_models):
     path.write_text("target: x\nbogus: 1\n")
     with pytest.raises(InputError, match="unknown option"):
         load_config_file(path)
+    # `record: false` once wrote no traces yet counted the prompt as done: it is no option any more.
+    path.write_text("target: x\nrecord: false\n")
+    with pytest.raises(InputError, match=r"unknown option\(s\) \['record'\]"):
+        load_config_file(path)
 
 
 def _collect_command(tiny_models, prompts, out, extra=()):

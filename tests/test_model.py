@@ -9,8 +9,7 @@ import pytest
 from specsim.cli import main
 from specsim.model import ModelOptions, aggregate_counts, fit_baseline, fit_model, load_posterior, predict_speedup
 from specsim.model.calibration import simulation_based_calibration
-from specsim.model.predict import posterior_from_idata
-from specsim.model.synthetic import synthetic_counts
+from specsim.model.synthetic_counts import synthetic_counts
 from tests.conftest import TRUE_COST
 
 MAIN_EFFECTS = ("intercept", "b_finetuned", "b_interaction")
@@ -46,7 +45,7 @@ def test_baseline_glm_agrees_in_sign(recovery_fit):
 
 def test_prediction_interval_and_direction(recovery_fit):
     counts, truth, result = recovery_fit
-    posterior = posterior_from_idata(result.idata, result.metadata)
+    posterior = result.posterior()
     lengths = np.full(30, 120), np.full(30, 80)
     near = predict_speedup(posterior, TRUE_COST, 4, *lengths, finetuned=True, divergence=0.05, rng=0)
     far = predict_speedup(posterior, TRUE_COST, 4, *lengths, finetuned=True, divergence=0.8, rng=0)
@@ -84,13 +83,13 @@ def test_cli_fit_and_predict(two_kind_traces, tmp_path, capsys):
     assert payload["sampler"] == "nutpie" and out.exists()
     assert {row["term"] for row in payload["baseline_glm"]} >= {"intercept", "b_finetuned", "b_interaction"}
     posterior = load_posterior(out)
-    assert posterior.metadata["tasks"] == ["long", "mid", "short"]
+    assert posterior.metadata.tasks == ["long", "mid", "short"]
     lengths = tmp_path / "workload.csv"
     pd.DataFrame({"prompt_len": [300, 500], "output_len": [80, 100]}).to_csv(lengths, index=False)
     assert main(["predict", str(out), "--workload", str(lengths), "--drafter", "ft-short", "--drafter-kind",
                  "finetuned", "--gamma", "3", "--json"]) == 0
     prediction = json.loads(capsys.readouterr().out)
-    assert prediction["speedup_low"] <= prediction["speedup_mean"] <= prediction["speedup_high"]
+    assert prediction["speedup_low"] <= prediction["speedup"] <= prediction["speedup_high"]
     assert main(["predict", str(out), "--workload", "mid", "--drafter-kind", "generic", "--json"]) == 0
     capsys.readouterr()
     assert main(["predict", str(tmp_path / "missing.nc"), "--workload", "mid"]) == 2
@@ -105,3 +104,43 @@ def test_build_model_without_divergence_terms():
     model = build_model(counts, ModelOptions(divergence_terms=False, overdispersion=False))
     names = {v.name for v in model.free_RVs}
     assert "b_divergence" not in names and "kappa" not in names and "b_finetuned" in names
+
+
+def test_prediction_reproduces_the_fitted_cell_acceptance(recovery_fit):
+    # The one linear predictor: acceptance_draws for a fitted task and drafter must equal the
+    # model's own "acceptance" deterministic for that cell, draw by draw.
+    from specsim.model.predict import acceptance_draws
+
+    counts, _, result = recovery_fit
+    posterior = result.posterior()
+    fitted = result.idata.posterior["acceptance"].values.reshape(posterior.n_draws, -1)
+    cells = counts.cells
+    for row in cells.sample(12, random_state=0).itertuples():
+        rates = acceptance_draws(posterior, finetuned=bool(row.finetuned), divergence=row.divergence, task=row.task,
+                                 drafter=row.drafter, rng=0)
+        np.testing.assert_allclose(rates[:, row.draft_index, row.position_bin], fitted[:, row.Index], rtol=1e-9)
+
+
+def test_posterior_file_round_trip_and_refusals(recovery_fit, tmp_path):
+    from specsim.errors import InputError
+
+    _, _, result = recovery_fit
+    path = result.save(tmp_path / "p.nc")
+    loaded = load_posterior(path)
+    assert loaded.metadata == result.metadata
+    np.testing.assert_array_equal(loaded.draws["intercept"], result.posterior().draws["intercept"])
+    # A NetCDF file from another tool, and a specsim file of another version, are refused clearly.
+    import arviz as az
+
+    foreign = az.from_dict(posterior={"x": np.zeros((1, 5))})
+    foreign.to_netcdf(str(tmp_path / "foreign.nc"))
+    with pytest.raises(InputError, match="no specsim metadata"):
+        load_posterior(tmp_path / "foreign.nc")
+    (tmp_path / "junk.nc").write_bytes(b"not a netcdf file")
+    with pytest.raises(InputError, match="not a readable posterior"):
+        load_posterior(tmp_path / "junk.nc")
+    old = result.idata.copy()
+    old.posterior.attrs["specsim_metadata"] = result.metadata.to_json().replace('"version": 2', '"version": 1')
+    old.to_netcdf(str(tmp_path / "old.nc"))
+    with pytest.raises(InputError, match="version 1"):
+        load_posterior(tmp_path / "old.nc")

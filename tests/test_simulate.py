@@ -20,8 +20,9 @@ from specsim.simulate.analytic import (
 from specsim.simulate.cost import leviathan_cost_model
 from specsim.simulate.exact import accepted_count_probabilities, expected_workload, step_start_probabilities
 from specsim.simulate.montecarlo import simulate_workload
-from specsim.simulate.replay import bootstrap_ratio, replay_speedup
-from specsim.simulate.whatif import validate_against_measured, what_if
+from specsim.simulate.validation import validate_against_measured
+from specsim.simulate.whatif import what_if
+from specsim.traces.metrics import bootstrap_ratio, measured_speedup_interval
 from tests.conftest import TRUE_COST, small_workloads
 
 FALLING = AcceptanceProfile(np.array([[0.85, 0.6, 0.5], [0.75, 0.55, 0.45], [0.7, 0.5, 0.4], [0.6, 0.45, 0.35]]),
@@ -155,7 +156,7 @@ def test_bootstrap_ratio_interval_covers_estimate():
 
 
 def test_replay_and_whatif_on_synthetic(synthetic_tables):
-    interval = replay_speedup(synthetic_tables["sequences"], rng=0)
+    interval = measured_speedup_interval(synthetic_tables["sequences"], rng=0)
     assert interval.low <= interval.estimate <= interval.high
     tokens = synthetic_tables["tokens"]
     code = tokens[tokens["task"] == "code"]

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from specsim.lengths import length_quantiles, length_table
-from specsim.simulate.replay import bootstrap_ratio, replay_speedup
-from specsim.simulate.whatif import select
 from specsim.traces import read_traces, summarize
+from specsim.traces.metrics import bootstrap_ratio, measured_speedup_interval
+from specsim.traces.select import select
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,8 +70,9 @@ def main() -> None:
             cell_steps = select(steps, task=row["task"], drafter=row["drafter"], gamma=row["gamma"])
             per_sequence = cell_steps.groupby("prompt_id")[["n_accepted", "n_drafted"]].sum()
             acceptance = bootstrap_ratio(per_sequence["n_accepted"], per_sequence["n_drafted"], rng=0)
-            speed = replay_speedup(select(sequences, task=row["task"], drafter=row["drafter"], gamma=row["gamma"]),
-                                   rng=0)
+            speed = measured_speedup_interval(
+                select(sequences, task=row["task"], drafter=row["drafter"], gamma=row["gamma"]),
+                rng=0)
             rows.append({"task": row["task"], "drafter": row["drafter"], "gamma": int(row["gamma"]),
                          "sequences": int(row["sequences"]), "drafted": int(row["drafted"]),
                          "acceptance": row["acceptance_rate"],

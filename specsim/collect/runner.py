@@ -10,13 +10,14 @@ launch`` (or ``torchrun``) each process takes the prompts ``i`` with
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import platform
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,6 @@ class CollectConfig:
     device: str = "cpu"
     limit: int | None = None
     trust_remote_code: bool = False
-    record: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -137,7 +137,7 @@ class CollectConfig:
     def defining_fields(self) -> dict[str, Any]:
         """The fields that define results (everything but placement and bounds)."""
         values = asdict(self)
-        for placement in ("out", "device", "limit", "record"):
+        for placement in ("out", "device", "limit"):
             values.pop(placement)
         values["prompts"] = prompts_digest(self.prompts)
         return values
@@ -237,6 +237,103 @@ def library_versions() -> dict[str, str]:
     return found
 
 
+@dataclass
+class _Models:
+    """The loaded target and drafters of a run."""
+
+    target: Any
+    target_lm: Any
+    drafters: dict[str, tuple[DrafterSpec, Any, Any]]
+    eos_ids: frozenset[int]
+
+
+def _load_models(config: CollectConfig, device: str) -> _Models:
+    from specsim.collect.decoding import CachedLM, ModelDrafter
+    from specsim.collect.models import check_same_vocabulary, load_model
+
+    target = load_model(config.target, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
+    drafters = {}
+    for spec in config.drafters:
+        loaded = load_model(spec.model, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
+        check_same_vocabulary(target, loaded, spec.name)
+        drafters[spec.name] = (spec, ModelDrafter(loaded.model), loaded)
+    return _Models(target, CachedLM(target.model), drafters, _eos_ids(target))
+
+
+def _run_metadata(config: CollectConfig, run_id: str, models: _Models, world: int) -> dict[str, Any]:
+    import torch
+
+    device = models.target_lm.device
+    return {
+        "run_id": run_id, "schema_version": SCHEMA_VERSION, "config": config.defining_fields(),
+        "command_config": asdict(config), "target": models.target.info.to_dict(),
+        "drafters": {name: {**asdict(spec), **loaded.info.to_dict()} for name, (spec, _, loaded) in
+                     models.drafters.items()},
+        "device": str(device),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else platform.processor() or platform.machine()),
+        "torch_threads": torch.get_num_threads(), "world_size": world,
+        "versions": library_versions(), "python": platform.python_version(), "platform": platform.platform(),
+        "eos_token_ids": sorted(models.eos_ids),
+    }
+
+
+def _warm_up(models: _Models, prompt_ids: list[int]) -> None:
+    """One untimed decode so that first-call allocations do not land in the first prompt's timings."""
+    from specsim.collect.decoding import Warp, autoregressive_decode, make_schedule, speculative_decode
+
+    first_drafter = next(iter(models.drafters.values()))[1]
+    speculative_decode(models.target_lm, first_drafter, prompt_ids[:32], schedule=make_schedule("constant", 2),
+                       warp=Warp(), max_new_tokens=4, eos_ids=models.eos_ids)
+    autoregressive_decode(models.target_lm, prompt_ids[:32], warp=Warp(), max_new_tokens=4, eos_ids=models.eos_ids)
+
+
+def _decode_prompt(config: CollectConfig, run_id: str, models: _Models, prompt: Prompt
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Every temperature x drafter x gamma of one prompt (with its baseline): tokens, steps, sequences."""
+    import torch
+
+    from specsim.collect.decoding import Warp, autoregressive_decode, make_schedule, speculative_decode
+
+    prompt_ids = encode_prompt(models.target.tokenizer, prompt)
+    device = models.target_lm.device
+    token_frames, step_frames, sequence_rows = [], [], []
+    for temperature in config.temperatures:
+        warp = Warp(temperature=temperature, top_p=config.top_p)
+        baseline = None
+        if config.baseline:
+            generator = torch.Generator(device=device).manual_seed(
+                _sequence_seed(config.seed, prompt.prompt_id, "baseline", temperature))
+            baseline = autoregressive_decode(models.target_lm, prompt_ids, warp=warp,
+                                             max_new_tokens=config.max_new_tokens, eos_ids=models.eos_ids,
+                                             generator=generator)
+        for (name, (spec, drafter, _)), gamma in itertools.product(models.drafters.items(), config.gammas):
+            generator = torch.Generator(device=device).manual_seed(
+                _sequence_seed(config.seed, prompt.prompt_id, name, gamma, temperature))
+            result = speculative_decode(models.target_lm, drafter, prompt_ids,
+                                        schedule=make_schedule(config.schedule, gamma), warp=warp,
+                                        max_new_tokens=config.max_new_tokens, eos_ids=models.eos_ids,
+                                        generator=generator)
+            keys = {"run_id": run_id, "prompt_id": prompt.prompt_id, "task": prompt.task, "dataset": prompt.dataset,
+                    "target": config.target, "drafter": name, "drafter_kind": spec.kind,
+                    "drafter_trained_on": spec.trained_on, "temperature": float(temperature), "gamma": int(gamma),
+                    "schedule": config.schedule}
+            steps = pd.DataFrame(result.steps)
+            steps.insert(0, "step", np.arange(len(steps), dtype=np.int32))
+            tokens = pd.DataFrame(result.tokens)
+            step_frames.append(steps.assign(**keys))
+            token_frames.append(tokens.assign(**keys))
+            sequence_rows.append({
+                **keys, "prompt_len": len(prompt_ids), "output_len": len(result.output_ids), "n_steps": len(steps),
+                "finish_reason": result.finish_reason, "spec_wall_s": result.wall_s,
+                "baseline_wall_s": baseline.wall_s if baseline else None,
+                "baseline_tokens": len(baseline.output_ids) if baseline else None,
+                "output_token_ids": list(result.output_ids),
+            })
+    return (pd.concat(token_frames, ignore_index=True), pd.concat(step_frames, ignore_index=True),
+            pd.DataFrame(sequence_rows))
+
+
 def collect(
     config: CollectConfig,
     *,
@@ -257,16 +354,9 @@ def collect(
         ``run_id``, ``out``, ``prompts_total`` (this process), ``prompts_done`` (written
         now), ``prompts_skipped`` (already written) and ``wall_s``.
     """
-    import torch
-
-    from specsim.collect.decoding import CachedLM, ModelDrafter, Warp, autoregressive_decode, make_schedule
-    from specsim.collect.models import check_same_vocabulary, load_model
-
     started = time.perf_counter()
     rank, world, local_rank = _distributed_rank()
-    device = config.device
-    if device == "cuda" and world > 1:
-        device = f"cuda:{local_rank}"
+    device = f"cuda:{local_rank}" if config.device == "cuda" and world > 1 else config.device
     prompts: Sequence[Prompt] = load_prompts(config.prompts)
     if config.limit is not None:
         prompts = prompts[: config.limit]
@@ -276,98 +366,17 @@ def collect(
     mine = [(i, p) for i, p in enumerate(prompts) if shard_of((rank, world), i)]
     shard_names = {i: f"{run_id}-{i:05d}-{_safe(p.prompt_id)}" for i, p in mine}
     todo = [(i, p) for i, p in mine if shard_names[i] not in done]
-    summary = {"run_id": run_id, "out": str(config.out), "prompts_total": len(mine),
-               "prompts_skipped": len(mine) - len(todo), "prompts_done": 0}
-    if not todo:
-        summary["wall_s"] = time.perf_counter() - started
-        return summary
-
-    target = load_model(config.target, dtype=config.dtype, device=device,
-                        trust_remote_code=config.trust_remote_code)
-    drafters = {}
-    for spec in config.drafters:
-        loaded = load_model(spec.model, dtype=config.dtype, device=device,
-                            trust_remote_code=config.trust_remote_code)
-        check_same_vocabulary(target, loaded, spec.name)
-        drafters[spec.name] = (spec, ModelDrafter(loaded.model), loaded)
-    target_lm = CachedLM(target.model)
-    eos_ids = _eos_ids(target)
-    if rank == 0:
-        writer.write_run_metadata(run_id, {
-            "run_id": run_id, "schema_version": SCHEMA_VERSION, "config": config.defining_fields(),
-            "command_config": asdict(config), "target": target.info.to_dict(),
-            "drafters": {name: {**asdict(spec), **loaded.info.to_dict()} for name, (spec, _, loaded) in
-                         drafters.items()},
-            "device": str(target_lm.device), "device_name": (
-                torch.cuda.get_device_name(target_lm.device) if target_lm.device.type == "cuda"
-                else platform.processor() or platform.machine()),
-            "torch_threads": torch.get_num_threads(), "world_size": world,
-            "versions": library_versions(), "python": platform.python_version(), "platform": platform.platform(),
-            "eos_token_ids": sorted(eos_ids),
-        })
-
-    # One untimed decode so that first-call allocations do not land in the first prompt's timings.
-    warm_ids = encode_prompt(target.tokenizer, todo[0][1])[:32]
-    first_drafter = next(iter(drafters.values()))[1]
-    from specsim.collect.decoding import speculative_decode
-
-    speculative_decode(target_lm, first_drafter, warm_ids, schedule=make_schedule("constant", 2), warp=Warp(),
-                       max_new_tokens=4, eos_ids=eos_ids)
-    autoregressive_decode(target_lm, warm_ids, warp=Warp(), max_new_tokens=4, eos_ids=eos_ids)
-
-    for count, (index, prompt) in enumerate(todo, start=1):
-        prompt_ids = encode_prompt(target.tokenizer, prompt)
-        token_frames, step_frames, sequence_rows = [], [], []
-        for temperature in config.temperatures:
-            warp = Warp(temperature=temperature, top_p=config.top_p)
-            baseline = None
-            if config.baseline:
-                generator = torch.Generator(device=target_lm.device).manual_seed(
-                    _sequence_seed(config.seed, prompt.prompt_id, "baseline", temperature))
-                baseline = autoregressive_decode(target_lm, prompt_ids, warp=warp,
-                                                 max_new_tokens=config.max_new_tokens, eos_ids=eos_ids,
-                                                 generator=generator)
-            for name, (spec, drafter, _) in drafters.items():
-                for gamma in config.gammas:
-                    generator = torch.Generator(device=target_lm.device).manual_seed(
-                        _sequence_seed(config.seed, prompt.prompt_id, name, gamma, temperature))
-                    result = speculative_decode(
-                        target_lm, drafter, prompt_ids, schedule=make_schedule(config.schedule, gamma), warp=warp,
-                        max_new_tokens=config.max_new_tokens, eos_ids=eos_ids, generator=generator,
-                        record=config.record,
-                    )
-                    keys = {
-                        "run_id": run_id, "prompt_id": prompt.prompt_id, "task": prompt.task,
-                        "dataset": prompt.dataset, "target": config.target, "drafter": name,
-                        "drafter_kind": spec.kind, "drafter_trained_on": spec.trained_on,
-                        "temperature": float(temperature), "gamma": int(gamma), "schedule": config.schedule,
-                    }
-                    steps = pd.DataFrame(result.steps)
-                    steps.insert(0, "step", np.arange(len(steps), dtype=np.int32))
-                    tokens = pd.DataFrame(result.tokens) if config.record else pd.DataFrame()
-                    for frame in (steps, tokens):
-                        for key, value in keys.items():
-                            frame[key] = value
-                    step_frames.append(steps)
-                    token_frames.append(tokens)
-                    sequence_rows.append({
-                        **keys, "prompt_len": len(prompt_ids), "output_len": len(result.output_ids),
-                        "n_steps": len(steps), "finish_reason": result.finish_reason,
-                        "spec_wall_s": result.wall_s,
-                        "baseline_wall_s": baseline.wall_s if baseline else None,
-                        "baseline_tokens": len(baseline.output_ids) if baseline else None,
-                        "output_token_ids": list(result.output_ids),
-                    })
-        if config.record:
-            writer.write_shard(shard_names[index], pd.concat(token_frames, ignore_index=True),
-                               pd.concat(step_frames, ignore_index=True), pd.DataFrame(sequence_rows))
-        summary["prompts_done"] += 1
-        if progress is not None:
-            progress(count, len(todo), prompt.prompt_id)
+    summary: dict[str, Any] = {"run_id": run_id, "out": str(config.out), "prompts_total": len(mine),
+                               "prompts_skipped": len(mine) - len(todo), "prompts_done": 0}
+    if todo:
+        models = _load_models(config, device)
+        if rank == 0:
+            writer.write_run_metadata(run_id, _run_metadata(config, run_id, models, world))
+        _warm_up(models, encode_prompt(models.target.tokenizer, todo[0][1]))
+        for count, (index, prompt) in enumerate(todo, start=1):
+            writer.write_shard(shard_names[index], *_decode_prompt(config, run_id, models, prompt))
+            summary["prompts_done"] += 1
+            if progress is not None:
+                progress(count, len(todo), prompt.prompt_id)
     summary["wall_s"] = time.perf_counter() - started
     return summary
-
-
-def with_overrides(config: CollectConfig, **changes: Any) -> CollectConfig:
-    """A copy of ``config`` with some fields changed (validated again)."""
-    return replace(config, **changes)

@@ -3,10 +3,11 @@
 Importing this package does not import PyMC; :func:`fit_model` and :func:`build_model` do.
 """
 
+from specsim.model.artifact import Posterior, PosteriorMetadata, load_posterior, save_posterior
 from specsim.model.baseline import fit_baseline
 from specsim.model.data import AcceptanceCounts, aggregate_counts
 from specsim.model.hierarchical import FitResult, ModelOptions, build_model, diagnose, fit_model
-from specsim.model.predict import Posterior, SpeedupPrediction, load_posterior, predict_speedup
+from specsim.model.predict import SpeedupPrediction, predict_speedup
 
 __all__ = [
     "AcceptanceCounts",
@@ -18,6 +19,8 @@ __all__ = [
     "diagnose",
     "fit_model",
     "Posterior",
+    "PosteriorMetadata",
+    "save_posterior",
     "SpeedupPrediction",
     "load_posterior",
     "predict_speedup",

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from specsim.model.data import AcceptanceCounts
+from specsim.model.spec import centred
 
 __all__ = ["fit_baseline", "BASELINE_TERMS"]
 
@@ -26,10 +27,8 @@ def _design(counts: AcceptanceCounts, divergence_terms: bool) -> pd.DataFrame:
     if divergence_terms:
         columns["b_divergence"] = cells["divergence"].to_numpy(float)
         columns["b_interaction"] = finetuned * cells["divergence"].to_numpy(float)
-    index_centre = (counts.n_draft_index - 1) / 2
-    bin_centre = (counts.n_position_bins - 1) / 2
-    columns["b_index_finetuned"] = finetuned * (cells["draft_index"].to_numpy() - index_centre)
-    columns["b_position_finetuned"] = finetuned * (cells["position_bin"].to_numpy() - bin_centre)
+    columns["b_index_finetuned"] = finetuned * centred(cells["draft_index"].to_numpy(), counts.n_draft_index)
+    columns["b_position_finetuned"] = finetuned * centred(cells["position_bin"].to_numpy(), counts.n_position_bins)
     for index in range(1, counts.n_draft_index):
         columns[f"index_effect[{index}]"] = (cells["draft_index"].to_numpy() == index).astype(float)
     for position in range(1, counts.n_position_bins):

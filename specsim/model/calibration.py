@@ -12,16 +12,26 @@ by a chi-square test on the rank histogram per parameter.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.special import expit
 
-__all__ = ["SBCResult", "REDUCED_PRIORS", "simulation_based_calibration"]
+from specsim.model.spec import PRIORS, linear_predictor
 
-#: Prior standard deviations of the reduced model (as in the full model).
-REDUCED_PRIORS = {"intercept": 1.5, "b_finetuned": 1.0, "b_divergence": 2.0, "b_interaction": 2.0}
+__all__ = ["SBCResult", "REDUCED_PARAMETERS", "simulation_based_calibration"]
+
+#: Parameters of the reduced model; their priors are the full model's (:data:`specsim.model.spec.PRIORS`).
+REDUCED_PARAMETERS = ("intercept", "b_finetuned", "b_divergence", "b_interaction")
+
+
+def _reduced_predictor(parameters: dict, design: dict, zeros: Any) -> Any:
+    """The full model's linear predictor with every effect but the reduced model's at zero."""
+    full = {**parameters, "b_index_finetuned": 0.0, "b_position_finetuned": 0.0, "index_effect": zeros,
+            "position_effect": zeros, "task_effect": zeros, "drafter_effect": zeros}
+    return linear_predictor(full, design, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -67,38 +77,39 @@ def simulation_based_calibration(
     """
     import nutpie
     import pymc as pm
+    import pytensor.tensor as pt
 
     rng = np.random.default_rng(seed)
     design = _design(n_cells, rng)
+    cell_codes = {name: np.zeros(n_cells, dtype=int) for name in ("draft_index", "position_bin", "task", "drafter")}
     with pm.Model() as model:
         finetuned = pm.Data("finetuned", design["finetuned"].to_numpy())
         divergence = pm.Data("divergence", design["divergence"].to_numpy())
         observed = pm.Data("observed", np.zeros(n_cells, dtype=np.int64))
-        coefficients = {name: pm.Normal(name, 0.0, sd) for name, sd in REDUCED_PRIORS.items()}
-        eta = (coefficients["intercept"] + coefficients["b_finetuned"] * finetuned
-               + coefficients["b_divergence"] * divergence + coefficients["b_interaction"] * finetuned * divergence)
+        coefficients = {name: PRIORS[name].pymc(name) for name in REDUCED_PARAMETERS}
+        eta = _reduced_predictor(coefficients, {**cell_codes, "finetuned": finetuned, "divergence": divergence},
+                                 pt.zeros(1))
         pm.Binomial("accepted", n=design["evaluated"].to_numpy(), p=pm.math.invlogit(eta), observed=observed)
     compiled = nutpie.compile_pymc_model(model)
     draws_per_chain = 500
     keep = np.linspace(0, 2 * draws_per_chain - 1, n_ranks - 1).astype(int)
     rows = []
     for _ in range(n_simulations):
-        truth = {name: rng.normal(0.0, sd) for name, sd in REDUCED_PRIORS.items()}
-        eta = (truth["intercept"] + truth["b_finetuned"] * design["finetuned"]
-               + truth["b_divergence"] * design["divergence"]
-               + truth["b_interaction"] * design["finetuned"] * design["divergence"])
-        counts = rng.binomial(design["evaluated"].to_numpy(), expit(eta.to_numpy()))
+        truth = {name: float(PRIORS[name].draw(rng)) for name in REDUCED_PARAMETERS}
+        eta = _reduced_predictor(truth, {**cell_codes, "finetuned": design["finetuned"].to_numpy(),
+                                         "divergence": design["divergence"].to_numpy()}, np.zeros(1))
+        counts = rng.binomial(design["evaluated"].to_numpy(), expit(eta))
         trace = nutpie.sample(compiled.with_data(observed=counts), draws=draws_per_chain, tune=300, chains=2,
                               seed=int(rng.integers(2**31)), progress_bar=False)
         ranks = {}
-        for name in REDUCED_PRIORS:
+        for name in REDUCED_PARAMETERS:
             posterior = trace.posterior[name].values.reshape(-1)
             # Thinning to nearly independent draws keeps the ranks' histogram valid.
             ranks[name] = int(np.sum(posterior[keep] < truth[name]))
         rows.append(ranks)
     ranks = pd.DataFrame(rows)
     p_values = {}
-    for name in REDUCED_PRIORS:
+    for name in REDUCED_PARAMETERS:
         counts_per_bin = np.histogram(ranks[name], np.linspace(0, n_ranks, bins + 1))[0]
         p_values[name] = float(stats.chisquare(counts_per_bin).pvalue)
     return SBCResult(ranks, n_ranks, p_values)

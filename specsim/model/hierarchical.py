@@ -1,42 +1,36 @@
 """Hierarchical model of conditional acceptance: fine-tuning, length divergence, and their interaction.
 
-For cell ``c`` (task ``t``, drafter ``r``, draft index ``i``, position bin ``b``) with
-``n_c`` evaluated and ``y_c`` accepted drafted tokens::
+The linear predictor and the priors are defined once in :mod:`specsim.model.spec`; this
+module turns them into a PyMC model on aggregated counts, samples it and diagnoses the
+sampler. For cell ``c`` with ``n_c`` evaluated and ``y_c`` accepted drafted tokens::
 
-    logit a_c = intercept
-              + b_finetuned * f_r + b_divergence * d_tr + b_interaction * f_r * d_tr
-              + index_effect[i] + b_index_finetuned * f_r * (i - mean i)
-              + position_effect[b] + b_position_finetuned * f_r * (b - mean b)
-              + task_effect[t] + drafter_effect[r]
     y_c ~ BetaBinomial(n_c, a_c * kappa, (1 - a_c) * kappa)     (Binomial without over-dispersion)
 
-``f_r`` is 1 for a fine-tuned drafter, ``d_tr`` the length divergence (Jensen-Shannon of
-total lengths by default, in [0, 1]) between the drafter's training data and the task.
-``index_effect`` and ``position_effect`` are first-order Gaussian random walks pinned at 0
-for the first index and bin; task and drafter effects are non-centred normal random effects.
-
-Priors (logit scale), chosen so that prior predictive acceptance spreads over (0, 1)
-without piling up at the ends (see the report's prior predictive plot):
-intercept ~ N(0, 1.5); b_finetuned ~ N(0, 1); b_divergence, b_interaction ~ N(0, 2);
-random-walk step scales ~ HalfNormal(0.5); b_index_finetuned, b_position_finetuned ~ N(0, 0.5);
-sigma_task ~ HalfNormal(0.5); sigma_drafter ~ Gamma(2, 10) (mean 0.2, zero density at 0,
-so a handful of drafters does not trap NUTS in the funnel at 0); kappa ~ Gamma(2, 0.02) (mean 100).
+with ``logit a_c`` from :func:`specsim.model.spec.linear_predictor`. ``index_effect`` and
+``position_effect`` are first-order Gaussian random walks pinned at 0 for the first index and
+bin; task and drafter effects are non-centred normal random effects.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from specsim.errors import InputError
+from specsim.model.artifact import Posterior, PosteriorMetadata, posterior_from_idata, save_posterior
 from specsim.model.data import AcceptanceCounts
+from specsim.model.spec import FIXED_EFFECTS, PRIORS, SCALE_PARAMETERS, linear_predictor
 
-__all__ = ["ModelOptions", "FitResult", "build_model", "fit_model", "diagnose", "DIAGNOSTIC_THRESHOLDS"]
+__all__ = ["ModelOptions", "FitResult", "build_model", "fit_model", "diagnose", "DIAGNOSTIC_THRESHOLDS",
+           "SUMMARY_PARAMETERS"]
+
+#: Parameters listed by summaries (CLI, reports), in this order.
+SUMMARY_PARAMETERS = (*FIXED_EFFECTS[:4], "divergence_slope_finetuned", *FIXED_EFFECTS[4:], *SCALE_PARAMETERS)
 
 #: Gate on the sampler's output (Vehtari et al. 2021; PyMC and ArviZ conventions).
 DIAGNOSTIC_THRESHOLDS = {"max_r_hat": 1.01, "min_ess_bulk": 400, "min_ess_tail": 400, "max_divergences": 0,
@@ -79,8 +73,6 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
     n_index, n_bins = counts.n_draft_index, counts.n_position_bins
     coords = {"task": counts.tasks, "drafter": counts.drafters, "draft_index": np.arange(n_index),
               "position_bin": np.arange(n_bins), "cell": np.arange(len(cells))}
-    index_centre = (n_index - 1) / 2
-    bin_centre = (n_bins - 1) / 2
     with pm.Model(coords=coords) as model:
         finetuned = pm.Data("finetuned", cells["finetuned"].to_numpy(float), dims="cell")
         divergence = pm.Data("divergence", cells["divergence"].to_numpy(float), dims="cell")
@@ -90,42 +82,38 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
         drafter = pm.Data("drafter_of_cell", cells["drafter_code"].to_numpy(), dims="cell")
         evaluated = pm.Data("evaluated", cells["evaluated"].to_numpy(), dims="cell")
 
-        intercept = pm.Normal("intercept", 0.0, 1.5)
-        b_finetuned = pm.Normal("b_finetuned", 0.0, 1.0)
-        eta = intercept + b_finetuned * finetuned
+        # Variables are created in a fixed order (it fixes the sampler's parameter vector).
+        params: dict[str, Any] = {name: PRIORS[name].pymc(name) for name in ("intercept", "b_finetuned")}
         if options.divergence_terms:
-            b_divergence = pm.Normal("b_divergence", 0.0, 2.0)
-            b_interaction = pm.Normal("b_interaction", 0.0, 2.0)
-            eta = eta + b_divergence * divergence + b_interaction * finetuned * divergence
+            params["b_divergence"] = PRIORS["b_divergence"].pymc("b_divergence")
+            params["b_interaction"] = PRIORS["b_interaction"].pymc("b_interaction")
             # Slope of logit acceptance in divergence for fine-tuned drafters.
-            pm.Deterministic("divergence_slope_finetuned", b_divergence + b_interaction)
+            pm.Deterministic("divergence_slope_finetuned", params["b_divergence"] + params["b_interaction"])
 
-        def random_walk(name: str, size: int) -> Any:
+        def random_walk(name: str, size: int, dim: str) -> Any:
             if size == 1:
-                return pm.Deterministic(name, pt.zeros(1), dims=name.replace("_effect", ""))
-            scale = pm.HalfNormal(f"sigma_{name}", 0.5)
+                return pm.Deterministic(name, pt.zeros(1), dims=dim)
+            scale = PRIORS[f"sigma_{name}"].pymc(f"sigma_{name}")
             steps = pm.Normal(f"{name}_steps", 0.0, 1.0, shape=size - 1)
-            walk = pt.concatenate([pt.zeros(1), pt.cumsum(steps * scale)])
-            return pm.Deterministic(name, walk, dims="draft_index" if name == "index_effect" else "position_bin")
+            return pm.Deterministic(name, pt.concatenate([pt.zeros(1), pt.cumsum(steps * scale)]), dims=dim)
 
-        index_effect = random_walk("index_effect", n_index)
-        position_effect = random_walk("position_effect", n_bins)
-        b_index_finetuned = pm.Normal("b_index_finetuned", 0.0, 0.5)
-        b_position_finetuned = pm.Normal("b_position_finetuned", 0.0, 0.5)
-        sigma_task = pm.HalfNormal("sigma_task", 0.5)
-        task_effect = pm.Deterministic("task_effect", sigma_task * pm.Normal("task_z", 0.0, 1.0, dims="task"),
-                                       dims="task")
-        # Few drafters: a boundary-avoiding prior keeps the sampler out of the funnel at 0.
-        sigma_drafter = pm.Gamma("sigma_drafter", 2.0, 10.0)
-        drafter_effect = pm.Deterministic(
+        params["index_effect"] = random_walk("index_effect", n_index, "draft_index")
+        params["position_effect"] = random_walk("position_effect", n_bins, "position_bin")
+        for name in ("b_index_finetuned", "b_position_finetuned"):
+            params[name] = PRIORS[name].pymc(name)
+        sigma_task = PRIORS["sigma_task"].pymc("sigma_task")
+        params["task_effect"] = pm.Deterministic(
+            "task_effect", sigma_task * pm.Normal("task_z", 0.0, 1.0, dims="task"), dims="task")
+        sigma_drafter = PRIORS["sigma_drafter"].pymc("sigma_drafter")
+        params["drafter_effect"] = pm.Deterministic(
             "drafter_effect", sigma_drafter * pm.Normal("drafter_z", 0.0, 1.0, dims="drafter"), dims="drafter")
-        eta = (eta + index_effect[draft_index] + b_index_finetuned * finetuned * (draft_index - index_centre)
-               + position_effect[position_bin] + b_position_finetuned * finetuned * (position_bin - bin_centre)
-               + task_effect[task] + drafter_effect[drafter])
+        design = {"finetuned": finetuned, "divergence": divergence, "draft_index": draft_index,
+                  "position_bin": position_bin, "task": task, "drafter": drafter}
+        eta = linear_predictor(params, design, n_index, n_bins)
         rate = pm.Deterministic("acceptance", pm.math.invlogit(eta), dims="cell")
         observed = cells["accepted"].to_numpy()
         if options.overdispersion:
-            kappa = pm.Gamma("kappa", 2.0, 0.02)
+            kappa = PRIORS["kappa"].pymc("kappa")
             pm.BetaBinomial("accepted", n=evaluated, alpha=rate * kappa, beta=(1 - rate) * kappa, observed=observed,
                             dims="cell")
         else:
@@ -147,40 +135,30 @@ class FitResult:
     options : ModelOptions
     sampler : str
         ``nutpie`` or ``pymc``.
-    metadata : dict
-        Everything prediction needs besides the posterior (stored in the NetCDF file).
+    metadata : PosteriorMetadata
+        Everything prediction needs besides the draws (the workflow adds lengths and costs).
     """
 
     idata: Any
     diagnostics: dict
     options: ModelOptions
     sampler: str
-    metadata: dict = field(default_factory=dict)
+    metadata: PosteriorMetadata
 
     def summary(self, var_names: list[str] | None = None) -> pd.DataFrame:
         """ArviZ summary of the main parameters."""
         import arviz as az
 
-        names = var_names or [n for n in ("intercept", "b_finetuned", "b_divergence", "b_interaction",
-                                          "divergence_slope_finetuned",
-                                          "b_index_finetuned", "b_position_finetuned", "sigma_task",
-                                          "sigma_drafter", "kappa") if n in self.idata.posterior]
+        names = var_names or [n for n in SUMMARY_PARAMETERS if n in self.idata.posterior]
         return az.summary(self.idata, var_names=names, hdi_prob=0.95)
 
-    def save(self, path) -> None:
-        """Write the InferenceData as NetCDF with the metadata in the posterior's attributes."""
-        self.idata.posterior.attrs["specsim_metadata"] = json.dumps(
-            {**self.metadata, "diagnostics": self.diagnostics, "options": self.options.__dict__,
-             "sampler": self.sampler}, default=_jsonable)
-        self.idata.to_netcdf(str(path))
+    def posterior(self) -> Posterior:
+        """The draws and metadata prediction reads (as :func:`specsim.model.artifact.load_posterior` returns)."""
+        return posterior_from_idata(self.idata, self.metadata)
 
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
+    def save(self, path) -> Path:
+        """Write the posterior file (atomic; see :mod:`specsim.model.artifact`)."""
+        return save_posterior(self.idata, self.metadata, path)
 
 
 def diagnose(idata, thresholds: dict = DIAGNOSTIC_THRESHOLDS) -> dict:
@@ -270,12 +248,14 @@ def fit_model(
             idata = pm.sample(cores=1, compute_convergence_checks=False, **kwargs)
         if log_likelihood:
             pm.compute_log_likelihood(idata, progressbar=False)
-    metadata = {
-        "tasks": counts.tasks, "drafters": counts.drafters, "position_edges": counts.position_edges.tolist(),
-        "n_draft_index": counts.n_draft_index, "divergence_measure": counts.divergence_measure,
-        "length_kind": counts.length_kind,
-        "reference_lengths": {k: v.tolist() for k, v in counts.reference_lengths.items()},
-        "drafter_kinds": counts.cells.drop_duplicates("drafter").set_index("drafter")["drafter_kind"].to_dict(),
-        "draws": draws, "tune": tune, "chains": chains, "seed": seed,
-    }
-    return FitResult(idata, diagnose(idata), options, used, metadata)
+    diagnostics = diagnose(idata)
+    metadata = PosteriorMetadata(
+        tasks=list(counts.tasks), drafters=list(counts.drafters),
+        drafter_kinds=counts.cells.drop_duplicates("drafter").set_index("drafter")["drafter_kind"].to_dict(),
+        position_edges=[float(e) for e in counts.position_edges], n_draft_index=counts.n_draft_index,
+        divergence_measure=counts.divergence_measure, length_kind=counts.length_kind,
+        reference_lengths={k: [float(x) for x in v] for k, v in counts.reference_lengths.items()},
+        options=asdict(options), sampler=used, diagnostics=diagnostics, draws=draws, tune=tune, chains=chains,
+        seed=seed, target_accept=target_accept,
+    )
+    return FitResult(idata, diagnostics, options, used, metadata)

@@ -10,7 +10,6 @@ spread over draws is the interval.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,49 +17,13 @@ from scipy.special import expit
 
 from specsim.errors import InputError
 from specsim.lengths import divergences
+from specsim.model.artifact import Posterior
+from specsim.model.spec import FIXED_EFFECTS, linear_predictor
 from specsim.simulate.acceptance import AcceptanceProfile
 from specsim.simulate.cost import CostModel
 from specsim.simulate.exact import expected_workload
 
-__all__ = ["Posterior", "load_posterior", "SpeedupPrediction", "predict_speedup", "acceptance_draws"]
-
-
-@dataclass
-class Posterior:
-    """Posterior draws of the model's parameters and the metadata stored with them."""
-
-    draws: dict[str, np.ndarray]
-    metadata: dict
-
-    @property
-    def n_draws(self) -> int:
-        """Number of posterior draws (chains x draws)."""
-        return len(self.draws["intercept"])
-
-
-def posterior_from_idata(idata, metadata: dict) -> Posterior:
-    """Flatten chains x draws of every parameter."""
-    draws = {}
-    for name, values in idata.posterior.data_vars.items():
-        if name == "acceptance":
-            continue
-        array = values.values
-        draws[name] = array.reshape(array.shape[0] * array.shape[1], *array.shape[2:])
-    return Posterior(draws, metadata)
-
-
-def load_posterior(path) -> Posterior:
-    """Read a posterior written by ``specsim fit`` (ArviZ NetCDF with specsim metadata)."""
-    import arviz as az
-
-    try:
-        idata = az.from_netcdf(str(path))
-    except (OSError, ValueError) as error:
-        raise InputError(f"not a readable posterior file ({str(error).splitlines()[0]})", path=path) from None
-    raw = idata.posterior.attrs.get("specsim_metadata")
-    if raw is None:
-        raise InputError("no specsim metadata in the posterior (was it written by specsim fit?)", path=path)
-    return posterior_from_idata(idata, json.loads(raw))
+__all__ = ["SpeedupPrediction", "predict_speedup", "acceptance_draws"]
 
 
 def acceptance_draws(
@@ -77,24 +40,24 @@ def acceptance_draws(
     d = posterior.draws
     n = posterior.n_draws
     meta = posterior.metadata
-    f = float(finetuned)
-    eta = d["intercept"] + d["b_finetuned"] * f
-    if "b_divergence" in d:
-        eta = eta + d["b_divergence"] * divergence + d["b_interaction"] * f * divergence
-    if task is not None and task in meta["tasks"]:
-        eta = eta + d["task_effect"][:, meta["tasks"].index(task)]
+    params = {name: d[name][:, None] for name in FIXED_EFFECTS if name in d}
+    params["index_effect"], params["position_effect"] = d["index_effect"], d["position_effect"]
+    # A known task or drafter keeps its effect; a new one draws from its population.
+    if task is not None and task in meta.tasks:
+        params["task_effect"] = d["task_effect"][:, [meta.tasks.index(task)]]
     else:
-        eta = eta + rng.normal(0, 1, n) * d["sigma_task"]
-    if drafter is not None and drafter in meta["drafters"]:
-        eta = eta + d["drafter_effect"][:, meta["drafters"].index(drafter)]
+        params["task_effect"] = (rng.normal(0, 1, n) * d["sigma_task"])[:, None]
+    if drafter is not None and drafter in meta.drafters:
+        params["drafter_effect"] = d["drafter_effect"][:, [meta.drafters.index(drafter)]]
     else:
-        eta = eta + rng.normal(0, 1, n) * d["sigma_drafter"]
-    index = d["index_effect"]  # (n, G)
-    position = d["position_effect"]  # (n, B)
-    n_index, n_bins = index.shape[1], position.shape[1]
-    index_term = index + (d["b_index_finetuned"] * f)[:, None] * (np.arange(n_index) - (n_index - 1) / 2)
-    position_term = position + (d["b_position_finetuned"] * f)[:, None] * (np.arange(n_bins) - (n_bins - 1) / 2)
-    return expit(eta[:, None, None] + index_term[:, :, None] + position_term[:, None, :])
+        params["drafter_effect"] = (rng.normal(0, 1, n) * d["sigma_drafter"])[:, None]
+    n_index, n_bins = d["index_effect"].shape[1], d["position_effect"].shape[1]
+    index, position = np.meshgrid(np.arange(n_index), np.arange(n_bins), indexing="ij")
+    design = {"finetuned": float(finetuned), "divergence": divergence, "draft_index": index.reshape(-1),
+              "position_bin": position.reshape(-1), "task": np.zeros(index.size, dtype=int),
+              "drafter": np.zeros(index.size, dtype=int)}
+    eta = linear_predictor(params, design, n_index, n_bins)
+    return expit(eta).reshape(n, n_index, n_bins)
 
 
 @dataclass(frozen=True)
@@ -113,11 +76,12 @@ class SpeedupPrediction:
 
     def to_dict(self) -> dict:
         """Plain dictionary for JSON (without the draws)."""
-        return {"speedup_mean": self.mean, "speedup_median": self.median, "speedup_low": self.low,
-                "speedup_high": self.high, "interval_level": self.level, "speedup_estimator": "ratio of totals",
-                "tokens_per_step_mean": self.tokens_per_step_mean,
-                "tokens_per_step_convention": "bonus token included (vLLM, Spec-Bench)",
-                "acceptance_first_index_mean": self.acceptance_index0_mean, "divergence": self.divergence}
+        return {"speedup": self.mean, "speedup_median": self.median, "speedup_low": self.low,
+                "speedup_high": self.high, "interval_level": self.level,
+                "speedup_estimator": "ratio of totals, posterior predictive mean",
+                "tokens_per_step": self.tokens_per_step_mean,
+                "tokens_per_step_convention": "bonus token included (vLLM, Spec-Bench; plain decoding = 1.00)",
+                "acceptance_first_index": self.acceptance_index0_mean, "divergence": self.divergence}
 
 
 def predict_speedup(
@@ -168,18 +132,18 @@ def predict_speedup(
     meta = posterior.metadata
     if divergence is None:
         if reference_lengths is None:
-            if drafter is None or drafter not in meta["reference_lengths"]:
+            if drafter is None or drafter not in meta.reference_lengths:
                 raise InputError("give a divergence, reference lengths, or a drafter known to the fit",
                                  field="divergence")
-            reference_lengths = np.asarray(meta["reference_lengths"][drafter])
-        kind = meta.get("length_kind", "total_len")
+            reference_lengths = np.asarray(meta.reference_lengths[drafter])
+        kind = meta.length_kind
         workload = {"prompt_len": prompt_lengths, "output_len": output_lengths,
                     "total_len": prompt_lengths + output_lengths}[kind]
-        divergence = divergences(reference_lengths, workload)[meta.get("divergence_measure", "js")]
+        divergence = divergences(reference_lengths, workload)[meta.divergence_measure]
     rates = acceptance_draws(posterior, finetuned=finetuned, divergence=divergence, task=task, drafter=drafter,
                              rng=rng)
     chosen = rng.choice(len(rates), size=min(n_draws, len(rates)), replace=False)
-    edges = np.asarray(meta["position_edges"])
+    edges = np.asarray(meta.position_edges)
     speedups, tokens = [], []
     for i in chosen:
         prediction = expected_workload(AcceptanceProfile(rates[i], edges), cost, gamma, prompt_lengths,

@@ -6,18 +6,30 @@ Seconds per draft-verify step at context length ``x`` (prompt plus generated tok
     draft_s  = g * (draft_base_s + draft_per_context_s * x)
     verify_s = verify_base_s + verify_per_token_s * g + verify_per_context_s * x
 
+Where the traces hold steps that drafted exactly ``g`` tokens, ``verify_table[g]`` replaces
+``verify_base_s + verify_per_token_s * g``: on CPUs (and at small batch on GPUs) the time of a
+verify pass is not linear in the tokens it checks (matrix-kernel shapes; on the reference CPU,
+checking 3 tokens cost 0.079 s and 5 tokens 0.058 s), so a measured table, as inference-lab
+keeps, predicts measured draft lengths exactly and the linear terms extrapolate to others.
+
 and seconds per token of the plain autoregressive target at context ``x``::
 
     target_s = target_base_s + target_per_context_s * x
 
 Fixed per-sequence overheads (prefill of the prompt) enter as ``*_prefill_*`` terms that
 grow with the prompt length. :func:`fit_cost_model` fits every coefficient by least squares
-from the steps and sequences tables and keeps the fit diagnostics.
+from the steps and sequences tables and keeps the fit diagnostics; :func:`fit_cost_models` is
+the one grouping every stage uses: one model per drafter and temperature, with each run's
+timings first scaled to the pooled plain-decoding token time (:func:`normalise_run_timings`), so
+that a stage collected while the machine ran faster or slower does not bias another stage's
+predictions.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +37,14 @@ import pandas as pd
 from specsim.errors import InputError
 from specsim.traces.schema import SEQUENCE_KEY
 
-__all__ = ["CostModel", "fit_cost_model", "leviathan_cost_model"]
+__all__ = ["CostModel", "fit_cost_model", "fit_cost_models", "normalise_run_timings", "leviathan_cost_model",
+           "CostKey", "read_cost_profile", "COST_PROFILE_FORMAT", "COST_PROFILE_VERSION"]
+
+COST_PROFILE_FORMAT = "specsim-cost-profile"
+COST_PROFILE_VERSION = 1
+
+#: Key of a cost model in :func:`fit_cost_models`: (drafter, temperature).
+CostKey = tuple[str, float]
 
 
 @dataclass(frozen=True)
@@ -50,19 +69,28 @@ class CostModel:
     spec_prefill_per_token_s: float = 0.0
     baseline_prefill_base_s: float = 0.0
     baseline_prefill_per_token_s: float = 0.0
+    verify_table: dict[int, float] = field(default_factory=dict)
     diagnostics: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def verify_base(self, gamma: np.ndarray | int) -> np.ndarray:
+        """Seconds of verifying ``gamma`` drafted tokens at context 0 (the table where measured)."""
+        gamma = np.asarray(gamma, dtype=float)
+        linear = self.verify_base_s + self.verify_per_token_s * gamma
+        if not self.verify_table:
+            return linear
+        measured = np.vectorize(lambda g: self.verify_table.get(int(g), np.nan), otypes=[float])(gamma)
+        return np.where(np.isnan(measured), linear, measured)
 
     def step_seconds(self, gamma: np.ndarray | int, context: np.ndarray | float) -> np.ndarray:
         """Seconds of one draft-verify step drafting ``gamma`` tokens at ``context``."""
         gamma = np.asarray(gamma, dtype=float)
         context = np.asarray(context, dtype=float)
         draft = gamma * (self.draft_base_s + self.draft_per_context_s * context)
-        verify = self.verify_base_s + self.verify_per_token_s * gamma + self.verify_per_context_s * context
-        return draft + verify
+        return draft + self.verify_base(gamma) + self.verify_per_context_s * context
 
     def step_coefficients(self, gamma: int) -> tuple[float, float]:
         """``(base, per_context)`` with ``step_seconds(gamma, x) = base + per_context * x``."""
-        base = gamma * self.draft_base_s + self.verify_base_s + self.verify_per_token_s * gamma
+        base = gamma * self.draft_base_s + float(self.verify_base(gamma))
         per_context = gamma * self.draft_per_context_s + self.verify_per_context_s
         return base, per_context
 
@@ -88,9 +116,64 @@ class CostModel:
         """Drafter over target cost per token at zero context (Leviathan et al.'s ``c``)."""
         return self.draft_base_s / self.target_base_s if self.target_base_s else float("nan")
 
-    def to_dict(self) -> dict:
-        """Coefficients and diagnostics as plain Python values."""
-        return asdict(self)
+    def to_dict(self, diagnostics: bool = True) -> dict:
+        """Coefficients (and diagnostics) as plain Python values; the table's keys as strings (JSON)."""
+        values = asdict(self)
+        values["verify_table"] = {str(k): float(v) for k, v in self.verify_table.items()}
+        if not diagnostics:
+            values.pop("diagnostics")
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> CostModel:
+        """Inverse of :meth:`to_dict` (unknown keys refused with :class:`InputError`)."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(values) - known
+        if unknown:
+            raise InputError(f"unknown cost-model field(s) {sorted(unknown)}", field="cost model")
+        values = dict(values)
+        try:
+            values["verify_table"] = {int(k): float(v) for k, v in (values.get("verify_table") or {}).items()}
+            numbers = {k: float(v) for k, v in values.items() if k not in ("verify_table", "diagnostics")}
+        except (TypeError, ValueError) as error:
+            raise InputError(f"cost-model values must be numbers ({error})", field="cost model") from None
+        for name, number in numbers.items():
+            if not (np.isfinite(number) or name.startswith(("target_", "baseline_"))) or number < 0:
+                raise InputError(f"must be a finite number >= 0, got {number}", field=f"cost model {name}")
+        return cls(**{**values, **numbers})
+
+
+#: Steps a drafted-token count needs before the verify table keeps its own cost for it.
+_MIN_TABLE_STEPS = 20
+
+
+def read_cost_profile(path: str | Path) -> CostModel:
+    """Read a cost model from JSON: a ``specsim profile`` file or a bare :meth:`CostModel.to_dict`.
+
+    A profile file is ``{"format": "specsim-cost-profile", "version": 1, "cost_model": {...}, ...}``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such cost profile", path=path, field="--cost-profile")
+    try:
+        values = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"not a JSON cost profile ({error})", path=path, field="--cost-profile") from None
+    if isinstance(values, dict) and "cost_model" in values:
+        if values.get("format") != COST_PROFILE_FORMAT or values.get("version") != COST_PROFILE_VERSION:
+            raise InputError(f"expected format {COST_PROFILE_FORMAT} version {COST_PROFILE_VERSION}", path=path,
+                             field="--cost-profile")
+        values = values["cost_model"]
+    if not isinstance(values, dict):
+        raise InputError("expected a JSON object of cost-model coefficients", path=path, field="--cost-profile")
+    try:
+        model = CostModel.from_dict({k: v for k, v in values.items() if k != "diagnostics"})
+    except InputError as error:
+        raise InputError(error.problem, path=path, field=error.field) from None
+    if not (np.isfinite(model.target_base_s) and model.target_base_s > 0):
+        raise InputError("a cost profile needs target_base_s > 0 (the plain-decoding token time)", path=path,
+                         field="--cost-profile")
+    return model
 
 
 def leviathan_cost_model(cost_ratio: float) -> CostModel:
@@ -167,6 +250,18 @@ def fit_cost_model(steps: pd.DataFrame, sequences: pd.DataFrame) -> CostModel:
     verify_params, verify_diag = _ols(steps["verify_s"].to_numpy(float), verify_design, verify_names)
     if not several_gammas:
         verify_params = np.array([verify_params[0], 0.0, verify_params[1]])
+    # Measured verify cost per drafted-token count (at context 0), where a count has enough steps.
+    counts = pd.Series(g).value_counts()
+    table_sizes = sorted(int(k) for k, n in counts.items() if n >= _MIN_TABLE_STEPS)
+    verify_table: dict[int, float] = {}
+    if table_sizes:
+        frequent = np.isin(g, table_sizes)
+        indicators = np.column_stack([g[frequent] == k for k in table_sizes] + [x[frequent]]).astype(float)
+        table_params, table_diag = _ols(steps["verify_s"].to_numpy(float)[frequent], indicators,
+                                        [f"tokens_{k}" for k in table_sizes] + ["per_context"])
+        verify_table = dict(zip(table_sizes, map(float, table_params[:-1]), strict=True))
+        verify_params[2] = table_params[-1]
+        verify_diag["table"] = table_diag
 
     step_time = steps.groupby(SEQUENCE_KEY, observed=True)[["draft_s", "verify_s"]].sum().sum(axis=1)
     keyed = sequences.set_index(SEQUENCE_KEY)
@@ -199,6 +294,62 @@ def fit_cost_model(steps: pd.DataFrame, sequences: pd.DataFrame) -> CostModel:
         verify_per_context_s=verify_params[2],
         spec_prefill_base_s=spec_params[0],
         spec_prefill_per_token_s=spec_params[1],
+        verify_table=verify_table,
         diagnostics=diagnostics,
         **baseline_values,
     )
+
+
+def normalise_run_timings(steps: pd.DataFrame, sequences: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scale each run's timings to the pooled plain-decoding time per token.
+
+    Each run (``run_id`` x ``temperature``) with baseline timings has its own plain-decoding
+    seconds per generated token ``r_run`` (ratio of totals); every timing of that run (draft,
+    verify, speculative and plain wall time) is multiplied by ``r_pooled / r_run``. Runs
+    without baseline timings are left as they are. Speed-ups are ratios of the same run's
+    timings and do not change; what changes is that stages measured while the machine ran at
+    another speed pool into one cost model without biasing each other.
+
+    Returns
+    -------
+    steps, sequences : pandas.DataFrame
+        Copies with scaled ``draft_s``, ``verify_s``, ``spec_wall_s`` and ``baseline_wall_s``.
+    """
+    timed = sequences[sequences["baseline_wall_s"].notna()]
+    if timed.empty:
+        return steps, sequences
+    run = ["run_id", "temperature"]
+    tokens = timed["baseline_tokens"].fillna(timed["output_len"])
+    per_run = timed["baseline_wall_s"].groupby([timed[c] for c in run]).sum() / tokens.groupby(
+        [timed[c] for c in run]).sum()
+    pooled = float(timed["baseline_wall_s"].sum() / tokens.sum())
+    factor = (pooled / per_run).rename("factor")
+
+    def scaled(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+        scale = frame[run].merge(factor, left_on=run, right_index=True, how="left")["factor"].fillna(1.0)
+        frame = frame.copy()
+        for column in columns:
+            frame[column] = frame[column].to_numpy(float) * scale.to_numpy()
+        return frame
+
+    return (scaled(steps, ("draft_s", "verify_s")),
+            scaled(sequences, ("spec_wall_s", "baseline_wall_s")))
+
+
+def fit_cost_models(steps: pd.DataFrame, sequences: pd.DataFrame) -> dict[CostKey, CostModel]:
+    """One cost model per drafter and temperature: the grouping every stage of specsim uses.
+
+    Timings are first put on one scale across runs (:func:`normalise_run_timings`); each
+    drafter x temperature then gets :func:`fit_cost_model` over all its runs and draft lengths
+    (sampling adds the warping and the draws to every step, so temperatures are not pooled).
+
+    Returns
+    -------
+    dict of (drafter, temperature) to CostModel
+    """
+    steps, sequences = normalise_run_timings(steps, sequences)
+    models = {}
+    for (drafter, temperature), group in sequences.groupby(["drafter", "temperature"], observed=True):
+        chosen = (steps["drafter"] == drafter) & (steps["temperature"] == temperature)
+        models[(str(drafter), float(temperature))] = fit_cost_model(steps[chosen], group)
+    return models

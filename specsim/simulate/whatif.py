@@ -2,36 +2,25 @@
 
 A length shift is studied by keeping a drafter's measured acceptance (by draft index and
 sequence position, from one task) and decoding a workload whose prompt and output lengths
-come from another task or a file. Costs are fitted from all of that drafter's steps.
+come from another task or a file, with a cost model chosen by the caller.
 Uncertainty comes from a bootstrap over recorded sequences: the acceptance task's
 sequences (refitting the profile) and the workload's sequences (resampling lengths).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from specsim.errors import InputError
 from specsim.simulate.acceptance import DEFAULT_POSITION_EDGES, AcceptanceProfile, profile_from_tokens
-from specsim.simulate.cost import CostModel, fit_cost_model
+from specsim.simulate.cost import CostModel
 from specsim.simulate.exact import expected_workload
 from specsim.simulate.montecarlo import simulate_workload
-from specsim.traces.metrics import measured_speedup
-from specsim.traces.schema import SEQUENCE_KEY
 
-__all__ = ["WhatIfResult", "what_if", "select", "validate_against_measured"]
-
-
-def select(frame: pd.DataFrame, **conditions) -> pd.DataFrame:
-    """Rows where every given column equals its value (``None`` values are ignored)."""
-    mask = np.ones(len(frame), dtype=bool)
-    for column, value in conditions.items():
-        if value is not None:
-            mask &= (frame[column] == value).to_numpy()
-    return frame[mask]
+__all__ = ["WhatIfResult", "what_if"]
 
 
 @dataclass(frozen=True)
@@ -81,10 +70,11 @@ def what_if(
     output_lengths: np.ndarray,
     *,
     position_edges: np.ndarray = DEFAULT_POSITION_EDGES,
-    level: float = 0.95,
+    level: float = 0.9,
     n_resamples: int = 200,
     rng: np.random.Generator | int | None = None,
     inputs: dict | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> WhatIfResult:
     """Predict the speed-up of decoding a workload with the acceptance seen in ``tokens``.
 
@@ -107,6 +97,8 @@ def what_if(
     rng : numpy.random.Generator or int, optional
     inputs : dict, optional
         Echoed into the result (names of what was combined).
+    progress : callable, optional
+        Called as ``progress(done, n_resamples)`` after each resample.
     """
     rng = np.random.default_rng(rng)
     prompt_lengths = np.asarray(prompt_lengths)
@@ -117,12 +109,14 @@ def what_if(
                                   rng=rng)
     groups = [g for _, g in tokens.groupby(["run_id", "prompt_id"], observed=True, sort=False)]
     resampled = []
-    for _ in range(n_resamples):
+    for done in range(n_resamples):
         picks = rng.integers(0, len(groups), len(groups))
         boot_profile = _profile_for(pd.concat([groups[i] for i in picks]), gamma, position_edges)
         rows = rng.integers(0, len(output_lengths), len(output_lengths))
         resampled.append(expected_workload(boot_profile, cost, gamma, prompt_lengths[rows],
                                            output_lengths[rows]).speedup)
+        if progress is not None:
+            progress(done + 1, n_resamples)
     tail = (1 - level) / 2
     low, high = np.quantile(resampled, [tail, 1 - tail])
     quantiles = np.quantile(simulated.sequence_speedups, [0.05, 0.5, 0.95])
@@ -133,39 +127,3 @@ def what_if(
                                     "q95": float(quantiles[2])},
         level=level, inputs={"gamma": int(gamma), **(inputs or {})},
     )
-
-
-def validate_against_measured(
-    tokens: pd.DataFrame, steps: pd.DataFrame, sequences: pd.DataFrame,
-    position_edges: np.ndarray = DEFAULT_POSITION_EDGES,
-) -> pd.DataFrame:
-    """Predict each recorded cell's speed-up from its own acceptance, lengths and costs.
-
-    One row per task x drafter x temperature x gamma x schedule with sequences that have a
-    baseline: ``predicted_speedup`` (exact expectation; cost model fitted per drafter and temperature),
-    ``measured_speedup`` (:func:`specsim.traces.metrics.measured_speedup`) and ``error_pct``
-    (signed, relative to measured).
-    The cost model of each drafter is fitted on all its steps at the cell's temperature (sampling
-    adds the warping and the draws to every step); lengths are each sequence's own prompt and
-    output length.
-    """
-    rows = []
-    pairs = sequences[["drafter", "temperature"]].drop_duplicates().itertuples(index=False)
-    costs = {(d, t): fit_cost_model(select(steps, drafter=d, temperature=t),
-                                    select(sequences, drafter=d, temperature=t))
-             for d, t in pairs}
-    group = ["task", "drafter", "temperature", "gamma", "schedule"]
-    for key, cell in sequences[sequences["baseline_wall_s"].notna()].groupby(group, observed=True):
-        conditions = dict(zip(group, key, strict=True))
-        cell_tokens = tokens.merge(cell[SEQUENCE_KEY], on=SEQUENCE_KEY)
-        profile = profile_from_tokens(cell_tokens, gamma=int(conditions["gamma"]), position_edges=position_edges)
-        cost = costs[conditions["drafter"], conditions["temperature"]]
-        predicted = expected_workload(profile, cost, int(conditions["gamma"]),
-                                      cell["prompt_len"].to_numpy(), cell["output_len"].to_numpy())
-        measured = measured_speedup(cell)
-        rows.append({**conditions, "sequences": len(cell), "predicted_speedup": predicted.speedup,
-                     "measured_speedup": measured,
-                     "error_pct": 100 * (predicted.speedup - measured) / measured})
-    if not rows:
-        raise InputError("no sequences with baseline timings to validate against", field="baseline_wall_s")
-    return pd.DataFrame(rows)

@@ -19,8 +19,12 @@ function                                  matches
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
+
+from specsim.errors import InputError
 
 __all__ = [
     "acceptance_rate",
@@ -31,6 +35,9 @@ __all__ = [
     "unconditional_acceptance_by_index",
     "wilson_interval",
     "measured_speedup",
+    "measured_speedup_interval",
+    "bootstrap_ratio",
+    "BootstrapInterval",
     "summarize",
     "SUMMARY_GROUP",
 ]
@@ -154,6 +161,20 @@ def wilson_interval(successes: float, trials: float, level: float = 0.95) -> tup
     return float(low), float(high)
 
 
+def _speedup_columns(sequences: pd.DataFrame) -> np.ndarray:
+    """Per-sequence (baseline_wall_s, output_len, baseline_tokens, spec_wall_s) of rows with a baseline."""
+    timed = sequences[sequences["baseline_wall_s"].notna()]
+    return np.column_stack([
+        timed["baseline_wall_s"].to_numpy(float), timed["output_len"].to_numpy(float),
+        timed["baseline_tokens"].fillna(timed["output_len"]).to_numpy(float), timed["spec_wall_s"].to_numpy(float),
+    ])
+
+
+def _speedup_of_totals(totals: np.ndarray) -> np.ndarray:
+    """Plain over speculative time per token from summed columns of :func:`_speedup_columns`."""
+    return totals[..., 0] * totals[..., 1] / (totals[..., 2] * totals[..., 3])
+
+
 def measured_speedup(sequences: pd.DataFrame) -> float:
     """Measured speed-up of sequences with a baseline: plain over speculative time per token.
 
@@ -162,12 +183,78 @@ def measured_speedup(sequences: pd.DataFrame) -> float:
     baseline wall time over summed speculative wall time; under sampling the two runs draw
     different sequences, so time is compared per generated token. NaN without baselines.
     """
-    timed = sequences[sequences["baseline_wall_s"].notna()]
-    if timed.empty or timed["spec_wall_s"].sum() <= 0:
+    columns = _speedup_columns(sequences)
+    if not len(columns) or columns[:, 3].sum() <= 0:
         return float("nan")
-    baseline_tokens = timed["baseline_tokens"].fillna(timed["output_len"]).sum()
-    return float(timed["baseline_wall_s"].sum() * timed["output_len"].sum()
-                 / (baseline_tokens * timed["spec_wall_s"].sum()))
+    return float(_speedup_of_totals(columns.sum(axis=0)))
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """A point estimate with a percentile bootstrap interval."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    n_resamples: int
+
+    def to_dict(self) -> dict:
+        """Plain dictionary."""
+        return dict(self.__dict__)
+
+
+def _multinomial_weights(n: int, n_resamples: int, rng: np.random.Generator | int | None) -> np.ndarray:
+    """Bootstrap resampling counts of ``n`` units, shape (n_resamples, n)."""
+    return np.random.default_rng(rng).multinomial(n, np.full(n, 1 / n), size=n_resamples)
+
+
+def _interval(estimate: float, resampled: np.ndarray, level: float) -> BootstrapInterval:
+    tail = (1 - level) / 2
+    low, high = np.quantile(resampled, [tail, 1 - tail])
+    return BootstrapInterval(float(estimate), float(low), float(high), level, len(resampled))
+
+
+def bootstrap_ratio(
+    numerator: np.ndarray, denominator: np.ndarray, *, level: float = 0.95, n_resamples: int = 2000,
+    rng: np.random.Generator | int | None = None,
+) -> BootstrapInterval:
+    """Ratio of totals ``sum(numerator) / sum(denominator)`` with a percentile interval.
+
+    Parameters
+    ----------
+    numerator, denominator : numpy.ndarray, shape (n,)
+        Paired per-unit values (resampled together, e.g. per sequence).
+    level : float
+        Interval coverage.
+    n_resamples : int
+        Bootstrap resamples.
+    rng : numpy.random.Generator or int, optional
+    """
+    numerator = np.asarray(numerator, dtype=float)
+    denominator = np.asarray(denominator, dtype=float)
+    if numerator.shape != denominator.shape or numerator.size == 0:
+        raise InputError("need paired, non-empty values to bootstrap", field="sequences")
+    weights = _multinomial_weights(len(numerator), n_resamples, rng)
+    return _interval(numerator.sum() / denominator.sum(), (weights @ numerator) / (weights @ denominator), level)
+
+
+def measured_speedup_interval(
+    sequences: pd.DataFrame, *, level: float = 0.95, n_resamples: int = 2000,
+    rng: np.random.Generator | int | None = None,
+) -> BootstrapInterval:
+    """:func:`measured_speedup` with a bootstrap interval that resamples sequences.
+
+    Parameters
+    ----------
+    sequences : pandas.DataFrame
+        Rows of the sequences table of one task x drafter x gamma x temperature.
+    """
+    columns = _speedup_columns(sequences)
+    if not len(columns):
+        raise InputError("no sequences with a baseline timing", field="baseline_wall_s")
+    weights = _multinomial_weights(len(columns), n_resamples, rng)
+    return _interval(_speedup_of_totals(columns.sum(axis=0)), _speedup_of_totals(weights @ columns), level)
 
 
 def summarize(steps: pd.DataFrame, sequences: pd.DataFrame) -> pd.DataFrame:

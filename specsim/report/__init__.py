@@ -2,9 +2,11 @@
 executing the percent script in a Jupyter kernel (jupytext + nbclient) and exporting one
 self-contained HTML file (nbconvert, images embedded).
 
-Reports are Jupyter percent scripts in ``reports/``; parameters are the assignments of the
-cell tagged ``parameters`` (``# %% tags=["parameters"]``), overridden by a cell injected
-after it, as papermill and Quarto do.
+Reports are Jupyter percent scripts shipped inside the package (``specsim/report/sources/``,
+found with :mod:`importlib.resources`, so ``specsim report`` works from any directory after
+``pip install``); a path to another percent script renders that one. Parameters are the
+assignments of the cell tagged ``parameters`` (``# %% tags=["parameters"]``), overridden by a
+cell injected after it, as papermill and Quarto do.
 """
 
 from __future__ import annotations
@@ -20,22 +22,27 @@ from typing import Any
 
 from specsim.errors import InputError
 
-__all__ = ["REPORT_DIRS", "find_report", "parse_params", "render_report", "execute_notebook", "notebook_errors"]
+__all__ = ["report_sources", "find_report", "parse_params", "render_report", "execute_notebook", "notebook_errors"]
 
-#: Where report sources are looked up: the working directory's ``reports/``, then the repository's.
-REPORT_DIRS = (Path("reports"), Path(__file__).resolve().parents[1] / "reports")
+
+def report_sources() -> Path:
+    """The folder of the shipped report sources (package data)."""
+    from importlib.resources import files
+
+    return Path(str(files("specsim.report") / "sources"))
 
 
 def find_report(name: str) -> Path:
-    """Source file of a report by name (``main``, ``whatif``) or path."""
+    """Source file of a report by name (``main``, ``whatif``) or path to a percent script."""
     path = Path(name)
-    if path.suffix in (".py", ".qmd") and path.is_file():
-        return path
-    for folder in REPORT_DIRS:
-        candidate = folder / f"{name}.py"
-        if candidate.is_file():
-            return candidate
-    available = sorted({p.stem for folder in REPORT_DIRS if folder.is_dir() for p in folder.glob("*.py")})
+    if path.suffix in (".py", ".qmd"):
+        if path.is_file():
+            return path
+        raise InputError("no such report file", path=path, field="report")
+    candidate = report_sources() / f"{name}.py"
+    if candidate.is_file():
+        return candidate
+    available = sorted(p.stem for p in report_sources().glob("*.py"))
     raise InputError(f"no report {name!r} (available: {', '.join(available) or 'none'})", field="report")
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 from scipy.special import expit
 
 from specsim.model.data import AcceptanceCounts
+from specsim.model.spec import linear_predictor
 
 __all__ = ["TRUE_PARAMETERS", "synthetic_counts"]
 
@@ -45,27 +46,26 @@ def synthetic_counts(
     index_effect, position_effect = np.asarray(truth["index_effect"]), np.asarray(truth["position_effect"])
     truth["task_effect"] = rng.normal(0, truth["sigma_task"], n_tasks)
     truth["drafter_effect"] = rng.normal(0, truth["sigma_drafter"], len(drafters))
+    parameters_now = {**truth, "index_effect": index_effect, "position_effect": position_effect}
+    index, position = (grid.reshape(-1) for grid in np.meshgrid(
+        np.arange(len(index_effect)), np.arange(len(position_effect)), indexing="ij"))
     rows = []
+    # Draws interleave per task x drafter (divergence, then each cell's rate and count): the stream is fixed.
     for task in range(n_tasks):
         for code, (name, kind) in enumerate(drafters):
             finetuned = int(kind == "finetuned")
             divergence = rng.uniform(0, 0.9 if finetuned else 0.1)
-            for index in range(len(index_effect)):
-                for position in range(len(position_effect)):
-                    eta = (truth["intercept"] + truth["b_finetuned"] * finetuned + truth["b_divergence"] * divergence
-                           + truth["b_interaction"] * finetuned * divergence + index_effect[index]
-                           + truth["b_index_finetuned"] * finetuned * (index - (len(index_effect) - 1) / 2)
-                           + position_effect[position]
-                           + truth["b_position_finetuned"] * finetuned * (position - (len(position_effect) - 1) / 2)
-                           + truth["task_effect"][task] + truth["drafter_effect"][code])
-                    rate = expit(eta)
-                    if overdispersion:
-                        rate = rng.beta(rate * truth["kappa"], (1 - rate) * truth["kappa"])
-                    n = max(1, int(evaluated_per_cell * 0.8 ** index))
-                    rows.append({"task": f"task{task}", "drafter": name, "drafter_kind": kind, "draft_index": index,
-                                 "position_bin": position, "evaluated": n, "accepted": int(rng.binomial(n, rate)),
-                                 "divergence": divergence, "finetuned": finetuned, "task_code": task,
-                                 "drafter_code": code})
+            design = {"finetuned": finetuned, "divergence": divergence, "draft_index": index,
+                      "position_bin": position, "task": np.full(index.size, task), "drafter": np.full(index.size, code)}
+            rates = expit(linear_predictor(parameters_now, design, len(index_effect), len(position_effect)))
+            for i, p, rate in zip(index, position, rates, strict=True):
+                if overdispersion:
+                    rate = rng.beta(rate * truth["kappa"], (1 - rate) * truth["kappa"])
+                n = max(1, int(evaluated_per_cell * 0.8 ** i))
+                rows.append({"task": f"task{task}", "drafter": name, "drafter_kind": kind, "draft_index": int(i),
+                             "position_bin": int(p), "evaluated": n, "accepted": int(rng.binomial(n, rate)),
+                             "divergence": divergence, "finetuned": finetuned, "task_code": task,
+                             "drafter_code": code})
     cells = pd.DataFrame(rows)
     drafter_names = [name for name, _ in drafters]
     # Drafter codes must follow sorted names, as aggregate_counts assigns them.

@@ -36,15 +36,14 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
+from specsim import workflow
 from specsim.lengths import divergence_matrix, length_table
-from specsim.model import aggregate_counts, fit_baseline, fit_model, load_posterior
-from specsim.model.predict import posterior_from_idata, predict_speedup
-from specsim.simulate import fit_cost_model, profile_from_tokens
-from specsim.simulate.exact import expected_workload
-from specsim.simulate.replay import replay_speedup
-from specsim.simulate.whatif import select, validate_against_measured
+from specsim.model import aggregate_counts, fit_baseline, load_posterior
+from specsim.model.hierarchical import SUMMARY_PARAMETERS
 from specsim.traces import conditional_acceptance_by_index, read_traces, summarize
-from specsim.traces.metrics import wilson_interval
+from specsim.traces.metrics import measured_speedup_interval, wilson_interval
+from specsim.traces.select import select
+from specsim.workload import Workload
 
 warnings.filterwarnings("ignore")
 pd.set_option("display.precision", 3)
@@ -127,7 +126,7 @@ plt.show()
 rows = []
 for (task, drafter), cell in sequences[sequences["gamma"] == gamma].groupby(["task", "drafter"]):
     if cell["baseline_wall_s"].notna().any():
-        interval = replay_speedup(cell, rng=seed)
+        interval = measured_speedup_interval(cell, rng=seed)
         rows.append({"task": task, "drafter": drafter, "kind": kinds[drafter], "speedup": interval.estimate,
                      "low": interval.low, "high": interval.high})
 measured = pd.DataFrame(rows)
@@ -167,23 +166,16 @@ ax.set(xlabel="acceptance rate of a cell", ylabel="prior density", title="Prior 
 plt.show()
 
 # %%
-if posterior:
-    fitted = load_posterior(posterior)
-    import arviz as az
-
-    idata = az.from_netcdf(posterior)
-    meta = fitted.metadata
-    diagnostics = meta["diagnostics"]
-else:
-    result = fit_model(counts, draws=draws, tune=draws, chains=4, seed=seed)
-    idata, meta, diagnostics = result.idata, result.metadata, result.diagnostics
-    meta["cost_models"] = {}
-    fitted = posterior_from_idata(idata, meta)
 import arviz as az  # noqa: E402
 
-names = [n for n in ("intercept", "b_finetuned", "b_divergence", "b_interaction", "divergence_slope_finetuned",
-                     "b_index_finetuned", "b_position_finetuned", "sigma_task", "sigma_drafter", "kappa")
-         if n in idata.posterior]
+if posterior:
+    fitted = load_posterior(posterior)
+else:
+    fitted = workflow.fit(data, temperature=temperature, draws=draws, tune=draws, seed=seed,
+                          compare=False).result.posterior()
+idata, meta = fitted.idata, fitted.metadata
+diagnostics = meta.diagnostics
+names = [n for n in SUMMARY_PARAMETERS if n in idata.posterior]
 posterior_table = az.summary(idata, var_names=names, hdi_prob=0.9)[["mean", "sd", "hdi_5%", "hdi_95%", "r_hat",
                                                                       "ess_bulk", "ess_tail"]]
 baseline = fit_baseline(counts)
@@ -198,9 +190,9 @@ display(Markdown(f"**Sampler diagnostics** ({status}): max R-hat {diagnostics['m
                  f"min bulk ESS {diagnostics['min_ess_bulk']:.0f} and tail ESS {diagnostics['min_ess_tail']:.0f} "
                  f"(gate 400), {diagnostics['divergences']} divergences (gate 0), min E-BFMI "
                  f"{diagnostics['min_bfmi']:.2f}."))
-if meta.get("loo_comparison"):
+if meta.loo_comparison:
     display(Markdown("**PSIS-LOO comparison**, with vs without the divergence terms:"))
-    display(pd.DataFrame(meta["loo_comparison"]))
+    display(pd.DataFrame(meta.loo_comparison))
 
 # %% [markdown]
 # ## Speed-up vs length divergence, with posterior bands
@@ -209,8 +201,9 @@ if meta.get("loo_comparison"):
 # cells are the points (at their task's divergence to the drafter's training data).
 
 # %%
-cost_models = {d: fit_cost_model(select(steps, drafter=d), select(sequences, drafter=d)) for d in drafters}
-pooled = length_table(sequences)
+cost_models = {d: model for (d, t), model in workflow.cost_models(data).items() if t == temperature}
+pooled_lengths = length_table(sequences)
+pooled = Workload(pooled_lengths["prompt_len"].to_numpy(), pooled_lengths["output_len"].to_numpy(), "pooled", "file")
 grid = np.linspace(0, max(0.05, counts.cells["divergence"].max()), 9)
 fig, ax = plt.subplots(figsize=(8, 4))
 curves = {}
@@ -219,8 +212,8 @@ for kind, color in (("generic", "tab:blue"), ("finetuned", "tab:red")):
     if not members:
         continue
     cost = cost_models[members[0]]
-    preds = [predict_speedup(fitted, cost, gamma, pooled["prompt_len"].to_numpy(), pooled["output_len"].to_numpy(),
-                             finetuned=kind == "finetuned", divergence=float(x), n_draws=200, rng=seed) for x in grid]
+    preds = [workflow.predict(fitted, workload=pooled, drafter_kind=kind, divergence=float(x), gamma=gamma, cost=cost,
+                              n_draws=200, seed=seed)[0] for x in grid]
     curves[kind] = preds
     ax.plot(grid, [p.mean for p in preds], color=color, label=f"{kind} (posterior mean)")
     ax.fill_between(grid, [p.low for p in preds], [p.high for p in preds], color=color, alpha=0.2,
@@ -243,15 +236,11 @@ plt.show()
 # %%
 best_rows = []
 curve_rows = []
-for (task, drafter), cell in tokens.groupby(["task", "drafter"]):
-    lengths_cell = length_table(select(sequences, task=task, drafter=drafter))
-    speeds = []
-    for g in range(1, 9):
-        profile = profile_from_tokens(cell, gamma=g)
-        speeds.append(expected_workload(profile, cost_models[drafter], g, lengths_cell["prompt_len"].to_numpy(),
-                                        lengths_cell["output_len"].to_numpy()).speedup)
+for task, drafter in tokens[["task", "drafter"]].drop_duplicates().itertuples(index=False):
+    sweep = workflow.gamma_sweep(data, drafter=drafter, acceptance_from=task, workload=task, temperature=temperature)
+    speeds = sweep["speedup"].tolist()
     curve_rows.append((task, drafter, speeds))
-    best_rows.append({"task": task, "drafter": drafter, "best_gamma": int(np.argmax(speeds)) + 1,
+    best_rows.append({"task": task, "drafter": drafter, "best_gamma": int(sweep.loc[sweep["best"], "gamma"].iloc[0]),
                       "best_speedup": max(speeds), f"speedup_at_gamma_{gamma}": speeds[gamma - 1]})
 best = pd.DataFrame(best_rows)
 fig, axes = plt.subplots(1, len(tasks), figsize=(3 * len(tasks), 3), sharey=True, squeeze=False)
@@ -271,18 +260,19 @@ display(best)
 # *Model*: posterior predictive mean and 90% interval for the cell's task and drafter.
 
 # %%
-validation = validate_against_measured(tokens, steps, sequences)
-validation = validation[validation["gamma"] == gamma]
+validation = workflow.validate(data).cells
+validation = validation[(validation["gamma"] == gamma) & (validation["temperature"] == temperature)]
 model_rows = []
 for _, row in validation.iterrows():
     if kinds[row["drafter"]] not in ("generic", "finetuned"):
         model_rows.append({"model_mean": np.nan, "model_low": np.nan, "model_high": np.nan})
         continue
     cell = length_table(select(sequences, task=row["task"], drafter=row["drafter"]))
-    prediction = predict_speedup(fitted, cost_models[row["drafter"]], gamma, cell["prompt_len"].to_numpy(),
-                                 cell["output_len"].to_numpy(), finetuned=kinds[row["drafter"]] == "finetuned",
-                                 divergence=float(cell_divergence.get((row["task"], row["drafter"]), 0.0)),
-                                 task=row["task"], drafter=row["drafter"], n_draws=200, rng=seed)
+    cell_workload = Workload(cell["prompt_len"].to_numpy(), cell["output_len"].to_numpy(), row["task"], "task")
+    prediction = workflow.predict(fitted, workload=cell_workload, drafter_kind=kinds[row["drafter"]],
+                                  drafter=row["drafter"], gamma=gamma, cost=cost_models[row["drafter"]],
+                                  divergence=float(cell_divergence.get((row["task"], row["drafter"]), 0.0)),
+                                  n_draws=200, seed=seed)[0]
     model_rows.append({"model_mean": prediction.mean, "model_low": prediction.low, "model_high": prediction.high})
 table = pd.concat([validation.reset_index(drop=True), pd.DataFrame(model_rows)], axis=1)
 table["model_covers"] = (table["model_low"] <= table["measured_speedup"]) & (
@@ -313,8 +303,8 @@ for kind, preds in curves.items():
     lines.append(f"- Predicted speed-up of a **{kind}** drafter on the pooled workload: {preds[0].mean:.2f}x "
                  f"(90% {preds[0].low:.2f} to {preds[0].high:.2f}) at divergence {grid[0]:.2f}, "
                  f"{preds[-1].mean:.2f}x ({preds[-1].low:.2f} to {preds[-1].high:.2f}) at {grid[-1]:.2f}.")
-if meta.get("loo_comparison"):
-    loo = pd.DataFrame(meta["loo_comparison"]).set_index("model")
+if meta.loo_comparison:
+    loo = pd.DataFrame(meta.loo_comparison).set_index("model")
     other = "without_divergence" if loo["rank"].idxmin() == "with_divergence" else "with_divergence"
     lines.append(f"- PSIS-LOO prefers the model **{loo['rank'].idxmin().replace('_', ' ')}** by "
                  f"{loo.loc[other, 'elpd_diff']:.1f} elpd (standard error {loo.loc[other, 'dse']:.1f}).")

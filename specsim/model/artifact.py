@@ -1,0 +1,199 @@
+"""The posterior file: a typed, versioned artifact saved once and loaded once.
+
+A posterior file is ArviZ ``InferenceData`` in NetCDF (``arviz.from_netcdf`` opens it) whose
+posterior group carries the attribute ``specsim_metadata``: the JSON of
+:class:`PosteriorMetadata`, with ``format`` and ``version`` fields. Everything prediction needs
+besides the draws travels in it (model layout, the drafters' training lengths, the fitted
+tasks' lengths, the cost models), so ``specsim predict`` never has to find the traces again.
+The file is written to a temporary sibling and renamed, so an interrupted save leaves the
+previous file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from specsim.errors import InputError
+from specsim.simulate.cost import CostModel
+
+__all__ = ["ARTIFACT_FORMAT", "ARTIFACT_VERSION", "PosteriorMetadata", "Posterior", "posterior_from_idata",
+           "save_posterior", "load_posterior", "REQUIRED_VARIABLES"]
+
+ARTIFACT_FORMAT = "specsim-posterior"
+ARTIFACT_VERSION = 2
+#: Posterior variables prediction reads.
+REQUIRED_VARIABLES = ("intercept", "b_finetuned", "b_index_finetuned", "b_position_finetuned", "index_effect",
+                      "position_effect", "task_effect", "drafter_effect", "sigma_task", "sigma_drafter")
+
+
+@dataclass(frozen=True)
+class PosteriorMetadata:
+    """Everything stored beside the draws (see the module docstring).
+
+    Attributes
+    ----------
+    tasks, drafters : list of str
+        Names behind the model's task and drafter codes.
+    drafter_kinds : dict of str to str
+        ``generic`` or ``finetuned`` per drafter.
+    position_edges : list of float
+        Interior edges of the position bins.
+    n_draft_index : int
+    divergence_measure, length_kind : str
+        How the divergence covariate was computed.
+    reference_lengths : dict of str to list of float
+        Each drafter's training-data lengths (``length_kind``).
+    options : dict
+        :class:`specsim.model.hierarchical.ModelOptions` fields.
+    sampler : str
+    diagnostics : dict
+        The sampler's diagnostics and the gate's verdict.
+    draws, tune, chains, seed : int
+    target_accept : float
+    temperature : float
+        Temperature of the fitted traces.
+    traces : str
+        Absolute path of the fitted trace directory (informative only).
+    task_lengths : dict
+        Per fitted task, ``{"prompt_len": [...], "output_len": [...]}`` (workloads by task name).
+    cost_models : dict of str to dict
+        :meth:`CostModel.to_dict` per drafter, fitted at ``temperature``.
+    loo_comparison : list of dict, optional
+        PSIS-LOO comparison with the model without divergence terms.
+    """
+
+    tasks: list[str]
+    drafters: list[str]
+    drafter_kinds: dict[str, str]
+    position_edges: list[float]
+    n_draft_index: int
+    divergence_measure: str
+    length_kind: str
+    reference_lengths: dict[str, list[float]]
+    options: dict[str, Any]
+    sampler: str
+    diagnostics: dict[str, Any]
+    draws: int
+    tune: int
+    chains: int
+    seed: int
+    target_accept: float
+    temperature: float = 0.0
+    traces: str = ""
+    task_lengths: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    cost_models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    loo_comparison: list[dict[str, Any]] | None = None
+    format: str = ARTIFACT_FORMAT
+    version: int = ARTIFACT_VERSION
+
+    def cost_model(self, drafter: str) -> CostModel:
+        """The stored cost model of ``drafter``."""
+        if drafter not in self.cost_models:
+            raise InputError(f"no cost model for {drafter!r} (stored: {', '.join(self.cost_models) or 'none'})",
+                             field="--cost-from")
+        return CostModel.from_dict(self.cost_models[drafter])
+
+    def to_json(self) -> str:
+        """JSON text (NumPy values as plain numbers)."""
+        return json.dumps(asdict(self), default=_jsonable)
+
+    @classmethod
+    def from_json(cls, text: str, path: str | Path | None = None) -> PosteriorMetadata:
+        """Parse and check the stored JSON (format, version, fields)."""
+        try:
+            values = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as error:
+            raise InputError(f"broken specsim metadata ({error})", path=path) from None
+        if not isinstance(values, dict) or values.get("format") != ARTIFACT_FORMAT:
+            raise InputError("not a specsim posterior (no 'format: specsim-posterior' in its metadata)", path=path)
+        if values.get("version") != ARTIFACT_VERSION:
+            raise InputError(f"posterior format version {values.get('version')!r}; this specsim reads version "
+                             f"{ARTIFACT_VERSION}: fit again with this version", path=path)
+        names = {f.name for f in fields(cls)}
+        missing = [f.name for f in fields(cls) if f.name not in values and f.default is MISSING
+                   and f.default_factory is MISSING]
+        if missing or set(values) - names:
+            raise InputError(f"posterior metadata fields missing {sorted(missing)} or unknown "
+                             f"{sorted(set(values) - names)}", path=path)
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise InputError(f"broken specsim metadata ({error})", path=path) from None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+@dataclass
+class Posterior:
+    """Posterior draws of the model's parameters (chains flattened) and their metadata."""
+
+    draws: dict[str, np.ndarray]
+    metadata: PosteriorMetadata
+    idata: Any = None
+
+    @property
+    def n_draws(self) -> int:
+        """Number of posterior draws (chains x draws)."""
+        return len(self.draws["intercept"])
+
+
+def posterior_from_idata(idata: Any, metadata: PosteriorMetadata) -> Posterior:
+    """Flatten chains x draws of every parameter."""
+    draws = {}
+    for name, values in idata.posterior.data_vars.items():
+        if name == "acceptance":
+            continue
+        array = values.values
+        draws[name] = array.reshape(array.shape[0] * array.shape[1], *array.shape[2:])
+    return Posterior(draws, metadata, idata)
+
+
+def save_posterior(idata: Any, metadata: PosteriorMetadata, path: str | Path) -> Path:
+    """Write ``idata`` with ``metadata`` to ``path`` atomically (temporary sibling, then rename)."""
+    path = Path(path)
+    idata.posterior.attrs["specsim_metadata"] = metadata.to_json()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        idata.to_netcdf(str(temporary))
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def load_posterior(path: str | Path) -> Posterior:
+    """Read a posterior written by ``specsim fit``; one clear error for anything else."""
+    import arviz as az
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such posterior file", path=path)
+    try:
+        idata = az.from_netcdf(str(path))
+    except Exception as error:  # noqa: BLE001 - netCDF/HDF5 raise many types for a foreign file
+        raise InputError(f"not a readable posterior file ({str(error).splitlines()[0] if str(error) else error!r})",
+                         path=path) from None
+    if "posterior" not in idata.groups():
+        raise InputError("no posterior group (was it written by specsim fit?)", path=path)
+    raw = idata.posterior.attrs.get("specsim_metadata")
+    if raw is None:
+        raise InputError("no specsim metadata in the posterior (was it written by specsim fit?)", path=path)
+    metadata = PosteriorMetadata.from_json(raw, path)
+    missing = [name for name in REQUIRED_VARIABLES if name not in idata.posterior]
+    if missing:
+        raise InputError(f"posterior variables missing: {', '.join(missing)}", path=path)
+    return posterior_from_idata(idata, metadata)

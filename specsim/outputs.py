@@ -1,0 +1,53 @@
+"""Output paths checked before any work starts, so a bad ``--out`` fails in a second, not after a fit.
+
+Every writer in specsim writes a temporary sibling and renames it (traces, posteriors, reports);
+these checks make sure that rename will be possible: the folder exists or can be created, is a
+folder, and is writable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from specsim.errors import InputError
+
+__all__ = ["check_output_dir", "check_output_file"]
+
+
+def _writable_folder(folder: Path, option: str) -> None:
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise InputError(f"{existing} is a file, not a folder", path=folder, field=option)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError("folder is not writable", path=existing, field=option)
+
+
+def check_output_dir(folder: str | Path, option: str = "--out") -> Path:
+    """Check that ``folder`` is (or can become) a writable folder; create it."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError("exists and is not a folder", path=folder, field=option)
+    _writable_folder(folder, option)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the folder ({error.strerror})", path=folder, field=option) from None
+    return folder
+
+
+def check_output_file(path: str | Path, suffix: str, option: str = "--out") -> Path:
+    """Check that ``path`` ends in ``suffix`` and can be written (its folder is created)."""
+    path = Path(path)
+    if path.suffix != suffix:
+        raise InputError(f"must end in {suffix}", path=path, field=option)
+    if path.is_dir():
+        raise InputError("is a folder; give a file name", path=path, field=option)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError("exists and is not writable", path=path, field=option)
+    check_output_dir(path.parent, option)
+    return path

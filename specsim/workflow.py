@@ -1,0 +1,406 @@
+"""The verbs users run, each written once: the CLI, the reports, the notebook and the scripts call these.
+
+Every verb takes loaded traces (:class:`specsim.traces.Traces`) or a posterior
+(:class:`specsim.model.Posterior`) and plain options, and returns a result object or a table;
+none of them prints. Cost models always come from :func:`cost_models` (one model per drafter
+and temperature, :func:`specsim.simulate.cost.fit_cost_models`), workloads from
+:func:`specsim.workload.resolve_workload`, and intervals default to :data:`INTERVAL_LEVEL`.
+
+========================  ==============================================================
+verb                      what it answers
+========================  ==============================================================
+:func:`validate`          does the simulator reproduce each measured cell?
+:func:`what_if`           one task's measured acceptance on another workload's lengths
+:func:`gamma_sweep`       expected speed-up at each draft length; the best one
+:func:`fit`               the hierarchical model, its baseline GLM and the LOO comparison
+:func:`predict`           posterior predictive speed-up of a workload
+:func:`leave_one_task_out`  predictions of held-out tasks: coverage of the intervals
+========================  ==============================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from specsim.errors import InputError
+from specsim.lengths import divergences, length_table
+from specsim.simulate.acceptance import profile_from_tokens
+from specsim.simulate.cost import CostKey, CostModel, fit_cost_models
+from specsim.simulate.exact import expected_workload
+from specsim.simulate.validation import validate_against_measured
+from specsim.simulate.whatif import WhatIfResult
+from specsim.simulate.whatif import what_if as simulate_what_if
+from specsim.traces.metrics import measured_speedup
+from specsim.traces.select import select
+from specsim.traces.store import Traces
+from specsim.workload import Workload, resolve_workload
+
+__all__ = [
+    "INTERVAL_LEVEL", "MODELLED_KINDS", "cost_models", "Validation", "validate", "what_if", "gamma_sweep",
+    "FitOutcome", "fit", "predict", "leave_one_task_out", "check_level",
+]
+
+#: Default probability of every interval specsim reports: the level at which the model's
+#: calibration is checked (leave-one-task-out coverage of held-out cells).
+INTERVAL_LEVEL = 0.9
+#: Drafter kinds the hierarchical model describes (the untrained baseline is not a drafter population).
+MODELLED_KINDS = ("generic", "finetuned")
+
+
+def check_level(level: float, option: str = "--level") -> float:
+    """``level`` if it is a probability strictly between 0 and 1, else :class:`InputError`."""
+    if not (np.isfinite(level) and 0 < level < 1):
+        raise InputError(f"must be a probability in (0, 1), got {level}", field=option)
+    return float(level)
+
+
+def cost_models(traces: Traces) -> dict[CostKey, CostModel]:
+    """The cost model of every drafter x temperature of the traces (the one grouping)."""
+    return fit_cost_models(traces.steps, traces.sequences)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Simulator vs measured speed-up per cell, and the errors by group.
+
+    Attributes
+    ----------
+    cells : pandas.DataFrame
+        One row per task x drafter x temperature x gamma x schedule (see
+        :func:`specsim.simulate.validation.validate_against_measured`).
+    groups : pandas.DataFrame
+        Mean signed and absolute error per drafter x temperature x gamma: a bias that the
+        overall MAPE hides shows here.
+    """
+
+    cells: pd.DataFrame
+    groups: pd.DataFrame
+
+    @property
+    def mape(self) -> float:
+        """Mean absolute percentage error over cells."""
+        return float(self.cells["error_pct"].abs().mean())
+
+    @property
+    def worst_group_bias(self) -> float:
+        """Largest absolute mean signed error of a group, in percent."""
+        return float(self.groups["mean_error_pct"].abs().max())
+
+
+def validate(traces: Traces) -> Validation:
+    """Predict every measured cell from its own acceptance, lengths and cost model."""
+    cells = validate_against_measured(traces.tokens, traces.steps, traces.sequences)
+    groups = cells.groupby(["drafter", "temperature", "gamma"], observed=True)["error_pct"].agg(
+        cells="size", mean_error_pct="mean", mean_absolute_error_pct=lambda e: e.abs().mean()).reset_index()
+    return Validation(cells, groups)
+
+
+def _acceptance_tokens(traces: Traces, drafter: str, task: str, temperature: float) -> pd.DataFrame:
+    if drafter not in set(traces.sequences["drafter"]):
+        raise InputError(f"no drafter {drafter!r} in the traces (drafters: "
+                         f"{', '.join(sorted(traces.sequences['drafter'].unique()))})", field="--drafter")
+    tokens = select(traces.tokens, drafter=drafter, task=task, temperature=temperature)
+    if tokens.empty:
+        raise InputError(f"no tokens for drafter {drafter!r}, task {task!r}, temperature {temperature}",
+                         field="--acceptance-from")
+    return tokens
+
+
+def _cost_of(traces: Traces, drafter: str, temperature: float) -> CostModel:
+    models = cost_models(traces)
+    if (drafter, temperature) not in models:
+        raise InputError(f"no timed steps of drafter {drafter!r} at temperature {temperature}", field="--drafter")
+    return models[(drafter, temperature)]
+
+
+def what_if(
+    traces: Traces, *, drafter: str, acceptance_from: str, workload: str | Workload, gamma: int,
+    temperature: float = 0.0, cost: CostModel | None = None, level: float = INTERVAL_LEVEL, resamples: int = 200,
+    seed: int = 0, progress: Callable[[int, int], None] | None = None,
+) -> tuple[WhatIfResult, Workload]:
+    """A drafter's measured acceptance on one task, decoding another workload's lengths.
+
+    Parameters
+    ----------
+    traces : Traces
+    drafter, acceptance_from : str
+        Drafter and task whose acceptance profile is used.
+    workload : str or Workload
+        Lengths file or task name (:func:`specsim.workload.resolve_workload`).
+    gamma : int
+        Draft length.
+    temperature : float
+    cost : CostModel, optional
+        Costs to use; default the drafter's fitted model at ``temperature``.
+    level : float
+        Interval probability.
+    resamples : int
+        Bootstrap resamples over recorded sequences.
+    seed : int
+    progress : callable, optional
+        Called as ``progress(done, total)`` during the bootstrap.
+    """
+    check_level(level)
+    if gamma < 1:
+        raise InputError(f"must be >= 1, got {gamma}", field="--gamma")
+    if resamples < 1:
+        raise InputError(f"must be >= 1, got {resamples}", field="--resamples")
+    tokens = _acceptance_tokens(traces, drafter, acceptance_from, temperature)
+    if not isinstance(workload, Workload):
+        workload = resolve_workload(workload, traces.sequences, temperature=temperature, option="--lengths-from")
+    cost = cost or _cost_of(traces, drafter, temperature)
+    result = simulate_what_if(tokens, cost, gamma, workload.prompt_lengths, workload.output_lengths,
+                              n_resamples=resamples, level=level, rng=seed, progress=progress,
+                              inputs={"drafter": drafter, "acceptance_from": acceptance_from,
+                                      "lengths_from": workload.name, "temperature": temperature})
+    return result, workload
+
+
+def gamma_sweep(
+    traces: Traces, *, drafter: str, acceptance_from: str, workload: str | Workload,
+    gammas: Iterable[int] = range(1, 9), temperature: float = 0.0, cost: CostModel | None = None,
+) -> pd.DataFrame:
+    """Exact expected speed-up at each draft length (the best marked), from measured acceptance.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``gamma``, ``speedup``, ``tokens_per_step`` (bonus included) and ``best``.
+    """
+    tokens = _acceptance_tokens(traces, drafter, acceptance_from, temperature)
+    if not isinstance(workload, Workload):
+        workload = resolve_workload(workload, traces.sequences, temperature=temperature, option="--lengths-from")
+    cost = cost or _cost_of(traces, drafter, temperature)
+    rows = []
+    for gamma in gammas:
+        if gamma < 1:
+            raise InputError(f"draft lengths must be >= 1, got {gamma}", field="--gamma")
+        prediction = expected_workload(profile_from_tokens(tokens, gamma=int(gamma)), cost, int(gamma),
+                                       workload.prompt_lengths, workload.output_lengths)
+        rows.append({"gamma": int(gamma), "speedup": prediction.speedup,
+                     "tokens_per_step": prediction.tokens_per_step})
+    table = pd.DataFrame(rows)
+    table["best"] = table["speedup"] == table["speedup"].max()
+    return table
+
+
+@dataclass
+class FitOutcome:
+    """A fitted model with everything ``specsim fit`` reports.
+
+    Attributes
+    ----------
+    result : specsim.model.FitResult
+        Posterior, diagnostics and the complete metadata (lengths, cost models, LOO).
+    baseline : pandas.DataFrame
+        The statsmodels binomial GLM (cluster-robust by task).
+    counts : specsim.model.AcceptanceCounts
+    """
+
+    result: Any
+    baseline: pd.DataFrame
+    counts: Any
+
+    def to_dict(self) -> dict:
+        """JSON payload of ``specsim fit --json``."""
+        summary = self.result.summary()
+        meta = self.result.metadata
+        return {"sampler": self.result.sampler, "diagnostics": self.result.diagnostics,
+                "posterior": summary.reset_index(names="parameter").to_dict("records"),
+                "baseline_glm": self.baseline.reset_index(names="term").to_dict("records"),
+                "loo_comparison": meta.loo_comparison, "cells": len(self.counts.cells), "tasks": meta.tasks,
+                "drafters": meta.drafters}
+
+
+def fit(
+    traces: Traces, *, temperature: float = 0.0, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
+    sampler: str = "nutpie", target_accept: float = 0.95, compare: bool = True,
+    reference_lengths: dict[str, np.ndarray] | None = None,
+) -> FitOutcome:
+    """Fit the hierarchical model to one temperature of the traces.
+
+    Also fits the model without divergence terms and compares both by PSIS-LOO (``compare``),
+    fits the statsmodels baseline, and stores in the posterior's metadata what prediction
+    needs: the fitted tasks' lengths, each drafter's cost model at ``temperature`` and the
+    absolute path of the traces.
+    """
+    import arviz as az
+
+    from specsim.model import ModelOptions, aggregate_counts, fit_baseline, fit_model
+
+    if sampler not in ("nutpie", "pymc"):
+        raise InputError("must be nutpie or pymc", field="--sampler")
+    for name, value in (("--draws", draws), ("--tune", tune), ("--chains", chains)):
+        if value < 1:
+            raise InputError(f"must be >= 1, got {value}", field=name)
+    if not 0 < target_accept < 1:
+        raise InputError(f"must be in (0, 1), got {target_accept}", field="--target-accept")
+    tokens = select(traces.tokens, temperature=temperature)
+    sequences = select(traces.sequences, temperature=temperature)
+    if tokens.empty:
+        raise InputError(f"no tokens at temperature {temperature}", field="--temperature")
+    counts = aggregate_counts(tokens, sequences, reference_lengths=reference_lengths)
+    options = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler, target_accept=target_accept)
+    result = fit_model(counts, **options)
+    comparison = None
+    diagnostics = dict(result.diagnostics)
+    if compare:
+        without = fit_model(counts, ModelOptions(divergence_terms=False), **options)
+        table = az.compare({"with_divergence": result.idata, "without_divergence": without.idata})
+        comparison = table[["rank", "elpd_loo", "p_loo", "elpd_diff", "dse", "weight"]].reset_index(
+            names="model").to_dict("records")
+        diagnostics["max_pareto_k"] = float(np.max(az.loo(result.idata, pointwise=True).pareto_k.values))
+    lengths = length_table(sequences)
+    task_lengths = {str(task): {"prompt_len": group["prompt_len"].astype(int).tolist(),
+                                "output_len": group["output_len"].astype(int).tolist()}
+                    for task, group in lengths.groupby("task")}
+    costs = {drafter: model.to_dict(diagnostics=False) for (drafter, temp), model in cost_models(traces).items()
+             if temp == temperature}
+    result.diagnostics = diagnostics
+    result.metadata = replace(result.metadata, diagnostics=diagnostics, temperature=float(temperature),
+                              traces=str(Path(traces.root).resolve()), task_lengths=task_lengths, cost_models=costs,
+                              loo_comparison=comparison)
+    return FitOutcome(result, fit_baseline(counts), counts)
+
+
+def _workload_for_posterior(posterior: Any, source: str) -> Workload:
+    """A lengths file, or a task whose lengths the posterior stored."""
+    from specsim.workload import is_lengths_file
+
+    meta = posterior.metadata
+    if is_lengths_file(source):
+        return resolve_workload(source)
+    if source not in meta.task_lengths:
+        raise InputError(f"no task {source!r} in the fit (tasks: {', '.join(sorted(meta.task_lengths))}) and not a "
+                         "lengths file (.csv, .parquet, .jsonl)", field="--workload")
+    stored = meta.task_lengths[source]
+    return Workload(np.asarray(stored["prompt_len"]), np.asarray(stored["output_len"]), source, "task")
+
+
+def predict(
+    posterior: Any, *, workload: str | Workload, drafter_kind: str = "finetuned", drafter: str | None = None,
+    divergence: float | None = None, gamma: int = 4, cost: CostModel | None = None, cost_from: str | None = None,
+    level: float = INTERVAL_LEVEL, seed: int = 0, n_draws: int = 400,
+) -> tuple[Any, Workload, str]:
+    """Posterior predictive speed-up of a workload for a generic or fine-tuned drafter.
+
+    Parameters
+    ----------
+    posterior : specsim.model.Posterior
+    workload : str or Workload
+        Lengths file or a task of the fit.
+    drafter_kind : {"generic", "finetuned"}
+    drafter : str, optional
+        A drafter of the fit: its effect, training lengths and cost model.
+    divergence : float, optional
+        Length divergence to the drafter's training data; default computed from the drafter's
+        training lengths (or, without a drafter, from the pooled training lengths).
+    gamma : int
+    cost : CostModel, optional
+        Costs to use; default the stored cost model of ``cost_from``.
+    cost_from : str, optional
+        Drafter whose stored costs to use (default ``drafter``, else the first fitted drafter of
+        that kind).
+    level : float
+    seed : int
+    n_draws : int
+
+    Returns
+    -------
+    prediction : specsim.model.SpeedupPrediction
+    workload : Workload
+    cost_name : str
+        Whose cost model was used (``given`` for ``cost``).
+    """
+    from specsim.model import predict_speedup
+
+    check_level(level)
+    meta = posterior.metadata
+    if drafter_kind not in MODELLED_KINDS:
+        raise InputError("must be generic or finetuned", field="--drafter-kind")
+    if gamma < 1:
+        raise InputError(f"must be >= 1, got {gamma}", field="--gamma")
+    if drafter is not None and drafter not in meta.drafters:
+        raise InputError(f"not a drafter of the fit ({', '.join(meta.drafters)})", field="--drafter")
+    if not isinstance(workload, Workload):
+        workload = _workload_for_posterior(posterior, workload)
+    if cost is None:
+        cost_name = cost_from or drafter or next(
+            (d for d in meta.drafters if meta.drafter_kinds.get(d) == drafter_kind), meta.drafters[0])
+        cost = meta.cost_model(cost_name)
+    else:
+        cost_name = "given"
+    task = workload.name if workload.kind == "task" else None
+    reference = None
+    if drafter is None and divergence is None:
+        reference = np.concatenate([np.asarray(v) for v in meta.reference_lengths.values()])
+    prediction = predict_speedup(posterior, cost, gamma, workload.prompt_lengths, workload.output_lengths,
+                                 finetuned=drafter_kind == "finetuned", divergence=divergence, drafter=drafter,
+                                 task=task, level=level, rng=seed, n_draws=n_draws, reference_lengths=reference)
+    return prediction, workload, cost_name
+
+
+def leave_one_task_out(
+    traces: Traces, *, temperature: float = 0.0, gamma: int = 4, draws: int = 1000, seed: int = 0,
+    target_accept: float = 0.95, level: float = INTERVAL_LEVEL, n_draws: int = 400,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> pd.DataFrame:
+    """Fit without each task in turn and predict every drafter's speed-up on it.
+
+    The held-out task enters as a new task (its effect drawn from the task population); each
+    drafter keeps its own effect, training lengths and cost model; the task's own sequence
+    lengths are the workload.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per held-out task x drafter: ``measured_speedup``, ``speedup`` (posterior
+        predictive mean), ``speedup_low``, ``speedup_high``, ``covered``, ``error_pct``,
+        ``divergence`` and the fold's ``diagnostics_passed``.
+    """
+    from specsim.model import aggregate_counts, predict_speedup
+
+    check_level(level)
+    tokens = select(traces.tokens, temperature=temperature)
+    sequences = select(traces.sequences, temperature=temperature)
+    modelled = sequences[sequences["drafter_kind"].isin(MODELLED_KINDS)]
+    full = aggregate_counts(tokens, sequences)
+    costs = cost_models(traces)
+    tasks = sorted(modelled["task"].unique())
+    rows = []
+    for number, task in enumerate(tasks):
+        if progress is not None:
+            progress(number, len(tasks), task)
+        kept = Traces(traces.root, traces.tokens[traces.tokens["task"] != task],
+                      traces.steps[traces.steps["task"] != task], traces.sequences[traces.sequences["task"] != task],
+                      traces.runs, traces.incomplete_shards)
+        outcome = fit(kept, temperature=temperature, draws=draws, tune=draws, seed=seed, target_accept=target_accept,
+                      compare=False, reference_lengths=full.reference_lengths)
+        posterior = outcome.result.posterior()
+        for drafter in sorted(modelled["drafter"].unique()):
+            cell = select(modelled, task=task, drafter=drafter, gamma=gamma)
+            if cell.empty:
+                continue
+            lengths = length_table(cell)
+            divergence = divergences(full.reference_lengths[drafter], lengths["total_len"])[full.divergence_measure]
+            prediction = predict_speedup(posterior, costs[(drafter, temperature)], gamma,
+                                         lengths["prompt_len"].to_numpy(), lengths["output_len"].to_numpy(),
+                                         finetuned=cell["drafter_kind"].iloc[0] == "finetuned",
+                                         divergence=divergence, drafter=drafter, level=level, rng=seed,
+                                         n_draws=n_draws)
+            measured = measured_speedup(cell)
+            rows.append({"held_out_task": task, "drafter": drafter, "divergence": divergence,
+                         "measured_speedup": measured, "speedup": prediction.mean, "speedup_low": prediction.low,
+                         "speedup_high": prediction.high,
+                         "covered": bool(prediction.low <= measured <= prediction.high),
+                         "error_pct": 100 * (prediction.mean - measured) / measured,
+                         "diagnostics_passed": bool(outcome.result.diagnostics["passed"])})
+    if progress is not None:
+        progress(len(tasks), len(tasks), "")
+    return pd.DataFrame(rows)
