@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup browser demo test test-all lint bench clean
+.PHONY: setup browser demo test test-fast test-all lint bench clean
 
 $(BIN)/.specsim-installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -29,13 +29,19 @@ browser:
 
 test: setup browser
 	$(BIN)/ruff check specsim tests benchmarks scripts notebooks
+	$(BIN)/mypy specsim
 	$(BIN)/python -m pytest -m "not slow" -q
+
+# Unit and statistical checks only (no fits, renders or subprocess runs): about 2 minutes here.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not integration and not model" -q
 
 test-all: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check specsim tests benchmarks scripts notebooks
+	$(BIN)/mypy specsim
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

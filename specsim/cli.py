@@ -655,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # typer >= 0.20 vendors click as typer._click; older releases use click itself
         from typer._click import exceptions as click_errors
     except ImportError:  # pragma: no cover - depends on the installed typer
-        from click import exceptions as click_errors
+        from click import exceptions as click_errors  # type: ignore[no-redef]
 
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = "--debug" in args

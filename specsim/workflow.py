@@ -246,7 +246,8 @@ def fit(
     if tokens.empty:
         raise InputError(f"no tokens at temperature {temperature}", field="--temperature")
     counts = aggregate_counts(tokens, sequences, reference_lengths=reference_lengths)
-    options = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler, target_accept=target_accept)
+    options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
+                                   target_accept=target_accept)
     result = fit_model(counts, **options)
     comparison = None
     diagnostics = dict(result.diagnostics)

@@ -172,13 +172,14 @@ def _collect_command(tiny_models, prompts, out, extra=()):
             "--temperature", "0", "--temperature", "1", "--json", *extra]
 
 
+@pytest.mark.integration
 def test_sigkill_then_resume_loses_at_most_the_prompt_in_flight(tmp_path, tiny_models):
     prompts = _prompts(tmp_path / "p.jsonl", 12)
     out = tmp_path / "traces"
     process = subprocess.Popen(_collect_command(tiny_models, prompts, out), cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.glob("sequences/*.parquet"))) < 3:
+    # Wait on files (and on the process), never on a wall-clock deadline: a loaded machine is slow, not wrong.
+    while len(list(out.glob("sequences/*.parquet"))) < 3 and process.poll() is None:
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
@@ -196,6 +197,7 @@ def test_sigkill_then_resume_loses_at_most_the_prompt_in_flight(tmp_path, tiny_m
     assert not list(out.glob("*/*.tmp"))
 
 
+@pytest.mark.integration
 def test_two_processes_shard_the_prompts(tmp_path, tiny_models):
     prompts = _prompts(tmp_path / "p.jsonl", 5)
     out = tmp_path / "traces"
@@ -205,7 +207,7 @@ def test_two_processes_shard_the_prompts(tmp_path, tiny_models):
                          env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)})
         for rank in range(2)
     ]
-    results = [json.loads(p.communicate(timeout=300)[0]) for p in processes]
+    results = [json.loads(p.communicate()[0]) for p in processes]
     assert [r["prompts_done"] for r in results] == [3, 3]
     traces = read_traces(out)
     assert traces.sequences["prompt_id"].nunique() == 6

@@ -5,11 +5,15 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import expit
 
 from specsim.cli import main
 from specsim.model import ModelOptions, aggregate_counts, fit_baseline, fit_model, load_posterior, predict_speedup
 from specsim.model.calibration import simulation_based_calibration
+from specsim.model.spec import linear_predictor
 from specsim.model.synthetic_counts import synthetic_counts
+from specsim.simulate import AcceptanceProfile
+from specsim.simulate.exact import expected_workload
 from tests.conftest import TRUE_COST
 
 MAIN_EFFECTS = ("intercept", "b_finetuned", "b_interaction")
@@ -21,6 +25,7 @@ def recovery_fit():
     return counts, truth, fit_model(counts, draws=500, tune=700, chains=4, seed=3)
 
 
+@pytest.mark.integration
 def test_parameter_recovery(recovery_fit):
     counts, truth, result = recovery_fit
     summary = result.summary()
@@ -33,6 +38,7 @@ def test_parameter_recovery(recovery_fit):
     assert result.diagnostics["min_ess_bulk"] >= 400
 
 
+@pytest.mark.integration
 def test_baseline_glm_agrees_in_sign(recovery_fit):
     counts, truth, result = recovery_fit
     baseline = fit_baseline(counts)
@@ -43,18 +49,27 @@ def test_baseline_glm_agrees_in_sign(recovery_fit):
     assert set(baseline.columns) == {"estimate", "std_error", "low", "high", "p_value"}
 
 
+@pytest.mark.integration
 def test_prediction_interval_and_direction(recovery_fit):
     counts, truth, result = recovery_fit
     posterior = result.posterior()
     lengths = np.full(30, 120), np.full(30, 80)
     near = predict_speedup(posterior, TRUE_COST, 4, *lengths, finetuned=True, divergence=0.05, rng=0)
     far = predict_speedup(posterior, TRUE_COST, 4, *lengths, finetuned=True, divergence=0.8, rng=0)
-    for prediction in (near, far):
-        assert prediction.low <= prediction.median <= prediction.high
+    # The true speed-up of a typical new task and drafter (effects 0) lies in each 90% interval.
+    for prediction, divergence in ((near, 0.05), (far, 0.8)):
+        parameters = {**truth, "task_effect": np.zeros(1), "drafter_effect": np.zeros(1)}
+        index = np.repeat(np.arange(4), 3)
+        design = {"finetuned": 1, "divergence": divergence, "draft_index": index,
+                  "position_bin": np.tile(np.arange(3), 4), "task": np.zeros(12, int), "drafter": np.zeros(12, int)}
+        rates = expit(linear_predictor(parameters, design, 4, 3)).reshape(4, 3)
+        true = expected_workload(AcceptanceProfile(rates, counts.position_edges), TRUE_COST, 4, *lengths).speedup
+        assert prediction.low < true < prediction.high, (prediction, true)
     # Fine-tuned drafters lose speed-up as the workload's lengths move away from their data.
     assert far.mean < near.mean
 
 
+@pytest.mark.integration
 def test_simulation_based_calibration():
     result = simulation_based_calibration(100, seed=11)
     # Four parameters at alpha = 0.001 each: false failure rate about 0.4%.
@@ -73,6 +88,7 @@ def test_aggregate_counts_divergence_reference(two_kind_traces):
     assert generic.max() < ft["long"]
 
 
+@pytest.mark.integration
 def test_cli_fit_and_predict(two_kind_traces, tmp_path, capsys):
     root, _ = two_kind_traces
     out = tmp_path / "posterior.nc"
@@ -89,7 +105,8 @@ def test_cli_fit_and_predict(two_kind_traces, tmp_path, capsys):
     assert main(["predict", str(out), "--workload", str(lengths), "--drafter", "ft-short", "--drafter-kind",
                  "finetuned", "--gamma", "3", "--json"]) == 0
     prediction = json.loads(capsys.readouterr().out)
-    assert prediction["speedup_low"] <= prediction["speedup"] <= prediction["speedup_high"]
+    assert prediction["interval_level"] == 0.9 and prediction["speedup_low"] < prediction["speedup_high"]
+    assert prediction["cost_model"] == "fitted on the traces (ft-short)"
     assert main(["predict", str(out), "--workload", "mid", "--drafter-kind", "generic", "--json"]) == 0
     capsys.readouterr()
     assert main(["predict", str(tmp_path / "missing.nc"), "--workload", "mid"]) == 2
@@ -106,6 +123,7 @@ def test_build_model_without_divergence_terms():
     assert "b_divergence" not in names and "kappa" not in names and "b_finetuned" in names
 
 
+@pytest.mark.integration
 def test_prediction_reproduces_the_fitted_cell_acceptance(recovery_fit):
     # The one linear predictor: acceptance_draws for a fitted task and drafter must equal the
     # model's own "acceptance" deterministic for that cell, draw by draw.
@@ -121,6 +139,7 @@ def test_prediction_reproduces_the_fitted_cell_acceptance(recovery_fit):
         np.testing.assert_allclose(rates[:, row.draft_index, row.position_bin], fitted[:, row.Index], rtol=1e-9)
 
 
+@pytest.mark.integration
 def test_posterior_file_round_trip_and_refusals(recovery_fit, tmp_path):
     from specsim.errors import InputError
 

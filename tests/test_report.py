@@ -13,6 +13,8 @@ from specsim.cli import main
 from specsim.errors import InputError
 from specsim.report import execute_notebook, notebook_errors, parse_params, render_report
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -34,7 +36,7 @@ def _screenshot(html: Path, png: Path) -> np.ndarray:
     subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
                     f"--user-data-dir={png.parent / 'chromium-profile'}", "--window-size=1280,3000",
-                    f"--screenshot={png}", html.resolve().as_uri()], check=True, capture_output=True, timeout=120)
+                    f"--screenshot={png}", html.resolve().as_uri()], check=True, capture_output=True)
     return plt.imread(png)
 
 

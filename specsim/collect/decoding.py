@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,7 +108,7 @@ class CachedLM:
 
     def reset(self) -> None:
         """Forget the sequence: an empty cache."""
-        self.cache = self._cache_class(config=self.model.config)
+        self.cache = self._cache_class(config=self.model.config)  # type: ignore[arg-type]
         self.cached = 0
 
     @torch.inference_mode()
@@ -123,7 +124,7 @@ class CachedLM:
             shape (n, vocab), when None.
         """
         inputs = torch.tensor([token_ids], device=self.device)
-        kwargs = {self._cache_argument: self.cache}
+        kwargs: dict[str, Any] = {self._cache_argument: self.cache}
         if keep is not None and self._keeps_logits:
             kwargs["logits_to_keep"] = keep
         output = self.model(input_ids=inputs, use_cache=True, **kwargs)
@@ -333,8 +334,8 @@ def _token_records(
     else:
         p_target, q_draft = target_probs[rows, draft], draft_probs[rows, draft]
         overlap = torch.minimum(target_probs[:g], draft_probs).sum(-1)
-    values = torch.stack([p_target, q_draft, accept_prob, overlap, overlap_t1]).clamp(0.0, 1.0)
-    values = values.cpu().double().numpy()
+    stacked = torch.stack([p_target, q_draft, accept_prob, overlap, overlap_t1]).clamp(0.0, 1.0)
+    values = stacked.cpu().double().numpy()
     return {
         "p_target": values[0], "q_draft": values[1], "accept_prob": values[2], "overlap": values[3],
         "overlap_t1": values[4] if warp.greedy else np.full(g, np.nan),
@@ -382,8 +383,8 @@ def speculative_decode(
     DecodeResult
     """
     device = target.device
-    steps = {name: [] for name in _STEP_FIELDS}
-    tokens_rec: dict[str, list] = {name: [] for name in _TOKEN_FIELDS} if record else {}
+    steps: dict[str, list] = {name: [] for name in _STEP_FIELDS}
+    tokens_rec: dict[str, Any] = {name: [] for name in _TOKEN_FIELDS} if record else {}
     _sync(device)
     start = time.perf_counter()
     target.reset()

@@ -131,7 +131,7 @@ def _dequantised_gguf(gguf: Path, trust_remote_code: bool) -> tuple[Path, str]:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # transformers dequantises GGUF to plain float tensors but keeps a quantizer that
         # refuses to save; the weights themselves are ordinary, so drop it.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         partial = target.with_name(target.name + ".partial")
@@ -222,10 +222,10 @@ def load_model(
     if path.suffix == ".gguf":
         if not path.is_file():
             raise InputError("no such GGUF file", path=path, field="model")
-        location, revision = _dequantised_gguf(path, trust_remote_code)
-        source, where = "gguf", str(path)
+        dequantised, revision = _dequantised_gguf(path, trust_remote_code)
+        location, source, where = str(dequantised), "gguf", str(path)
     elif path.is_dir():
-        location, source, where = path, "local", str(path)
+        location, source, where = str(path), "local", str(path)
         revision = _weights_digest(path)
     elif base.startswith((".", "/", "~")) or path.suffix:
         raise InputError("no such model file or directory", path=path, field="model")
@@ -245,7 +245,7 @@ def load_model(
         revision = getattr(model.config, "_commit_hash", None) or revision
     if layers is not None:
         model = truncate_layers(model, layers)
-    model = model.to(device).eval()
+    model = model.to(device).eval()  # type: ignore[arg-type]
     info = ModelInfo(
         spec=spec, source=source, location=where, revision=revision, dtype=str(next(model.parameters()).dtype),
         n_layers=int(model.config.num_hidden_layers),

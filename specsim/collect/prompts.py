@@ -297,7 +297,7 @@ def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
             return list(ids)
         text = "\n\n".join(m["content"] for m in prompt.messages)
     else:
-        text = prompt.prompt
+        text = prompt.prompt or ""
     ids = list(tokenizer(text)["input_ids"])
     if not ids:
         raise InputError("prompt encodes to no tokens", field=f"prompt {prompt.prompt_id}")

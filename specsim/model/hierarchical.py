@@ -175,7 +175,7 @@ def diagnose(idata, thresholds: dict = DIAGNOSTIC_THRESHOLDS) -> dict:
         values = [v for v in values if np.isfinite(v)]
         return reducer(values) if values else float("nan")
 
-    result = {
+    result: dict[str, Any] = {
         "max_r_hat": extreme(r_hat, np.max),
         "min_ess_bulk": extreme(ess_bulk, np.min),
         "min_ess_tail": extreme(ess_tail, np.min),

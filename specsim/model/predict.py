@@ -144,13 +144,10 @@ def predict_speedup(
                              rng=rng)
     chosen = rng.choice(len(rates), size=min(n_draws, len(rates)), replace=False)
     edges = np.asarray(meta.position_edges)
-    speedups, tokens = [], []
-    for i in chosen:
-        prediction = expected_workload(AcceptanceProfile(rates[i], edges), cost, gamma, prompt_lengths,
-                                       output_lengths)
-        speedups.append(prediction.speedup)
-        tokens.append(prediction.tokens_per_step)
-    speedups = np.asarray(speedups)
+    predictions = [expected_workload(AcceptanceProfile(rates[i], edges), cost, gamma, prompt_lengths, output_lengths)
+                   for i in chosen]
+    speedups = np.array([p.speedup for p in predictions])
+    tokens = np.array([p.tokens_per_step for p in predictions])
     tail = (1 - level) / 2
     low, high = np.quantile(speedups, [tail, 1 - tail])
     return SpeedupPrediction(float(speedups.mean()), float(np.median(speedups)), float(low), float(high), level,

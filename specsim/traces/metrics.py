@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from specsim.errors import InputError
 
@@ -46,7 +47,7 @@ __all__ = [
 SUMMARY_GROUP = ["task", "drafter", "drafter_kind", "temperature", "gamma", "schedule"]
 
 
-def acceptance_rate(n_accepted: np.ndarray, n_drafted: np.ndarray) -> float:
+def acceptance_rate(n_accepted: ArrayLike, n_drafted: ArrayLike) -> float:
     """Accepted over drafted tokens, summed over steps (vLLM's ``acceptance rate``).
 
     Parameters
@@ -209,7 +210,7 @@ def _multinomial_weights(n: int, n_resamples: int, rng: np.random.Generator | in
     return np.random.default_rng(rng).multinomial(n, np.full(n, 1 / n), size=n_resamples)
 
 
-def _interval(estimate: float, resampled: np.ndarray, level: float) -> BootstrapInterval:
+def _interval(estimate: float | np.ndarray, resampled: np.ndarray, level: float) -> BootstrapInterval:
     tail = (1 - level) / 2
     low, high = np.quantile(resampled, [tail, 1 - tail])
     return BootstrapInterval(float(estimate), float(low), float(high), level, len(resampled))
