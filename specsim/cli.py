@@ -383,6 +383,9 @@ def simulate_whatif(
             temperature=temperature, cost=cost, level=level, resamples=resamples, seed=seed,
             progress=lambda done, total: bar.update(task, completed=done))
     cost_label = cost_label or f"fitted on the traces ({drafter}, temperature {temperature:g})"
+    if result.extrapolation is not None and result.extrapolation.extrapolates:
+        stderr.print(result.extrapolation.warning() + " (this interval does not widen for it; `specsim predict` "
+                     "does)", markup=False, soft_wrap=True)
     if json_output:
         print_json({**result.to_dict(), **workload.describe(), "cost_model": cost_label})
         return
@@ -529,6 +532,9 @@ def predict_command(
     cost_label = cost_label or f"fitted on the traces ({cost_name})"
     payload = {"drafter_kind": drafter_kind, "drafter": drafter, "gamma": gamma, "cost_model": cost_label,
                **resolved.describe(), **prediction.to_dict(), "diagnostics_passed": meta.diagnostics["passed"]}
+    if prediction.extrapolation is not None and prediction.extrapolation.extrapolates:
+        stderr.print(prediction.extrapolation.warning() + " (the interval widens: the position random walk "
+                     "continues one bin per doubling)", markup=False, soft_wrap=True)
     if json_output:
         print_json(payload)
     else:

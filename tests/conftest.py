@@ -62,7 +62,9 @@ def write_two_kind_traces(root) -> dict:
             prompts, outputs = rng.integers(prompt // 2, prompt * 2, 12), rng.integers(output // 2, output * 2, 12)
             cells.append(SyntheticWorkload(task, task, drafter, kind, profile, prompts, outputs, trained_on))
     tables = simulate_traces(cells, TRUE_COST, gamma=3, timing_noise=0.05, rng=1)
-    TraceWriter(root).write_shard("all", tables["tokens"], tables["steps"], tables["sequences"])
+    writer = TraceWriter(root)
+    writer.write_shard("all", tables["tokens"], tables["steps"], tables["sequences"])
+    writer.write_run_metadata("synthetic", {"seed": 1, "device": "cpu"})
     return tables
 
 

@@ -312,6 +312,7 @@ def test_hf_source_errors(tmp_path, suffix, message):
         load_prompts(f"hf:{folder}{suffix}")
 
 
+@pytest.mark.integration
 def test_hf_hub_unreachable_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

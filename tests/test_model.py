@@ -108,7 +108,16 @@ def test_cli_fit_and_predict(two_kind_traces, tmp_path, capsys):
     assert prediction["interval_level"] == 0.9 and prediction["speedup_low"] < prediction["speedup_high"]
     assert prediction["cost_model"] == "fitted on the traces (ft-short)"
     assert main(["predict", str(out), "--workload", "mid", "--drafter-kind", "generic", "--json"]) == 0
-    capsys.readouterr()
+    near = json.loads(capsys.readouterr().out)
+    assert not near["extrapolates"]
+    # A workload far past the measured positions: warned on stderr, flagged in JSON, a wider interval.
+    far_lengths = tmp_path / "far.csv"
+    pd.DataFrame({"prompt_len": [8000, 16000], "output_len": [4000, 2000]}).to_csv(far_lengths, index=False)
+    assert main(["predict", str(out), "--workload", str(far_lengths), "--drafter-kind", "generic", "--json"]) == 0
+    captured = capsys.readouterr()
+    far = json.loads(captured.out)
+    assert far["extrapolates"] and far["workload_max_position"] == 3999 and "warning: extrapolating" in captured.err
+    assert far["speedup_high"] - far["speedup_low"] > near["speedup_high"] - near["speedup_low"]
     assert main(["predict", str(tmp_path / "missing.nc"), "--workload", "mid"]) == 2
     assert main(["fit", str(root), "--out", str(tmp_path / "x.txt")]) == 2
     assert main(["predict", str(out), "--workload", "mid", "--drafter", "nobody"]) == 2

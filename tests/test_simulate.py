@@ -196,7 +196,21 @@ def test_cli_whatif_and_validate(trace_dir, tmp_path, capsys):
     lengths = tmp_path / "lengths.csv"
     lengths.write_text("prompt_len,output_len\n100,50\n2000,400\n")
     assert main([*common, "--lengths-from", str(lengths)]) == 0
-    capsys.readouterr()
+    captured = capsys.readouterr()
+    # Outputs of 400 tokens go past every measured position (synthetic outputs stop below 120).
+    payload = json.loads(captured.out)
+    assert payload["extrapolates"] and payload["max_observed_position"] < 120 < payload["workload_max_position"]
+    assert payload["share_of_tokens_beyond_observed"] > 0.5
+    assert captured.err.count("\n") == 1 and "warning: extrapolating" in captured.err
+    assert main([*common, "--lengths-from", "chat"]) == 0
+    assert "extrapolating" not in capsys.readouterr().err
+    assert main([*common, "--lengths-from", "chat", "--cost-ratio", "0.05"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["cost_model"].startswith("constant cost ratio") and payload["speedup"] > 1
+    assert main(["simulate", "best-gamma", "--traces", str(trace_dir), "--drafter", "generic-4l",
+                 "--acceptance-from", "code", "--lengths-from", "chat", "--cost-ratio", "0.05", "--json"]) == 0
+    sweep = json.loads(capsys.readouterr().out)
+    assert sweep["best_speedup"] == max(row["speedup"] for row in sweep["gammas"]) and len(sweep["gammas"]) == 8
     assert main([*common, "--lengths-from", "nosuchtask"]) == 2
     assert "no task 'nosuchtask'" in capsys.readouterr().err
     lengths.write_text("prompt_len,output\n1,2\n")

@@ -125,6 +125,7 @@ def _exact_joint_of_model(model: torch.nn.Module, warp: Warp, prompt: list[int])
     return joint
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.7, 0.9)])
 def test_end_to_end_sampling_matches_target_model(temperature, top_p):
     target_model, drafter_model = tiny_llama(VOCAB, seed=0), tiny_llama(VOCAB, seed=1)
@@ -157,6 +158,7 @@ def test_greedy_tiny_models_match_plain_decoding():
     assert self_draft.steps["n_accepted"] == self_draft.steps["n_drafted"]
 
 
+@pytest.mark.integration
 def test_end_to_end_wrong_rule_is_caught(monkeypatch):
     import specsim.collect.decoding as decoding
 

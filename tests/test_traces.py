@@ -42,7 +42,9 @@ def test_write_read_round_trip(tmp_path_factory, alpha, gamma, lengths, temperat
     cell = SyntheticWorkload("t", "d", "dr", "finetuned", AcceptanceProfile.constant(alpha), prompt, output, "d")
     tables = simulate_traces([cell], TRUE_COST, gamma=gamma, temperature=temperature, rng=seed)
     root = tmp_path_factory.mktemp("rt")
-    TraceWriter(root).write_shard("s", tables["tokens"], tables["steps"], tables["sequences"])
+    writer = TraceWriter(root)
+    writer.write_shard("s", tables["tokens"], tables["steps"], tables["sequences"])
+    writer.write_run_metadata("synthetic", {"seed": seed})
     traces = read_traces(root)
     for name, keys in (("tokens", ["prompt_id", "step", "draft_index"]), ("steps", ["prompt_id", "step"]),
                        ("sequences", ["prompt_id"])):
@@ -129,7 +131,15 @@ def _break(trace_dir, table_name, shard, mutate):
         ("tokens", lambda f: f.__setitem__("evaluated", False), "accepted", "accepted but not evaluated"),
         ("tokens", lambda f: f.__setitem__("p_target", 1.5), "p_target", "probability outside"),
         ("steps", lambda f: f.__setitem__("n_accepted", f["n_drafted"] + 1), "n_accepted", "n_drafted"),
-        ("steps", lambda f: f.__setitem__("verify_s", -1.0), "verify_s", "must be >= 0"),
+        ("steps", lambda f: f.__setitem__("verify_s", -1.0), "verify_s", "must be finite and >= 0"),
+        ("steps", lambda f: f.__setitem__("draft_s", np.inf), "draft_s", "must be finite and >= 0"),
+        ("sequences", lambda f: f.__setitem__("spec_wall_s", 0.0), "spec_wall_s", "finite number of seconds > 0"),
+        ("sequences", lambda f: f.__setitem__("spec_wall_s", np.inf), "spec_wall_s", "finite number of seconds"),
+        ("sequences", lambda f: f.__setitem__("baseline_wall_s", np.inf), "baseline_wall_s", "finite number"),
+        ("sequences", lambda f: f.__setitem__("baseline_tokens", -3), "baseline_tokens", "must be >= 1"),
+        ("sequences", lambda f: f.__setitem__("prompt_len", 2**31 - 1), "prompt_len", "must be in [1, 10000000]"),
+        ("tokens", lambda f: f.__setitem__("context_len", -1), "context_len", "must be in [0, 10000000]"),
+        ("steps", lambda f: f.__setitem__("temperature", np.inf), "temperature", "finite number >= 0"),
         ("sequences", lambda f: f.__setitem__("output_len", f["output_len"] + 1), "output_token_ids",
          "length differs"),
         ("sequences", lambda f: f.__setitem__("finish_reason", "exploded"), "finish_reason", "must be one of"),
@@ -198,3 +208,29 @@ def test_cli_bad_input_is_one_line_exit_2(trace_dir, capsys):
     assert main(["traces", "check", str(trace_dir / "missing")]) == 2
     with pytest.raises(InputError):
         main(["--debug", "traces", "check", str(trace_dir / "missing")])
+
+
+def test_nan_baseline_is_refused_not_read_as_missing(trace_dir):
+    # A NaN would read back as "no baseline" and silently drop the sequence from speed-ups.
+    path = trace_dir / "sequences" / "run-code.parquet"
+    table = pq.read_table(path)
+    column = table.schema.get_field_index("baseline_wall_s")
+    values = pa.array([float("nan")] * table.num_rows, type=pa.float64(), from_pandas=False)
+    pq.write_table(table.set_column(column, table.schema.field(column), values), path)
+    with pytest.raises(InputError, match="baseline_wall_s: NaN value"):
+        read_traces(trace_dir)
+
+
+def test_shards_without_run_metadata_are_refused(trace_dir):
+    (trace_dir / "runs" / "synthetic.json").unlink()
+    with pytest.raises(InputError, match=r"run 'synthetic' has shards but no runs/synthetic.json"):
+        read_traces(trace_dir)
+
+
+def test_zero_row_shard_is_read(trace_dir):
+    # A valid shard of zero rows (a prompt that produced nothing) must not crash the reader.
+    for name in ("tokens", "steps", "sequences"):
+        empty = pq.read_table(trace_dir / name / "run-code.parquet").slice(0, 0)
+        atomic_write_table(empty, trace_dir / name / "empty.parquet")
+    traces = read_traces(trace_dir)
+    assert len(traces.sequences) == 8

@@ -18,18 +18,16 @@ limit resumes and completes the stage).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
-import json
-import os
-import platform
-import subprocess
-import time
+import sys
 from pathlib import Path
 
 from specsim.collect.models import cache_dir
 from specsim.collect.prompts import read_prompts, write_prompts
-from specsim.collect.runner import CollectConfig, DrafterSpec, collect, library_versions
+from specsim.collect.runner import CollectConfig, DrafterSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stages import run_stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "data" / "traces" / "reference"
@@ -51,15 +49,6 @@ def heldout_file(counts: dict[str, int], name: str) -> Path:
     return path
 
 
-def collector_commit() -> str:
-    """Git commit of the collector code (with ``+dirty`` when specsim/ has local changes)."""
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    commit = git("rev-parse", "HEAD") or "unknown"
-    return commit + ("+dirty" if git("status", "--porcelain", "specsim") else "")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stages", nargs="*", help="stages to run (default: all, in order)")
@@ -79,31 +68,9 @@ def main() -> None:
         "greedy-gamma2-6": CollectConfig(target="smollm2", drafters=(generic,), prompts=prompts, out=str(OUT),
                                          gammas=(2, 6), max_new_tokens=MAX_NEW_TOKENS, seed=0),
     }
-    manifest_path = OUT / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"stages": {}}
     for name, config in stages.items():
-        if args.stages and name not in args.stages:
-            continue
-        config = dataclasses.replace(config, limit=args.limit)
-        start, commit = time.perf_counter(), collector_commit()
-
-        def progress(done, total, prompt_id, stage=name):
-            print(f"[{time.strftime('%H:%M:%S')}] {stage}: {done}/{total} {prompt_id}", flush=True)
-
-        result = collect(config, progress=progress)
-        stage = manifest["stages"].setdefault(name, {"wall_s": 0.0})
-        stage.update({"run_id": result["run_id"], "prompts": result["prompts_total"],
-                      "command": f"python scripts/reference/collect_reference.py {name}"
-                                 + (f" --limit {args.limit}" if args.limit else ""),
-                      "collector_commit": commit,
-                      "config": config.defining_fields()})
-        stage["wall_s"] += time.perf_counter() - start
-        manifest.update({"versions": library_versions(), "python": platform.python_version(),
-                         "platform": platform.platform(),
-                         "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                         "torch_threads": __import__("torch").get_num_threads()})
-        OUT.mkdir(parents=True, exist_ok=True)
-        manifest_path.write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+        if not args.stages or name in args.stages:
+            run_stage(name, config, OUT, f"python scripts/reference/collect_reference.py {name}", args.limit)
 
 
 if __name__ == "__main__":

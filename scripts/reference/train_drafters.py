@@ -3,8 +3,9 @@
 Stages (each cached, so a rerun resumes):
 
 1. teacher: greedy completions (<= 96 new tokens) of every train-split prompt of every task,
-   then one target forward pass over prompt + completion keeping, at every position, the
-   target's final hidden state (after its norm) and its top-32 logits.
+   16 prompts at a time, then one batched target forward pass over prompt + completion keeping,
+   at every position, the target's final hidden state (after its norm) and its top-32 logits;
+   cached per task (``teacher-<task>.pt``), so an interrupted stage resumes.
 2. generic: the target's first 4 decoder layers with its (frozen) embeddings, norm and head;
    layers and norm trained on the mixture of all tasks with an EAGLE-style loss: mean squared
    error to the target's final hidden state plus the KL divergence of the target's top-32
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +36,9 @@ import torch
 
 from specsim.collect.models import cache_dir, load_model, truncate_layers
 from specsim.collect.prompts import encode_prompt, read_prompts
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from distillation import distillation_loss, drafter_hidden, teacher_targets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("code", "docsum", "explain-short", "explain-long", "qa")
@@ -55,15 +60,22 @@ def log(message: str) -> None:
 
 
 def teacher_data(target) -> list[dict]:
-    path = WORK / "teacher.pt"
-    if path.exists():
-        return torch.load(path, weights_only=False)
+    """Teacher completions and targets of every task's train prompts, cached per task (resumable).
+
+    Generation runs 16 prompts at a time (left padding); the targets (hidden states, top-k
+    logits) come from one batched forward pass per 16 sequences (right padding).
+    """
     tokenizer, model = target.tokenizer, target.model
     eos = tokenizer.eos_token_id
     records = []
     for task in TASKS:
+        path = WORK / f"teacher-{task}.pt"
+        if path.exists():
+            records += torch.load(path, weights_only=False)
+            continue
         prompts = [p for p in read_prompts(ROOT / "data" / "prompts" / f"{task}.jsonl") if p.extra["split"] == "train"]
         encoded = [encode_prompt(tokenizer, p) for p in prompts]
+        task_records = []
         for start in range(0, len(encoded), 16):
             batch = encoded[start : start + 16]
             width = max(map(len, batch))
@@ -72,23 +84,21 @@ def teacher_data(target) -> list[dict]:
             with torch.inference_mode():
                 out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=MAX_NEW_TOKENS,
                                      do_sample=False, pad_token_id=eos)
+            sequences, completions = [], []
             for row, prompt_ids in enumerate(batch):
                 completion = out[row, width:].tolist()
                 if eos in completion:
                     completion = completion[: completion.index(eos) + 1]
-                sequence = prompt_ids + completion
-                with torch.inference_mode():
-                    result = model(input_ids=torch.tensor([sequence]), output_hidden_states=True)
-                top = result.logits[0].topk(TOP_K, dim=-1)
-                records.append({
-                    "task": task, "prompt_id": prompts[start + row].prompt_id, "ids": torch.tensor(sequence),
-                    "prompt_len": len(prompt_ids), "output_len": len(completion),
-                    "hidden": result.hidden_states[-1][0].half(), "top_ids": top.indices.int(),
-                    "top_logits": top.values.half(),
-                })
+                completions.append(completion)
+                sequences.append(prompt_ids + completion)
+            for row, targets in enumerate(teacher_targets(model, sequences, eos, TOP_K)):
+                task_records.append({"task": task, "prompt_id": prompts[start + row].prompt_id,
+                                     "prompt_len": len(batch[row]), "output_len": len(completions[row]), **targets})
             log(f"teacher {task}: {min(start + 16, len(encoded))}/{len(encoded)}")
-    WORK.mkdir(parents=True, exist_ok=True)
-    torch.save(records, path)
+        WORK.mkdir(parents=True, exist_ok=True)
+        torch.save(task_records, path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)
+        records += task_records
     return records
 
 
@@ -102,27 +112,12 @@ def split(records: list[dict]) -> tuple[list[dict], list[dict]]:
     return train, [r for r in records if r["prompt_id"] in validation]
 
 
-def drafter_forward(drafter, ids: torch.Tensor) -> torch.Tensor:
-    """Final hidden state (after the norm) of the drafter, shape (n, hidden)."""
-    return drafter.model(input_ids=ids[None]).last_hidden_state[0]
-
-
-def loss_of(drafter, record: dict) -> torch.Tensor:
-    hidden = drafter_forward(drafter, record["ids"])
-    mse = torch.nn.functional.mse_loss(hidden, record["hidden"].float())
-    head = drafter.lm_head.weight[record["top_ids"].long()]  # (n, k, hidden)
-    student = torch.einsum("nh,nkh->nk", hidden, head)
-    teacher = torch.log_softmax(record["top_logits"].float(), -1)
-    kl = torch.nn.functional.kl_div(torch.log_softmax(student, -1), teacher, log_target=True, reduction="batchmean")
-    return mse + kl
-
-
 @torch.no_grad()
 def agreement(drafter, records: list[dict]) -> dict[str, float]:
     """Top-1 agreement with the target on completion positions, per task."""
     hits: dict[str, list[int]] = {}
     for record in records:
-        hidden = drafter_forward(drafter, record["ids"])
+        hidden = drafter_hidden(drafter, record["ids"][None])[0]
         start = record["prompt_len"] - 1
         predicted = drafter.lm_head(hidden[start:-1]).argmax(-1)
         target = record["top_ids"][start:-1, 0].long()
@@ -163,7 +158,7 @@ def train(name: str, base, records: list[dict], validation: list[dict]) -> dict:
         drafter.train()
         losses = []
         for index in rng.permutation(len(data)):
-            loss = loss_of(drafter, data[index])
+            loss = distillation_loss(drafter, [data[index]])
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)

@@ -66,6 +66,8 @@ class PosteriorMetadata:
         :meth:`CostModel.to_dict` per drafter, fitted at ``temperature``.
     loo_comparison : list of dict, optional
         PSIS-LOO comparison with the model without divergence terms.
+    observed_positions : dict of str to int
+        Per drafter, the largest generated-token position its traces decoded.
     """
 
     tasks: list[str]
@@ -89,6 +91,7 @@ class PosteriorMetadata:
     task_lengths: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     cost_models: dict[str, dict[str, Any]] = field(default_factory=dict)
     loo_comparison: list[dict[str, Any]] | None = None
+    observed_positions: dict[str, int] = field(default_factory=dict)
     format: str = ARTIFACT_FORMAT
     version: int = ARTIFACT_VERSION
 

@@ -14,7 +14,7 @@ task).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,9 @@ class AcceptanceCounts:
         How the divergence was computed.
     reference_lengths : dict of str to numpy.ndarray
         The training-data total lengths used for each drafter.
+    observed_positions : dict of str to int
+        Largest generated-token position each drafter's traces decoded (longest output minus
+        one): predictions for positions beyond it extrapolate.
     """
 
     cells: pd.DataFrame
@@ -56,6 +59,7 @@ class AcceptanceCounts:
     divergence_measure: str
     length_kind: str
     reference_lengths: dict[str, np.ndarray]
+    observed_positions: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_draft_index(self) -> int:
@@ -157,4 +161,7 @@ def aggregate_counts(
     tasks, drafters = sorted(cells["task"].unique()), sorted(cells["drafter"].unique())
     cells["task_code"] = cells["task"].map({t: i for i, t in enumerate(tasks)})
     cells["drafter_code"] = cells["drafter"].map({d: i for i, d in enumerate(drafters)})
-    return AcceptanceCounts(cells, tasks, drafters, edges, divergence_measure, length_kind, references)
+    # The generated positions the traces decoded (the longest output of each drafter).
+    observed = sequences.groupby("drafter", observed=True)["output_len"].max() - 1
+    return AcceptanceCounts(cells, tasks, drafters, edges, divergence_measure, length_kind, references,
+                            {str(d): int(p) for d, p in observed.items()})

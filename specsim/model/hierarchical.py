@@ -256,6 +256,6 @@ def fit_model(
         divergence_measure=counts.divergence_measure, length_kind=counts.length_kind,
         reference_lengths={k: [float(x) for x in v] for k, v in counts.reference_lengths.items()},
         options=asdict(options), sampler=used, diagnostics=diagnostics, draws=draws, tune=tune, chains=chains,
-        seed=seed, target_accept=target_accept,
+        seed=seed, target_accept=target_accept, observed_positions=dict(counts.observed_positions),
     )
     return FitResult(idata, diagnostics, options, used, metadata)

@@ -19,7 +19,7 @@ from specsim.errors import InputError
 from specsim.lengths import divergences
 from specsim.model.artifact import Posterior
 from specsim.model.spec import FIXED_EFFECTS, linear_predictor
-from specsim.simulate.acceptance import AcceptanceProfile
+from specsim.simulate.acceptance import AcceptanceProfile, Extrapolation, extrapolation
 from specsim.simulate.cost import CostModel
 from specsim.simulate.exact import expected_workload
 
@@ -28,13 +28,20 @@ __all__ = ["SpeedupPrediction", "predict_speedup", "acceptance_draws"]
 
 def acceptance_draws(
     posterior: Posterior, *, finetuned: bool, divergence: float, task: str | None = None,
-    drafter: str | None = None, rng: np.random.Generator | int | None = None,
+    drafter: str | None = None, rng: np.random.Generator | int | None = None, extra_bins: int = 0,
 ) -> np.ndarray:
     """Conditional acceptance per draw, draft index and position bin.
 
+    Parameters
+    ----------
+    extra_bins : int
+        Position bins beyond the fitted ones (extrapolation): their effects continue the
+        position random walk with steps drawn from its fitted scale, so the spread of the
+        prediction grows with every bin past the data.
+
     Returns
     -------
-    numpy.ndarray, shape (n_draws, n_draft_index, n_position_bins)
+    numpy.ndarray, shape (n_draws, n_draft_index, n_position_bins + extra_bins)
     """
     rng = np.random.default_rng(rng)
     d = posterior.draws
@@ -42,6 +49,12 @@ def acceptance_draws(
     meta = posterior.metadata
     params = {name: d[name][:, None] for name in FIXED_EFFECTS if name in d}
     params["index_effect"], params["position_effect"] = d["index_effect"], d["position_effect"]
+    n_bins = d["position_effect"].shape[1]
+    if extra_bins:
+        scale = d.get("sigma_position_effect", np.zeros(n))[:, None]
+        steps = rng.normal(0, 1, (n, extra_bins)) * scale
+        params["position_effect"] = np.concatenate(
+            [d["position_effect"], d["position_effect"][:, -1:] + np.cumsum(steps, axis=1)], axis=1)
     # A known task or drafter keeps its effect; a new one draws from its population.
     if task is not None and task in meta.tasks:
         params["task_effect"] = d["task_effect"][:, [meta.tasks.index(task)]]
@@ -51,13 +64,13 @@ def acceptance_draws(
         params["drafter_effect"] = d["drafter_effect"][:, [meta.drafters.index(drafter)]]
     else:
         params["drafter_effect"] = (rng.normal(0, 1, n) * d["sigma_drafter"])[:, None]
-    n_index, n_bins = d["index_effect"].shape[1], d["position_effect"].shape[1]
-    index, position = np.meshgrid(np.arange(n_index), np.arange(n_bins), indexing="ij")
+    n_index = d["index_effect"].shape[1]
+    index, position = np.meshgrid(np.arange(n_index), np.arange(n_bins + extra_bins), indexing="ij")
     design = {"finetuned": float(finetuned), "divergence": divergence, "draft_index": index.reshape(-1),
               "position_bin": position.reshape(-1), "task": np.zeros(index.size, dtype=int),
               "drafter": np.zeros(index.size, dtype=int)}
     eta = linear_predictor(params, design, n_index, n_bins)
-    return expit(eta).reshape(n, n_index, n_bins)
+    return expit(eta).reshape(n, n_index, n_bins + extra_bins)
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,7 @@ class SpeedupPrediction:
     acceptance_index0_mean: float
     divergence: float
     draws: np.ndarray
+    extrapolation: Extrapolation | None = None
 
     def to_dict(self) -> dict:
         """Plain dictionary for JSON (without the draws)."""
@@ -81,7 +95,8 @@ class SpeedupPrediction:
                 "speedup_estimator": "ratio of totals, posterior predictive mean",
                 "tokens_per_step": self.tokens_per_step_mean,
                 "tokens_per_step_convention": "bonus token included (vLLM, Spec-Bench; plain decoding = 1.00)",
-                "acceptance_first_index": self.acceptance_index0_mean, "divergence": self.divergence}
+                "acceptance_first_index": self.acceptance_index0_mean, "divergence": self.divergence,
+                **(self.extrapolation.to_dict() if self.extrapolation else {})}
 
 
 def predict_speedup(
@@ -140,10 +155,20 @@ def predict_speedup(
         workload = {"prompt_len": prompt_lengths, "output_len": output_lengths,
                     "total_len": prompt_lengths + output_lengths}[kind]
         divergence = divergences(reference_lengths, workload)[meta.divergence_measure]
+    # Past the last measured position the position random walk continues from its prior scale:
+    # one more bin per doubling of position, so intervals widen with the distance from the data.
+    observed = (meta.observed_positions.get(drafter) if drafter in meta.observed_positions
+                else max(meta.observed_positions.values(), default=None))
+    reach = extrapolation(observed, output_lengths) if observed is not None else None
+    edges = np.asarray(meta.position_edges, dtype=float)
+    if reach is not None and reach.extrapolates:
+        start = max(edges[-1] if len(edges) else 1.0, float(reach.max_observed_position))
+        new = 2.0 ** np.arange(np.ceil(np.log2(start + 1)), np.floor(np.log2(max(reach.workload_max_position, 1))) + 1)
+        edges = np.concatenate([edges, new[new > start]])
+    extra_bins = len(edges) - len(meta.position_edges)
     rates = acceptance_draws(posterior, finetuned=finetuned, divergence=divergence, task=task, drafter=drafter,
-                             rng=rng)
+                             rng=rng, extra_bins=extra_bins)
     chosen = rng.choice(len(rates), size=min(n_draws, len(rates)), replace=False)
-    edges = np.asarray(meta.position_edges)
     predictions = [expected_workload(AcceptanceProfile(rates[i], edges), cost, gamma, prompt_lengths, output_lengths)
                    for i in chosen]
     speedups = np.array([p.speedup for p in predictions])
@@ -151,4 +176,5 @@ def predict_speedup(
     tail = (1 - level) / 2
     low, high = np.quantile(speedups, [tail, 1 - tail])
     return SpeedupPrediction(float(speedups.mean()), float(np.median(speedups)), float(low), float(high), level,
-                             float(np.mean(tokens)), float(rates[chosen, 0, :].mean()), float(divergence), speedups)
+                             float(np.mean(tokens)), float(rates[chosen, 0, :].mean()), float(divergence), speedups,
+                             reach)

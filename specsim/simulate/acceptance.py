@@ -15,7 +15,8 @@ import pandas as pd
 
 from specsim.errors import InputError
 
-__all__ = ["AcceptanceProfile", "profile_from_counts", "profile_from_tokens", "DEFAULT_POSITION_EDGES"]
+__all__ = ["AcceptanceProfile", "profile_from_counts", "profile_from_tokens", "DEFAULT_POSITION_EDGES",
+           "Extrapolation", "extrapolation"]
 
 #: Interior edges of the default sequence-position bins (generated tokens so far).
 DEFAULT_POSITION_EDGES = np.array([32, 64, 128, 256, 512, 1024])
@@ -145,3 +146,52 @@ def profile_from_tokens(
     evaluated = np.bincount(flat, minlength=np.prod(shape)).reshape(shape)
     accepted = np.bincount(flat, weights=evaluated_rows["accepted"].to_numpy(float), minlength=np.prod(shape))
     return profile_from_counts(accepted.reshape(shape), evaluated, edges)
+
+
+@dataclass(frozen=True)
+class Extrapolation:
+    """How far a workload's generated positions go beyond the positions acceptance was measured at.
+
+    Attributes
+    ----------
+    max_observed_position : int
+        Largest generated-token position the measured traces decoded.
+    workload_max_position : int
+        Largest generated-token position the workload visits (longest output minus one).
+    share_of_tokens_beyond : float
+        Fraction of the workload's generated tokens at positions past ``max_observed_position``.
+    """
+
+    max_observed_position: int
+    workload_max_position: int
+    share_of_tokens_beyond: float
+
+    @property
+    def extrapolates(self) -> bool:
+        """Whether any generated token lies beyond the observed positions."""
+        return self.share_of_tokens_beyond > 0
+
+    def to_dict(self) -> dict:
+        """JSON fields (``extrapolates`` included)."""
+        return {"extrapolates": self.extrapolates, "max_observed_position": self.max_observed_position,
+                "workload_max_position": self.workload_max_position,
+                "share_of_tokens_beyond_observed": self.share_of_tokens_beyond}
+
+    def warning(self) -> str:
+        """One line for stderr."""
+        return (f"warning: extrapolating: {100 * self.share_of_tokens_beyond:.0f}% of the workload's generated tokens "
+                f"lie at positions up to {self.workload_max_position}, beyond the last measured position "
+                f"{self.max_observed_position}")
+
+
+def extrapolation(max_observed_position: int, output_lengths: np.ndarray) -> Extrapolation:
+    """Share of a workload's generated tokens beyond the last measured position.
+
+    Examples
+    --------
+    >>> extrapolation(99, np.array([50, 200])).share_of_tokens_beyond
+    0.4
+    """
+    output = np.asarray(output_lengths, dtype=float)
+    beyond = np.clip(output - (max_observed_position + 1), 0, None).sum()
+    return Extrapolation(int(max_observed_position), int(output.max()) - 1, float(beyond / output.sum()))

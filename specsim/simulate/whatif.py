@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from specsim.simulate.acceptance import DEFAULT_POSITION_EDGES, AcceptanceProfile, profile_from_tokens
+from specsim.simulate.acceptance import (
+    DEFAULT_POSITION_EDGES,
+    AcceptanceProfile,
+    Extrapolation,
+    extrapolation,
+    profile_from_tokens,
+)
 from specsim.simulate.cost import CostModel
 from specsim.simulate.exact import expected_workload
 from specsim.simulate.montecarlo import simulate_workload
@@ -32,7 +38,10 @@ class WhatIfResult:
     speedup : float
         Exact expected speed-up (ratio of totals) from the point estimates.
     speedup_low, speedup_high : float
-        Bootstrap interval of the expected speed-up over recorded sequences.
+        Bootstrap interval of the expected speed-up over recorded sequences. It does not
+        widen for extrapolation: positions past the measured ones reuse the last position
+        bin's acceptance, and ``extrapolation`` says how much of the workload lies there
+        (``specsim predict`` widens its interval instead).
     tokens_per_step : float
         Expected tokens per step, bonus included.
     sequence_speedup_quantiles : dict
@@ -48,6 +57,7 @@ class WhatIfResult:
     sequence_speedup_quantiles: dict
     level: float
     inputs: dict = field(default_factory=dict)
+    extrapolation: Extrapolation | None = None
 
     def to_dict(self) -> dict:
         """Plain dictionary for JSON."""
@@ -55,7 +65,8 @@ class WhatIfResult:
                 "interval_level": self.level, "speedup_estimator": "ratio of totals",
                 "tokens_per_step": self.tokens_per_step,
                 "tokens_per_step_convention": "bonus token included (vLLM, Spec-Bench)",
-                "sequence_speedup_quantiles": self.sequence_speedup_quantiles, **self.inputs}
+                "sequence_speedup_quantiles": self.sequence_speedup_quantiles, **self.inputs,
+                **(self.extrapolation.to_dict() if self.extrapolation else {})}
 
 
 def _profile_for(tokens: pd.DataFrame, gamma: int, edges: np.ndarray) -> AcceptanceProfile:
@@ -126,4 +137,5 @@ def what_if(
         sequence_speedup_quantiles={"q05": float(quantiles[0]), "q50": float(quantiles[1]),
                                     "q95": float(quantiles[2])},
         level=level, inputs={"gamma": int(gamma), **(inputs or {})},
+        extrapolation=extrapolation(int(tokens["position"].max()), output_lengths),
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from specsim.errors import InputError
@@ -251,6 +252,10 @@ def _read_table_file(path: Path, table_name: str) -> pa.Table:
     ]
     if nulls:
         raise InputError("null values in a required column", path=path, field=nulls[0])
+    # specsim writes a missing value as null; a NaN would read back as "missing" and silently drop rows.
+    for schema_field in SCHEMAS[table_name]:
+        if pa.types.is_floating(schema_field.type) and pc.any(pc.is_nan(table.column(schema_field.name))).as_py():
+            raise InputError("NaN value (write a missing value as null)", path=path, field=schema_field.name)
     return table
 
 

@@ -19,7 +19,11 @@ from specsim.traces.schema import DRAFTER_KINDS, FINISH_REASONS, SCHEDULES, SEQU
 if TYPE_CHECKING:
     from specsim.traces.store import Traces
 
-__all__ = ["validate_traces"]
+__all__ = ["validate_traces", "MAX_TOKENS"]
+
+#: Largest prompt, output or context length the contract accepts (tokens): longer than any model's
+#: context today, small enough that no count overflows or makes a simulator allocate without bound.
+MAX_TOKENS = 10_000_000
 
 _PROBABILITY_COLUMNS = ("p_target", "q_draft", "accept_prob", "overlap", "overlap_t1")
 # Rounding of float32 softmax outputs may leave probabilities a hair outside [0, 1].
@@ -67,7 +71,9 @@ def _require(
 def _check_keys(root: Path, name: str, frame: pd.DataFrame) -> None:
     _require(root, name, frame, ~frame["drafter_kind"].isin(DRAFTER_KINDS), "drafter_kind",
              f"must be one of {', '.join(DRAFTER_KINDS)}")
-    _require(root, name, frame, ~(frame["temperature"] >= 0), "temperature", "must be >= 0")
+    temperature = frame["temperature"].to_numpy(float)
+    _require(root, name, frame, ~(np.isfinite(temperature) & (temperature >= 0)), "temperature",
+             "must be a finite number >= 0")
     _require(root, name, frame, frame["gamma"] < 1, "gamma", "must be >= 1")
     _require(root, name, frame, ~frame["schedule"].isin(SCHEDULES), "schedule",
              f"must be one of {', '.join(SCHEDULES)}")
@@ -85,6 +91,10 @@ def _check_tokens(root: Path, tokens: pd.DataFrame) -> None:
     _require(root, "tokens", tokens, (tokens["draft_index"] < 0) | (tokens["draft_index"] >= tokens["gamma"]),
              "draft_index", "must be in [0, gamma)")
     _require(root, "tokens", tokens, tokens["position"] < 0, "position", "must be >= 0")
+    _require(root, "tokens", tokens, (tokens["context_len"] < 0) | (tokens["context_len"] > MAX_TOKENS),
+             "context_len", f"must be in [0, {MAX_TOKENS}]")
+    _require(root, "tokens", tokens, tokens["context_len"] < tokens["position"], "context_len",
+             "must be at least the token's position among generated tokens")
     _require(root, "tokens", tokens, tokens.duplicated([*STEP_KEY, "draft_index"]).to_numpy(),
              "draft_index", "duplicate token row for the same step and draft index")
 
@@ -98,7 +108,10 @@ def _check_steps(root: Path, steps: pd.DataFrame) -> None:
     _require(root, "steps", steps, (steps["n_emitted"] < 0) | (steps["n_emitted"] > steps["n_accepted"] + 1),
              "n_emitted", "must be in [0, n_accepted + 1]")
     for column in ("draft_s", "verify_s"):
-        _require(root, "steps", steps, ~(steps[column] >= 0), column, "must be >= 0 seconds")
+        _require(root, "steps", steps, ~np.isfinite(steps[column].to_numpy(float)) | ~(steps[column] >= 0), column,
+                 "must be finite and >= 0 seconds")
+    _require(root, "steps", steps, (steps["context_len"] < 1) | (steps["context_len"] > MAX_TOKENS), "context_len",
+             f"must be in [1, {MAX_TOKENS}]")
     _require(root, "steps", steps, steps.duplicated(STEP_KEY).to_numpy(), "step", "duplicate step")
 
 
@@ -106,12 +119,20 @@ def _check_sequences(root: Path, sequences: pd.DataFrame) -> None:
     _check_keys(root, "sequences", sequences)
     _require(root, "sequences", sequences, ~sequences["finish_reason"].isin(FINISH_REASONS),
              "finish_reason", f"must be one of {', '.join(FINISH_REASONS)}")
-    _require(root, "sequences", sequences, sequences["prompt_len"] < 1, "prompt_len", "must be >= 1")
-    _require(root, "sequences", sequences, sequences["output_len"] < 0, "output_len", "must be >= 0")
-    _require(root, "sequences", sequences, ~(sequences["spec_wall_s"] >= 0), "spec_wall_s", "must be >= 0")
+    for column, low in (("prompt_len", 1), ("output_len", 0)):
+        values = sequences[column]
+        _require(root, "sequences", sequences, (values < low) | (values > MAX_TOKENS), column,
+                 f"must be in [{low}, {MAX_TOKENS}]")
+    spec = sequences["spec_wall_s"].to_numpy(float)
+    _require(root, "sequences", sequences, ~np.isfinite(spec) | ~(spec > 0), "spec_wall_s",
+             "must be a finite number of seconds > 0")
     baseline = sequences["baseline_wall_s"]
-    _require(root, "sequences", sequences, baseline.notna() & ~(baseline >= 0), "baseline_wall_s",
-             "must be >= 0")
+    timed = baseline.notna().to_numpy()
+    _require(root, "sequences", sequences, timed & ~(np.isfinite(baseline.to_numpy(float)) & (baseline > 0)),
+             "baseline_wall_s", "must be a finite number of seconds > 0 (or null: no baseline)")
+    baseline_tokens = sequences["baseline_tokens"]
+    _require(root, "sequences", sequences, timed & ~(baseline_tokens.fillna(sequences["output_len"]) >= 1),
+             "baseline_tokens", "must be >= 1 where a baseline was timed")
     n_ids = sequences["output_token_ids"].map(len).to_numpy()
     _require(root, "sequences", sequences, n_ids != sequences["output_len"].to_numpy(), "output_token_ids",
              "length differs from output_len")
@@ -175,7 +196,8 @@ def validate_traces(traces: Traces, loaded: Iterable[str] = TABLES) -> None:
 
     Notes
     -----
-    Checked: key columns (drafter kind, temperature >= 0, gamma >= 1), probabilities in
+    Checked: key columns (drafter kind, temperature >= 0, gamma >= 1), finite positive timings,
+    lengths in ``[0, MAX_TOKENS]``, probabilities in
     [0, 1], ``accepted`` only where ``evaluated``, ``0 <= n_accepted <= n_drafted <= gamma``,
     ``n_emitted <= n_accepted + 1``, token rows per step equal ``n_drafted`` and their
     accepted/evaluated counts match the step, accepted tokens form a prefix of the draft,
@@ -184,6 +206,12 @@ def validate_traces(traces: Traces, loaded: Iterable[str] = TABLES) -> None:
     """
     loaded = set(loaded)
     root = traces.root
+    for name in loaded:
+        frame = getattr(traces, name)
+        missing = sorted(set(frame["run_id"].unique()) - set(traces.runs))
+        if missing:
+            raise InputError(f"run {missing[0]!r} has shards but no runs/{missing[0]}.json (run metadata)",
+                             path=root / "runs", field="run_id")
     if "tokens" in loaded:
         _check_tokens(root, traces.tokens)
     if "steps" in loaded:

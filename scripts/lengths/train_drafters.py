@@ -1,0 +1,175 @@
+"""Fine-tune the generic drafter on the same content at two length regimes (equal training tokens).
+
+Both drafters start from the first experiment's ``generic-4l`` (``scripts/reference/
+train_drafters.py`` builds it) and learn from the standard library's train-pool source files
+(``data/prompts/lengths/train_files.json``; held-out files are never read), cut into windows:
+
+- ``ft-short``: windows of 256 tokens (768 of them);
+- ``ft-long``: windows of 2048 tokens (96 of them);
+
+the same 196,608 training tokens each, the same number of optimiser steps (2048 tokens a step),
+the same loss (``scripts/distillation.py``), schedule and seed: only the context length of the
+training data differs. 10% of the train-pool files are kept for validation: after each epoch the
+drafter's top-1 agreement with the target is measured by position bin on 2048-token validation
+windows. Stages are cached under ``$SPECSIM_CACHE/lengths/`` (teacher targets per drafter,
+trained drafters), so a rerun resumes. Cards go to ``data/drafters/lengths-<name>.json``.
+Run: ``python scripts/lengths/train_drafters.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from specsim.collect.models import cache_dir, load_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from distillation import agreement_by_position, distillation_loss, teacher_targets  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+WORK = cache_dir() / "lengths"
+GENERIC = cache_dir() / "reference" / "drafters" / "generic-4l"
+CARDS = ROOT / "data" / "drafters"
+SEED = 11
+TOKENS_PER_STEP = 2048
+STEPS_PER_EPOCH = 96
+EPOCHS = 2
+PEAK_LR = 3e-4
+#: name: (window tokens, windows per optimiser step)
+PLAN = {"ft-short": (256, 8), "ft-long": (2048, 1)}
+VALIDATION_WINDOWS = 6
+POSITION_EDGES = [0, 128, 256, 512, 1024, 2048]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def train_and_validation_files() -> tuple[list[Path], list[Path]]:
+    import sysconfig
+
+    names = json.loads((ROOT / "data" / "prompts" / "lengths" / "train_files.json").read_text())
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = [stdlib / name for name in names]
+    order = np.random.default_rng(SEED).permutation(len(files))
+    n_validation = max(1, len(files) // 10)
+    return [files[i] for i in sorted(order[n_validation:])], [files[i] for i in sorted(order[:n_validation])]
+
+
+def windows(tokenizer, files: list[Path], length: int, count: int, seed: int) -> list[list[int]]:
+    """``count`` random windows of ``length`` tokens from ``files`` (files weighted by their size)."""
+    rng = np.random.default_rng(seed)
+    encoded = [tokenizer(f.read_text(encoding="utf-8"))["input_ids"] for f in files]
+    encoded = [ids for ids in encoded if len(ids) > length]
+    weights = np.array([len(ids) - length for ids in encoded], dtype=float)
+    picks = rng.choice(len(encoded), size=count, p=weights / weights.sum())
+    return [encoded[i][(start := int(rng.integers(0, len(encoded[i]) - length))): start + length] for i in picks]
+
+
+def cached(path: Path, build):
+    """Load ``path`` or build, save (atomically) and return it."""
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    value = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    torch.save(value, temporary)
+    os.replace(temporary, path)
+    return value
+
+
+def teacher(target, tokenizer, name: str, files: list[Path], length: int, count: int, batch: int) -> list[dict]:
+    def build():
+        sequences = windows(tokenizer, files, length, count, seed=SEED + length)
+        records = []
+        for start in range(0, len(sequences), batch):
+            records += teacher_targets(target, sequences[start:start + batch], tokenizer.eos_token_id)
+            log(f"teacher {name}: {min(start + batch, len(sequences))}/{len(sequences)}")
+        return records
+    return cached(WORK / f"teacher-{name}.pt", build)
+
+
+def train(name: str, records: list[dict], validation: list[dict]) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    window, per_step = PLAN[name]
+    drafter = AutoModelForCausalLM.from_pretrained(GENERIC, dtype=torch.float32)
+    for parameter in drafter.parameters():
+        parameter.requires_grad = False
+    trainable = [p for layer in drafter.model.layers for p in layer.parameters()] + list(
+        drafter.model.norm.parameters())
+    for parameter in trainable:
+        parameter.requires_grad = True
+    optimizer = torch.optim.AdamW(trainable, lr=PEAK_LR, weight_decay=0.01)
+    total = EPOCHS * STEPS_PER_EPOCH
+    warmup = max(1, total // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
+        1 + math.cos(math.pi * min(s, total) / total))))
+    rng = np.random.default_rng(SEED)
+    card = {"name": name, "start_from": "generic-4l (first experiment)", "content": "python-stdlib-source (train pool)",
+            "window_tokens": window, "windows": len(records), "training_tokens": window * len(records),
+            "epochs": EPOCHS, "steps": total, "tokens_per_step": TOKENS_PER_STEP, "peak_lr": PEAK_LR,
+            "optimizer": "AdamW (weight decay 0.01), warm-up then cosine",
+            "loss": "MSE to target final hidden state + KL of target top-32 distribution", "seed": SEED,
+            "training_lengths": {"total_len": window, "sequences": len(records)},
+            "validation_position_edges": POSITION_EDGES,
+            "validation_agreement_by_position": [agreement_by_position(drafter.eval(), validation, POSITION_EDGES)],
+            "epoch_loss": []}
+    log(f"{name}: start agreement {np.round(card['validation_agreement_by_position'][0], 3).tolist()}")
+    for epoch in range(EPOCHS):
+        drafter.train()
+        order = rng.permutation(len(records))
+        losses = []
+        for step in range(STEPS_PER_EPOCH):
+            batch = [records[i] for i in order[step * per_step:(step + 1) * per_step]]
+            loss = distillation_loss(drafter, batch)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss))
+        card["epoch_loss"].append(float(np.mean(losses)))
+        card["validation_agreement_by_position"].append(
+            agreement_by_position(drafter.eval(), validation, POSITION_EDGES))
+        log(f"{name}: epoch {epoch + 1} loss {card['epoch_loss'][-1]:.4f} agreement "
+            f"{np.round(card['validation_agreement_by_position'][-1], 3).tolist()}")
+    folder = WORK / "drafters" / name
+    drafter.save_pretrained(folder)
+    CARDS.mkdir(parents=True, exist_ok=True)
+    (CARDS / f"lengths-{name}.json").write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
+def main() -> None:
+    torch.manual_seed(SEED)
+    torch.set_num_threads(int(os.environ.get("TRAIN_THREADS", "2")))
+    if not (GENERIC / "config.json").exists():
+        raise SystemExit(f"needs the generic drafter at {GENERIC}: run scripts/reference/train_drafters.py first")
+    target = load_model("smollm2")
+    tokenizer = target.tokenizer
+    train_files, validation_files = train_and_validation_files()
+    def validation_targets() -> list[dict]:
+        sequences = windows(tokenizer, validation_files, 2048, VALIDATION_WINDOWS, SEED)
+        return [r for i in range(0, len(sequences), 2)
+                for r in teacher_targets(target.model, sequences[i:i + 2], tokenizer.eos_token_id)]
+
+    validation = cached(WORK / "validation.pt", validation_targets)
+    for name, (window, _) in PLAN.items():
+        if (WORK / "drafters" / name / "config.json").exists():
+            continue
+        count = TOKENS_PER_STEP * STEPS_PER_EPOCH // window
+        records = teacher(target.model, tokenizer, name, train_files, window, count, batch=max(1, 4096 // window))
+        train(name, records, validation)
+        tokenizer.save_pretrained(WORK / "drafters" / name)
+
+
+if __name__ == "__main__":
+    main()
