@@ -89,6 +89,51 @@ def print_table(title: str, rows: list[dict[str, Any]], columns: list[str] | Non
     stdout.print(table)
 
 
+def _finite(option: str, low: float | None = None, high: float | None = None):
+    """Typer callback: a finite number within [low, high] (checked at parse time, range in the message)."""
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return value
+        bounds = ((f">= {low:g}" if low is not None else "") + (" and " if low is not None and high is not None else "")
+                  + (f"<= {high:g}" if high is not None else ""))
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            raise InputError(f"must be a finite number {bounds}".rstrip() + f", got {value}", field=option)
+        return value
+    return check
+
+
+def _level_option(default: float = INTERVAL_LEVEL):
+    return typer.Option(default, help=f"Central interval probability (default {INTERVAL_LEVEL}: the level at which "
+                        "the model's calibration is checked).", callback=_finite("--level", 0.0, 1.0))
+
+
+def _cost_choice(cost_ratio: float | None, cost_profile: Path | None):
+    """A hardware cost model chosen on the command line, or None for the traces' own costs."""
+    from specsim.simulate.cost import leviathan_cost_model, read_cost_profile
+
+    if cost_ratio is not None and cost_profile is not None:
+        raise InputError("give --cost-ratio or --cost-profile, not both", field="--cost-ratio")
+    if cost_ratio is not None:
+        return leviathan_cost_model(cost_ratio), f"constant cost ratio c = {cost_ratio:g} (Leviathan et al.)"
+    if cost_profile is not None:
+        return read_cost_profile(cost_profile), f"cost profile {cost_profile}"
+    return None, None
+
+
+_COST_RATIO_HELP = ("Constant drafter/target cost per token (Leviathan's c; verifying gamma tokens costs one target "
+                    "step) instead of the traces' fitted costs.")
+_COST_PROFILE_HELP = "Cost-model JSON (from specsim profile or a fit) instead of the traces' fitted costs."
+
+
+def _progress_bar(label: str):
+    """A rich progress bar on stderr, silent when stderr is not a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.description}"), console=stderr, transient=True,
+                    disable=not stderr.is_terminal)
+
+
 @traces_app.command("check")
 def traces_check(
     directory: Path = typer.Argument(..., help="Trace directory."),
@@ -135,7 +180,7 @@ def traces_summary(
     """
     from specsim.traces import read_traces, summarize
 
-    traces = read_traces(directory, tables=("steps", "sequences"))
+    traces = read_traces(directory)  # every reader validates the whole directory, as `traces check` does
     summary = summarize(traces.steps, traces.sequences)
     rows = summary.to_dict(orient="records")
     if json_output:
@@ -180,16 +225,27 @@ def collect_command(
     dtype: str | None = typer.Option(None, help="float32 (default), bfloat16, float16, auto."),
     out: Path | None = typer.Option(None, help="Trace directory to write (resumes if it exists)."),
     limit: int | None = typer.Option(None, help="Only the first N prompts."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub "
+                                           "(runs code from the model's repository; also needed when the --config "
+                                           "file sets trust_remote_code: true)."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Run speculative decoding over a prompt set and write traces (resumable)."""
+    import importlib.util
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from specsim.collect.prompts import load_prompts
     from specsim.collect.runner import CollectConfig, collect, load_config_file, parse_drafter
 
+    for package in ("torch", "transformers"):
+        if importlib.util.find_spec(package) is None:
+            raise InputError(f"{package} is not installed: collection needs the collect extra (pip install "
+                             "'specsim[collect]', with torch==2.13.0 or your CUDA build first)", field="collect")
     values = load_config_file(config_file) if config_file else {}
+    if values.get("trust_remote_code") and not trust_remote_code:
+        raise InputError("trust_remote_code: true runs code from the model repositories; confirm it with "
+                         "--trust-remote-code on the command line", path=config_file, field="trust_remote_code")
     given = {
         "target": target, "prompts": str(prompts) if prompts else None, "out": str(out) if out else None,
         "gammas": tuple(gamma) if gamma else None, "temperatures": tuple(temperature) if temperature else None,
@@ -205,7 +261,14 @@ def collect_command(
             option = "--drafter" if required == "drafters" else f"--{required}"
             raise InputError("required (on the command line or in --config)", field=option)
     config = CollectConfig(**values)
+    check_output_dir(config.out, "--out")
     load_prompts(config.prompts)  # bad prompt sets fail before any model loads
+    if config.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError(f"{config.device}: no CUDA device is available to torch {torch.__version__}",
+                             field="--device")
     with Progress(
         TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         TextColumn("{task.description}"), console=stderr, transient=True,
@@ -231,8 +294,9 @@ def lengths_command(
     by: str = typer.Option("task", help="Group by task or dataset."),
     kind: str = typer.Option("total_len", help="prompt_len, output_len or total_len."),
     measure: str = typer.Option("js", help="Divergence for the matrix: js, kl_ab, kl_ba, tv, w1_tokens, w1_log, ks."),
-    bootstrap: int = typer.Option(200, help="Bootstrap resamples for the intervals (0: none)."),
+    bootstrap: int = typer.Option(200, help="Bootstrap resamples for the intervals (0: none).", min=0, max=100_000),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    level: float = _level_option(),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Length quantiles per group and the divergence between every pair of groups."""
@@ -252,68 +316,37 @@ def lengths_command(
         raise InputError(f"must be one of {', '.join(DIVERGENCES)}", field="--measure")
     if by not in ("task", "dataset"):
         raise InputError("must be task or dataset", field="--by")
-    traces = read_traces(directory, tables=("sequences",))
+    traces = read_traces(directory)  # every reader validates the whole directory, as `traces check` does
     table = length_table(traces.sequences, by=by)
     quantiles = length_quantiles(table, by=by)
     samples = {name: group[kind].to_numpy() for name, group in table.groupby(by)}
     matrix = divergence_matrix(samples, measure)
     pairs = []
     names = list(samples)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            if bootstrap:
-                frame = bootstrap_divergences(samples[a], samples[b], n_resamples=bootstrap, rng=seed)
-                values = {m: {"estimate": frame.loc[m, "estimate"], "low": frame.loc[m, "low"],
-                              "high": frame.loc[m, "high"]} for m in DIVERGENCES}
-            else:
-                from specsim.lengths import divergences
+    n_pairs = len(names) * (len(names) - 1) // 2
+    with _progress_bar("lengths") as bar:
+        task = bar.add_task("bootstrap", total=n_pairs * bootstrap or None)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                if bootstrap:
+                    frame = bootstrap_divergences(samples[a], samples[b], n_resamples=bootstrap, rng=seed,
+                                                  level=level, progress=lambda: bar.advance(task))
+                    values = {m: {"estimate": frame.loc[m, "estimate"], "low": frame.loc[m, "low"],
+                                  "high": frame.loc[m, "high"]} for m in DIVERGENCES}
+                else:
+                    from specsim.lengths import divergences
 
-                values = {m: {"estimate": v} for m, v in divergences(samples[a], samples[b]).items()}
-            pairs.append({"a": a, "b": b, **values})
+                    values = {m: {"estimate": v} for m, v in divergences(samples[a], samples[b]).items()}
+                pairs.append({"a": a, "b": b, **values})
     if json_output:
         print_json({"directory": str(directory), "by": by, "kind": kind, "quantiles": quantiles.to_dict("records"),
                     "matrix_measure": measure, "matrix": matrix.to_dict(), "pairs": pairs,
+                    "interval_level": level if bootstrap else None,
                     "binning": "4 logarithmic bins per doubling of length (js, kl, tv)"})
         return
     print_table(f"{directory}: length quantiles by {by}", quantiles.to_dict("records"))
     rows = [{by: name, **{str(k): float(v) for k, v in row.items()}} for name, row in matrix.iterrows()]
     print_table(f"{measure} divergence of {kind} (row vs column)", rows)
-
-
-def _finite(option: str, low: float | None = None, high: float | None = None):
-    """Typer callback: a finite number within [low, high] (checked at parse time, range in the message)."""
-    def check(value: float | None) -> float | None:
-        if value is None:
-            return value
-        bounds = ((f">= {low:g}" if low is not None else "") + (" and " if low is not None and high is not None else "")
-                  + (f"<= {high:g}" if high is not None else ""))
-        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
-            raise InputError(f"must be a finite number {bounds}".rstrip() + f", got {value}", field=option)
-        return value
-    return check
-
-
-def _level_option(default: float = INTERVAL_LEVEL):
-    return typer.Option(default, help=f"Central interval probability (default {INTERVAL_LEVEL}: the level at which "
-                        "the model's calibration is checked).", callback=_finite("--level", 0.0, 1.0))
-
-
-def _cost_choice(cost_ratio: float | None, cost_profile: Path | None):
-    """A hardware cost model chosen on the command line, or None for the traces' own costs."""
-    from specsim.simulate.cost import leviathan_cost_model, read_cost_profile
-
-    if cost_ratio is not None and cost_profile is not None:
-        raise InputError("give --cost-ratio or --cost-profile, not both", field="--cost-ratio")
-    if cost_ratio is not None:
-        return leviathan_cost_model(cost_ratio), f"constant cost ratio c = {cost_ratio:g} (Leviathan et al.)"
-    if cost_profile is not None:
-        return read_cost_profile(cost_profile), f"cost profile {cost_profile}"
-    return None, None
-
-
-_COST_RATIO_HELP = ("Constant drafter/target cost per token (Leviathan's c; verifying gamma tokens costs one target "
-                    "step) instead of the traces' fitted costs.")
-_COST_PROFILE_HELP = "Cost-model JSON (from specsim profile or a fit) instead of the traces' fitted costs."
 
 
 @simulate_app.command("analytic")
@@ -341,15 +374,6 @@ def simulate_analytic(
         return
     stdout.print(f"tokens per step {tokens:.3f} (bonus included), speed-up {speedup:.3f}x; "
                  f"best gamma {best.gamma} gives {best.speedup:.3f}x")
-
-
-def _progress_bar(label: str):
-    """A rich progress bar on stderr, silent when stderr is not a terminal."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.description}"), console=stderr, transient=True,
-                    disable=not stderr.is_terminal)
 
 
 @simulate_app.command("whatif")

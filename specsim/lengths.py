@@ -19,7 +19,7 @@ Bootstrap intervals resample both samples with replacement. Pure NumPy/SciPy; no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -130,10 +130,12 @@ def divergences(
 
 
 def bootstrap_divergences(
-    a: np.ndarray, b: np.ndarray, *, n_resamples: int = 500, level: float = 0.95,
-    rng: np.random.Generator | int | None = None, **options,
+    a: np.ndarray, b: np.ndarray, *, n_resamples: int = 500, level: float = 0.9,
+    rng: np.random.Generator | int | None = None, progress: Callable[[], None] | None = None, **options,
 ) -> pd.DataFrame:
     """Divergences with percentile bootstrap intervals (both samples resampled).
+
+    ``progress``, if given, is called after each resample.
 
     Returns
     -------
@@ -143,9 +145,12 @@ def bootstrap_divergences(
     a, b = _validated(a, "a"), _validated(b, "b")
     rng = np.random.default_rng(rng)
     estimate = divergences(a, b, **options)
-    draws = pd.DataFrame([
-        divergences(rng.choice(a, a.size), rng.choice(b, b.size), **options) for _ in range(n_resamples)
-    ])
+    resampled = []
+    for _ in range(n_resamples):
+        resampled.append(divergences(rng.choice(a, a.size), rng.choice(b, b.size), **options))
+        if progress is not None:
+            progress()
+    draws = pd.DataFrame(resampled)
     tail = (1 - level) / 2
     return pd.DataFrame({
         "estimate": pd.Series(estimate),

@@ -19,13 +19,15 @@ from specsim.errors import InputError
 from specsim.lengths import length_table
 from specsim.traces.select import select
 
-__all__ = ["LENGTH_FILE_SUFFIXES", "MAX_OUTPUT_LEN", "Workload", "is_lengths_file", "read_lengths_file",
-           "resolve_workload"]
+__all__ = ["LENGTH_FILE_SUFFIXES", "MAX_OUTPUT_LEN", "MAX_PROMPT_LEN", "Workload", "is_lengths_file",
+           "read_lengths_file", "resolve_workload"]
 
 LENGTH_FILE_SUFFIXES = (".csv", ".parquet", ".jsonl")
-#: Longest prompt plus output a workload may ask about (tokens); the exact simulator's memory
-#: and time grow linearly with it.
-MAX_OUTPUT_LEN = 1_000_000
+#: Longest output a workload may ask about (tokens): the exact simulator's memory and time grow
+#: linearly with it (a posterior prediction runs it once per draw).
+MAX_OUTPUT_LEN = 131_072
+#: Longest prompt (tokens); prompts only enter the arithmetic of costs.
+MAX_PROMPT_LEN = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -73,15 +75,19 @@ def _validated_lengths(frame: pd.DataFrame, path: Path | str) -> pd.DataFrame:
         bad = ~np.isfinite(values) | (values != np.round(values))
         if bad.any():
             row = int(np.argmax(bad))
-            raise InputError(f"row {row + 1}: {frame[column].iloc[row]!r} is not a whole number of tokens", path=path,
+            raise InputError(f"row {row + 1}: {frame[column].iloc[row]} is not a whole number of tokens", path=path,
                              field=column)
         frame[column] = values.astype(np.int64)
     if frame.empty:
         raise InputError("no rows", path=path, field="output_len")
     if (frame["output_len"] < 1).any() or (frame["prompt_len"] < 0).any():
         raise InputError("need output_len >= 1 and prompt_len >= 0 in every row", path=path, field="output_len")
-    if (frame["prompt_len"] + frame["output_len"]).max() > MAX_OUTPUT_LEN:
-        raise InputError(f"lengths above {MAX_OUTPUT_LEN} tokens are not supported", path=path, field="output_len")
+    if frame["output_len"].max() > MAX_OUTPUT_LEN:
+        raise InputError(f"output lengths above {MAX_OUTPUT_LEN} tokens are not supported", path=path,
+                         field="output_len")
+    if frame["prompt_len"].max() > MAX_PROMPT_LEN:
+        raise InputError(f"prompt lengths above {MAX_PROMPT_LEN} tokens are not supported", path=path,
+                         field="prompt_len")
     return frame
 
 

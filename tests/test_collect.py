@@ -107,7 +107,12 @@ def test_vocabulary_mismatch_is_refused(tmp_path, tiny_models, capsys):
     ("args", "message"),
     [
         (["--gamma", "0"], "gamma must be >= 1"),
-        (["--temperature", "-1"], "temperature must be >= 0"),
+        (["--temperature", "-1"], "temperature must be a finite number >= 0"),
+        (["--temperature", "inf"], "temperature must be a finite number >= 0"),
+        (["--temperature", "nan"], "temperature must be a finite number >= 0"),
+        (["--device", "bogus"], "device must be cpu, cuda"),
+        (["--dtype", "float8"], "dtype must be"),
+        (["--out", "/dev/null/x"], "is a file, not a folder"),
         (["--drafter", "nomodel"], "expected NAME=MODEL"),
         (["--drafter", "x=m,kind=weird"], "kind 'weird'"),
         (["--drafter", "x=m,kind=finetuned"], "needs the dataset"),
@@ -116,6 +121,7 @@ def test_vocabulary_mismatch_is_refused(tmp_path, tiny_models, capsys):
     ],
 )
 def test_collect_bad_options(tmp_path, args, message, capsys):
+    # Every case is refused before a model loads (the runs take well under a second each).
     prompts = _prompts(tmp_path / "p.jsonl", 1)
     base = ["collect", "--target", "smollm2", "--drafter", "d=smollm2#layers=2", "--prompts", str(prompts),
             "--out", str(tmp_path / "t")]
@@ -159,6 +165,13 @@ def test_yaml_config(tmp_path, tiny_models):
     path.write_text("target: x\nbogus: 1\n")
     with pytest.raises(InputError, match="unknown option"):
         load_config_file(path)
+    # Wrong types in YAML are one clear line each, not a TypeError.
+    for text, field in (("max_new_tokens: ten\n", "max_new_tokens"), ("gamma: [two]\n", "gammas"),
+                        ("top_p: [0.9]\n", "top_p"), ("seed: 1.5\n", "seed"), ("baseline: 3\n", "baseline"),
+                        ("temperature: hot\n", "temperatures")):
+        path.write_text(f"target: x\nprompts: p.jsonl\nout: o\ndrafters: [{{name: d, model: m}}]\n{text}")
+        with pytest.raises(InputError, match=f"{field}: must be"):
+            CollectConfig(**load_config_file(path))
     # `record: false` once wrote no traces yet counted the prompt as done: it is no option any more.
     path.write_text("target: x\nrecord: false\n")
     with pytest.raises(InputError, match=r"unknown option\(s\) \['record'\]"):
@@ -333,3 +346,15 @@ def test_collect_from_hf_source(tmp_path, tiny_models):
     sequences = read_traces(tmp_path / "traces").sequences
     assert set(sequences["prompt_id"]) == {"q0", "q1", "q2"} and set(sequences["task"]) == {"qa"}
     assert collect(config)["prompts_skipped"] == 3
+
+
+def test_collect_refuses_remote_code_from_yaml_and_non_utf8_prompts(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("target: smollm2\nprompts: p.jsonl\nout: o\ntrust_remote_code: true\n"
+                      "drafters: [{name: d, model: smollm2}]\n")
+    assert main(["collect", "--config", str(config)]) == 2
+    assert "confirm it with --trust-remote-code" in capsys.readouterr().err
+    prompts = tmp_path / "latin1.jsonl"
+    prompts.write_bytes('{"prompt_id": "a", "task": "t", "dataset": "d", "prompt": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8 text"):
+        read_prompts(prompts)

@@ -234,3 +234,33 @@ def test_zero_row_shard_is_read(trace_dir):
         atomic_write_table(empty, trace_dir / name / "empty.parquet")
     traces = read_traces(trace_dir)
     assert len(traces.sequences) == 8
+
+
+def test_run_lock_refuses_a_second_writer_and_live_temporaries_survive(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    writer = TraceWriter(tmp_path / "t")
+    with writer.lock("run-x", 0):
+        with pytest.raises(InputError, match=r"run-x \(rank 0\) is being collected .* by pid"):
+            with TraceWriter(tmp_path / "t").lock("run-x", 0):
+                pass
+        with TraceWriter(tmp_path / "t").lock("run-x", 1):  # another rank writes beside it
+            pass
+    with writer.lock("run-x", 0):  # released on exit
+        pass
+    # A temporary file of a live writer is not a crash left-over: a new writer must not delete it.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        live = tmp_path / "t" / "tokens" / f"a.parquet.{sleeper.pid}.tmp"
+        live.write_bytes(b"in flight")
+        dead = tmp_path / "t" / "tokens" / "b.parquet.tmp"
+        dead.write_bytes(b"left over")
+        TraceWriter(tmp_path / "t")
+        assert live.exists() and not dead.exists()
+    finally:
+        sleeper.communicate(b"")
+    assert os.path.exists(live)
+    TraceWriter(tmp_path / "t")
+    assert not live.exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import platform
 import re
@@ -116,6 +117,7 @@ class CollectConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_types()
         if not self.drafters:
             raise InputError("at least one drafter is required", field="--drafter")
         names = [d.name for d in self.drafters]
@@ -123,8 +125,9 @@ class CollectConfig:
             raise InputError(f"drafter names must be unique, got {names}", field="--drafter")
         if not self.gammas or any(g < 1 for g in self.gammas):
             raise InputError(f"gamma must be >= 1, got {list(self.gammas)}", field="--gamma")
-        if not self.temperatures or any(t < 0 for t in self.temperatures):
-            raise InputError(f"temperature must be >= 0, got {list(self.temperatures)}", field="--temperature")
+        if not self.temperatures or any(not math.isfinite(t) or t < 0 for t in self.temperatures):
+            raise InputError(f"temperature must be a finite number >= 0, got {list(self.temperatures)}",
+                             field="--temperature")
         if not 0 < self.top_p <= 1:
             raise InputError(f"top-p must be in (0, 1], got {self.top_p}", field="--top-p")
         if self.max_new_tokens < 1:
@@ -133,6 +136,28 @@ class CollectConfig:
             raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}", field="--schedule")
         if self.limit is not None and self.limit < 1:
             raise InputError(f"limit must be >= 1, got {self.limit}", field="--limit")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?", self.device):
+            raise InputError(f"device must be cpu, cuda, cuda:N, mps or xpu, got {self.device!r}", field="--device")
+        if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
+            raise InputError(f"dtype must be float32, bfloat16, float16 or auto, got {self.dtype!r}", field="--dtype")
+
+    def _check_types(self) -> None:
+        """Values of the right type (a YAML config can hold a string where a number belongs)."""
+        expected: dict[str, tuple[type, ...]] = {
+            "target": (str,), "prompts": (str,), "out": (str,), "top_p": (int, float), "schedule": (str,),
+            "max_new_tokens": (int,), "seed": (int,), "baseline": (bool,), "dtype": (str,), "device": (str,),
+            "trust_remote_code": (bool,)}
+        for name, types in expected.items():
+            value = getattr(self, name)
+            if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+                raise InputError(f"must be a {' or '.join(t.__name__ for t in types)}, got {value!r}", field=name)
+        if self.limit is not None and (not isinstance(self.limit, int) or isinstance(self.limit, bool)):
+            raise InputError(f"must be a whole number, got {self.limit!r}", field="limit")
+        for name, kind in (("gammas", int), ("temperatures", (int, float))):
+            values = getattr(self, name)
+            if not isinstance(values, tuple) or not all(
+                    isinstance(v, kind) and not isinstance(v, bool) for v in values):
+                raise InputError(f"must be a number or a list of numbers, got {values!r}", field=name)
 
     def defining_fields(self) -> dict[str, Any]:
         """The fields that define results (everything but placement and bounds)."""
@@ -369,14 +394,17 @@ def collect(
     summary: dict[str, Any] = {"run_id": run_id, "out": str(config.out), "prompts_total": len(mine),
                                "prompts_skipped": len(mine) - len(todo), "prompts_done": 0}
     if todo:
-        models = _load_models(config, device)
-        if rank == 0:
-            writer.write_run_metadata(run_id, _run_metadata(config, run_id, models, world))
-        _warm_up(models, encode_prompt(models.target.tokenizer, todo[0][1]))
-        for count, (index, prompt) in enumerate(todo, start=1):
-            writer.write_shard(shard_names[index], *_decode_prompt(config, run_id, models, prompt))
-            summary["prompts_done"] += 1
-            if progress is not None:
-                progress(count, len(todo), prompt.prompt_id)
+        with writer.lock(run_id, rank):
+            models = _load_models(config, device)
+            if rank == 0:
+                writer.write_run_metadata(run_id, _run_metadata(config, run_id, models, world))
+            _warm_up(models, encode_prompt(models.target.tokenizer, todo[0][1]))
+            for count, (index, prompt) in enumerate(todo, start=1):
+                if (writer.root / "sequences" / f"{shard_names[index]}.parquet").exists():
+                    continue  # written meanwhile by a run that held the lock before this one
+                writer.write_shard(shard_names[index], *_decode_prompt(config, run_id, models, prompt))
+                summary["prompts_done"] += 1
+                if progress is not None:
+                    progress(count, len(todo), prompt.prompt_id)
     summary["wall_s"] = time.perf_counter() - started
     return summary

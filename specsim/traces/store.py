@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,25 @@ __all__ = [
 _TMP_SUFFIX = ".tmp"
 
 
+def _temporary_sibling(path: Path) -> Path:
+    """``<name>.<pid>.tmp`` beside ``path``: one name per process, so concurrent writers never share one."""
+    return path.with_name(f"{path.name}.{os.getpid()}{_TMP_SUFFIX}")
+
+
+def _writer_alive(temporary: Path) -> bool:
+    """Whether the process that named ``temporary`` (``<name>.<pid>.tmp``) is still running."""
+    pid_text = temporary.name[: -len(_TMP_SUFFIX)].rsplit(".", 1)[-1]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _fsync_directory(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -65,7 +85,7 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
         The whole content of the file.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + _TMP_SUFFIX)
+    tmp = _temporary_sibling(path)
     with open(tmp, "wb") as handle:
         handle.write(payload)
         handle.flush()
@@ -85,7 +105,7 @@ def atomic_write_table(table: pa.Table, path: str | Path) -> None:
         Final file name; its directory must exist.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + _TMP_SUFFIX)
+    tmp = _temporary_sibling(path)
     try:
         with open(tmp, "wb") as handle:
             pq.write_table(table, handle, compression="zstd")
@@ -150,7 +170,38 @@ class TraceWriter:
         for name in (*TABLES, "runs"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
         for stray in self.root.glob(f"*/*{_TMP_SUFFIX}"):
-            stray.unlink(missing_ok=True)
+            if not _writer_alive(stray):  # another live process may be writing it right now
+                stray.unlink(missing_ok=True)
+
+    @contextmanager
+    def lock(self, run_id: str, rank: int = 0) -> Iterator[None]:
+        """Hold the advisory lock of one run's process ``rank`` in this folder for the ``with`` block.
+
+        A second collection of the same run and rank into the same folder is refused with the
+        process id that holds it (two identical runs would otherwise redo every prompt); other
+        runs and other ranks write beside it freely.
+        """
+        import fcntl
+
+        folder = self.root / ".locks"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{run_id}-rank{rank}.lock"
+        handle = open(path, "a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise InputError(f"run {run_id} (rank {rank}) is being collected into this folder by {holder}; "
+                                 "wait for it or use another --out", path=self.root, field="--out") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            yield
+        finally:
+            handle.close()
 
     def completed_shards(self) -> set[str]:
         """Names of shards whose sequences file exists (the last file a shard writes)."""
