@@ -19,6 +19,7 @@ import pandas as pd
 from scipy import stats
 from scipy.special import expit
 
+from specsim.model.backend import configure_pytensor
 from specsim.model.spec import PRIORS, linear_predictor
 
 __all__ = ["SBCResult", "REDUCED_PARAMETERS", "simulation_based_calibration"]
@@ -75,6 +76,7 @@ def simulation_based_calibration(
     -------
     SBCResult
     """
+    configure_pytensor()
     import nutpie
     import pymc as pm
     import pytensor.tensor as pt

@@ -23,6 +23,7 @@ import pandas as pd
 
 from specsim.errors import InputError
 from specsim.model.artifact import Posterior, PosteriorMetadata, posterior_from_idata, save_posterior
+from specsim.model.backend import configure_pytensor
 from specsim.model.data import AcceptanceCounts
 from specsim.model.spec import FIXED_EFFECTS, PRIORS, SCALE_PARAMETERS, linear_predictor
 
@@ -31,6 +32,10 @@ __all__ = ["ModelOptions", "FitResult", "build_model", "fit_model", "diagnose", 
 
 #: Parameters listed by summaries (CLI, reports), in this order.
 SUMMARY_PARAMETERS = (*FIXED_EFFECTS[:4], "divergence_slope_finetuned", *FIXED_EFFECTS[4:], *SCALE_PARAMETERS)
+
+#: Deterministic transforms of the sampled parameters (left out of the diagnostics).
+DETERMINISTICS = ("acceptance", "index_effect", "position_effect", "task_effect", "drafter_effect",
+                  "divergence_slope_finetuned")
 
 #: Gate on the sampler's output (Vehtari et al. 2021; PyMC and ArviZ conventions).
 DIAGNOSTIC_THRESHOLDS = {"max_r_hat": 1.01, "min_ess_bulk": 400, "min_ess_tail": 400, "max_divergences": 0,
@@ -66,6 +71,7 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
     pymc.Model
         With coords ``task``, ``drafter``, ``draft_index``, ``position_bin``, ``cell``.
     """
+    configure_pytensor()
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -165,7 +171,9 @@ def diagnose(idata, thresholds: dict = DIAGNOSTIC_THRESHOLDS) -> dict:
     """Convergence diagnostics of the free parameters and the gate's verdict."""
     import arviz as az
 
-    names = [n for n in idata.posterior.data_vars if n not in ("acceptance",)]
+    # The sampled parameters only: deterministic transforms add nothing, and their pinned elements
+    # (the first index and position effect is exactly 0) have no variance to diagnose.
+    names = [n for n in idata.posterior.data_vars if n not in DETERMINISTICS]
     r_hat = az.rhat(idata, var_names=names)
     ess_bulk = az.ess(idata, var_names=names, method="bulk")
     ess_tail = az.ess(idata, var_names=names, method="tail")
@@ -228,6 +236,7 @@ def fit_model(
     log_likelihood : bool
         Store pointwise log likelihood (for LOO).
     """
+    configure_pytensor()
     import pymc as pm
 
     if len(counts.cells) < 2:

@@ -107,10 +107,15 @@ def execute_notebook(source: Path, params: Mapping[str, Any], workdir: Path, tim
         injected = "\n".join(f"{key} = {value!r}" for key, value in params.items())
         notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(
             "# Injected parameters\n" + injected, metadata={"tags": ["injected-parameters"]}))
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", allow_errors=False,
+    from jupyter_client.manager import KernelManager
+
+    # IPC sockets: a local kernel needs no TCP ports (and ipykernel warns about unencrypted TCP).
+    manager = KernelManager(kernel_name="python3", transport="ipc")
+    client = NotebookClient(notebook, km=manager, timeout=timeout, kernel_name="python3", allow_errors=False,
                             resources={"metadata": {"path": str(workdir)}})
     try:
-        client.execute()
+        # The kernel's own log goes nowhere: cell output and errors come back as messages.
+        client.execute(stderr=subprocess.DEVNULL)
     except CellExecutionError as error:
         plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
         lines = [line for line in plain.splitlines() if line.strip()]
