@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from specsim.errors import InputError
+from specsim.glossary import INTERVAL_LEVEL
 from specsim.outputs import check_output_dir, check_output_file
-from specsim.workflow import INTERVAL_LEVEL
 
 #: How tokens per step are counted in every output.
 TOKENS_PER_STEP_CONVENTION = "bonus token included (vLLM, Spec-Bench; plain decoding = 1.00)"
@@ -179,11 +179,20 @@ def traces_summary(
     ratio of totals.
     """
     from specsim.traces import read_traces, summarize
+    from specsim.traces.metrics import SUMMARY_GROUP, acceptance_by_draft_index
 
     traces = read_traces(directory)  # every reader validates the whole directory, as `traces check` does
     summary = summarize(traces.steps, traces.sequences)
     rows = summary.to_dict(orient="records")
     if json_output:
+        per_index = acceptance_by_draft_index(traces.tokens, SUMMARY_GROUP)
+        for row in rows:
+            mask = np.ones(len(per_index), dtype=bool)
+            for key in SUMMARY_GROUP:
+                mask &= (per_index[key] == row[key]).to_numpy()
+            row["acceptance_by_draft_index"] = per_index.loc[mask, [
+                "draft_index", "drafted", "evaluated", "accepted", "acceptance_rate_conditional",
+                "acceptance_rate_unconditional"]].to_dict("records")
         print_json({"directory": str(directory), "speedup_estimator": "ratio of totals, time per generated token",
                     "groups": rows})
         return
@@ -340,7 +349,9 @@ def lengths_command(
                 pairs.append({"a": a, "b": b, **values})
     if json_output:
         print_json({"directory": str(directory), "by": by, "kind": kind, "quantiles": quantiles.to_dict("records"),
-                    "matrix_measure": measure, "matrix": matrix.to_dict(), "pairs": pairs,
+                    "matrix_measure": measure, "pairs": pairs,
+                    "matrix": [{"a": a, "b": b, "value": float(matrix.loc[a, b])} for a in matrix.index
+                               for b in matrix.columns],
                     "interval_level": level if bootstrap else None,
                     "binning": "4 logarithmic bins per doubling of length (js, kl, tv)"})
         return

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from specsim.errors import InputError
+from specsim.glossary import INTERVAL_LEVEL
 from specsim.lengths import divergences, length_table
 from specsim.simulate.acceptance import profile_from_tokens
 from specsim.simulate.cost import CostKey, CostModel, fit_cost_models
@@ -46,9 +47,6 @@ __all__ = [
     "FitOutcome", "fit", "predict", "leave_one_task_out", "check_level",
 ]
 
-#: Default probability of every interval specsim reports: the level at which the model's
-#: calibration is checked (leave-one-task-out coverage of held-out cells).
-INTERVAL_LEVEL = 0.9
 #: Drafter kinds the hierarchical model describes (the untrained baseline is not a drafter population).
 MODELLED_KINDS = ("generic", "finetuned")
 

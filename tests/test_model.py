@@ -28,7 +28,7 @@ def recovery_fit():
 @pytest.mark.integration
 def test_parameter_recovery(recovery_fit):
     counts, truth, result = recovery_fit
-    summary = result.summary()
+    summary = result.summary(hdi_prob=0.95)
     for name in MAIN_EFFECTS:
         low, high = summary.loc[name, "hdi_2.5%"], summary.loc[name, "hdi_97.5%"]
         assert low <= truth[name] <= high, (name, truth[name], low, high)

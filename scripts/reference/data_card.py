@@ -64,15 +64,15 @@ def main() -> None:
     for temperature in sorted(traces.sequences["temperature"].unique()):
         steps = select(traces.steps, temperature=temperature)
         sequences = select(traces.sequences, temperature=temperature)
-        summary = summarize(steps, sequences)
+        summary = summarize(steps, sequences, level=0.95)  # the data card's criterion is a Wilson 95% half-width
         rows = []
         for _, row in summary.iterrows():
             cell_steps = select(steps, task=row["task"], drafter=row["drafter"], gamma=row["gamma"])
             per_sequence = cell_steps.groupby("prompt_id")[["n_accepted", "n_drafted"]].sum()
-            acceptance = bootstrap_ratio(per_sequence["n_accepted"], per_sequence["n_drafted"], rng=0)
+            acceptance = bootstrap_ratio(per_sequence["n_accepted"], per_sequence["n_drafted"], rng=0, level=0.95)
             speed = measured_speedup_interval(
                 select(sequences, task=row["task"], drafter=row["drafter"], gamma=row["gamma"]),
-                rng=0)
+                rng=0, level=0.95)
             rows.append({"task": row["task"], "drafter": row["drafter"], "gamma": int(row["gamma"]),
                          "sequences": int(row["sequences"]), "drafted": int(row["drafted"]),
                          "acceptance": row["acceptance_rate"],

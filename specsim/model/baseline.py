@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from specsim.glossary import INTERVAL_LEVEL
 from specsim.model.data import AcceptanceCounts
 from specsim.model.spec import centred
 
@@ -39,8 +40,9 @@ def _design(counts: AcceptanceCounts, divergence_terms: bool) -> pd.DataFrame:
     return design[keep]
 
 
-def fit_baseline(counts: AcceptanceCounts, divergence_terms: bool = True) -> pd.DataFrame:
-    """Fit the binomial GLM; return estimates with cluster-robust 95% intervals.
+def fit_baseline(counts: AcceptanceCounts, divergence_terms: bool = True, level: float = INTERVAL_LEVEL
+                 ) -> pd.DataFrame:
+    """Fit the binomial GLM; return estimates with cluster-robust intervals (``level``, default 90%).
 
     Returns
     -------
@@ -55,6 +57,6 @@ def fit_baseline(counts: AcceptanceCounts, divergence_terms: bool = True) -> pd.
     model = sm.GLM(endog, design, family=sm.families.Binomial())
     groups = cells["task_code"].to_numpy()
     fit = model.fit(cov_type="cluster", cov_kwds={"groups": groups}) if len(np.unique(groups)) > 1 else model.fit()
-    interval = fit.conf_int(0.05)
+    interval = fit.conf_int(1 - level)
     return pd.DataFrame({"estimate": fit.params, "std_error": fit.bse, "low": interval[0], "high": interval[1],
                          "p_value": fit.pvalues})

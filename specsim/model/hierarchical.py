@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from specsim.errors import InputError
+from specsim.glossary import INTERVAL_LEVEL
 from specsim.model.artifact import Posterior, PosteriorMetadata, posterior_from_idata, save_posterior
 from specsim.model.backend import configure_pytensor
 from specsim.model.data import AcceptanceCounts
@@ -151,12 +152,12 @@ class FitResult:
     sampler: str
     metadata: PosteriorMetadata
 
-    def summary(self, var_names: list[str] | None = None) -> pd.DataFrame:
+    def summary(self, var_names: list[str] | None = None, hdi_prob: float = INTERVAL_LEVEL) -> pd.DataFrame:
         """ArviZ summary of the main parameters."""
         import arviz as az
 
         names = var_names or [n for n in SUMMARY_PARAMETERS if n in self.idata.posterior]
-        return az.summary(self.idata, var_names=names, hdi_prob=0.95)
+        return az.summary(self.idata, var_names=names, hdi_prob=hdi_prob)
 
     def posterior(self) -> Posterior:
         """The draws and metadata prediction reads (as :func:`specsim.model.artifact.load_posterior` returns)."""

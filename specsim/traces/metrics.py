@@ -26,6 +26,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from specsim.errors import InputError
+from specsim.glossary import INTERVAL_LEVEL
 
 __all__ = [
     "acceptance_rate",
@@ -37,6 +38,7 @@ __all__ = [
     "wilson_interval",
     "measured_speedup",
     "measured_speedup_interval",
+    "acceptance_by_draft_index",
     "bootstrap_ratio",
     "BootstrapInterval",
     "summarize",
@@ -142,7 +144,7 @@ def unconditional_acceptance_by_index(tokens: pd.DataFrame, by: list[str] | None
     return counts.reset_index()
 
 
-def wilson_interval(successes: float, trials: float, level: float = 0.95) -> tuple[float, float]:
+def wilson_interval(successes: float, trials: float, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion.
 
     Treats tokens as independent, so it is too narrow where acceptance clusters by sequence;
@@ -217,7 +219,7 @@ def _interval(estimate: float | np.ndarray, resampled: np.ndarray, level: float)
 
 
 def bootstrap_ratio(
-    numerator: np.ndarray, denominator: np.ndarray, *, level: float = 0.95, n_resamples: int = 2000,
+    numerator: np.ndarray, denominator: np.ndarray, *, level: float = INTERVAL_LEVEL, n_resamples: int = 2000,
     rng: np.random.Generator | int | None = None,
 ) -> BootstrapInterval:
     """Ratio of totals ``sum(numerator) / sum(denominator)`` with a percentile interval.
@@ -241,7 +243,7 @@ def bootstrap_ratio(
 
 
 def measured_speedup_interval(
-    sequences: pd.DataFrame, *, level: float = 0.95, n_resamples: int = 2000,
+    sequences: pd.DataFrame, *, level: float = INTERVAL_LEVEL, n_resamples: int = 2000,
     rng: np.random.Generator | int | None = None,
 ) -> BootstrapInterval:
     """:func:`measured_speedup` with a bootstrap interval that resamples sequences.
@@ -258,7 +260,7 @@ def measured_speedup_interval(
     return _interval(_speedup_of_totals(columns.sum(axis=0)), _speedup_of_totals(weights @ columns), level)
 
 
-def summarize(steps: pd.DataFrame, sequences: pd.DataFrame) -> pd.DataFrame:
+def summarize(steps: pd.DataFrame, sequences: pd.DataFrame, level: float = INTERVAL_LEVEL) -> pd.DataFrame:
     """One row per task x drafter x temperature x gamma with the headline figures.
 
     Parameters
@@ -281,7 +283,7 @@ def summarize(steps: pd.DataFrame, sequences: pd.DataFrame) -> pd.DataFrame:
         group_steps = step_groups.get(key, steps.iloc[0:0])
         drafted = int(group_steps["n_drafted"].sum())
         accepted = int(group_steps["n_accepted"].sum())
-        low, high = wilson_interval(accepted, drafted)
+        low, high = wilson_interval(accepted, drafted, level)
         with_baseline = group[group["baseline_wall_s"].notna()]
         baseline_total = float(with_baseline["baseline_wall_s"].sum()) if len(with_baseline) else float("nan")
         speedup = measured_speedup(group)
@@ -304,3 +306,19 @@ def summarize(steps: pd.DataFrame, sequences: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def acceptance_by_draft_index(tokens: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """Both per-position conventions side by side, one row per group and draft index.
+
+    ``acceptance_rate_conditional`` is accepted over evaluated at that index (inference-lab's
+    ``a_d``; SGLang's open per-position PR); ``acceptance_rate_unconditional`` is accepted over
+    drafted at that index (vLLM's ``spec_decode_num_accepted_tokens_per_pos`` over drafts).
+    """
+    by = list(by or [])
+    conditional = conditional_acceptance_by_index(tokens, by).rename(columns={"rate": "acceptance_rate_conditional"})
+    unconditional = unconditional_acceptance_by_index(tokens, by).rename(
+        columns={"rate": "acceptance_rate_unconditional"}).drop(columns="accepted")
+    merged = unconditional.merge(conditional, on=[*by, "draft_index"], how="left")
+    merged[["evaluated", "accepted"]] = merged[["evaluated", "accepted"]].fillna(0).astype(np.int64)
+    return merged
