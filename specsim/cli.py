@@ -681,7 +681,8 @@ def demo_command(
         stderr.print("warning: sampler diagnostics failed: " + "; ".join(outcome.result.diagnostics["warnings"]),
                      markup=False)
     with stderr.status("rendering the main report"):
-        html = render_report("main", {"traces": str(traces_dir), "posterior": str(posterior)}, out)
+        gamma = int(greedy["gamma"].mode().iloc[0])  # the report's figures at the traces' most common draft length
+        html = render_report("main", {"traces": str(traces_dir), "posterior": str(posterior), "gamma": gamma}, out)
     if json_output:
         print_json({"traces": str(traces_dir), "sequences": len(traces.sequences), "drafted": len(traces.tokens),
                     "summary": summary.to_dict("records"), "simulator_mape": validation.mape,

@@ -14,6 +14,7 @@ from specsim.cli import main
 from specsim.collect.prompts import Prompt, read_prompts, write_prompts
 from specsim.collect.runner import CollectConfig, DrafterSpec, collect, load_config_file, parse_drafter
 from specsim.errors import InputError
+from specsim.glossary import undefined_keys
 from specsim.traces import read_traces
 from tests.models import save_tiny_drafter
 
@@ -203,6 +204,7 @@ def test_sigkill_then_resume_loses_at_most_the_prompt_in_flight(tmp_path, tiny_m
     resumed = subprocess.run(_collect_command(tiny_models, prompts, out), cwd=REPO, capture_output=True,
                              text=True, check=True)
     summary = json.loads(resumed.stdout)
+    assert not undefined_keys(summary)
     assert summary["prompts_skipped"] == len(written_before)
     assert summary["prompts_skipped"] + summary["prompts_done"] == 13
     final = read_traces(out)

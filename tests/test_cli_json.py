@@ -1,0 +1,71 @@
+"""Every command takes --json and prints one JSON document whose keys are all in the glossary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from specsim.cli import main
+from specsim.glossary import GLOSSARY, undefined_keys
+
+
+def _json_of(argv, capsys) -> dict:
+    assert main([*argv, "--json"]) == 0, argv
+    out = capsys.readouterr().out
+    payload = json.loads(out)  # exactly one document: json.loads refuses trailing data
+    assert isinstance(payload, dict)
+    return payload
+
+
+def _fast_commands(trace_dir):
+    traces = str(trace_dir)
+    whatif = ["--traces", traces, "--drafter", "generic-4l", "--acceptance-from", "code", "--lengths-from", "chat"]
+    return {
+        "traces check": ["traces", "check", traces],
+        "traces summary": ["traces", "summary", traces],
+        "lengths": ["lengths", traces, "--bootstrap", "5"],
+        "simulate analytic": ["simulate", "analytic", "--alpha", "0.7", "--gamma", "3", "--cost-ratio", "0.1"],
+        "simulate whatif": ["simulate", "whatif", *whatif, "--resamples", "5"],
+        "simulate best-gamma": ["simulate", "best-gamma", *whatif],
+        "simulate validate": ["simulate", "validate", traces],
+    }
+
+
+@pytest.mark.parametrize("command", list(_fast_commands("t")))
+def test_fast_commands_print_one_glossary_document(command, trace_dir, capsys):
+    payload = _json_of(_fast_commands(trace_dir)[command], capsys)
+    assert not undefined_keys(payload), undefined_keys(payload)
+
+
+def test_same_quantity_same_key(trace_dir, capsys):
+    summary = _json_of(["traces", "summary", str(trace_dir)], capsys)
+    per_index = summary["groups"][0]["acceptance_by_draft_index"]
+    assert {"acceptance_rate_conditional", "acceptance_rate_unconditional"} <= set(per_index[0])
+    # Unconditional <= conditional at every index; equal at index 0 (every step drafts it).
+    assert per_index[0]["acceptance_rate_conditional"] == per_index[0]["acceptance_rate_unconditional"]
+    assert all(r["acceptance_rate_unconditional"] <= r["acceptance_rate_conditional"] for r in per_index)
+    whatif = _json_of(_fast_commands(trace_dir)["simulate whatif"], capsys)
+    assert whatif["interval_level"] == 0.9 and "tokens_per_step" in whatif
+    for synonym in ("speedup_mean", "tokens_per_step_mean", "mean_speedup"):
+        assert synonym not in GLOSSARY
+
+
+@pytest.mark.integration
+def test_model_commands_print_one_glossary_document(two_kind_traces, tmp_path, capsys):
+    root = str(two_kind_traces[0])
+    posterior = str(tmp_path / "p.nc")
+    documents = {
+        "fit": ["fit", root, "--out", posterior, "--draws", "150", "--tune", "150", "--chains", "2", "--no-compare"],
+        "predict": ["predict", posterior, "--workload", "mid", "--drafter", "generic", "--drafter-kind", "generic",
+                    "--gamma", "3"],
+        "report": ["report", "whatif", "--out", str(tmp_path), "--param", f"traces={root}", "--param",
+                   "drafter=generic", "--param", "acceptance_from=short", "--param", "lengths_from=long",
+                   "--param", "gamma=3"],
+        "loto": ["loto", root, "--draws", "100", "--gamma", "3"],
+        "demo": ["demo", "--traces", root, "--out", str(tmp_path / "demo"), "--draws", "100"],
+    }
+    for name, argv in documents.items():
+        payload = _json_of(argv, capsys)
+        assert not undefined_keys(payload), (name, undefined_keys(payload))
+    assert payload["report"].endswith("main.html")
