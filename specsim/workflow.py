@@ -44,7 +44,7 @@ from specsim.workload import Workload, resolve_workload
 
 __all__ = [
     "INTERVAL_LEVEL", "MODELLED_KINDS", "cost_models", "Validation", "validate", "what_if", "gamma_sweep",
-    "FitOutcome", "fit", "predict", "leave_one_task_out", "check_level",
+    "FitOutcome", "fit", "predict", "leave_one_task_out", "check_level", "break_even_cost_ratio",
 ]
 
 #: Drafter kinds the hierarchical model describes (the untrained baseline is not a drafter population).
@@ -186,6 +186,31 @@ def gamma_sweep(
     table = pd.DataFrame(rows)
     table["best"] = table["speedup"] == table["speedup"].max()
     return table
+
+
+def break_even_cost_ratio(
+    traces: Traces, *, drafter: str, acceptance_from: str, workload: str | Workload, temperature: float = 0.0,
+    max_gamma: int = 8,
+) -> float:
+    """Largest drafter/target cost ratio ``c`` (Leviathan's constant cost) at which the best draft length
+    still breaks even (speed-up 1) with this acceptance on this workload; bisection on ``c``.
+
+    Returns 0 when no positive ``c`` pays off (acceptance too low for any hardware).
+    """
+    from specsim.simulate.cost import leviathan_cost_model
+
+    def best(c: float) -> float:
+        table = gamma_sweep(traces, drafter=drafter, acceptance_from=acceptance_from, workload=workload,
+                            gammas=range(1, max_gamma + 1), temperature=temperature, cost=leviathan_cost_model(c))
+        return float(table["speedup"].max())
+
+    if best(0.0) <= 1:
+        return 0.0
+    low, high = 0.0, 1.0
+    for _ in range(20):  # c to within 1e-6
+        middle = (low + high) / 2
+        low, high = (middle, high) if best(middle) > 1 else (low, middle)
+    return low
 
 
 @dataclass

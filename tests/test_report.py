@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import html as html_lib
+import json
 import re
 import shutil
 import subprocess
@@ -54,6 +56,52 @@ def test_reports_render_in_a_real_browser(rendered, tmp_path, which):
     # A real page: not blank, with dark text on a light background and coloured figures.
     assert image[..., :3].std() > 0.05
     assert (image[..., :3].mean(axis=2) < 0.3).mean() > 0.002
+
+
+WIDTH_PROBE = """<script>
+window.addEventListener("load", () => {
+  const page = document.documentElement.clientWidth;
+  const widest = Math.max(0, ...[...document.querySelectorAll("table")].map(t => t.getBoundingClientRect().right));
+  document.body.setAttribute("data-probe", JSON.stringify({page: page, widest_table_right: widest}));
+});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
+@pytest.mark.parametrize("which", [0, 1])
+def test_tables_fit_the_page_and_are_rounded(rendered, tmp_path, which):
+    html = rendered[which].read_text()
+    # Laid out by the real browser at the width a reader uses: no table runs past the page.
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", WIDTH_PROBE + "</body>"))
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1300,2000",
+                          "--virtual-time-budget=5000", "--dump-dom", probe.resolve().as_uri()],
+                         check=True, capture_output=True, text=True).stdout
+    measured = json.loads(html_lib.unescape(re.search(r'data-probe="([^"]+)"', dom).group(1)))
+    assert 0 < measured["widest_table_right"] <= measured["page"], measured
+    # No raw float with more than 4 significant digits in any table cell.
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", html, flags=re.S)
+    assert cells
+    for cell in cells:
+        for number in re.findall(r"\d+\.\d+", re.sub(r"<[^>]+>", "", cell)):
+            assert len(number.replace(".", "").lstrip("0")) <= 4, cell
+    # A verdict block a practitioner can act on, first thing after the title.
+    text = re.sub(r"<[^>]+>", " ", html)
+    assert re.search(r"is expected (to be|at) [0-9.]+x", text)
+    assert "Where the data end" in text or "measured (up to" in text
+
+
+def test_figures_need_axis_labels():
+    from specsim.report.present import show
+
+    figure, axes = plt.subplots()
+    axes.plot([0, 1], [0, 1])
+    axes.set_xlabel("x")
+    with pytest.raises(ValueError, match="lacks an axis label"):
+        show(figure)
+    plt.close(figure)
 
 
 def test_main_report_answers_in_numbers(rendered):

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -109,8 +110,10 @@ def execute_notebook(source: Path, params: Mapping[str, Any], workdir: Path, tim
             "# Injected parameters\n" + injected, metadata={"tags": ["injected-parameters"]}))
     from jupyter_client.manager import KernelManager
 
-    # IPC sockets: a local kernel needs no TCP ports (and ipykernel warns about unencrypted TCP).
-    manager = KernelManager(kernel_name="python3", transport="ipc")
+    # IPC sockets: a local kernel needs no TCP ports (and ipykernel warns about unencrypted TCP). Their
+    # path is absolute: the kernel runs in ``workdir``, the client here.
+    sockets = Path(tempfile.mkdtemp(prefix="specsim-kernel-"))
+    manager = KernelManager(kernel_name="python3", transport="ipc", ip=str(sockets / "ipc"))
     client = NotebookClient(notebook, km=manager, timeout=timeout, kernel_name="python3", allow_errors=False,
                             resources={"metadata": {"path": str(workdir)}})
     try:
@@ -120,6 +123,8 @@ def execute_notebook(source: Path, params: Mapping[str, Any], workdir: Path, tim
         plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
         lines = [line for line in plain.splitlines() if line.strip()]
         raise InputError(f"report cell failed: {lines[-1] if lines else error}", path=source) from None
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
     return notebook
 
 

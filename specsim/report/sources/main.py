@@ -40,6 +40,7 @@ from specsim import workflow
 from specsim.lengths import divergence_matrix, length_table
 from specsim.model import aggregate_counts, fit_baseline, load_posterior
 from specsim.model.hierarchical import SUMMARY_PARAMETERS
+from specsim.report.present import drafter_colours, show, table, verdict
 from specsim.traces import conditional_acceptance_by_index, read_traces, summarize
 from specsim.traces.metrics import measured_speedup_interval, wilson_interval
 from specsim.traces.select import select
@@ -54,19 +55,52 @@ sequences = select(data.sequences, temperature=temperature)
 drafters = sorted(sequences["drafter"].unique())
 tasks = sorted(sequences["task"].unique())
 kinds = sequences.drop_duplicates("drafter").set_index("drafter")["drafter_kind"].to_dict()
-colors = {d: plt.cm.tab10(i) for i, d in enumerate(drafters)}
+colors = drafter_colours(drafters)
 display(Markdown(f"Traces: `{traces}`: {len(sequences)} sequences, {len(steps)} steps, {len(tokens)} drafted tokens "
                  f"at temperature {temperature}; tasks {', '.join(tasks)}; drafters "
                  + ", ".join(f"{d} ({kinds[d]})" for d in drafters) + "."))
+
+# %% [markdown]
+# ## Verdict
+
+# %%
+at_gamma = sequences[sequences["gamma"] == gamma]
+pooled = {d: measured_speedup_interval(select(at_gamma, drafter=d), rng=seed) for d in drafters
+          if select(at_gamma, drafter=d)["baseline_wall_s"].notna().any()}
+best_drafter = max(pooled, key=lambda d: pooled[d].estimate)
+best_cell = max(((t, best_drafter) for t in tasks if not select(at_gamma, task=t, drafter=best_drafter).empty),
+                key=lambda cell: measured_speedup_interval(select(at_gamma, task=cell[0], drafter=cell[1]),
+                                                           rng=seed).estimate)
+break_even = workflow.break_even_cost_ratio(data, drafter=best_drafter, acceptance_from=best_cell[0],
+                                            workload=best_cell[0], temperature=temperature)
+device = next(iter(data.runs.values()), {}).get("device_name", "the traces' machine")
+interval = pooled[best_drafter]
+lines = [verdict(f"On the measured tasks pooled, the best drafter, {best_drafter},", interval.estimate, interval.low,
+                 interval.high, interval.level, gamma, f"as measured on {device}")]
+if interval.high < 1:
+    lines.append(f"Every drafter is slower than plain decoding on this hardware. With {best_drafter}'s acceptance on "
+                 f"{best_cell[0]} (its best task), speculative decoding pays off where a drafter token costs less "
+                 f"than **{break_even:.3f}** of a target step (Leviathan's c; `specsim simulate whatif --cost-ratio`).")
+lines.append(f"**Where the data end:** contexts up to {int(tokens['context_len'].max())} tokens and generated "
+             f"positions up to {int(sequences['output_len'].max()) - 1}; predictions past them extrapolate "
+             "(`specsim predict` says so and widens its interval).")
+display(Markdown("\n\n".join(lines)))
 
 # %% [markdown]
 # ## What was measured
 
 # %%
 summary = summarize(steps, sequences)
-display(summary[["task", "drafter", "drafter_kind", "gamma", "sequences", "drafted", "acceptance_rate",
-                 "acceptance_rate_low", "acceptance_rate_high", "acceptance_length_with_bonus",
-                 "measured_speedup"]])
+display(table(summary[["task", "drafter", "drafter_kind", "gamma", "sequences", "drafted", "acceptance_rate",
+                       "acceptance_rate_low", "acceptance_rate_high", "acceptance_length_with_bonus",
+                       "measured_speedup"]],
+              intervals={"acceptance rate (90% Wilson)": ("acceptance_rate", "acceptance_rate_low",
+                                                          "acceptance_rate_high")},
+              rename={"drafter_kind": "kind", "drafted": "drafted tokens",
+                      "acceptance_length_with_bonus": "tokens per step (bonus counted)",
+                      "measured_speedup": "measured speed-up (x)"},
+              caption="Acceptance rate = accepted / drafted tokens (vLLM); speed-up = plain over speculative wall time "
+                      "per generated token, ratio of totals."))
 
 # %% [markdown]
 # ## Length distributions per task
@@ -84,15 +118,15 @@ matrix = divergence_matrix({t: g["total_len"].to_numpy() for t, g in lengths.gro
 image = axes[1].imshow(matrix.to_numpy(), cmap="viridis", vmin=0, vmax=1)
 axes[1].set_xticks(range(len(matrix)), matrix.columns, rotation=45, ha="right", fontsize=8)
 axes[1].set_yticks(range(len(matrix)), matrix.index, fontsize=8)
-axes[1].set_title("Jensen-Shannon divergence (bits)")
-fig.colorbar(image, ax=axes[1])
+axes[1].set(title="Jensen-Shannon divergence (bits)", xlabel="task", ylabel="task")
+fig.colorbar(image, ax=axes[1], label="JS divergence (bits)")
 fig.tight_layout()
-plt.show()
+show(fig)
 
 # %% [markdown]
 # ## Acceptance by draft index and by position in the sequence
 # Conditional acceptance: accepted among tokens evaluated at that draft index (a rejection ends the
-# step), with 95% Wilson intervals.
+# step), with 90% Wilson intervals.
 
 # %%
 by_index = conditional_acceptance_by_index(tokens[tokens["gamma"] == gamma], by=["drafter"])
@@ -115,11 +149,35 @@ axes[1].set(xlabel="generated position of the step", ylabel="acceptance", title=
             ylim=(0, 1))
 axes[0].legend(fontsize=8)
 fig.tight_layout()
-plt.show()
+show(fig)
+
+# %% [markdown]
+# ## Acceptance by context position
+# Conditional acceptance of drafted tokens by their absolute position in the context (prompt plus
+# generated tokens), in doubling bins up to the longest context measured; 90% Wilson intervals.
+
+# %%
+evaluated = tokens[tokens["evaluated"]]
+edges = 2 ** np.arange(4, int(np.ceil(np.log2(max(evaluated["context_len"].max(), 32)))) + 1)
+evaluated = evaluated.assign(context_bin=np.searchsorted(edges, evaluated["context_len"].to_numpy(), side="right"))
+by_context = evaluated.groupby(["drafter", "context_bin"], observed=True)["accepted"].agg(["sum", "size"]).reset_index()
+fig, ax = plt.subplots(figsize=(11, 3.6))
+for drafter, group in by_context.groupby("drafter"):
+    group = group[group["size"] >= 20]
+    rate = group["sum"] / group["size"]
+    low, high = np.array([wilson_interval(a, n) for a, n in zip(group["sum"], group["size"], strict=True)]).T
+    centres = np.array([edges[b - 1] * 1.41 if b > 0 else 8 for b in group["context_bin"]])
+    ax.errorbar(centres, rate, yerr=np.clip([rate - low, high - rate], 0, None), marker="o", capsize=2,
+                label=drafter, color=colors[drafter])
+ax.set(xscale="log", xlabel="context position of the drafted token (tokens, log scale)",
+       ylabel="conditional acceptance", ylim=(0, 1),
+       title=f"Acceptance by context position (up to {int(evaluated['context_len'].max())} tokens)")
+ax.legend(fontsize=8)
+show(fig)
 
 # %% [markdown]
 # ## Measured speed-up per task and drafter
-# Bootstrap over sequences (95%); below 1 means speculative decoding was slower than plain decoding
+# Bootstrap over sequences (90%); below 1 means speculative decoding was slower than plain decoding
 # on this hardware.
 
 # %%
@@ -137,11 +195,11 @@ for i, drafter in enumerate(drafters):
     x = np.arange(len(tasks)) + i * width
     ax.bar(x, part["speedup"], width, color=colors[drafter], label=drafter,
            yerr=np.clip([part["speedup"] - part["low"], part["high"] - part["speedup"]], 0, None), capsize=2)
-ax.axhline(1, color="black", linewidth=0.8)
 ax.set_xticks(np.arange(len(tasks)) + width * (len(drafters) - 1) / 2, tasks)
-ax.set(ylabel="measured speed-up", title=f"Measured speed-up (gamma {gamma})")
+ax.axhline(1, color="black", linewidth=0.8, linestyle="--", label="plain decoding (1x)")
+ax.set(xlabel="task", ylabel="measured speed-up (x)", title=f"Measured speed-up (gamma {gamma})")
 ax.legend(fontsize=8)
-plt.show()
+show(fig)
 
 # %% [markdown]
 # ## The hierarchical model
@@ -163,7 +221,7 @@ with build_model(counts):
 fig, ax = plt.subplots(figsize=(6, 3))
 ax.hist(prior.prior["acceptance"].values.reshape(-1), bins=40, density=True, color="grey")
 ax.set(xlabel="acceptance rate of a cell", ylabel="prior density", title="Prior predictive acceptance")
-plt.show()
+show(fig)
 
 # %%
 import arviz as az  # noqa: E402
@@ -180,19 +238,22 @@ posterior_table = az.summary(idata, var_names=names, hdi_prob=0.9)[["mean", "sd"
                                                                       "ess_bulk", "ess_tail"]]
 baseline = fit_baseline(counts)
 side = posterior_table[["mean", "hdi_5%", "hdi_95%"]].join(
-    baseline[["estimate", "low", "high"]].rename(columns={"estimate": "glm_estimate", "low": "glm_95%_low",
-                                                          "high": "glm_95%_high"}), how="left")
-display(Markdown("**Posterior (90% HDI) beside the statsmodels binomial GLM (95% cluster-robust by task), logit "
-                 "scale.**"))
-display(side)
+    baseline[["estimate", "low", "high"]].rename(columns={"estimate": "glm_estimate", "low": "glm_low",
+                                                          "high": "glm_high"}),
+    how="left").reset_index(names="parameter")
+display(table(side, intervals={"posterior mean (90% HDI)": ("mean", "hdi_5%", "hdi_95%"),
+                               "GLM estimate (90% cluster-robust)": ("glm_estimate", "glm_low", "glm_high")},
+              caption="Logit scale. A dash: the GLM has no such term (random effects and scales are the "
+                      "hierarchical model's own)."))
 status = "passed" if diagnostics["passed"] else "FAILED: " + "; ".join(diagnostics["warnings"])
 display(Markdown(f"**Sampler diagnostics** ({status}): max R-hat {diagnostics['max_r_hat']:.3f} (gate 1.01), "
                  f"min bulk ESS {diagnostics['min_ess_bulk']:.0f} and tail ESS {diagnostics['min_ess_tail']:.0f} "
                  f"(gate 400), {diagnostics['divergences']} divergences (gate 0), min E-BFMI "
                  f"{diagnostics['min_bfmi']:.2f}."))
 if meta.loo_comparison:
-    display(Markdown("**PSIS-LOO comparison**, with vs without the divergence terms:"))
-    display(pd.DataFrame(meta.loo_comparison))
+    display(table(pd.DataFrame(meta.loo_comparison), rename={"elpd_loo": "elpd (LOO)", "elpd_diff": "elpd difference",
+                                                            "dse": "standard error of difference"},
+                  caption="PSIS-LOO comparison, with vs without the divergence terms."))
 
 # %% [markdown]
 # ## Speed-up vs length divergence, with posterior bands
@@ -223,10 +284,11 @@ for _, row in measured.iterrows():
     if (row["task"], row["drafter"]) in cell_divergence.index:
         ax.scatter(cell_divergence[(row["task"], row["drafter"])], row["speedup"],
                    color="tab:red" if kinds[row["drafter"]] == "finetuned" else "tab:blue", edgecolor="black", zorder=3)
-ax.set(xlabel="JS divergence of total length (drafter training data vs workload)", ylabel="speed-up",
+ax.axhline(1, color="black", linewidth=0.8, linestyle="--", label="plain decoding (1x)")
+ax.set(xlabel="JS divergence of total length (drafter training data vs workload)", ylabel="speed-up (x)",
        title=f"Speed-up vs length divergence (gamma {gamma})")
 ax.legend(fontsize=8)
-plt.show()
+show(fig)
 
 # %% [markdown]
 # ## Best draft length per workload
@@ -247,12 +309,14 @@ fig, axes = plt.subplots(1, len(tasks), figsize=(3 * len(tasks), 3), sharey=True
 for task, drafter, speeds in curve_rows:
     ax = axes[0][tasks.index(task)]
     ax.plot(range(1, 9), speeds, marker=".", color=colors[drafter], label=drafter)
-    ax.set(title=task, xlabel="gamma")
-axes[0][0].set_ylabel("expected speed-up")
+    ax.set(title=task, xlabel="gamma (draft length)", ylabel="expected speed-up (x)")
+for ax in axes[0]:
+    ax.axhline(1, color="black", linewidth=0.8, linestyle="--", label="plain decoding (1x)")
 axes[0][-1].legend(fontsize=7)
 fig.tight_layout()
-plt.show()
-display(best)
+show(fig)
+display(table(best, rename={"best_gamma": "best gamma", "best_speedup": "speed-up at best gamma (x)",
+                            f"speedup_at_gamma_{gamma}": f"speed-up at gamma {gamma} (x)"}))
 
 # %% [markdown]
 # ## Measured vs predicted speed-up
@@ -274,14 +338,19 @@ for _, row in validation.iterrows():
                                   divergence=float(cell_divergence.get((row["task"], row["drafter"]), 0.0)),
                                   n_draws=200, seed=seed)[0]
     model_rows.append({"model_mean": prediction.mean, "model_low": prediction.low, "model_high": prediction.high})
-table = pd.concat([validation.reset_index(drop=True), pd.DataFrame(model_rows)], axis=1)
-table["model_covers"] = (table["model_low"] <= table["measured_speedup"]) & (
-    table["measured_speedup"] <= table["model_high"])
-display(table[["task", "drafter", "sequences", "measured_speedup", "predicted_speedup", "error_pct", "model_mean",
-               "model_low", "model_high", "model_covers"]])
-mape = table["error_pct"].abs().mean()
+compared = pd.concat([validation.reset_index(drop=True), pd.DataFrame(model_rows)], axis=1)
+compared["model_covers"] = (compared["model_low"] <= compared["measured_speedup"]) & (
+    compared["measured_speedup"] <= compared["model_high"])
+display(table(compared[["task", "drafter", "sequences", "measured_speedup", "predicted_speedup", "error_pct",
+                        "model_mean", "model_low", "model_high", "model_covers"]],
+              intervals={"model speed-up (x, 90%)": ("model_mean", "model_low", "model_high")},
+              rename={"measured_speedup": "measured (x)", "predicted_speedup": "simulator (x)",
+                      "error_pct": "simulator error (%)", "model_covers": "model interval covers"},
+              caption="A dash: the untrained drafter is not part of the model's drafter population."))
+mape = compared["error_pct"].abs().mean()
 display(Markdown(f"Simulator mean absolute percentage error: **{mape:.1f}%**; model intervals cover "
-                 f"{int(table['model_covers'].sum())} of {int(table['model_low'].notna().sum())} cells."))
+                 f"{int(compared['model_covers'].sum())} of {int(compared['model_low'].notna().sum())} cells "
+                 "(in-sample; `specsim loto` gives the out-of-sample coverage)."))
 
 # %% [markdown]
 # ## The answer, in numbers

@@ -36,53 +36,88 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from specsim import workflow
-from specsim.lengths import divergences, length_table
+from specsim.model.data import drafter_reference_lengths
+from specsim.report.present import drafter_colours, show, table, verdict
 from specsim.simulate.acceptance import profile_from_tokens
 from specsim.simulate.cost import leviathan_cost_model
 from specsim.simulate.montecarlo import simulate_workload
 from specsim.traces import read_traces
 from specsim.traces.select import select
 
-warnings.filterwarnings("ignore")
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 data = read_traces(traces)
 cost = leviathan_cost_model(float(cost_ratio)) if cost_ratio is not None else None
-cost_label = (f"constant cost ratio c = {float(cost_ratio):g}" if cost_ratio is not None
-              else f"fitted on the traces ({drafter}, temperature {temperature:g})")
+cost_label = (f"a constant drafter/target cost ratio c = {float(cost_ratio):g} (Leviathan et al.)"
+              if cost_ratio is not None else
+              f"fitted on the traces' own machine ({drafter}, temperature {temperature:g}; "
+              f"{data.runs[next(iter(data.runs))].get('device_name', 'unknown device') if data.runs else 'unknown'})")
 result, workload = workflow.what_if(data, drafter=drafter, acceptance_from=acceptance_from, workload=lengths_from,
                                    gamma=gamma, temperature=temperature, cost=cost, seed=seed)
 sweep = workflow.gamma_sweep(data, drafter=drafter, acceptance_from=acceptance_from, workload=workload,
                              temperature=temperature, cost=cost)
-source = length_table(select(data.sequences, task=acceptance_from, temperature=temperature))
-shift = divergences(source["total_len"], workload.total_lengths)
 best = sweep[sweep["best"]].iloc[0]
-verdict = "faster than" if result.speedup >= 1 else "slower than"
-display(Markdown(
-    f"**{drafter}** with the acceptance of **{acceptance_from}** on the lengths of **{workload.name}**, gamma {gamma}: "
-    f"expected speed-up **{result.speedup:.3f}x**, {verdict} plain decoding ({100 * result.level:.0f}% interval "
-    f"{result.speedup_low:.3f} to {result.speedup_high:.3f}), {result.tokens_per_step:.2f} tokens per step. "
-    f"Costs: {cost_label}. Best draft length {int(best['gamma'])} ({best['speedup']:.3f}x). Length shift from "
-    f"{acceptance_from} to {workload.name}: JS {shift['js']:.3f}, KS {shift['ks']:.3f}, W1 on log length "
-    f"{shift['w1_log']:.3f}."))
+break_even = workflow.break_even_cost_ratio(data, drafter=drafter, acceptance_from=acceptance_from, workload=workload,
+                                            temperature=temperature)
+training = drafter_reference_lengths(select(data.sequences, temperature=temperature)).get(drafter)
+reach = result.extrapolation
+lines = [verdict(f"{drafter} on {workload.name}", result.speedup, result.speedup_low, result.speedup_high,
+                 result.level, gamma, cost_label, int(best["gamma"]), float(best["speedup"]), break_even)]
+lines.append(f"Acceptance measured on **{acceptance_from}**; {result.tokens_per_step:.2f} tokens per step (bonus "
+             "token counted, as vLLM and Spec-Bench).")
+if reach is not None and reach.extrapolates:
+    lines.append(f"**Where the data end:** {100 * reach.share_of_tokens_beyond:.0f}% of this workload's generated "
+                 f"tokens lie past position {reach.max_observed_position}, the last one measured; there the last "
+                 "measured acceptance is assumed and the interval does not widen (`specsim predict` widens it).")
+else:
+    lines.append(f"Every generated position of this workload was measured (up to {reach.max_observed_position}).")
+display(Markdown("\n\n".join(lines)))
+
+# %% [markdown]
+# ## The workload's lengths, the acceptance source's, and the drafter's training data
 
 # %%
 tokens = select(data.tokens, drafter=drafter, task=acceptance_from, temperature=temperature)
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-bins = np.logspace(0, np.log10(max(workload.total_lengths.max(), 2) * 1.1), 30)
-axes[0].hist(source["total_len"], bins=bins, histtype="step", label=acceptance_from, density=True)
-axes[0].hist(workload.total_lengths, bins=bins, histtype="step", label=str(workload.name), density=True)
-axes[0].set(xscale="log", xlabel="total length (tokens)", ylabel="density", title="Length distributions")
-axes[0].legend(fontsize=8)
-axes[1].plot(sweep["gamma"], sweep["speedup"], marker="o", label="expected speed-up")
-axes[1].axhline(1, color="black", linewidth=0.8, label="plain decoding (1x)")
+source = select(data.sequences, drafter=drafter, task=acceptance_from, temperature=temperature)
+colours = drafter_colours(sorted(data.sequences["drafter"].unique()))
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+largest = max(workload.total_lengths.max(), 2, *(training if training is not None else [2]))
+bins = np.logspace(0, np.log10(largest * 1.1), 30)
+axes[0].hist(source["prompt_len"] + source["output_len"], bins=bins, histtype="step", linewidth=1.5,
+             label=f"{acceptance_from} (acceptance source)", density=True)
+axes[0].hist(workload.total_lengths, bins=bins, histtype="step", linewidth=1.5, label=f"{workload.name} (workload)",
+             density=True)
+if training is not None:
+    axes[0].hist(training, bins=bins, histtype="stepfilled", alpha=0.25, color=colours[drafter],
+                 label=f"{drafter} training data", density=True)
+axes[0].set(xscale="log", xlabel="total length (tokens, log scale)", ylabel="density", title="Length distributions")
+axes[0].legend(fontsize=7)
+axes[1].plot(sweep["gamma"], sweep["speedup"], marker="o", color=colours[drafter], label=f"{drafter} (expected)")
+axes[1].axhline(1, color="black", linewidth=0.8, linestyle="--", label="plain decoding (1x)")
 axes[1].set(xlabel="gamma (draft length)", ylabel="expected speed-up (x)",
-            title=f"Best gamma: {int(best['gamma'])}" + ("" if best["speedup"] >= 1 else " (all below 1x)"))
-axes[1].legend(fontsize=8)
+            title=f"Best gamma: {int(best['gamma'])}" + ("" if best["speedup"] >= 1 else " (every gamma below 1x)"))
+axes[1].legend(fontsize=7)
 simulated = simulate_workload(profile_from_tokens(tokens, gamma=gamma), cost or workflow.cost_models(data)[
     (drafter, temperature)], gamma, np.repeat(workload.prompt_lengths, 50), np.repeat(workload.output_lengths, 50),
     rng=seed)
-axes[2].hist(simulated.sequence_speedups, bins=40, color="grey")
-axes[2].set(xlabel="per-sequence speed-up (x)", ylabel="simulated sequences", title="Monte Carlo, per sequence")
+axes[2].hist(simulated.sequence_speedups, bins=40, color="grey", label="simulated sequences")
+axes[2].axvline(1, color="black", linewidth=0.8, linestyle="--", label="plain decoding (1x)")
+axes[2].set(xlabel="per-sequence speed-up (x)", ylabel="sequences", title="Monte Carlo, per sequence")
+axes[2].legend(fontsize=7)
 fig.tight_layout()
-plt.show()
-display(pd.DataFrame([{k: v for k, v in result.to_dict().items() if k != "sequence_speedup_quantiles"}]).T.rename(
-    columns={0: "value"}))
+show(fig)
+
+# %% [markdown]
+# ## The numbers
+
+# %%
+row = {"workload": workload.name, "sequences": int(len(workload.output_lengths)), "gamma": gamma,
+       "speedup": result.speedup, "low": result.speedup_low, "high": result.speedup_high,
+       "tokens_per_step": result.tokens_per_step, "best_gamma": int(best["gamma"]),
+       "best_speedup": float(best["speedup"]), "break_even_c": break_even}
+display(table(pd.DataFrame([row]), intervals={f"speed-up (x, {100 * result.level:.0f}%)": ("speedup", "low", "high")},
+              rename={"tokens_per_step": "tokens per step (bonus counted)", "best_gamma": "best gamma",
+                      "best_speedup": "speed-up at best gamma (x)", "break_even_c": "break-even cost ratio c"},
+              caption=f"Costs: {cost_label}."))
+display(table(sweep.drop(columns="best"), rename={"speedup": "expected speed-up (x)",
+                                                   "tokens_per_step": "tokens per step (bonus counted)"},
+              caption="Expected speed-up at each draft length (exact expectation, measured acceptance)."))

@@ -1,0 +1,127 @@
+"""One way to show tables, figures and verdicts in the reports and the notebook.
+
+- :func:`table`: no index, units in headers, three significant digits, intervals as
+  ``0.62 (0.58-0.66)``, missing values as an explained dash, wide tables transposed; a pandas
+  Styler, so every report and the notebook look the same.
+- :func:`show`: refuses a figure with an unlabelled axis (the check runs on the figure objects
+  before anything is rendered), then shows it.
+- :func:`drafter_colours`: the same colour for a drafter in every figure.
+- :func:`verdict`: the sentence a practitioner acts on, for a speed-up with its interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["table", "format_number", "show", "drafter_colours", "verdict", "MISSING", "MAX_COLUMNS"]
+
+#: How a missing value appears in a table (the caption says why).
+MISSING = "–"
+#: Tables with more columns than this are transposed so that they fit the page.
+MAX_COLUMNS = 8
+
+
+def format_number(value: Any, digits: int = 3) -> str:
+    """``value`` with ``digits`` significant digits (integers as they are, missing as :data:`MISSING`)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return MISSING
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value)}"
+    if isinstance(value, (float, np.floating)):
+        if value == 0:
+            return "0"
+        return f"{float(value):.{digits}g}"
+    return str(value)
+
+
+def table(
+    frame: pd.DataFrame,
+    *,
+    intervals: Mapping[str, tuple[str, str, str]] | None = None,
+    rename: Mapping[str, str] | None = None,
+    caption: str | None = None,
+    digits: int = 3,
+) -> Any:
+    """A formatted table (pandas Styler) of ``frame``.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+    intervals : mapping, optional
+        New column name -> (estimate, low, high) columns, shown as ``estimate (low-high)``; the
+        three columns are dropped.
+    rename : mapping, optional
+        Column headers, with units (e.g. ``{"measured_speedup": "measured speed-up (x)"}``).
+    caption : str, optional
+        Shown above the table; says what a dash means when a value is missing.
+    digits : int
+        Significant digits of floats.
+    """
+    shown = frame.copy()
+    for name, (estimate, low, high) in (intervals or {}).items():
+        shown[name] = [
+            MISSING if not np.isfinite(e) else f"{format_number(e, digits)} ({format_number(lo, digits)}-"
+                                             f"{format_number(hi, digits)})"
+            for e, lo, hi in zip(shown[estimate].astype(float), shown[low].astype(float), shown[high].astype(float),
+                                 strict=True)]
+        shown = shown.drop(columns=[estimate, low, high])
+    shown = shown.rename(columns=dict(rename or {}))
+    text = shown.map(lambda value: format_number(value, digits)) if hasattr(shown, "map") else shown
+    if text.shape[1] > MAX_COLUMNS and text.shape[0] <= MAX_COLUMNS:
+        text = text.T.reset_index(names="")
+    styler = text.style.hide(axis="index").set_table_styles([
+        {"selector": "", "props": "border-collapse: collapse; font-size: 0.85em; max-width: 100%;"},
+        {"selector": "th", "props": "text-align: left; padding: 2px 8px; border-bottom: 1px solid #999;"},
+        {"selector": "td", "props": "padding: 2px 8px; text-align: right;"},
+    ])
+    if caption:
+        styler = styler.set_caption(caption)
+    return styler
+
+
+def show(figure: Any) -> None:
+    """Show ``figure`` after checking that every axis with data has both axis labels."""
+    import matplotlib.pyplot as plt
+
+    for axes in figure.axes:
+        if not axes.has_data() or not axes.axison or getattr(axes, "_colorbar", None) is not None:
+            continue  # empty panels and colour bars (labelled through their own label) need no axis labels
+        if not axes.get_xlabel() or not axes.get_ylabel():
+            raise ValueError(f"figure axes {axes.get_title()!r} lacks an axis label")
+    plt.show()
+
+
+def drafter_colours(drafters: Sequence[str]) -> dict[str, Any]:
+    """One colour per drafter (sorted names), the same in every figure of a report."""
+    import matplotlib.pyplot as plt
+
+    return {name: plt.cm.tab10(index % 10) for index, name in enumerate(sorted(drafters))}
+
+
+def verdict(name: str, speedup: float, low: float, high: float, level: float, gamma: int,
+            cost_label: str, best_gamma: int | None = None, best_speedup: float | None = None,
+            break_even_cost_ratio: float | None = None) -> str:
+    """One or two sentences a practitioner can act on (Markdown)."""
+    interval = f"{100 * level:.0f}% interval {low:.2f}-{high:.2f}"
+    if low >= 1:
+        lead = f"**{name} is expected to be {speedup:.2f}x faster than plain decoding** ({interval}) at gamma {gamma}"
+    elif high < 1:
+        lead = (f"**{name} is expected to be slower than plain decoding: {speedup:.2f}x** ({interval}) at gamma "
+                f"{gamma}")
+    else:
+        lead = (f"**{name} is expected at {speedup:.2f}x, not clearly faster or slower than plain decoding** "
+                f"({interval}) at gamma {gamma}")
+    text = f"{lead}; costs: {cost_label}."
+    if best_gamma is not None and best_speedup is not None and best_gamma != gamma:
+        text += f" The best draft length here is gamma {best_gamma} ({best_speedup:.2f}x)."
+    if break_even_cost_ratio is not None and speedup < 1:
+        text += (f" On hardware where a drafter token costs less than {break_even_cost_ratio:.3f} of a target step "
+                 "(Leviathan's c), the same acceptance would pay off.")
+    return text
