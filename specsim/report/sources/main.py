@@ -65,16 +65,16 @@ display(Markdown(f"Traces: `{traces}`: {len(sequences)} sequences, {len(steps)} 
 
 # %%
 at_gamma = sequences[sequences["gamma"] == gamma]
-pooled = {d: measured_speedup_interval(select(at_gamma, drafter=d), rng=seed) for d in drafters
-          if select(at_gamma, drafter=d)["baseline_wall_s"].notna().any()}
-best_drafter = max(pooled, key=lambda d: pooled[d].estimate)
+pooled_speedup = {d: measured_speedup_interval(select(at_gamma, drafter=d), rng=seed) for d in drafters
+                  if select(at_gamma, drafter=d)["baseline_wall_s"].notna().any()}
+best_drafter = max(pooled_speedup, key=lambda d: pooled_speedup[d].estimate)
 best_cell = max(((t, best_drafter) for t in tasks if not select(at_gamma, task=t, drafter=best_drafter).empty),
                 key=lambda cell: measured_speedup_interval(select(at_gamma, task=cell[0], drafter=cell[1]),
                                                            rng=seed).estimate)
 break_even = workflow.break_even_cost_ratio(data, drafter=best_drafter, acceptance_from=best_cell[0],
                                             workload=best_cell[0], temperature=temperature)
 device = next(iter(data.runs.values()), {}).get("device_name", "the traces' machine")
-interval = pooled[best_drafter]
+interval = pooled_speedup[best_drafter]
 lines = [verdict(f"On the measured tasks pooled, the best drafter, {best_drafter},", interval.estimate, interval.low,
                  interval.high, interval.level, gamma, f"as measured on {device}")]
 if interval.high < 1:

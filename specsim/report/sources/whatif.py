@@ -68,7 +68,7 @@ if reach is not None and reach.extrapolates:
     lines.append(f"**Where the data end:** {100 * reach.share_of_tokens_beyond:.0f}% of this workload's generated "
                  f"tokens lie past position {reach.max_observed_position}, the last one measured; there the last "
                  "measured acceptance is assumed and the interval does not widen (`specsim predict` widens it).")
-else:
+elif reach is not None:
     lines.append(f"Every generated position of this workload was measured (up to {reach.max_observed_position}).")
 display(Markdown("\n\n".join(lines)))
 
