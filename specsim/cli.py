@@ -433,6 +433,81 @@ def simulate_whatif(
     )
 
 
+@simulate_app.command("counts")
+def simulate_counts(
+    counts_file: Path = typer.Argument(..., help="Counts table (specsim import, or traces aggregated)."),
+    lengths_from: str = typer.Option(..., "--lengths-from", help="Lengths file of the workload (prompt_len, "
+                                     "output_len; .csv/.parquet/.jsonl)."),
+    gamma: int | None = typer.Option(None, help="Draft length (default: the counts' own).", min=1, max=64),
+    cost_ratio: float | None = typer.Option(None, "--cost-ratio", help=_COST_RATIO_HELP,
+                                            callback=_finite("--cost-ratio", 0.0)),
+    cost_profile: Path | None = typer.Option(None, "--cost-profile", help=_COST_PROFILE_HELP),
+    level: float = _level_option(),
+    seed: int = typer.Option(0, help="Seed of the interval's draws."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """What-if from aggregate counts (vLLM, SGLang, Spec-Bench imports): a workload's expected speed-up.
+
+    Counts carry no timings: give the hardware's costs (--cost-ratio or --cost-profile).
+    """
+    from specsim import workflow
+    from specsim.traces.counts import read_counts
+    from specsim.workload import resolve_workload
+
+    cost, cost_label = _cost_choice(cost_ratio, cost_profile)
+    if cost is None:
+        raise InputError("counts carry no timings: give --cost-ratio C or --cost-profile FILE", field="--cost-ratio")
+    counts = read_counts(counts_file)
+    workload = resolve_workload(lengths_from, option="--lengths-from")
+    result = workflow.what_if_counts(counts, workload=workload, cost=cost, gamma=gamma, level=level, seed=seed)
+    if not result.positions_resolved:
+        stderr.print("warning: the source has totals only: i.i.d. acceptance over draft positions is assumed",
+                     markup=False)
+    if json_output:
+        print_json({**result.to_dict(), **workload.describe(), "cost_model": cost_label,
+                    "source": str(counts["source"].iloc[0])})
+        return
+    verdict = "faster" if result.speedup >= 1 else "SLOWER than plain decoding"
+    stdout.print(f"{counts['drafter'].iloc[0]} ({counts['source'].iloc[0]}) on {workload.name}: speed-up "
+                 f"{result.speedup:.3f}x ({verdict}; {100 * result.level:.0f}% interval {result.speedup_low:.3f} to "
+                 f"{result.speedup_high:.3f}), {result.tokens_per_step:.2f} tokens per step (bonus included); costs: "
+                 f"{cost_label}")
+
+
+@app.command("import")
+def import_command(
+    kind: str = typer.Argument(..., help="Source: vllm (Prometheus /metrics text), specbench (answer JSONL) or "
+                               "sglang (responses or meta_info JSONL)."),
+    source: Path = typer.Argument(..., help="The source file."),
+    out: Path = typer.Option(..., help="Counts table to write (.parquet)."),
+    task: str = typer.Option(..., help="Task (workload) name the counts describe."),
+    drafter: str = typer.Option(..., help="Drafter name."),
+    drafter_kind: str = typer.Option("generic", "--drafter-kind", help="generic, finetuned or untrained."),
+    trained_on: str | None = typer.Option(None, "--trained-on", help="What a fine-tuned drafter was trained on."),
+    temperature: float | None = typer.Option(None, help="Sampling temperature of the run (0 = greedy).",
+                                             callback=_finite("--temperature", 0.0)),
+    gamma: int | None = typer.Option(None, help="Draft length (default: inferred where the source shows it).",
+                                     min=1, max=64),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Import a serving engine's or benchmark's acceptance data as a counts table."""
+    from specsim.imports import SOURCES, import_source
+    from specsim.traces.counts import summarize_counts, write_counts
+
+    check_output_file(out, ".parquet", "--out")
+    counts = import_source(kind, source, task=task, drafter=drafter, drafter_kind=drafter_kind,
+                           trained_on=trained_on, temperature=temperature, gamma=gamma)
+    write_counts(counts, out)
+    summary = summarize_counts(counts).iloc[0].to_dict()
+    payload = {"out": str(out), "source": kind, "conventions": SOURCES[kind], **summary}
+    if json_output:
+        print_json(payload)
+        return
+    stdout.print(f"wrote {out}: acceptance rate {summary['acceptance_rate']:.3f} (accepted/drafted), "
+                 f"{summary['tokens_per_step']:.3f} tokens per step (bonus included), {summary['steps']} steps; "
+                 f"{SOURCES[kind]}")
+
+
 @simulate_app.command("best-gamma")
 def simulate_best_gamma(
     traces_dir: Path = typer.Option(..., "--traces", help="Trace directory."),

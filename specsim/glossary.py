@@ -101,6 +101,11 @@ _QUANTITIES = {
     "elpd_loo": "expected log predictive density", "p_loo": "effective number of parameters",
     "elpd_diff": "difference to the best model", "dse": "standard error of the difference", "weight": "stacking weight",
     "tasks": "fitted tasks", "drafters": "fitted drafters",
+    # imports and counts
+    "source": "where the counts come from (vllm, specbench, sglang, specsim traces)",
+    "conventions": "how the source counts, and what the import loses",
+    "positions_resolved": "whether acceptance is known per draft index (else i.i.d. is assumed)",
+    "drafter_trained_on": "what the drafter was trained on",
     # report, demo, collect
     "report": "report name", "html": "rendered HTML file", "params": "report parameters",
     "traces": "trace directory", "drafted_tokens": "drafted tokens", "summary": "acceptance and speed-up per group",

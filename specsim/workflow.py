@@ -45,6 +45,7 @@ from specsim.workload import Workload, resolve_workload
 __all__ = [
     "INTERVAL_LEVEL", "MODELLED_KINDS", "cost_models", "Validation", "validate", "what_if", "gamma_sweep",
     "FitOutcome", "fit", "predict", "leave_one_task_out", "check_level", "break_even_cost_ratio",
+    "CountsWhatIf", "what_if_counts",
 ]
 
 #: Drafter kinds the hierarchical model describes (the untrained baseline is not a drafter population).
@@ -211,6 +212,76 @@ def break_even_cost_ratio(
         middle = (low + high) / 2
         low, high = (middle, high) if best(middle) > 1 else (low, middle)
     return low
+
+
+@dataclass(frozen=True)
+class CountsWhatIf:
+    """Expected speed-up of a workload from a counts table's acceptance (engines' aggregate data).
+
+    Attributes
+    ----------
+    speedup, speedup_low, speedup_high : float
+        Exact expectation at the counts' rates; interval over Beta posterior draws of the rates.
+    tokens_per_step : float
+        Bonus token included.
+    level : float
+    positions_resolved : bool
+        False when the source had only totals (i.i.d. acceptance assumed).
+    """
+
+    speedup: float
+    speedup_low: float
+    speedup_high: float
+    tokens_per_step: float
+    level: float
+    positions_resolved: bool
+
+    def to_dict(self) -> dict:
+        """JSON fields."""
+        return {"speedup": self.speedup, "speedup_low": self.speedup_low, "speedup_high": self.speedup_high,
+                "interval_level": self.level, "tokens_per_step": self.tokens_per_step,
+                "tokens_per_step_convention": "bonus token included (vLLM, Spec-Bench; plain decoding = 1.00)",
+                "positions_resolved": self.positions_resolved}
+
+
+def what_if_counts(
+    counts: pd.DataFrame, *, workload: Workload, cost: CostModel, gamma: int | None = None,
+    level: float = INTERVAL_LEVEL, draws: int = 400, seed: int = 0,
+) -> CountsWhatIf:
+    """A counts table's acceptance (one group) decoding a workload, under a given cost model.
+
+    Counts carry no timings, so the cost model is the user's (``--cost-ratio`` or a profile).
+    The interval draws each draft index's rate from its Beta(accepted + 1/2, rejected + 1/2)
+    posterior (Jeffreys prior).
+    """
+    from specsim.simulate.acceptance import AcceptanceProfile, profile_from_counts_table
+    from specsim.traces.counts import COUNTS_GROUP
+
+    check_level(level)
+    groups = counts.groupby(COUNTS_GROUP, dropna=False, observed=True)
+    if groups.ngroups != 1:
+        raise InputError(f"the counts hold {groups.ngroups} groups (source x task x drafter x temperature x gamma); "
+                         "select one", field="--counts")
+    profile, resolved = profile_from_counts_table(counts)
+    gamma = gamma or int(counts["gamma"].iloc[0])
+    point = expected_workload(profile, cost, gamma, workload.prompt_lengths, workload.output_lengths)
+    rng = np.random.default_rng(seed)
+    if resolved:
+        rows = counts[counts["draft_index"] >= 0].sort_values("draft_index")
+        alpha = rows["accepted"].to_numpy() + 0.5
+        beta = (rows["evaluated"] - rows["accepted"]).to_numpy() + 0.5
+        samples = rng.beta(alpha, beta, size=(draws, len(rows)))
+    else:
+        # Totals only: the i.i.d. rate's uncertainty from the drafted tokens (accepted of drafted).
+        total = counts.sum(numeric_only=True)
+        rate = float(profile.rates[0, 0])
+        n = max(float(total["drafted"]), 1.0)
+        samples = np.repeat(rng.beta(rate * n + 0.5, (1 - rate) * n + 0.5, size=(draws, 1)), len(profile.rates), 1)
+    speedups = [expected_workload(AcceptanceProfile(sample[:, None], np.array([])), cost, gamma,
+                                  workload.prompt_lengths, workload.output_lengths).speedup for sample in samples]
+    tail = (1 - level) / 2
+    low, high = np.quantile(speedups, [tail, 1 - tail])
+    return CountsWhatIf(point.speedup, float(low), float(high), point.tokens_per_step, level, resolved)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pandas as pd
 from specsim.errors import InputError
 
 __all__ = ["AcceptanceProfile", "profile_from_counts", "profile_from_tokens", "DEFAULT_POSITION_EDGES",
-           "Extrapolation", "extrapolation"]
+           "Extrapolation", "extrapolation", "iid_rate_from_tokens_per_step", "profile_from_counts_table"]
 
 #: Interior edges of the default sequence-position bins (generated tokens so far).
 DEFAULT_POSITION_EDGES = np.array([32, 64, 128, 256, 512, 1024])
@@ -195,3 +195,39 @@ def extrapolation(max_observed_position: int, output_lengths: np.ndarray) -> Ext
     output = np.asarray(output_lengths, dtype=float)
     beyond = np.clip(output - (max_observed_position + 1), 0, None).sum()
     return Extrapolation(int(max_observed_position), int(output.max()) - 1, float(beyond / output.sum()))
+
+
+def iid_rate_from_tokens_per_step(tokens_per_step: float, gamma: int) -> float:
+    """The i.i.d. acceptance ``a`` with ``(1 - a^(g+1)) / (1 - a)`` equal to ``tokens_per_step`` (bisection)."""
+    if not 1 <= tokens_per_step <= gamma + 1:
+        raise InputError(f"tokens per step {tokens_per_step:.3f} outside [1, gamma + 1 = {gamma + 1}]",
+                         field="tokens_per_step")
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        value = gamma + 1 if middle == 1 else (1 - middle ** (gamma + 1)) / (1 - middle)
+        low, high = (middle, high) if value < tokens_per_step else (low, middle)
+    return (low + high) / 2
+
+
+def profile_from_counts_table(group: pd.DataFrame, prior: float = 0.5) -> tuple[AcceptanceProfile, bool]:
+    """Acceptance profile (draft index x one position bin) of one group of a counts table.
+
+    See :mod:`specsim.traces.counts`; resolved draft indices give conditional rates with a
+    Beta(prior, prior) pseudo-count, totals only give an i.i.d. rate.
+
+    Returns
+    -------
+    profile : AcceptanceProfile
+    resolved : bool
+        False when the source had only totals and the rate is i.i.d. by assumption.
+    """
+    gamma = int(group["gamma"].iloc[0])
+    resolved = group[group["draft_index"] >= 0].sort_values("draft_index")
+    if len(resolved):
+        rates = ((resolved["accepted"] + prior) / (resolved["evaluated"] + 2 * prior)).to_numpy()
+        return AcceptanceProfile(rates[:, None], np.array([])), True
+    totals = group[group["draft_index"] < 0].sum(numeric_only=True)
+    tokens_per_step = (totals["accepted"] + totals["steps"]) / totals["steps"]
+    rate = iid_rate_from_tokens_per_step(float(tokens_per_step), gamma)
+    return AcceptanceProfile(np.full((gamma, 1), rate), np.array([])), False

@@ -1,0 +1,119 @@
+"""Importers and counts tables: each source's own summary numbers come back, bad files are one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from specsim.cli import main
+from specsim.errors import InputError
+from specsim.glossary import undefined_keys
+from specsim.imports import import_source
+from specsim.simulate.acceptance import profile_from_counts_table, profile_from_tokens
+from specsim.simulate.exact import expected_workload
+from specsim.traces.counts import counts_from_traces, read_counts, summarize_counts, write_counts
+from tests.conftest import TRUE_COST
+
+FIXTURES = Path(__file__).parent / "fixtures"
+KEYS = {"task": "chat", "drafter": "d", "drafter_kind": "generic", "trained_on": None, "temperature": 0.0}
+
+
+def test_vllm_counters_round_trip_exactly():
+    counts = import_source("vllm", FIXTURES / "vllm_metrics.txt", gamma=None, **KEYS)
+    summary = summarize_counts(counts).iloc[0]
+    # vLLM's own figures: mean acceptance length 1 + accepted / drafts, rate accepted / draft tokens.
+    assert summary["tokens_per_step"] == pytest.approx(1 + 1900 / 1000)
+    assert summary["acceptance_rate"] == pytest.approx(1900 / 3000)
+    assert counts["gamma"].iloc[0] == 3 and counts["evaluated"].tolist() == [1000, 800, 640]
+    # Conditional rates from unconditional per-position counts (prefix acceptance).
+    profile, resolved = profile_from_counts_table(counts)
+    assert resolved
+    np.testing.assert_allclose(profile.rates[:, 0], [(800.5) / 1001, 640.5 / 801, 460.5 / 641])
+
+
+def test_specbench_accept_lengths_round_trip():
+    counts = import_source("specbench", FIXTURES / "specbench_answers.jsonl", gamma=None, **KEYS)
+    lengths = [1, 3, 5, 1, 1, 2, 4, 1, 2, 2, 3, 2]
+    summary = summarize_counts(counts).iloc[0]
+    assert summary["tokens_per_step"] == pytest.approx(np.mean(lengths))  # Spec-Bench's "#Mean accepted tokens"
+    assert counts["gamma"].iloc[0] == 4 and counts["steps"].iloc[0] == 12
+    assert counts["output_tokens"].iloc[0] == 27
+
+
+def test_sglang_totals_round_trip():
+    counts = import_source("sglang", FIXTURES / "sglang_meta_info.jsonl", gamma=4, **KEYS)
+    summary = summarize_counts(counts).iloc[0]
+    assert summary["tokens_per_step"] == pytest.approx((96 + 64) / (40 + 20))  # spec_accept_length, pooled
+    assert summary["acceptance_rate"] == pytest.approx((56 + 44) / (160 + 80))
+    profile, resolved = profile_from_counts_table(counts)
+    assert not resolved
+    rate = profile.rates[0, 0]
+    assert (1 - rate**5) / (1 - rate) == pytest.approx(summary["tokens_per_step"], rel=1e-6)
+
+
+def test_traces_aggregated_to_counts_give_the_same_expectation(synthetic_tables):
+    tokens, steps, sequences = (synthetic_tables[name] for name in ("tokens", "steps", "sequences"))
+    code = [frame[frame["task"] == "code"] for frame in (tokens, steps, sequences)]
+    counts = counts_from_traces(*code)
+    from_counts, _ = profile_from_counts_table(counts)
+    from_tokens = profile_from_tokens(code[0], gamma=4, position_edges=np.array([]))
+    np.testing.assert_allclose(from_counts.rates, from_tokens.rates)
+    lengths = code[2]["prompt_len"].to_numpy(), code[2]["output_len"].to_numpy()
+    assert expected_workload(from_counts, TRUE_COST, 4, *lengths).speedup == pytest.approx(
+        expected_workload(from_tokens, TRUE_COST, 4, *lengths).speedup)
+
+
+def test_counts_file_round_trip_and_refusals(tmp_path):
+    counts = import_source("vllm", FIXTURES / "vllm_metrics.txt", gamma=None, **KEYS)
+    path = write_counts(counts, tmp_path / "c.parquet")
+    back = read_counts(path)
+    pd.testing.assert_frame_equal(back[counts.columns.intersection(back.columns)].reset_index(drop=True),
+                                  counts[counts.columns.intersection(back.columns)].astype(back[
+                                      counts.columns.intersection(back.columns)].dtypes), check_dtype=False)
+    broken = counts.copy()
+    broken.loc[1, "accepted"] = 900  # more accepted than evaluated at index 1
+    with pytest.raises(InputError, match="accepted: row 2: exceeds evaluated"):
+        write_counts(broken, tmp_path / "bad.parquet")
+    assert not (tmp_path / "bad.parquet").exists()
+    pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "other.parquet")
+    with pytest.raises(InputError, match="not a specsim counts file"):
+        read_counts(tmp_path / "other.parquet")
+
+
+@pytest.mark.parametrize(("kind", "name", "extra", "message"), [
+    ("vllm", "vllm_metrics_increasing.txt", [], "must not increase with position"),
+    ("vllm", "sglang_meta_info.jsonl", [], "not a Prometheus text exposition"),
+    ("vllm", "vllm_no_drafts.txt", [], "no vllm:spec_decode_num_drafts counter"),
+    ("specbench", "specbench_bad.jsonl", [], "accept_lengths must be a list of numbers >= 1"),
+    ("sglang", "sglang_missing_verify.jsonl", ["--gamma", "4"], "needs meta_info with spec_verify_ct"),
+    ("sglang", "sglang_meta_info.jsonl", [], "give --gamma"),
+    ("tgi", "sglang_meta_info.jsonl", [], "must be one of vllm, specbench, sglang"),
+    ("specbench", "missing.jsonl", [], "no such file"),
+])
+def test_malformed_sources_are_one_line(tmp_path, capsys, kind, name, extra, message):
+    out = tmp_path / "c.parquet"
+    code = main(["import", kind, str(FIXTURES / name), "--out", str(out), "--task", "t", "--drafter", "d", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_import_then_whatif_from_counts(tmp_path, capsys):
+    out = tmp_path / "c.parquet"
+    assert main(["import", "vllm", str(FIXTURES / "vllm_metrics.txt"), "--out", str(out), "--task", "chat",
+                 "--drafter", "eagle", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert not undefined_keys(payload) and payload["tokens_per_step"] == pytest.approx(2.9)
+    lengths = tmp_path / "w.csv"
+    lengths.write_text("prompt_len,output_len\n200,150\n800,300\n")
+    assert main(["simulate", "counts", str(out), "--lengths-from", str(lengths), "--cost-ratio", "0.05",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert not undefined_keys(result)
+    assert result["speedup_low"] < result["speedup"] < result["speedup_high"] and result["speedup"] > 1.5
+    assert main(["simulate", "counts", str(out), "--lengths-from", str(lengths)]) == 2
+    assert "give --cost-ratio" in capsys.readouterr().err
