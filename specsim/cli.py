@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -295,6 +296,53 @@ def collect_command(
         f"{result['run_id']}: wrote {result['prompts_done']} prompt(s), skipped {result['prompts_skipped']} "
         f"already written, into {result['out']} in {result['wall_s']:.1f} s"
     )
+
+
+@app.command("profile")
+def profile_command(
+    target: str = typer.Option(..., help="Target model: alias (smollm2), GGUF file, local dir or hub id."),
+    drafter: str = typer.Option(..., help="Drafter model (same forms)."),
+    out: Path = typer.Option(..., help="Cost profile to write (.json; give it to --cost-profile)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N, mps."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16, float16."),
+    gamma: list[int] | None = typer.Option(None, help="Draft lengths to time verify passes at (repeatable; "
+                                           "default 1 2 4 6 8).", min=1, max=64),
+    context: list[int] | None = typer.Option(None, help="Context lengths (repeatable; default 64 256 1024).",
+                                             min=2, max=1_000_000),
+    repeats: int = typer.Option(5, help="Timed repeats per pass (the median is kept).", min=1, max=1000),
+    seed: int = typer.Option(0, help="Seed of the random input tokens."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Measure a cost profile by timing forward passes (prefill, draft step, verify at several gammas and contexts)."""
+    import importlib.util
+    import json as json_module
+
+    from specsim.collect.profile import measure_cost_profile
+    from specsim.traces.store import atomic_write_bytes
+
+    for package in ("torch", "transformers"):
+        if importlib.util.find_spec(package) is None:
+            raise InputError(f"{package} is not installed: profiling needs the collect extra", field="profile")
+    check_output_file(out, ".json", "--out")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?", device):
+        raise InputError(f"must be cpu, cuda, cuda:N, mps or xpu, got {device!r}", field="--device")
+    with _progress_bar("profile") as bar:
+        task = bar.add_task("loading models", total=None)
+        document = measure_cost_profile(
+            target, drafter, device=device, dtype=dtype, gammas=tuple(gamma or (1, 2, 4, 6, 8)),
+            contexts=tuple(context or (64, 256, 1024)), repeats=repeats, seed=seed, trust_remote_code=trust_remote_code,
+            progress=lambda done, total, what: bar.update(task, completed=done, total=total, description=what))
+    atomic_write_bytes(out, json_module.dumps(document, indent=1).encode())
+    cost = document["cost_model"]
+    summary = {"out": str(out), "device": document["device_name"], "target_base_s": cost["target_base_s"],
+               "draft_base_s": cost["draft_base_s"], "cost_ratio": cost["draft_base_s"] / cost["target_base_s"],
+               "verify_table": cost["verify_table"]}
+    if json_output:
+        print_json(summary)
+        return
+    stdout.print(f"wrote {out}: target step {1000 * cost['target_base_s']:.1f} ms, drafter step "
+                 f"{1000 * cost['draft_base_s']:.1f} ms (c = {summary['cost_ratio']:.3f}) on {document['device_name']}")
 
 
 @app.command("lengths")

@@ -101,6 +101,10 @@ _QUANTITIES = {
     "elpd_loo": "expected log predictive density", "p_loo": "effective number of parameters",
     "elpd_diff": "difference to the best model", "dse": "standard error of the difference", "weight": "stacking weight",
     "tasks": "fitted tasks", "drafters": "fitted drafters",
+    # cost profiles
+    "device": "device the profile was measured on", "target_base_s": "target's one-token step at context 0 (s)",
+    "draft_base_s": "drafter's one-token step at context 0 (s)",
+    "verify_table": "verify seconds at context 0 per draft length",
     # imports and counts
     "source": "where the counts come from (vllm, specbench, sglang, specsim traces)",
     "conventions": "how the source counts, and what the import loses",

@@ -38,7 +38,7 @@ from specsim.errors import InputError
 from specsim.traces.schema import SEQUENCE_KEY
 
 __all__ = ["CostModel", "fit_cost_model", "fit_cost_models", "normalise_run_timings", "leviathan_cost_model",
-           "CostKey", "read_cost_profile", "COST_PROFILE_FORMAT", "COST_PROFILE_VERSION"]
+           "CostKey", "read_cost_profile", "COST_PROFILE_FORMAT", "COST_PROFILE_VERSION", "fit_nonnegative"]
 
 COST_PROFILE_FORMAT = "specsim-cost-profile"
 COST_PROFILE_VERSION = 1
@@ -184,8 +184,10 @@ def leviathan_cost_model(cost_ratio: float) -> CostModel:
     return CostModel(draft_base_s=cost_ratio, verify_base_s=1.0, target_base_s=1.0)
 
 
-def _ols(response: np.ndarray, design: np.ndarray, names: list[str]) -> tuple[np.ndarray, dict]:
-    """Non-negative least squares: every cost coefficient is a time and cannot be negative.
+def fit_nonnegative(response: np.ndarray, design: np.ndarray, names: list[str]) -> tuple[np.ndarray, dict]:
+    """Non-negative least squares of ``response`` on ``design``: coefficients and fit diagnostics.
+
+    Every cost coefficient is a time and cannot be negative.
 
     Plain OLS on short or collinear timing data returns negative per-context costs that fit
     the sample but extrapolate to negative times; NNLS drops such terms to zero instead.
@@ -241,13 +243,13 @@ def fit_cost_model(steps: pd.DataFrame, sequences: pd.DataFrame) -> CostModel:
         raise InputError("no steps to fit the cost model from", field="steps")
     g = steps["n_drafted"].to_numpy(float)
     x = steps["context_len"].to_numpy(float)
-    draft_params, draft_diag = _ols(
+    draft_params, draft_diag = fit_nonnegative(
         steps["draft_s"].to_numpy(float), np.column_stack([g, g * x]), ["per_token", "per_token_context"]
     )
     several_gammas = np.unique(g).size > 1
     verify_design = np.column_stack([np.ones_like(g), g, x] if several_gammas else [np.ones_like(g), x])
     verify_names = ["base", "per_token", "per_context"] if several_gammas else ["base", "per_context"]
-    verify_params, verify_diag = _ols(steps["verify_s"].to_numpy(float), verify_design, verify_names)
+    verify_params, verify_diag = fit_nonnegative(steps["verify_s"].to_numpy(float), verify_design, verify_names)
     if not several_gammas:
         verify_params = np.array([verify_params[0], 0.0, verify_params[1]])
     # Measured verify cost per drafted-token count (at context 0), where a count has enough steps.
@@ -257,7 +259,7 @@ def fit_cost_model(steps: pd.DataFrame, sequences: pd.DataFrame) -> CostModel:
     if table_sizes:
         frequent = np.isin(g, table_sizes)
         indicators = np.column_stack([g[frequent] == k for k in table_sizes] + [x[frequent]]).astype(float)
-        table_params, table_diag = _ols(steps["verify_s"].to_numpy(float)[frequent], indicators,
+        table_params, table_diag = fit_nonnegative(steps["verify_s"].to_numpy(float)[frequent], indicators,
                                         [f"tokens_{k}" for k in table_sizes] + ["per_context"])
         verify_table = dict(zip(table_sizes, map(float, table_params[:-1]), strict=True))
         verify_params[2] = table_params[-1]
@@ -267,7 +269,8 @@ def fit_cost_model(steps: pd.DataFrame, sequences: pd.DataFrame) -> CostModel:
     keyed = sequences.set_index(SEQUENCE_KEY)
     overhead = (keyed["spec_wall_s"] - step_time.reindex(keyed.index).fillna(0.0)).to_numpy(float)
     p_spec = keyed["prompt_len"].to_numpy(float)
-    spec_params, spec_diag = _ols(overhead, np.column_stack([np.ones_like(p_spec), p_spec]), ["base", "per_token"])
+    spec_params, spec_diag = fit_nonnegative(overhead, np.column_stack([np.ones_like(p_spec), p_spec]),
+                                             ["base", "per_token"])
 
     with_baseline = sequences[sequences["baseline_wall_s"].notna()]
     diagnostics = {"draft": draft_diag, "verify": verify_diag, "spec_overhead": spec_diag}
@@ -277,7 +280,7 @@ def fit_cost_model(steps: pd.DataFrame, sequences: pd.DataFrame) -> CostModel:
         p = with_baseline["prompt_len"].to_numpy(float)
         length = with_baseline["baseline_tokens"].fillna(with_baseline["output_len"]).to_numpy(float)
         design = np.column_stack([np.ones_like(p), p, length, length * p + length * (length - 1) / 2])
-        base_params, base_diag = _ols(
+        base_params, base_diag = fit_nonnegative(
             with_baseline["baseline_wall_s"].to_numpy(float), design,
             ["prefill_base", "prefill_per_token", "per_token", "per_token_context"],
         )
