@@ -1,8 +1,11 @@
 """Workloads: the prompt and output lengths a prediction is made for (the I/O edge of
 :mod:`specsim.lengths`).
 
-A workload is named by a source string: a lengths file (``.csv``, ``.parquet``, ``.jsonl`` with
-``prompt_len`` and ``output_len`` columns) or a task of a trace directory's sequences table.
+A workload is named by a source string: a lengths file or a task of a trace directory's sequences
+table. Lengths files: ``.csv``, ``.parquet`` or ``.jsonl`` with ``prompt_len`` and
+``output_len`` columns, or ``output_len`` alone; or ``.txt`` with one output length per line.
+Without prompt lengths the prompts are taken as empty (0 tokens), and every output built on such a
+workload says so (:attr:`Workload.assumption`): prefill and context costs are then understated.
 :func:`resolve_workload` is the one place that turns such a string into lengths, for the CLI,
 the workflow verbs and the reports alike.
 """
@@ -19,10 +22,12 @@ from specsim.errors import InputError
 from specsim.lengths import length_table
 from specsim.traces.select import select
 
-__all__ = ["LENGTH_FILE_SUFFIXES", "MAX_OUTPUT_LEN", "MAX_PROMPT_LEN", "Workload", "is_lengths_file",
-           "read_lengths_file", "resolve_workload"]
+__all__ = ["LENGTH_FILE_SUFFIXES", "MAX_OUTPUT_LEN", "MAX_PROMPT_LEN", "NO_PROMPT_ASSUMPTION", "Workload",
+           "is_lengths_file", "read_lengths_file", "resolve_workload"]
 
-LENGTH_FILE_SUFFIXES = (".csv", ".parquet", ".jsonl")
+LENGTH_FILE_SUFFIXES = (".csv", ".parquet", ".jsonl", ".txt")
+#: What is assumed when a workload gives output lengths only.
+NO_PROMPT_ASSUMPTION = "prompt lengths not given: taken as 0 tokens (prefill and context costs understated)"
 #: Longest output a workload may ask about (tokens): the exact simulator's memory and time grow
 #: linearly with it (a posterior prediction runs it once per draw).
 MAX_OUTPUT_LEN = 131_072
@@ -48,6 +53,7 @@ class Workload:
     output_lengths: np.ndarray
     name: str
     kind: str
+    assumption: str | None = None
 
     @property
     def total_lengths(self) -> np.ndarray:
@@ -59,7 +65,8 @@ class Workload:
         return {"workload": self.name, "workload_kind": self.kind, "n_sequences": int(len(self.output_lengths)),
                 "prompt_len_median": float(np.median(self.prompt_lengths)),
                 "output_len_median": float(np.median(self.output_lengths)),
-                "total_len_max": int(self.total_lengths.max())}
+                "total_len_max": int(self.total_lengths.max()),
+                **({"workload_assumption": self.assumption} if self.assumption else {})}
 
 
 def is_lengths_file(source: str | Path) -> bool:
@@ -68,6 +75,9 @@ def is_lengths_file(source: str | Path) -> bool:
 
 
 def _validated_lengths(frame: pd.DataFrame, path: Path | str) -> pd.DataFrame:
+    if "output_len" in frame.columns and "prompt_len" not in frame.columns:
+        frame = frame.assign(prompt_len=0)
+        frame.attrs["assumption"] = NO_PROMPT_ASSUMPTION
     for column in ("prompt_len", "output_len"):
         if column not in frame.columns:
             raise InputError("missing column", path=path, field=column)
@@ -91,6 +101,18 @@ def _validated_lengths(frame: pd.DataFrame, path: Path | str) -> pd.DataFrame:
     return frame
 
 
+def _read_length_list(path: Path) -> pd.DataFrame:
+    """One output length per line (blank lines skipped)."""
+    values = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            if not line.strip().isdigit():
+                raise InputError(f"line {number}: {line.strip()!r} is not a whole number of tokens", path=path,
+                                 field="output_len")
+            values.append(int(line))
+    return pd.DataFrame({"output_len": values})
+
+
 def read_lengths_file(path: str | Path) -> pd.DataFrame:
     """Read and validate a lengths file with ``prompt_len`` and ``output_len`` columns.
 
@@ -104,7 +126,8 @@ def read_lengths_file(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError("no such lengths file", path=path)
     readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet,
-               ".jsonl": lambda p: pd.read_json(p, lines=True)}
+               ".jsonl": lambda p: pd.read_json(p, lines=True),
+               ".txt": _read_length_list}
     if path.suffix not in readers:
         raise InputError(f"lengths files end in {', '.join(LENGTH_FILE_SUFFIXES)}", path=path)
     try:
@@ -131,7 +154,8 @@ def resolve_workload(source: str, sequences: pd.DataFrame | None = None, *, temp
     """
     if is_lengths_file(source):
         frame = read_lengths_file(source)
-        return Workload(frame["prompt_len"].to_numpy(), frame["output_len"].to_numpy(), str(source), "file")
+        return Workload(frame["prompt_len"].to_numpy(), frame["output_len"].to_numpy(), str(source), "file",
+                        frame.attrs.get("assumption"))
     if sequences is None:
         raise InputError(f"{source!r} is not a lengths file (.csv, .parquet, .jsonl)", field=option)
     rows = select(sequences, task=source, temperature=temperature)

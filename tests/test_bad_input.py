@@ -40,7 +40,7 @@ def files(tmp_path_factory, two_kind_traces):
         "huge.csv": "prompt_len,output_len\n10,1000000000\n", "empty.csv": "prompt_len,output_len\n",
         "negative.csv": "prompt_len,output_len\n-1,10\n", "foreign.nc": "CDF\x01 not really netcdf",
         "profile_bad.json": '{"draft_base_s": -1, "target_base_s": 1}', "profile_text.json": "c = 0.1",
-        "lengths.txt": "1,2\n",
+        "lengths.dat": "1,2\n", "list_bad.txt": "120\n1,2\n",
     }.items():
         (folder / name).write_text(content)
     return paths
@@ -81,7 +81,9 @@ def _cases(p):
             ("nan.csv", "not a whole number"), ("inf.csv", "not a whole number"),
             ("text.csv", "not a whole number"), ("fraction.csv", "not a whole number"),
             ("empty.csv", "no rows"), ("negative.csv", "prompt_len >= 0"))},
-        "workload not a lengths file": ([*whatif, "--lengths-from", str(folder / "lengths.txt")], "no task"),
+        "workload not a lengths file": ([*whatif, "--lengths-from", str(folder / "lengths.dat")], "no task"),
+        "workload list not numbers": ([*whatif, "--lengths-from", str(folder / "list_bad.txt")],
+                                      "line 2: '1,2' is not a whole number"),
         "posterior from another tool": (["predict", str(folder / "foreign.nc"), "--workload", "mid"],
                                         "not a readable posterior"),
         "posterior missing": (["predict", str(folder / "missing.nc"), "--workload", "mid"], "no such posterior"),
@@ -168,3 +170,20 @@ def test_lengths_file_shapes_are_validated(tmp_path):
     pd.DataFrame({"prompt_len": [1.0], "output_len": [np.inf]}).to_parquet(bad)
     with pytest.raises(InputError, match="output_len: row 1: inf is not a whole number"):
         read_lengths_file(bad)
+
+
+def test_workloads_in_the_shapes_users_have(tmp_path, trace_dir, capsys):
+    from specsim.workload import NO_PROMPT_ASSUMPTION, resolve_workload
+
+    listing = tmp_path / "outputs.txt"
+    listing.write_text("120\n80\n\n300\n")
+    workload = resolve_workload(str(listing))
+    assert workload.output_lengths.tolist() == [120, 80, 300] and workload.prompt_lengths.tolist() == [0, 0, 0]
+    assert workload.assumption == NO_PROMPT_ASSUMPTION
+    only_outputs = tmp_path / "outputs.csv"
+    only_outputs.write_text("output_len\n50\n60\n")
+    assert resolve_workload(str(only_outputs)).assumption == NO_PROMPT_ASSUMPTION
+    assert main(["simulate", "whatif", "--traces", str(trace_dir), "--drafter", "generic-4l", "--acceptance-from",
+                 "code", "--lengths-from", str(listing), "--resamples", "5", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["workload_assumption"] == NO_PROMPT_ASSUMPTION and payload["n_sequences"] == 3
