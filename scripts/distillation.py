@@ -8,6 +8,8 @@ targets come from one batched forward pass of the target (right-padded, with an 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 TOP_K = 32
@@ -67,3 +69,34 @@ def agreement_by_position(drafter, records: list[dict], edges: list[int]) -> lis
             hits[b] += part.sum()
             counts[b] += len(part)
     return (hits / counts.clamp(min=1)).tolist()
+
+
+def trainable_layers(drafter) -> list:
+    """Freeze the embeddings and head; return the decoder layers' and final norm's parameters (trained)."""
+    for parameter in drafter.parameters():
+        parameter.requires_grad = False
+    trainable = [p for layer in drafter.model.layers for p in layer.parameters()] + list(
+        drafter.model.norm.parameters())
+    for parameter in trainable:
+        parameter.requires_grad = True
+    return trainable
+
+
+def optimiser(trainable: list, peak_lr: float, total_steps: int):
+    """AdamW (weight decay 0.01) with a 5% linear warm-up then a cosine decay over ``total_steps``."""
+    optimizer = torch.optim.AdamW(trainable, lr=peak_lr, weight_decay=0.01)
+    warmup = max(1, total_steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
+        1 + math.cos(math.pi * min(s, total_steps) / total_steps))))
+    return optimizer, schedule
+
+
+def training_step(drafter, optimizer, schedule, trainable: list, records: list[dict]) -> float:
+    """One optimiser step on ``records`` (gradient norm clipped at 1); returns the loss."""
+    loss = distillation_loss(drafter, records)
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    optimizer.step()
+    schedule.step()
+    return float(loss)

@@ -126,6 +126,16 @@ _COST_RATIO_HELP = ("Constant drafter/target cost per token (Leviathan's c; veri
 _COST_PROFILE_HELP = "Cost-model JSON (from specsim profile or a fit) instead of the traces' fitted costs."
 
 
+def _require_collect_extra(command: str) -> None:
+    """One line naming the extra to install when torch or transformers is missing."""
+    import importlib.util
+
+    for package in ("torch", "transformers"):
+        if importlib.util.find_spec(package) is None:
+            raise InputError(f"{package} is not installed: {command} needs the collect extra (pip install "
+                             "'specsim[collect]', with torch==2.13.0 or your CUDA build first)", field=command)
+
+
 def _progress_bar(label: str):
     """A rich progress bar on stderr, silent when stderr is not a terminal."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -241,17 +251,12 @@ def collect_command(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Run speculative decoding over a prompt set and write traces (resumable)."""
-    import importlib.util
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from specsim.collect.prompts import load_prompts
     from specsim.collect.runner import CollectConfig, collect, load_config_file, parse_drafter
 
-    for package in ("torch", "transformers"):
-        if importlib.util.find_spec(package) is None:
-            raise InputError(f"{package} is not installed: collection needs the collect extra (pip install "
-                             "'specsim[collect]', with torch==2.13.0 or your CUDA build first)", field="collect")
+    _require_collect_extra("collect")
     values = load_config_file(config_file) if config_file else {}
     if values.get("trust_remote_code") and not trust_remote_code:
         raise InputError("trust_remote_code: true runs code from the model repositories; confirm it with "
@@ -315,15 +320,12 @@ def profile_command(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Measure a cost profile by timing forward passes (prefill, draft step, verify at several gammas and contexts)."""
-    import importlib.util
     import json as json_module
 
     from specsim.collect.profile import measure_cost_profile
     from specsim.traces.store import atomic_write_bytes
 
-    for package in ("torch", "transformers"):
-        if importlib.util.find_spec(package) is None:
-            raise InputError(f"{package} is not installed: profiling needs the collect extra", field="profile")
+    _require_collect_extra("profile")
     check_output_file(out, ".json", "--out")
     if not re.fullmatch(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?", device):
         raise InputError(f"must be cpu, cuda, cuda:N, mps or xpu, got {device!r}", field="--device")

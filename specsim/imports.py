@@ -25,7 +25,6 @@ Each importer maps its source's conventions explicitly and says what is lost
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from specsim.errors import InputError
+from specsim.jsonl import read_jsonl_objects
 
 __all__ = ["SOURCES", "import_source", "import_vllm_metrics", "import_specbench", "import_sglang"]
 
@@ -114,21 +114,7 @@ def import_vllm_metrics(path: Path, **keys: Any) -> pd.DataFrame:
 
 
 def _jsonl(path: Path) -> list[dict]:
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise InputError(f"not UTF-8 text ({error.reason})", path=path) from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"line {number}: not valid JSON ({error.msg})", path=path) from None
-        if not isinstance(row, dict):
-            raise InputError(f"line {number}: expected a JSON object", path=path)
-        rows.append(row)
+    rows = [row for _, row in read_jsonl_objects(path)]
     if not rows:
         raise InputError("no rows", path=path)
     return rows

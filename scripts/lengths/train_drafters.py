@@ -19,7 +19,6 @@ Run: ``python scripts/lengths/train_drafters.py``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -31,7 +30,13 @@ import torch
 from specsim.collect.models import cache_dir, load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from distillation import agreement_by_position, distillation_loss, teacher_targets  # noqa: E402
+from distillation import (  # noqa: E402
+    agreement_by_position,
+    optimiser,
+    teacher_targets,
+    trainable_layers,
+    training_step,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = cache_dir() / "lengths"
@@ -101,17 +106,9 @@ def train(name: str, records: list[dict], validation: list[dict]) -> dict:
 
     window, per_step = PLAN[name]
     drafter = AutoModelForCausalLM.from_pretrained(GENERIC, dtype=torch.float32)
-    for parameter in drafter.parameters():
-        parameter.requires_grad = False
-    trainable = [p for layer in drafter.model.layers for p in layer.parameters()] + list(
-        drafter.model.norm.parameters())
-    for parameter in trainable:
-        parameter.requires_grad = True
-    optimizer = torch.optim.AdamW(trainable, lr=PEAK_LR, weight_decay=0.01)
+    trainable = trainable_layers(drafter)
     total = EPOCHS * STEPS_PER_EPOCH
-    warmup = max(1, total // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
-        1 + math.cos(math.pi * min(s, total) / total))))
+    optimizer, schedule = optimiser(trainable, PEAK_LR, total)
     rng = np.random.default_rng(SEED)
     card = {"name": name, "start_from": "generic-4l (first experiment)", "content": "python-stdlib-source (train pool)",
             "window_tokens": window, "windows": len(records), "training_tokens": window * len(records),
@@ -129,13 +126,7 @@ def train(name: str, records: list[dict], validation: list[dict]) -> dict:
         losses = []
         for step in range(STEPS_PER_EPOCH):
             batch = [records[i] for i in order[step * per_step:(step + 1) * per_step]]
-            loss = distillation_loss(drafter, batch)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(float(loss))
+            losses.append(training_step(drafter, optimizer, schedule, trainable, batch))
         card["epoch_loss"].append(float(np.mean(losses)))
         card["validation_agreement_by_position"].append(
             agreement_by_position(drafter.eval(), validation, POSITION_EDGES))

@@ -25,7 +25,6 @@ after every epoch the drafter's top-1 agreement with the target on validation co
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -38,7 +37,13 @@ from specsim.collect.models import cache_dir, load_model, truncate_layers
 from specsim.collect.prompts import encode_prompt, read_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from distillation import distillation_loss, drafter_hidden, teacher_targets  # noqa: E402
+from distillation import (  # noqa: E402
+    drafter_hidden,
+    optimiser,
+    teacher_targets,
+    trainable_layers,
+    training_step,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("code", "docsum", "explain-short", "explain-long", "qa")
@@ -130,18 +135,9 @@ def agreement(drafter, records: list[dict]) -> dict[str, float]:
 def train(name: str, base, records: list[dict], validation: list[dict]) -> dict:
     start_from, tasks, epochs, peak_lr, keep = PLAN[name]
     drafter = truncate_layers(base, LAYERS) if start_from is None else load_drafter(start_from)
-    for parameter in drafter.parameters():
-        parameter.requires_grad = False
-    trainable = [p for layer in drafter.model.layers for p in layer.parameters()]
-    trainable += list(drafter.model.norm.parameters())
-    for parameter in trainable:
-        parameter.requires_grad = True
+    trainable = trainable_layers(drafter)
     data = [r for r in records if r["task"] in tasks]
-    optimizer = torch.optim.AdamW(trainable, lr=peak_lr, weight_decay=0.01)
-    total_steps = epochs * len(data)
-    warmup = max(1, total_steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
-        1 + math.cos(math.pi * min(s, total_steps) / total_steps))))
+    optimizer, schedule = optimiser(trainable, peak_lr, epochs * len(data))
     rng = np.random.default_rng(SEED)
     card = {"name": name, "start_from": start_from or f"first {LAYERS} layers of the target", "tasks": list(tasks),
             "epochs": epochs, "peak_lr": peak_lr, "optimizer": "AdamW (weight decay 0.01), warm-up then cosine",
@@ -158,13 +154,7 @@ def train(name: str, base, records: list[dict], validation: list[dict]) -> dict:
         drafter.train()
         losses = []
         for index in rng.permutation(len(data)):
-            loss = distillation_loss(drafter, [data[index]])
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(float(loss))
+            losses.append(training_step(drafter, optimizer, schedule, trainable, [data[index]]))
         card["epoch_loss"].append(float(np.mean(losses)))
         card["validation_agreement"].append(agreement(drafter.eval(), validation))
         log(f"{name}: epoch {epoch + 1} loss {card['epoch_loss'][-1]:.4f} agreement {card['validation_agreement'][-1]}")

@@ -109,20 +109,9 @@ def read_prompts(path: str | Path) -> list[Prompt]:
             raise InputError(f"not a readable Parquet file ({error})", path=path) from None
         prompts = [_prompt_from_row(row, path, f"row {i}") for i, row in enumerate(rows)]
     elif path.suffix in (".jsonl", ".json"):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise InputError(f"not UTF-8 text (byte {error.start}: {error.reason})", path=path) from None
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"line {number}: not valid JSON ({error.msg})", path=path) from None
-            if not isinstance(row, dict):
-                raise InputError(f"line {number}: expected a JSON object", path=path)
-            prompts.append(_prompt_from_row(row, path, f"line {number}"))
+        from specsim.jsonl import read_jsonl_objects
+
+        prompts = [_prompt_from_row(row, path, f"line {number}") for number, row in read_jsonl_objects(path)]
     else:
         raise InputError("prompt files must be .jsonl or .parquet", path=path)
     if not prompts:
