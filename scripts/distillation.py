@@ -99,4 +99,4 @@ def training_step(drafter, optimizer, schedule, trainable: list, records: list[d
     torch.nn.utils.clip_grad_norm_(trainable, 1.0)
     optimizer.step()
     schedule.step()
-    return float(loss)
+    return float(loss.detach())
