@@ -347,6 +347,56 @@ def profile_command(
                  f"{1000 * cost['draft_base_s']:.1f} ms (c = {summary['cost_ratio']:.3f}) on {document['device_name']}")
 
 
+@app.command("probe")
+def probe_command(
+    target: str = typer.Option(..., help="Target model: alias (smollm2), GGUF file, local dir or hub id."),
+    drafter: list[str] = typer.Option(..., help="NAME=MODEL; repeatable."),
+    prompts: str = typer.Option(..., help="Prompts of the new workload (.jsonl/.parquet or hf:...)."),
+    out: Path = typer.Option(..., help="Probe table to write (.parquet; give it to predict --probe)."),
+    task: str | None = typer.Option(None, help="Task name for the probe (default: the prompts' own)."),
+    limit: int = typer.Option(10, help="Prompts probed (the first N).", min=1, max=10_000),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Target tokens per prompt.", min=1,
+                                       max=100_000),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N, mps."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16, float16."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Probe a new workload: the target's outputs on a few prompts, each drafter's teacher-forced agreement."""
+    import pyarrow as pa
+
+    from specsim.collect.probe import probe_workload
+    from specsim.collect.prompts import load_prompts
+    from specsim.collect.runner import parse_drafter
+    from specsim.traces.store import atomic_write_table
+
+    _require_collect_extra("probe")
+    check_output_file(out, ".parquet", "--out")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?", device):
+        raise InputError(f"must be cpu, cuda, cuda:N, mps or xpu, got {device!r}", field="--device")
+    specs = [parse_drafter(text) for text in drafter]
+    load_prompts(prompts)  # bad prompt sets fail before any model loads
+    with _progress_bar("probe") as bar:
+        bar_task = bar.add_task("loading models", total=None)
+        table = probe_workload(target, [(s.name, s.model) for s in specs], prompts, task=task, limit=limit,
+                               max_new_tokens=max_new_tokens, device=device, dtype=dtype,
+                               trust_remote_code=trust_remote_code,
+                               progress=lambda done, total, what: bar.update(bar_task, completed=done, total=total,
+                                                                             description=what))
+    atomic_write_table(pa.Table.from_pandas(table, preserve_index=False), out)
+    rates = table.groupby("drafter")["agree"].agg(["mean", "size"]).reset_index()
+    per_drafter = [{"drafter": str(r.drafter), "acceptance_rate_conditional": float(r.mean), "tokens": int(r.size)}
+                   for r in rates.itertuples()]
+    if json_output:
+        print_json({"out": str(out), "task": str(table["task"].iloc[0]) if len(table) else task,
+                    "drafters": per_drafter})
+        return
+    for row in per_drafter:
+        stdout.print(f"{row['drafter']}: teacher-forced agreement {row['acceptance_rate_conditional']:.3f} over "
+                     f"{row['tokens']} tokens (greedy acceptance of a token whose prefix was accepted)")
+    stdout.print(f"wrote {out}")
+
+
 @app.command("lengths")
 def lengths_command(
     directory: Path = typer.Argument(..., help="Trace directory."),
@@ -675,22 +725,34 @@ def predict_command(
     cost_ratio: float | None = typer.Option(None, "--cost-ratio", help=_COST_RATIO_HELP,
                                             callback=_finite("--cost-ratio", 0.0)),
     cost_profile: Path | None = typer.Option(None, "--cost-profile", help=_COST_PROFILE_HELP),
+    probe: Path | None = typer.Option(None, help="Probe of the workload (specsim probe): updates the new task's "
+                                      "effect with this drafter's agreement on a few of its prompts."),
     level: float = _level_option(),
     seed: int = typer.Option(0, help="Seed."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Posterior predictive speed-up of a workload for a generic or fine-tuned drafter."""
+    """Posterior predictive speed-up of a workload for a generic or fine-tuned drafter.
+
+    Without --probe the interval assumes the workload resembles the measured tasks (a new task
+    effect drawn from their spread); with it, the workload's own content enters the prediction.
+    """
     from specsim import workflow
+    from specsim.collect.probe import read_probe
     from specsim.model import load_posterior
 
     cost, cost_label = _cost_choice(cost_ratio, cost_profile)
+    if probe is not None and drafter is None:
+        raise InputError("a probe is per drafter: give --drafter too", field="--probe")
+    probe_rows = read_probe(probe, drafter) if probe is not None else None
     posterior = load_posterior(posterior_file)
     prediction, resolved, cost_name = workflow.predict(
         posterior, workload=workload, drafter_kind=drafter_kind, drafter=drafter, divergence=divergence, gamma=gamma,
-        cost=cost, cost_from=cost_from, level=level, seed=seed)
+        cost=cost, cost_from=cost_from, level=level, seed=seed, probe=probe_rows)
     meta = posterior.metadata
     cost_label = cost_label or f"fitted on the traces ({cost_name})"
     payload = {"drafter_kind": drafter_kind, "drafter": drafter, "gamma": gamma, "cost_model": cost_label,
+               "content": (f"probe of {len(probe_rows)} tokens" if probe_rows is not None else
+                           "assumed like the measured tasks (no probe)"),
                **resolved.describe(), **prediction.to_dict(), "diagnostics_passed": meta.diagnostics["passed"]}
     if prediction.extrapolation is not None and prediction.extrapolation.extrapolates:
         stderr.print(prediction.extrapolation.warning() + " (the interval widens: the position random walk "

@@ -81,6 +81,7 @@ _QUANTITIES = {
     # inputs echoed
     "directory": "trace directory", "workload": "workload given", "workload_kind": "lengths file or task",
     "workload_assumption": "what was assumed about the workload (e.g. prompt lengths not given)",
+    "content": "how the workload's content entered the prediction (probe, or assumed like the measured tasks)",
     "acceptance_from": "task whose acceptance is used", "lengths_from": "task or file whose lengths are used",
     "cost_model": "which costs the figures use", "cost_ratio": "drafter/target cost per token (Leviathan's c)",
     "alpha": "i.i.d. acceptance probability", "formula": "the closed form used",

@@ -381,7 +381,7 @@ def _workload_for_posterior(posterior: Any, source: str) -> Workload:
 def predict(
     posterior: Any, *, workload: str | Workload, drafter_kind: str = "finetuned", drafter: str | None = None,
     divergence: float | None = None, gamma: int = 4, cost: CostModel | None = None, cost_from: str | None = None,
-    level: float = INTERVAL_LEVEL, seed: int = 0, n_draws: int = 400,
+    level: float = INTERVAL_LEVEL, seed: int = 0, n_draws: int = 400, probe: pd.DataFrame | None = None,
 ) -> tuple[Any, Workload, str]:
     """Posterior predictive speed-up of a workload for a generic or fine-tuned drafter.
 
@@ -405,6 +405,9 @@ def predict(
     level : float
     seed : int
     n_draws : int
+    probe : pandas.DataFrame, optional
+        A probe of the workload by this drafter (``specsim probe``): updates the new task's
+        effect, so the prediction sees the workload's content, not only its lengths.
 
     Returns
     -------
@@ -437,7 +440,8 @@ def predict(
         reference = np.concatenate([np.asarray(v) for v in meta.reference_lengths.values()])
     prediction = predict_speedup(posterior, cost, gamma, workload.prompt_lengths, workload.output_lengths,
                                  finetuned=drafter_kind == "finetuned", divergence=divergence, drafter=drafter,
-                                 task=task, level=level, rng=seed, n_draws=n_draws, reference_lengths=reference)
+                                 task=task, level=level, rng=seed, n_draws=n_draws, reference_lengths=reference,
+                                 probe=probe)
     return prediction, workload, cost_name
 
 

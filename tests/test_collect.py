@@ -360,3 +360,22 @@ def test_collect_refuses_remote_code_from_yaml_and_non_utf8_prompts(tmp_path, ca
     prompts.write_bytes('{"prompt_id": "a", "task": "t", "dataset": "d", "prompt": "caf\u00e9"}\n'.encode("latin-1"))
     with pytest.raises(InputError, match="not UTF-8 text"):
         read_prompts(prompts)
+
+
+def test_probe_agreement_oracles(tmp_path, tiny_models, capsys):
+    # Teacher-forced agreement is greedy acceptance: the target probing itself agrees everywhere.
+    prompts = _prompts(tmp_path / "p.jsonl", 3)
+    out = tmp_path / "probe.parquet"
+    argv = ["probe", "--target", str(tiny_models["target"]), "--drafter", f"self={tiny_models['target']}",
+            "--drafter", f"other={tiny_models['drafter']}", "--prompts", str(prompts), "--out", str(out),
+            "--max-new-tokens", "24", "--task", "new", "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert not undefined_keys(summary)
+    rates = {row["drafter"]: row["acceptance_rate_conditional"] for row in summary["drafters"]}
+    assert rates["self"] == 1.0 and rates["other"] < 0.5
+    from specsim.collect.probe import read_probe
+
+    table = read_probe(out, "other")
+    assert set(table["task"]) == {"new"} and len(table) == 4 * 24  # 3 prompts and a chat
+    assert main([*argv[:-1], "--limit", "0"]) == 2

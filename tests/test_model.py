@@ -172,3 +172,32 @@ def test_posterior_file_round_trip_and_refusals(recovery_fit, tmp_path):
     old.to_netcdf(str(tmp_path / "old.nc"))
     with pytest.raises(InputError, match="version 1"):
         load_posterior(tmp_path / "old.nc")
+
+
+@pytest.mark.integration
+def test_probe_moves_a_new_domain_prediction_to_the_truth(recovery_fit):
+    # A new task far below the task population (effect -2.5 on the logit scale): without a probe the
+    # prediction assumes a typical task; a 10-prompt probe of this drafter's agreement pulls it to the truth.
+    counts, truth, result = recovery_fit
+    posterior = result.posterior()
+    rng = np.random.default_rng(5)
+    n_index, n_bins = 4, 3
+    parameters = {**truth, "task_effect": np.array([-2.5]), "drafter_effect": np.zeros(1)}
+    index = np.repeat(np.arange(n_index), n_bins)
+    design = {"finetuned": 1, "divergence": 0.3, "draft_index": index, "position_bin": np.tile(np.arange(n_bins),
+              n_index), "task": np.zeros(index.size, int), "drafter": np.zeros(index.size, int)}
+    rates = expit(linear_predictor(parameters, design, n_index, n_bins)).reshape(n_index, n_bins)
+    edges = counts.position_edges
+    lengths = np.full(30, 150), np.full(30, 150)
+    true = expected_workload(AcceptanceProfile(rates, edges), TRUE_COST, 4, *lengths).speedup
+    positions = np.tile(np.arange(150), 10)
+    bins = np.searchsorted(edges, positions, side="right")
+    probe = pd.DataFrame({"task": "new", "drafter": "ft-a", "prompt_id": np.repeat(np.arange(10), 150).astype(str),
+                          "position": positions, "context_len": positions + 150,
+                          "agree": rng.random(positions.size) < rates[0, bins]})
+    common = dict(finetuned=True, divergence=0.3, rng=0)
+    blind = predict_speedup(posterior, TRUE_COST, 4, *lengths, **common)
+    probed = predict_speedup(posterior, TRUE_COST, 4, *lengths, probe=probe, **common)
+    assert probed.low < true < probed.high, (probed, true)
+    assert abs(probed.mean - true) / true < 0.1
+    assert abs(probed.mean - true) < abs(blind.mean - true)

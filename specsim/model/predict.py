@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.special import expit
 
 from specsim.errors import InputError
@@ -26,9 +27,42 @@ from specsim.simulate.exact import expected_workload
 __all__ = ["SpeedupPrediction", "predict_speedup", "acceptance_draws"]
 
 
+def _probe_task_effect(base_eta: np.ndarray, sigma_task: np.ndarray, kappa: np.ndarray | None,
+                       agreed: np.ndarray, probed: np.ndarray, rng: np.random.Generator,
+                       grid: np.ndarray = np.linspace(-8.0, 8.0, 641)) -> np.ndarray:
+    """A new task's effect per draw, from its posterior given probe counts (a grid over the effect).
+
+    For draw ``s`` the task effect's prior is N(0, sigma_task[s]); on a grid of effects (step
+    0.025 logit) the prior density times the model's own likelihood of the probe's agreement counts
+    at draft index 0 per position bin (beta-binomial with the draw's ``kappa``, binomial without)
+    gives the posterior, from which one effect is drawn per draw (jittered within its grid cell).
+    A grid, not samples from the prior: a new domain can sit many prior standard deviations away
+    from the measured tasks, where prior samples never reach. ``base_eta``: (n_draws, n_bins)
+    logit acceptance without the task effect.
+    """
+    from scipy.special import betaln, expit
+
+    n = len(base_eta)
+    effects = np.broadcast_to(grid, (n, len(grid)))
+    rate = np.clip(expit(base_eta[:, None, :] + effects[:, :, None]), 1e-9, 1 - 1e-9)  # (n, m, bins)
+    k, total = agreed[None, None, :], probed[None, None, :]
+    if kappa is None:
+        loglik = (k * np.log(rate) + (total - k) * np.log1p(-rate)).sum(axis=2)
+    else:
+        a, b = rate * kappa[:, None, None], (1 - rate) * kappa[:, None, None]
+        loglik = (betaln(k + a, total - k + b) - betaln(a, b)).sum(axis=2)
+    logpost = loglik - 0.5 * (effects / sigma_task[:, None]) ** 2
+    weights = np.exp(logpost - logpost.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    chosen = (weights.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
+    step = grid[1] - grid[0]
+    return effects[np.arange(n), chosen] + rng.uniform(-step / 2, step / 2, n)
+
+
 def acceptance_draws(
     posterior: Posterior, *, finetuned: bool, divergence: float, task: str | None = None,
     drafter: str | None = None, rng: np.random.Generator | int | None = None, extra_bins: int = 0,
+    probe: pd.DataFrame | None = None,
 ) -> np.ndarray:
     """Conditional acceptance per draw, draft index and position bin.
 
@@ -38,6 +72,10 @@ def acceptance_draws(
         Position bins beyond the fitted ones (extrapolation): their effects continue the
         position random walk with steps drawn from its fitted scale, so the spread of the
         prediction grows with every bin past the data.
+    probe : pandas.DataFrame, optional
+        A probe of a new task (:mod:`specsim.collect.probe`, one drafter's rows): the new
+        task's effect is drawn from its posterior given the probe's agreement counts instead
+        of from the task population alone.
 
     Returns
     -------
@@ -69,6 +107,18 @@ def acceptance_draws(
     design = {"finetuned": float(finetuned), "divergence": divergence, "draft_index": index.reshape(-1),
               "position_bin": position.reshape(-1), "task": np.zeros(index.size, dtype=int),
               "drafter": np.zeros(index.size, dtype=int)}
+    if probe is not None and (task is None or task not in meta.tasks):
+        edges = np.asarray(meta.position_edges, dtype=float)
+        bins = np.searchsorted(edges, probe["position"].to_numpy(), side="right")
+        bins = np.minimum(bins, n_bins + extra_bins - 1)
+        agreed = np.bincount(bins, weights=probe["agree"].to_numpy(float), minlength=n_bins + extra_bins)
+        probed = np.bincount(bins, minlength=n_bins + extra_bins).astype(float)
+        without_task = {**params, "task_effect": np.zeros((n, 1))}
+        index0 = {**design, "draft_index": np.zeros(n_bins + extra_bins, dtype=int),
+                  "position_bin": np.arange(n_bins + extra_bins), "task": np.zeros(n_bins + extra_bins, dtype=int),
+                  "drafter": np.zeros(n_bins + extra_bins, dtype=int)}
+        base = linear_predictor(without_task, index0, n_index, n_bins)
+        params["task_effect"] = _probe_task_effect(base, d["sigma_task"], d.get("kappa"), agreed, probed, rng)[:, None]
     eta = linear_predictor(params, design, n_index, n_bins)
     return expit(eta).reshape(n, n_index, n_bins + extra_bins)
 
@@ -111,6 +161,7 @@ def predict_speedup(
     reference_lengths: np.ndarray | None = None,
     task: str | None = None,
     drafter: str | None = None,
+    probe: pd.DataFrame | None = None,
     n_draws: int = 400,
     level: float = 0.9,
     rng: np.random.Generator | int | None = None,
@@ -135,6 +186,8 @@ def predict_speedup(
         Training-data lengths of the drafter.
     task, drafter : str, optional
         Known task or drafter of the fit (their effects are used); otherwise new ones.
+    probe : pandas.DataFrame, optional
+        Probe rows of this drafter on the new workload (see :func:`acceptance_draws`).
     n_draws : int
         Posterior draws used.
     level : float
@@ -167,7 +220,7 @@ def predict_speedup(
         edges = np.concatenate([edges, new[new > start]])
     extra_bins = len(edges) - len(meta.position_edges)
     rates = acceptance_draws(posterior, finetuned=finetuned, divergence=divergence, task=task, drafter=drafter,
-                             rng=rng, extra_bins=extra_bins)
+                             rng=rng, extra_bins=extra_bins, probe=probe)
     chosen = rng.choice(len(rates), size=min(n_draws, len(rates)), replace=False)
     predictions = [expected_workload(AcceptanceProfile(rates[i], edges), cost, gamma, prompt_lengths, output_lengths)
                    for i in chosen]
