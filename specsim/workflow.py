@@ -33,7 +33,7 @@ from specsim.glossary import INTERVAL_LEVEL
 from specsim.lengths import divergences, length_table
 from specsim.simulate.acceptance import profile_from_tokens
 from specsim.simulate.cost import CostKey, CostModel, fit_cost_models
-from specsim.simulate.exact import expected_workload
+from specsim.simulate.exact import expected_grid, expected_workload
 from specsim.simulate.validation import validate_against_measured
 from specsim.simulate.whatif import WhatIfResult
 from specsim.simulate.whatif import what_if as simulate_what_if
@@ -176,14 +176,13 @@ def gamma_sweep(
     if not isinstance(workload, Workload):
         workload = resolve_workload(workload, traces.sequences, temperature=temperature, option="--lengths-from")
     cost = cost or _cost_of(traces, drafter, temperature)
-    rows = []
-    for gamma in gammas:
-        if gamma < 1:
-            raise InputError(f"draft lengths must be >= 1, got {gamma}", field="--gamma")
-        prediction = expected_workload(profile_from_tokens(tokens, gamma=int(gamma)), cost, int(gamma),
-                                       workload.prompt_lengths, workload.output_lengths)
-        rows.append({"gamma": int(gamma), "speedup": prediction.speedup,
-                     "tokens_per_step": prediction.tokens_per_step})
+    gammas = [int(g) for g in gammas]
+    if min(gammas) < 1:
+        raise InputError(f"draft lengths must be >= 1, got {min(gammas)}", field="--gamma")
+    # One profile of the measured draft indices; longer drafts reuse the last measured index's rate.
+    profile = profile_from_tokens(tokens)
+    rows = [{"gamma": p.gamma, "speedup": p.speedup, "tokens_per_step": p.tokens_per_step}
+            for p in expected_grid(profile, cost, np.array(gammas), workload.prompt_lengths, workload.output_lengths)]
     table = pd.DataFrame(rows)
     table["best"] = table["speedup"] == table["speedup"].max()
     return table

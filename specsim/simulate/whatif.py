@@ -70,7 +70,11 @@ class WhatIfResult:
 
 
 def _profile_for(tokens: pd.DataFrame, gamma: int, edges: np.ndarray) -> AcceptanceProfile:
-    return profile_from_tokens(tokens, gamma=gamma, position_edges=edges)
+    """The measured draft indices only: past the longest measured draft, the last index's rate is used
+    (:meth:`AcceptanceProfile.rates_at`), never an empty row's prior.
+    """
+    measured = int(tokens["draft_index"].max()) + 1
+    return profile_from_tokens(tokens, gamma=min(gamma, measured), position_edges=edges)
 
 
 def what_if(
