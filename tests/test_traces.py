@@ -264,3 +264,86 @@ def test_run_lock_refuses_a_second_writer_and_live_temporaries_survive(tmp_path)
     assert os.path.exists(live)
     TraceWriter(tmp_path / "t")
     assert not live.exists()
+
+
+def _breaking_mutations():
+    """Mutations that break a documented invariant (the validator must reject each)."""
+    def set_at(table, column, value):
+        def mutate(tables, row):
+            frame = tables[table]
+            frame.loc[frame.index[row % len(frame)], column] = value
+        return mutate
+
+    def accepted_not_evaluated(tables, row):
+        tokens = tables["tokens"]
+        rejected = tokens.index[~tokens["evaluated"]]
+        if len(rejected):
+            tokens.loc[rejected[row % len(rejected)], "accepted"] = True
+        else:  # every token evaluated: break the prefix rule on the step count instead
+            steps = tables["steps"]
+            steps.loc[steps.index[row % len(steps)], "n_accepted"] = steps["n_drafted"].iloc[row % len(steps)] + 1
+
+    def duplicate_step(tables, row):
+        steps = tables["steps"]
+        tables["steps"] = pd.concat([steps, steps.iloc[[row % len(steps)]]], ignore_index=True)
+
+    def drop_token(tables, row):
+        tables["tokens"] = tables["tokens"].drop(tables["tokens"].index[row % len(tables["tokens"])])
+
+    return {
+        "accepted but not evaluated": accepted_not_evaluated,
+        "n_accepted above n_drafted": lambda t, r: set_at("steps", "n_accepted", 99)(t, r),
+        "zero speculative time": set_at("sequences", "spec_wall_s", 0.0),
+        "infinite speculative time": set_at("sequences", "spec_wall_s", np.inf),
+        "negative baseline": set_at("sequences", "baseline_wall_s", -1.0),
+        "infinite draft time": set_at("steps", "draft_s", np.inf),
+        "negative context": set_at("tokens", "context_len", -5),
+        "huge prompt": set_at("sequences", "prompt_len", 2**31 - 1),
+        "probability above 1": set_at("tokens", "q_draft", 1.5),
+        "unknown drafter kind": set_at("sequences", "drafter_kind", "oracle"),
+        "duplicate step": duplicate_step,
+        "missing token row": drop_token,
+    }
+
+
+def _keeping_mutations():
+    """Mutations that keep every invariant (the validator must accept each)."""
+    def scale_times(tables, row):
+        factor = 0.5 + (row % 7) / 3
+        for table, columns in (("steps", ("draft_s", "verify_s")), ("sequences", ("spec_wall_s", "baseline_wall_s"))):
+            for column in columns:
+                tables[table][column] = tables[table][column] * factor
+
+    def shuffle_rows(tables, row):
+        for name in tables:
+            tables[name] = tables[name].sample(frac=1.0, random_state=row).reset_index(drop=True)
+
+    def rename_task(tables, row):
+        for name in tables:
+            tables[name]["task"] = tables[name]["task"].map(lambda t: f"{t}-{row}")
+
+    def no_baseline(tables, row):
+        tables["sequences"]["baseline_wall_s"] = np.nan
+        tables["sequences"]["baseline_tokens"] = pd.NA
+
+    return {"scale every timing": scale_times, "shuffle rows": shuffle_rows, "rename a task everywhere": rename_task,
+            "no baseline timings": no_baseline}
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(breaking=st.booleans(), choice=st.integers(0, 1000), row=st.integers(0, 10_000))
+def test_validator_rejects_exactly_the_mutations_that_break_invariants(tmp_path_factory, synthetic_tables, breaking,
+                                                                      choice, row):
+    mutations = _breaking_mutations() if breaking else _keeping_mutations()
+    name = sorted(mutations)[choice % len(mutations)]
+    tables = {key: frame.copy() for key, frame in synthetic_tables.items()}
+    mutations[name](tables, row)
+    root = tmp_path_factory.mktemp("mutated")
+    writer = TraceWriter(root)
+    writer.write_shard("s", tables["tokens"], tables["steps"], tables["sequences"])
+    writer.write_run_metadata("synthetic", {"seed": 1})
+    if breaking:
+        with pytest.raises(InputError):
+            read_traces(root)
+    else:
+        read_traces(root)
