@@ -335,6 +335,7 @@ def profile_command(
             target, drafter, device=device, dtype=dtype, gammas=tuple(gamma or (1, 2, 4, 6, 8)),
             contexts=tuple(context or (64, 256, 1024)), repeats=repeats, seed=seed, trust_remote_code=trust_remote_code,
             progress=lambda done, total, what: bar.update(task, completed=done, total=total, description=what))
+    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, json_module.dumps(document, indent=1).encode())
     cost = document["cost_model"]
     summary = {"out": str(out), "device": document["device_name"], "target_base_s": cost["target_base_s"],
@@ -383,6 +384,7 @@ def probe_command(
                                trust_remote_code=trust_remote_code,
                                progress=lambda done, total, what: bar.update(bar_task, completed=done, total=total,
                                                                              description=what))
+    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_table(pa.Table.from_pandas(table, preserve_index=False), out)
     rates = table.groupby("drafter")["agree"].agg(["mean", "size"]).reset_index()
     per_drafter = [{"drafter": str(r.drafter), "acceptance_rate_conditional": float(r.mean), "tokens": int(r.size)}

@@ -28,20 +28,16 @@ def _writable_folder(folder: Path, option: str) -> None:
 
 
 def check_output_dir(folder: str | Path, option: str = "--out") -> Path:
-    """Check that ``folder`` is (or can become) a writable folder; create it."""
+    """Check that ``folder`` is (or can become) a writable folder; nothing is created (bad input leaves no trace)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError("exists and is not a folder", path=folder, field=option)
     _writable_folder(folder, option)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"cannot create the folder ({error.strerror})", path=folder, field=option) from None
     return folder
 
 
 def check_output_file(path: str | Path, suffix: str, option: str = "--out") -> Path:
-    """Check that ``path`` ends in ``suffix`` and can be written (its folder is created)."""
+    """Check that ``path`` ends in ``suffix`` and can be written (its folder exists or can be created)."""
     path = Path(path)
     if path.suffix != suffix:
         raise InputError(f"must end in {suffix}", path=path, field=option)

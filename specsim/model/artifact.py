@@ -166,6 +166,7 @@ def posterior_from_idata(idata: Any, metadata: PosteriorMetadata) -> Posterior:
 def save_posterior(idata: Any, metadata: PosteriorMetadata, path: str | Path) -> Path:
     """Write ``idata`` with ``metadata`` to ``path`` atomically (temporary sibling, then rename)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     idata.posterior.attrs["specsim_metadata"] = metadata.to_json()
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
