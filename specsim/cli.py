@@ -136,6 +136,43 @@ def _require_collect_extra(command: str) -> None:
                              "'specsim[collect]', with torch==2.13.0 or your CUDA build first)", field=command)
 
 
+_WORKLOAD_HELP = ("Task of the traces, lengths file (prompt_len and/or output_len; .csv/.parquet/.jsonl/.txt), "
+                  "text workload (JSONL of prompt/response or chats, or hf:DATASET?...&response=COLUMN; counted with "
+                  "--tokenizer) or a folder of plain-decoding runs (collect --baseline without a drafter).")
+_TOKENIZER_HELP = ("Tokenizer that counts a text workload's tokens (the target's alias, GGUF file, folder or hub "
+                   "id; default: the target named in the traces).")
+
+
+def _tokenizer_loader(spec: str | None, traces: Any = None, traces_dir: str | None = None):
+    """A function loading the target's tokenizer for text workloads (None when no target is known).
+
+    Without ``spec``, the target named in the traces' run metadata (``traces``, or the
+    ``runs/*.json`` of ``traces_dir``), when they name exactly one.
+    """
+    if spec is None:
+        runs: list[Any] = list(traces.runs.values()) if traces is not None else []
+        if traces is None and traces_dir and (Path(traces_dir) / "runs").is_dir():
+            for path in sorted((Path(traces_dir) / "runs").glob("*.json")):
+                try:
+                    runs.append(json.loads(path.read_text()))
+                except (OSError, ValueError):
+                    continue
+        specs = {run.get("target", {}).get("spec") for run in runs
+                 if isinstance(run, dict) and isinstance(run.get("target"), dict)}
+        specs.discard(None)
+        spec = specs.pop() if len(specs) == 1 else None
+    if spec is None:
+        return None
+
+    def load() -> Any:
+        _require_collect_extra("--tokenizer")
+        from specsim.collect.models import load_tokenizer
+
+        return load_tokenizer(spec)
+
+    return load
+
+
 def _progress_bar(label: str):
     """A rich progress bar on stderr, silent when stderr is not a terminal."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -175,6 +212,40 @@ def traces_check(
             f"warning: skipped {len(traces.incomplete_shards)} incomplete shard(s) from an interrupted "
             "run; re-run the collection to finish them"
         )
+
+
+@traces_app.command("counts")
+def traces_counts(
+    directory: Path = typer.Argument(..., help="Trace directory."),
+    out: Path = typer.Option(..., help="Counts table to write (.parquet)."),
+    temperature: float | None = typer.Option(None, help="Only this temperature (default: every temperature).",
+                                             callback=_finite("--temperature", 0.0)),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Aggregate per-token traces into a counts table (per draft index and position range, with lengths).
+
+    The counts table is the aggregate level that engines expose; `specsim fit`, `specsim simulate
+    counts` and `specsim predict` read it like traces.
+    """
+    from specsim.lengths import length_table
+    from specsim.traces import read_traces
+    from specsim.traces.counts import counts_from_traces, summarize_counts, write_counts
+    from specsim.traces.select import select
+
+    check_output_file(out, ".parquet", "--out")
+    traces = read_traces(directory)
+    tables = [select(frame, temperature=temperature) if temperature is not None else frame
+              for frame in (traces.tokens, traces.steps, traces.sequences)]
+    if tables[0].empty:
+        raise InputError(f"no tokens at temperature {temperature}", field="--temperature")
+    counts = counts_from_traces(tables[0], tables[1], tables[2], source=f"specsim traces {directory}")
+    write_counts(counts, out, lengths=length_table(tables[2]))
+    summary = summarize_counts(counts)
+    payload = {"out": str(out), "rows": len(counts), "groups": summary.to_dict("records")}
+    if json_output:
+        print_json(payload)
+        return
+    stdout.print(f"wrote {out}: {len(counts)} rows, {len(summary)} groups (task x drafter x temperature x gamma)")
 
 
 @traces_app.command("summary")
@@ -240,7 +311,9 @@ def collect_command(
     schedule: str | None = typer.Option(None, help="constant (default) or adaptive draft length."),
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Token budget. Default 128."),
     seed: int | None = typer.Option(None, help="Seed of sampling. Default 0."),
-    baseline: bool | None = typer.Option(None, "--baseline/--no-baseline", help="Time plain decoding too."),
+    baseline: bool | None = typer.Option(None, "--baseline/--no-baseline", help="Time plain decoding too; with no "
+                                         "--drafter, plain decoding only: the target's own output lengths for the "
+                                         "prompts, a workload for predict and simulate whatif."),
     device: str | None = typer.Option(None, help="cpu (default), cuda, cuda:1, mps."),
     dtype: str | None = typer.Option(None, help="float32 (default), bfloat16, float16, auto."),
     out: Path | None = typer.Option(None, help="Trace directory to write (resumes if it exists)."),
@@ -271,10 +344,13 @@ def collect_command(
     values.update({key: value for key, value in given.items() if value is not None})
     if trust_remote_code:
         values["trust_remote_code"] = True
-    for required in ("target", "drafters", "prompts", "out"):
+    for required in ("target", "prompts", "out"):
         if not values.get(required):
-            option = "--drafter" if required == "drafters" else f"--{required}"
-            raise InputError("required (on the command line or in --config)", field=option)
+            raise InputError("required (on the command line or in --config)", field=f"--{required}")
+    if not values.get("drafters") and values.get("baseline") is not True:
+        raise InputError("required (on the command line or in --config); or give --baseline alone for plain "
+                         "decoding only (a workload's output lengths)", field="--drafter")
+    values.setdefault("drafters", ())
     config = CollectConfig(**values)
     check_output_dir(config.out, "--out")
     load_prompts(config.prompts)  # bad prompt sets fail before any model loads
@@ -494,8 +570,7 @@ def simulate_whatif(
     traces_dir: Path = typer.Option(..., "--traces", help="Trace directory."),
     drafter: str = typer.Option(..., help="Drafter whose acceptance to use."),
     acceptance_from: str = typer.Option(..., "--acceptance-from", help="Task whose acceptance behaviour to use."),
-    lengths_from: str = typer.Option(..., "--lengths-from", help="Task whose lengths to decode, or a lengths file "
-                                     "(prompt_len, output_len; .csv/.parquet/.jsonl)."),
+    lengths_from: str = typer.Option(..., "--lengths-from", help=_WORKLOAD_HELP),
     gamma: int = typer.Option(4, help="Draft length.", min=1),
     temperature: float = typer.Option(0.0, help="Temperature of the traces to use.",
                                       callback=_finite("--temperature", 0.0)),
@@ -505,18 +580,22 @@ def simulate_whatif(
     resamples: int = typer.Option(200, help="Bootstrap resamples for the interval.", min=1, max=100_000),
     level: float = _level_option(),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    tokenizer: str | None = typer.Option(None, help=_TOKENIZER_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """One task's measured acceptance decoding another workload's lengths (bootstrap interval)."""
     from specsim import workflow
     from specsim.traces import read_traces
+    from specsim.workload import resolve_workload
 
     cost, cost_label = _cost_choice(cost_ratio, cost_profile)
     traces = read_traces(traces_dir)
+    lengths = resolve_workload(lengths_from, traces.sequences, temperature=temperature, option="--lengths-from",
+                               tokenizer=_tokenizer_loader(tokenizer, traces))
     with _progress_bar("whatif") as bar:
         task = bar.add_task("bootstrap", total=resamples)
         result, workload = workflow.what_if(
-            traces, drafter=drafter, acceptance_from=acceptance_from, workload=lengths_from, gamma=gamma,
+            traces, drafter=drafter, acceptance_from=acceptance_from, workload=lengths, gamma=gamma,
             temperature=temperature, cost=cost, level=level, resamples=resamples, seed=seed,
             progress=lambda done, total: bar.update(task, completed=done))
     cost_label = cost_label or f"fitted on the traces ({drafter}, temperature {temperature:g})"
@@ -538,14 +617,15 @@ def simulate_whatif(
 @simulate_app.command("counts")
 def simulate_counts(
     counts_file: Path = typer.Argument(..., help="Counts table (specsim import, or traces aggregated)."),
-    lengths_from: str = typer.Option(..., "--lengths-from", help="Lengths file of the workload (prompt_len, "
-                                     "output_len; .csv/.parquet/.jsonl)."),
+    lengths_from: str = typer.Option(..., "--lengths-from", help=_WORKLOAD_HELP),
     gamma: int | None = typer.Option(None, help="Draft length (default: the counts' own).", min=1, max=64),
     cost_ratio: float | None = typer.Option(None, "--cost-ratio", help=_COST_RATIO_HELP,
                                             callback=_finite("--cost-ratio", 0.0)),
     cost_profile: Path | None = typer.Option(None, "--cost-profile", help=_COST_PROFILE_HELP),
     level: float = _level_option(),
     seed: int = typer.Option(0, help="Seed of the interval's draws."),
+    tokenizer: str | None = typer.Option(None, help="Tokenizer that counts a text workload's tokens (the target's "
+                                         "alias, GGUF file, folder or hub id)."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """What-if from aggregate counts (vLLM, SGLang, Spec-Bench imports): a workload's expected speed-up.
@@ -560,7 +640,7 @@ def simulate_counts(
     if cost is None:
         raise InputError("counts carry no timings: give --cost-ratio C or --cost-profile FILE", field="--cost-ratio")
     counts = read_counts(counts_file)
-    workload = resolve_workload(lengths_from, option="--lengths-from")
+    workload = resolve_workload(lengths_from, option="--lengths-from", tokenizer=_tokenizer_loader(tokenizer))
     result = workflow.what_if_counts(counts, workload=workload, cost=cost, gamma=gamma, level=level, seed=seed)
     if not result.positions_resolved:
         stderr.print("warning: the source has totals only: i.i.d. acceptance over draft positions is assumed",
@@ -578,7 +658,8 @@ def simulate_counts(
 
 @app.command("import")
 def import_command(
-    kind: str = typer.Argument(..., help="Source: vllm (Prometheus /metrics text), specbench (answer JSONL) or "
+    kind: str = typer.Argument(..., help="Source: vllm (Prometheus /metrics text), vllm-requests (OpenAI responses "
+                               "with per-request speculative_decoding metrics, JSONL), specbench (answer JSONL) or "
                                "sglang (responses or meta_info JSONL)."),
     source: Path = typer.Argument(..., help="The source file."),
     out: Path = typer.Option(..., help="Counts table to write (.parquet)."),
@@ -593,15 +674,17 @@ def import_command(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Import a serving engine's or benchmark's acceptance data as a counts table."""
-    from specsim.imports import SOURCES, import_source
+    from specsim.imports import SOURCES, import_lengths, import_source
     from specsim.traces.counts import summarize_counts, write_counts
 
     check_output_file(out, ".parquet", "--out")
     counts = import_source(kind, source, task=task, drafter=drafter, drafter_kind=drafter_kind,
                            trained_on=trained_on, temperature=temperature, gamma=gamma)
-    write_counts(counts, out)
+    lengths = import_lengths(kind, source)
+    write_counts(counts, out, lengths=None if lengths is None else lengths.assign(task=task))
     summary = summarize_counts(counts).iloc[0].to_dict()
-    payload = {"out": str(out), "source": kind, "conventions": SOURCES[kind], **summary}
+    payload = {"out": str(out), "source": kind, "conventions": SOURCES[kind], **summary,
+               "sequences_with_lengths": 0 if lengths is None else len(lengths)}
     if json_output:
         print_json(payload)
         return
@@ -615,22 +698,26 @@ def simulate_best_gamma(
     traces_dir: Path = typer.Option(..., "--traces", help="Trace directory."),
     drafter: str = typer.Option(..., help="Drafter whose acceptance to use."),
     acceptance_from: str = typer.Option(..., "--acceptance-from", help="Task whose acceptance behaviour to use."),
-    lengths_from: str = typer.Option(..., "--lengths-from", help="Task or lengths file of the workload."),
+    lengths_from: str = typer.Option(..., "--lengths-from", help=_WORKLOAD_HELP),
     max_gamma: int = typer.Option(8, "--max-gamma", help="Largest draft length tried.", min=1, max=64),
     temperature: float = typer.Option(0.0, help="Temperature of the traces to use.",
                                       callback=_finite("--temperature", 0.0)),
     cost_ratio: float | None = typer.Option(None, "--cost-ratio", help=_COST_RATIO_HELP,
                                             callback=_finite("--cost-ratio", 0.0)),
     cost_profile: Path | None = typer.Option(None, "--cost-profile", help=_COST_PROFILE_HELP),
+    tokenizer: str | None = typer.Option(None, help=_TOKENIZER_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Expected speed-up at every draft length 1..max-gamma for a workload, and the best one."""
     from specsim import workflow
     from specsim.traces import read_traces
+    from specsim.workload import resolve_workload
 
     cost, cost_label = _cost_choice(cost_ratio, cost_profile)
     traces = read_traces(traces_dir)
-    table = workflow.gamma_sweep(traces, drafter=drafter, acceptance_from=acceptance_from, workload=lengths_from,
+    lengths = resolve_workload(lengths_from, traces.sequences, temperature=temperature, option="--lengths-from",
+                               tokenizer=_tokenizer_loader(tokenizer, traces))
+    table = workflow.gamma_sweep(traces, drafter=drafter, acceptance_from=acceptance_from, workload=lengths,
                                  gammas=range(1, max_gamma + 1), temperature=temperature, cost=cost)
     best = table[table["best"]].iloc[0]
     cost_label = cost_label or f"fitted on the traces ({drafter}, temperature {temperature:g})"
@@ -671,10 +758,11 @@ def simulate_validate(
 
 @app.command("fit")
 def fit_command(
-    directory: Path = typer.Argument(..., help="Trace directory."),
+    directory: Path = typer.Argument(..., help="Trace directory, or a counts table (.parquet: specsim import, "
+                                     "specsim traces counts)."),
     out: Path = typer.Option(..., help="Posterior file to write (.nc, ArviZ InferenceData)."),
-    temperature: float = typer.Option(0.0, help="Temperature of the traces to fit.",
-                                      callback=_finite("--temperature", 0.0)),
+    temperature: float | None = typer.Option(None, help="Temperature to fit (default: 0 for traces, the only "
+                                             "one for counts).", callback=_finite("--temperature", 0.0)),
     draws: int = typer.Option(1000, help="Posterior draws per chain.", min=1, max=100_000),
     tune: int = typer.Option(1000, help="Warm-up draws per chain.", min=1, max=100_000),
     chains: int = typer.Option(4, help="Chains.", min=1, max=64),
@@ -685,17 +773,29 @@ def fit_command(
                                         callback=_finite("--target-accept", 0.0, 1.0)),
     compare: bool = typer.Option(True, "--compare/--no-compare", help="Also fit the model without divergence "
                                  "terms and compare both by PSIS-LOO."),
+    length_measure: str = typer.Option("js", "--length-measure", help="Length covariate: js (Jensen-Shannon of "
+                                       "total lengths, default), w1_log (Wasserstein on log length), beyond_share "
+                                       "(share of training tokens before the workload's positions), ..."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Fit the hierarchical acceptance model (and the statsmodels baseline) to traces."""
+    """Fit the hierarchical acceptance model (and the statsmodels baseline) to traces or a counts table."""
     from specsim import workflow
     from specsim.traces import read_traces
 
     check_output_file(out, ".nc", "--out")
-    traces = read_traces(directory)
-    with stderr.status("sampling the hierarchical model (compiles first)"):
-        outcome = workflow.fit(traces, temperature=temperature, draws=draws, tune=tune, chains=chains, seed=seed,
-                               sampler=sampler, target_accept=target_accept, compare=compare)
+    options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
+                                   target_accept=target_accept, compare=compare)
+    if directory.suffix == ".parquet":
+        with stderr.status("sampling the hierarchical model (compiles first)"):
+            outcome = workflow.fit_counts(directory, temperature=temperature, divergence_measure=length_measure,
+                                          **options)
+    else:
+        traces = read_traces(directory)
+        with stderr.status("sampling the hierarchical model (compiles first)"):
+            outcome = workflow.fit(traces, temperature=0.0 if temperature is None else temperature,
+                                   divergence_measure=length_measure, **options)
+    for note in outcome.notes:
+        stderr.print(f"note: {note}", markup=False)
     outcome.result.save(out)
     payload = {"out": str(out), **outcome.to_dict()}
     if json_output:
@@ -714,8 +814,7 @@ def fit_command(
 @app.command("predict")
 def predict_command(
     posterior_file: Path = typer.Argument(..., help="Posterior written by specsim fit."),
-    workload: str = typer.Option(..., help="Lengths file (prompt_len, output_len; .csv/.parquet/.jsonl) or a task "
-                                 "of the fitted traces."),
+    workload: str = typer.Option(..., help=_WORKLOAD_HELP.replace("Task of the traces", "Task of the fit")),
     drafter_kind: str = typer.Option("finetuned", "--drafter-kind", help="generic or finetuned."),
     drafter: str | None = typer.Option(None, help="A drafter of the fit: its effect, training lengths and costs."),
     divergence: float | None = typer.Option(None, help="Length divergence to the drafter's training data "
@@ -731,6 +830,8 @@ def predict_command(
                                       "effect with this drafter's agreement on a few of its prompts."),
     level: float = _level_option(),
     seed: int = typer.Option(0, help="Seed."),
+    tokenizer: str | None = typer.Option(None, help="Tokenizer that counts a text workload's tokens (the target's "
+                                         "alias, GGUF file, folder or hub id)."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Posterior predictive speed-up of a workload for a generic or fine-tuned drafter.
@@ -746,9 +847,15 @@ def predict_command(
     if probe is not None and drafter is None:
         raise InputError("a probe is per drafter: give --drafter too", field="--probe")
     probe_rows = read_probe(probe, drafter) if probe is not None else None
+    from specsim.workload import is_lengths_file, resolve_workload
+
     posterior = load_posterior(posterior_file)
+    source: Any = workload
+    if is_lengths_file(workload):
+        source = resolve_workload(workload, tokenizer=_tokenizer_loader(tokenizer,
+                                                                       traces_dir=posterior.metadata.traces))
     prediction, resolved, cost_name = workflow.predict(
-        posterior, workload=workload, drafter_kind=drafter_kind, drafter=drafter, divergence=divergence, gamma=gamma,
+        posterior, workload=source, drafter_kind=drafter_kind, drafter=drafter, divergence=divergence, gamma=gamma,
         cost=cost, cost_from=cost_from, level=level, seed=seed, probe=probe_rows)
     meta = posterior.metadata
     cost_label = cost_label or f"fitted on the traces ({cost_name})"
@@ -781,6 +888,7 @@ def loto_command(
     draws: int = typer.Option(1000, help="Posterior draws (and warm-up) per chain of each fold.", min=1),
     level: float = _level_option(),
     seed: int = typer.Option(0, help="Seed."),
+    length_measure: str = typer.Option("js", "--length-measure", help="Length covariate (as for specsim fit)."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Leave-one-task-out: fit without each task, predict it, report interval coverage."""
@@ -792,6 +900,7 @@ def loto_command(
         task = bar.add_task("fitting", total=None)
         table = workflow.leave_one_task_out(
             traces, temperature=temperature, gamma=gamma, draws=draws, seed=seed, level=level,
+            divergence_measure=length_measure,
             progress=lambda done, total, name: bar.update(task, completed=done, total=total, description=name))
     coverage = float(table["covered"].mean())
     mape = float(table["error_pct"].abs().mean())

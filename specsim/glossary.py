@@ -72,6 +72,7 @@ _QUANTITIES = {
     # length divergences
     "js": "Jensen-Shannon divergence (bits)", "kl_ab": "KL(a || b)", "kl_ba": "KL(b || a)", "tv": "total variation",
     "w1_tokens": "Wasserstein-1 on tokens", "w1_log": "Wasserstein-1 on log length",
+    "beyond_share": "mean over the workload's token positions of the share of training tokens before them",
     "ks": "Kolmogorov-Smirnov statistic", "estimate": "point estimate", "low": "lower end of an interval",
     "high": "upper end of an interval", "a": "first group of a pair", "b": "second group of a pair",
     "value": "value of a matrix cell", "divergence": "length divergence to the drafter's training data",
@@ -79,7 +80,8 @@ _QUANTITIES = {
     "divergence in the matrix", "quantiles": "length quantiles per group", "binning": "histogram binning",
     "by": "grouping column", "kind": "length kind (prompt, output or total)",
     # inputs echoed
-    "directory": "trace directory", "workload": "workload given", "workload_kind": "lengths file or task",
+    "directory": "trace directory", "workload": "workload given",
+    "workload_kind": "lengths file, task, text or plain-decoding runs",
     "workload_assumption": "what was assumed about the workload (e.g. prompt lengths not given)",
     "content": "how the workload's content entered the prediction (probe, or assumed like the measured tasks)",
     "acceptance_from": "task whose acceptance is used", "lengths_from": "task or file whose lengths are used",
@@ -111,6 +113,8 @@ _QUANTITIES = {
     "source": "where the counts come from (vllm, specbench, sglang, specsim traces)",
     "conventions": "how the source counts, and what the import loses",
     "positions_resolved": "whether acceptance is known per draft index (else i.i.d. is assumed)",
+    "sequences_with_lengths": "imported requests whose prompt and output lengths were stored with the counts",
+    "rows": "rows written", "notes": "what a step left out or assumed, one sentence each",
     "drafter_trained_on": "what the drafter was trained on",
     # report, demo, collect
     "report": "report name", "html": "rendered HTML file", "params": "report parameters",

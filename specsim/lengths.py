@@ -12,7 +12,13 @@ two samples of lengths:
 - ``tv``: total variation distance on the same bins;
 - ``w1_tokens`` and ``w1_log``: Wasserstein-1 distance on lengths in tokens and on
   natural-log lengths (``scipy.stats.wasserstein_distance``);
-- ``ks``: the two-sample Kolmogorov-Smirnov statistic (``scipy.stats.ks_2samp``).
+- ``ks``: the two-sample Kolmogorov-Smirnov statistic (``scipy.stats.ks_2samp``);
+- ``beyond_share``: how far the second sample's token positions reach past the first's, in [0,
+  1] and not symmetric: with ``S(c)`` the share of the first sample's tokens (a drafter's training
+  data) at position ``c`` or beyond, the mean of ``1 - S(c)`` over every token position ``c`` of
+  the second sample (the workload). It grows as the workload's tokens sit later in (or past) the
+  training data's positions, and approaches 1 as the workload's sequences grow far past the
+  longest training sequence (:func:`beyond_share`).
 
 Bootstrap intervals resample both samples with replacement. Pure NumPy/SciPy; no I/O.
 """
@@ -34,13 +40,14 @@ __all__ = [
     "length_table",
     "log_bins",
     "divergences",
+    "beyond_share",
     "bootstrap_divergences",
     "divergence_matrix",
     "length_quantiles",
 ]
 
 LENGTH_KINDS = ("prompt_len", "output_len", "total_len")
-DIVERGENCES = ("js", "kl_ab", "kl_ba", "tv", "w1_tokens", "w1_log", "ks")
+DIVERGENCES = ("js", "kl_ab", "kl_ba", "tv", "w1_tokens", "w1_log", "ks", "beyond_share")
 
 
 def length_table(frame: pd.DataFrame, by: str = "task") -> pd.DataFrame:
@@ -88,6 +95,42 @@ def _validated(sample: np.ndarray, name: str) -> np.ndarray:
     return sample
 
 
+def beyond_share(training: np.ndarray, workload: np.ndarray) -> float:
+    """Mean over the workload's token positions of the share of training tokens *before* them.
+
+    Parameters
+    ----------
+    training, workload : numpy.ndarray
+        Sequence lengths in tokens; a sequence of length ``L`` has tokens at positions
+        ``0 .. L-1``.
+
+    Examples
+    --------
+    >>> beyond_share([4, 4], [4])      # same lengths: positions 0-3 have 4/8, 6/8, ... of tokens before them
+    0.375
+    >>> beyond_share([2], [4])         # positions 2 and 3 lie beyond all training data
+    0.625
+    """
+    training = np.sort(np.maximum(np.rint(np.asarray(training, dtype=float)), 1).astype(np.int64))
+    workload = np.maximum(np.rint(np.asarray(workload, dtype=float)), 1).astype(np.int64)
+    longest = int(workload.max())
+    positions = np.arange(longest)
+    # Training tokens at positions >= c: sum over sequences of max(L - c, 0).
+    at_or_beyond = _tokens_at_or_beyond(training, positions)
+    before = 1.0 - at_or_beyond / training.sum()
+    # Workload tokens at each position: the sequences longer than it.
+    tokens_at = len(workload) - np.searchsorted(np.sort(workload), positions, side="right")
+    return float(np.dot(tokens_at, before) / tokens_at.sum())
+
+
+def _tokens_at_or_beyond(sorted_lengths: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``sum(max(L - c, 0))`` for every ``c`` of ``positions`` from sorted lengths, in O(n + m log n)."""
+    suffix = np.concatenate([np.cumsum(sorted_lengths[::-1])[::-1], [0]])
+    first = np.searchsorted(sorted_lengths, positions, side="right")
+    count = len(sorted_lengths) - first
+    return (suffix[first] - count * positions).astype(float)
+
+
 def divergences(
     a: np.ndarray, b: np.ndarray, *, bins_per_octave: int = 4, smoothing: float = 0.5
 ) -> dict[str, float]:
@@ -126,6 +169,7 @@ def divergences(
         "w1_tokens": float(stats.wasserstein_distance(a, b)),
         "w1_log": float(stats.wasserstein_distance(np.log(np.maximum(a, 1)), np.log(np.maximum(b, 1)))),
         "ks": float(stats.ks_2samp(a, b).statistic),
+        "beyond_share": beyond_share(a, b),
     }
 
 

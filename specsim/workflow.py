@@ -21,7 +21,7 @@ verb                      what it answers
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -254,7 +254,7 @@ def what_if_counts(
     posterior (Jeffreys prior).
     """
     from specsim.simulate.acceptance import AcceptanceProfile, profile_from_counts_table
-    from specsim.traces.counts import COUNTS_GROUP
+    from specsim.traces.counts import COUNTS_GROUP, counts_by_index
 
     check_level(level)
     groups = counts.groupby(COUNTS_GROUP, dropna=False, observed=True)
@@ -266,7 +266,7 @@ def what_if_counts(
     point = expected_workload(profile, cost, gamma, workload.prompt_lengths, workload.output_lengths)
     rng = np.random.default_rng(seed)
     if resolved:
-        rows = counts[counts["draft_index"] >= 0].sort_values("draft_index")
+        rows = counts_by_index(counts)
         alpha = rows["accepted"].to_numpy() + 0.5
         beta = (rows["evaluated"] - rows["accepted"]).to_numpy() + 0.5
         samples = rng.beta(alpha, beta, size=(draws, len(rows)))
@@ -299,6 +299,7 @@ class FitOutcome:
     result: Any
     baseline: pd.DataFrame
     counts: Any
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON payload of ``specsim fit --json``."""
@@ -308,25 +309,17 @@ class FitOutcome:
                 "posterior": summary.reset_index(names="parameter").to_dict("records"),
                 "baseline_glm": self.baseline.reset_index(names="term").to_dict("records"),
                 "loo_comparison": meta.loo_comparison, "cells": len(self.counts.cells), "tasks": meta.tasks,
-                "drafters": meta.drafters}
+                "drafters": meta.drafters, "notes": list(self.notes)}
 
 
-def fit(
-    traces: Traces, *, temperature: float = 0.0, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
-    sampler: str = "nutpie", target_accept: float = 0.95, compare: bool = True,
-    reference_lengths: dict[str, np.ndarray] | None = None,
-) -> FitOutcome:
-    """Fit the hierarchical model to one temperature of the traces.
+def _check_measure(measure: str) -> None:
+    from specsim.lengths import DIVERGENCES
 
-    Also fits the model without divergence terms and compares both by PSIS-LOO (``compare``),
-    fits the statsmodels baseline, and stores in the posterior's metadata what prediction
-    needs: the fitted tasks' lengths, each drafter's cost model at ``temperature`` and the
-    absolute path of the traces.
-    """
-    import arviz as az
+    if measure not in DIVERGENCES:
+        raise InputError(f"must be one of {', '.join(DIVERGENCES)}", field="--length-measure")
 
-    from specsim.model import ModelOptions, aggregate_counts, fit_baseline, fit_model
 
+def _check_sampler_options(sampler: str, draws: int, tune: int, chains: int, target_accept: float) -> None:
     if sampler not in ("nutpie", "pymc"):
         raise InputError("must be nutpie or pymc", field="--sampler")
     for name, value in (("--draws", draws), ("--tune", tune), ("--chains", chains)):
@@ -334,33 +327,111 @@ def fit(
             raise InputError(f"must be >= 1, got {value}", field=name)
     if not 0 < target_accept < 1:
         raise InputError(f"must be in (0, 1), got {target_accept}", field="--target-accept")
-    tokens = select(traces.tokens, temperature=temperature)
-    sequences = select(traces.sequences, temperature=temperature)
-    if tokens.empty:
-        raise InputError(f"no tokens at temperature {temperature}", field="--temperature")
-    counts = aggregate_counts(tokens, sequences, reference_lengths=reference_lengths)
-    options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
-                                   target_accept=target_accept)
-    result = fit_model(counts, **options)
+
+
+def _sample(counts: Any, options: dict[str, Any], compare: bool, divergence_terms: bool = True
+            ) -> tuple[Any, dict, list | None]:
+    """Fit the model to aggregated cells (and the comparison model without divergence terms)."""
+    import arviz as az
+
+    from specsim.model import ModelOptions, fit_model
+
+    result = fit_model(counts, ModelOptions(divergence_terms=divergence_terms), **options)
     comparison = None
     diagnostics = dict(result.diagnostics)
-    if compare:
+    if compare and divergence_terms:
         without = fit_model(counts, ModelOptions(divergence_terms=False), **options)
         table = az.compare({"with_divergence": result.idata, "without_divergence": without.idata})
         comparison = table[["rank", "elpd_loo", "p_loo", "elpd_diff", "dse", "weight"]].reset_index(
             names="model").to_dict("records")
         diagnostics["max_pareto_k"] = float(np.max(az.loo(result.idata, pointwise=True).pareto_k.values))
-    lengths = length_table(sequences)
-    task_lengths = {str(task): {"prompt_len": group["prompt_len"].astype(int).tolist(),
-                                "output_len": group["output_len"].astype(int).tolist()}
-                    for task, group in lengths.groupby("task")}
+    return result, diagnostics, comparison
+
+
+def _task_lengths(lengths: pd.DataFrame | None) -> dict[str, dict[str, list[int]]]:
+    if lengths is None:
+        return {}
+    return {str(task): {"prompt_len": group["prompt_len"].astype(int).tolist(),
+                        "output_len": group["output_len"].astype(int).tolist()}
+            for task, group in length_table(lengths).groupby("task")}
+
+
+def fit(
+    traces: Traces, *, temperature: float = 0.0, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
+    sampler: str = "nutpie", target_accept: float = 0.95, compare: bool = True,
+    reference_lengths: dict[str, np.ndarray] | None = None, divergence_measure: str = "js",
+) -> FitOutcome:
+    """Fit the hierarchical model to one temperature of the traces.
+
+    ``divergence_measure`` names the length covariate (a key of
+    :func:`specsim.lengths.divergences`: ``js`` by default, ``w1_log``, ``beyond_share``, ...).
+
+    Also fits the model without divergence terms and compares both by PSIS-LOO (``compare``),
+    fits the statsmodels baseline, and stores in the posterior's metadata what prediction
+    needs: the fitted tasks' lengths, each drafter's cost model at ``temperature`` and the
+    absolute path of the traces.
+    """
+    from specsim.model import aggregate_counts, fit_baseline
+
+    _check_sampler_options(sampler, draws, tune, chains, target_accept)
+    tokens = select(traces.tokens, temperature=temperature)
+    sequences = select(traces.sequences, temperature=temperature)
+    if tokens.empty:
+        raise InputError(f"no tokens at temperature {temperature}", field="--temperature")
+    _check_measure(divergence_measure)
+    counts = aggregate_counts(tokens, sequences, reference_lengths=reference_lengths,
+                              divergence_measure=divergence_measure)
+    options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
+                                   target_accept=target_accept)
+    result, diagnostics, comparison = _sample(counts, options, compare)
     costs = {drafter: model.to_dict(diagnostics=False) for (drafter, temp), model in cost_models(traces).items()
              if temp == temperature}
     result.diagnostics = diagnostics
     result.metadata = replace(result.metadata, diagnostics=diagnostics, temperature=float(temperature),
-                              traces=str(Path(traces.root).resolve()), task_lengths=task_lengths, cost_models=costs,
-                              loo_comparison=comparison)
+                              traces=str(Path(traces.root).resolve()), task_lengths=_task_lengths(sequences),
+                              cost_models=costs, loo_comparison=comparison)
     return FitOutcome(result, fit_baseline(counts), counts)
+
+
+def fit_counts(
+    path: str | Path, *, temperature: float | None = None, draws: int = 1000, tune: int = 1000, chains: int = 4,
+    seed: int = 0, sampler: str = "nutpie", target_accept: float = 0.95, compare: bool = True,
+    reference_lengths: dict[str, np.ndarray] | None = None, divergence_measure: str = "js",
+) -> FitOutcome:
+    """Fit the hierarchical model to a counts table (engines' aggregate data, or traces aggregated).
+
+    The cells are the same as the traces would give (:func:`specsim.model.aggregate_counts_table`).
+    Without length summaries in the file the model is fitted without divergence terms (and
+    without the LOO comparison); counts carry no timings, so the posterior stores no cost model
+    and ``predict`` needs ``--cost-ratio`` or ``--cost-profile``. ``FitOutcome.notes`` says what
+    was left out.
+    """
+    from specsim.model import aggregate_counts_table, fit_baseline
+    from specsim.traces.counts import read_counts, read_counts_lengths
+
+    _check_sampler_options(sampler, draws, tune, chains, target_accept)
+    table = read_counts(path)
+    lengths = read_counts_lengths(path)
+    if temperature is not None:
+        table = table[np.isclose(table["temperature"].to_numpy(dtype=float), temperature)]
+        if table.empty:
+            raise InputError(f"no counts at temperature {temperature}", field="--temperature")
+    elif table["temperature"].nunique(dropna=False) > 1:
+        raise InputError("counts of several temperatures; choose one with --temperature", field="--temperature")
+    _check_measure(divergence_measure)
+    counts, notes = aggregate_counts_table(table, lengths, reference_lengths=reference_lengths,
+                                           divergence_measure=divergence_measure)
+    divergence_terms = bool(counts.reference_lengths)
+    options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
+                                   target_accept=target_accept)
+    result, diagnostics, comparison = _sample(counts, options, compare, divergence_terms)
+    temperatures = table["temperature"].dropna().unique()
+    result.diagnostics = diagnostics
+    result.metadata = replace(result.metadata, diagnostics=diagnostics,
+                              temperature=float(temperatures[0]) if len(temperatures) else 0.0,
+                              traces=str(Path(path).resolve()), task_lengths=_task_lengths(lengths), cost_models={},
+                              loo_comparison=comparison)
+    return FitOutcome(result, fit_baseline(counts, divergence_terms=divergence_terms), counts, notes)
 
 
 def _workload_for_posterior(posterior: Any, source: str) -> Workload:
@@ -447,7 +518,8 @@ def predict(
 def leave_one_task_out(
     traces: Traces, *, temperature: float = 0.0, gamma: int = 4, draws: int = 1000, seed: int = 0,
     target_accept: float = 0.95, level: float = INTERVAL_LEVEL, n_draws: int = 400,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None, divergence_measure: str = "js",
+    reference_lengths: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Fit without each task in turn and predict every drafter's speed-up on it.
 
@@ -468,7 +540,9 @@ def leave_one_task_out(
     tokens = select(traces.tokens, temperature=temperature)
     sequences = select(traces.sequences, temperature=temperature)
     modelled = sequences[sequences["drafter_kind"].isin(MODELLED_KINDS)]
-    full = aggregate_counts(tokens, sequences)
+    _check_measure(divergence_measure)
+    full = aggregate_counts(tokens, sequences, divergence_measure=divergence_measure,
+                            reference_lengths=reference_lengths)
     costs = cost_models(traces)
     tasks = sorted(modelled["task"].unique())
     rows = []
@@ -479,7 +553,7 @@ def leave_one_task_out(
                       traces.steps[traces.steps["task"] != task], traces.sequences[traces.sequences["task"] != task],
                       traces.runs, traces.incomplete_shards)
         outcome = fit(kept, temperature=temperature, draws=draws, tune=draws, seed=seed, target_accept=target_accept,
-                      compare=False, reference_lengths=full.reference_lengths)
+                      compare=False, reference_lengths=full.reference_lengths, divergence_measure=divergence_measure)
         posterior = outcome.result.posterior()
         for drafter in sorted(modelled["drafter"].unique()):
             cell = select(modelled, task=task, drafter=drafter, gamma=gamma)

@@ -1,8 +1,11 @@
 """Workloads: the prompt and output lengths a prediction is made for (the I/O edge of
 :mod:`specsim.lengths`).
 
-A workload is named by a source string: a lengths file or a task of a trace directory's sequences
-table. Lengths files: ``.csv``, ``.parquet`` or ``.jsonl`` with ``prompt_len`` and
+A workload is named by a source string: a lengths file, a task of a trace directory's sequences
+table, a text workload (JSONL of prompts and responses or chats, or an ``hf:`` dataset,
+counted with the target's tokenizer), or a directory of plain-decoding runs (``specsim collect
+--baseline`` without a drafter: the target's own output lengths for the user's prompts; the
+directory or its ``baseline/`` folder). Lengths files: ``.csv``, ``.parquet`` or ``.jsonl`` with ``prompt_len`` and
 ``output_len`` columns, or ``output_len`` alone; or ``.txt`` with one output length per line.
 Without prompt lengths the prompts are taken as empty (0 tokens), and every output built on such a
 workload says so (:attr:`Workload.assumption`): prefill and context costs are then understated.
@@ -12,14 +15,17 @@ the workflow verbs and the reports alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from specsim.errors import InputError
 from specsim.lengths import length_table
+from specsim.traces.schema import BASELINE_FOLDER
 from specsim.traces.select import select
 
 __all__ = ["LENGTH_FILE_SUFFIXES", "MAX_OUTPUT_LEN", "MAX_PROMPT_LEN", "NO_PROMPT_ASSUMPTION", "Workload",
@@ -45,7 +51,7 @@ class Workload:
         Integer token counts (prompt >= 0, output >= 1).
     name : str
         What the user gave (a file path or a task name).
-    kind : {"file", "task"}
+    kind : {"file", "task", "plain-decoding runs", "text"}
         Where the lengths came from.
     """
 
@@ -69,9 +75,41 @@ class Workload:
                 **({"workload_assumption": self.assumption} if self.assumption else {})}
 
 
+def _baseline_folder(source: str | Path) -> Path | None:
+    """The ``baseline/`` folder that ``source`` names (the folder or the directory holding it), if any."""
+    path = Path(source)
+    for folder in (path / BASELINE_FOLDER, path):
+        if folder.is_dir() and folder.name == BASELINE_FOLDER and any(folder.glob("*.parquet")):
+            return folder
+    return None
+
+
 def is_lengths_file(source: str | Path) -> bool:
-    """Whether ``source`` names a lengths file (by its suffix) rather than a task."""
-    return Path(source).suffix in LENGTH_FILE_SUFFIXES
+    """Whether ``source`` names lengths (a lengths file by its suffix, or plain-decoding runs) rather than a task."""
+    return (Path(source).suffix in LENGTH_FILE_SUFFIXES or str(source).startswith("hf:")
+            or _baseline_folder(source) is not None)
+
+
+def read_baseline_lengths(source: str | Path, temperature: float | None = None) -> pd.DataFrame:
+    """Lengths of plain-decoding runs (``collect --baseline`` without a drafter), one temperature."""
+    folder = _baseline_folder(source)
+    if folder is None:
+        raise InputError(f"no {BASELINE_FOLDER}/ folder of plain-decoding runs", path=source)
+    try:
+        frame = pd.concat([pd.read_parquet(path) for path in sorted(folder.glob("*.parquet"))], ignore_index=True)
+    except (ValueError, OSError) as error:
+        raise InputError(f"cannot read plain-decoding runs ({str(error).splitlines()[0]})", path=folder) from None
+    if "temperature" not in frame.columns:
+        raise InputError("missing column", path=folder, field="temperature")
+    if temperature is not None:
+        frame = select(frame, temperature=temperature)
+        if frame.empty:
+            raise InputError(f"no plain-decoding runs at temperature {temperature}", path=folder,
+                             field="temperature")
+    elif frame["temperature"].nunique() > 1:
+        raise InputError(f"runs at temperatures {sorted(frame['temperature'].unique())}: output lengths differ "
+                         "by temperature; choose one", path=folder, field="--temperature")
+    return _validated_lengths(frame.reset_index(drop=True), folder)
 
 
 def _validated_lengths(frame: pd.DataFrame, path: Path | str) -> pd.DataFrame:
@@ -138,7 +176,7 @@ def read_lengths_file(path: str | Path) -> pd.DataFrame:
 
 
 def resolve_workload(source: str, sequences: pd.DataFrame | None = None, *, temperature: float | None = None,
-                     option: str = "--workload") -> Workload:
+                     option: str = "--workload", tokenizer: Callable[[], Any] | None = None) -> Workload:
     """The workload named by ``source``: a lengths file, or a task of ``sequences``.
 
     Parameters
@@ -151,7 +189,22 @@ def resolve_workload(source: str, sequences: pd.DataFrame | None = None, *, temp
         Only sequences at this temperature (a task's lengths differ under sampling).
     option : str
         The command-line option that gave ``source`` (named in errors).
+    tokenizer : callable, optional
+        Returns the target's tokenizer, for text workloads (JSONL of prompts and responses,
+        ``hf:`` datasets; :mod:`specsim.collect.text_workload`); without it they are refused.
     """
+    from specsim.collect.text_workload import is_text_workload, text_workload_lengths
+
+    if is_text_workload(source):
+        if tokenizer is None:
+            raise InputError("a text workload is counted in the target's tokens: give --tokenizer MODEL (the "
+                             "target's alias, GGUF file, folder or hub id)", path=source, field="--tokenizer")
+        frame = _validated_lengths(text_workload_lengths(source, tokenizer), source)
+        return Workload(frame["prompt_len"].to_numpy(), frame["output_len"].to_numpy(), str(source), "text")
+    if _baseline_folder(source) is not None:
+        frame = read_baseline_lengths(source, temperature)
+        return Workload(frame["prompt_len"].to_numpy(), frame["output_len"].to_numpy(), str(source),
+                        "plain-decoding runs")
     if is_lengths_file(source):
         frame = read_lengths_file(source)
         return Workload(frame["prompt_len"].to_numpy(), frame["output_len"].to_numpy(), str(source), "file",

@@ -158,6 +158,36 @@ def test_posterior_save_killed_midway_leaves_a_readable_file(tmp_path, two_kind_
     np.testing.assert_array_equal(loaded.draws["intercept"], outcome.result.posterior().draws["intercept"])
 
 
+REPORT_SAVER = """
+import sys
+from pathlib import Path
+from specsim.traces.store import atomic_write_bytes
+path = Path(sys.argv[1])
+pages = [path.read_bytes(), b"<html>" + b"n" * 6_000_000 + b"</html>"]
+print("ready", flush=True)
+for number in range(1000):
+    atomic_write_bytes(path, pages[number % 2])  # what render_report does with the exported HTML
+"""
+
+
+@pytest.mark.integration
+def test_report_save_killed_midway_leaves_a_whole_page(tmp_path):
+    path = tmp_path / "main.html"
+    old = b"<html>" + b"o" * 6_000_000 + b"</html>"
+    path.write_bytes(old)
+    process = subprocess.Popen([sys.executable, "-c", REPORT_SAVER, str(path)], cwd=REPO, stdout=subprocess.PIPE,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert process.stdout.readline().strip() == b"ready"
+    seen = {path.stat().st_mtime_ns}
+    while len(seen) < 6 and process.poll() is None:
+        seen.add(path.stat().st_mtime_ns)
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    # The page is one of the two whole pages, never a torn or empty one.
+    assert path.read_bytes() in (old, b"<html>" + b"n" * 6_000_000 + b"</html>")
+
+
 def test_lengths_file_shapes_are_validated(tmp_path):
     from specsim.errors import InputError
     from specsim.workload import read_lengths_file

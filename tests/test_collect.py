@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from specsim.cli import main
@@ -16,6 +17,7 @@ from specsim.collect.runner import CollectConfig, DrafterSpec, collect, load_con
 from specsim.errors import InputError
 from specsim.glossary import undefined_keys
 from specsim.traces import read_traces
+from specsim.workload import resolve_workload
 from tests.models import save_tiny_drafter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,6 +83,30 @@ def test_collect_writes_consistent_traces(tmp_path, tiny_models):
     # Resuming the finished run does nothing.
     again = collect(config)
     assert again["prompts_done"] == 0 and again["prompts_skipped"] == 4
+
+
+def test_baseline_only_collection_gives_the_targets_output_lengths(tmp_path, tiny_models, capsys):
+    prompts = _prompts(tmp_path / "p.jsonl", 2)
+    out = tmp_path / "plain"
+    command = ["collect", "--target", str(tiny_models["target"]), "--prompts", str(prompts), "--out", str(out),
+               "--max-new-tokens", "12", "--json"]
+    assert main(command) == 2 and "--baseline alone" in capsys.readouterr().err  # no drafter, no --baseline
+    assert main([*command, "--baseline"]) == 0
+    assert json.loads(capsys.readouterr().out)["prompts_done"] == 3
+    assert main([*command, "--baseline"]) == 0  # resumes: nothing left to do
+    assert json.loads(capsys.readouterr().out)["prompts_skipped"] == 3
+    workload = resolve_workload(str(out))
+    assert workload.kind == "plain-decoding runs" and len(workload.output_lengths) == 3
+    # Greedy plain decoding is what greedy speculative decoding outputs (lossless): same lengths.
+    collect(_config(tiny_models, prompts, tmp_path / "traces", temperatures=(0.0,), gammas=(2,)))
+    sequences = read_traces(tmp_path / "traces").sequences.drop_duplicates("prompt_id").sort_values("prompt_id")
+    plain = pd.concat([pd.read_parquet(f) for f in (out / "baseline").glob("*.parquet")]).sort_values("prompt_id")
+    assert plain["output_len"].tolist() == sequences["output_len"].tolist()
+    assert plain["prompt_len"].tolist() == sequences["prompt_len"].tolist()
+    # ... and the what-if takes it as the workload.
+    assert main(["simulate", "whatif", "--traces", str(tmp_path / "traces"), "--drafter", "tiny",
+                 "--acceptance-from", "code", "--lengths-from", str(out), "--cost-ratio", "0.1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["workload_kind"] == "plain-decoding runs"
 
 
 def test_collect_is_reproducible_under_sampling(tmp_path, tiny_models):
@@ -379,3 +405,41 @@ def test_probe_agreement_oracles(tmp_path, tiny_models, capsys):
     table = read_probe(out, "other")
     assert set(table["task"]) == {"new"} and len(table) == 4 * 24  # 3 prompts and a chat
     assert main([*argv[:-1], "--limit", "0"]) == 2
+
+
+def test_text_workloads_are_counted_in_the_targets_tokens(tmp_path, smol_tokenizer, capsys):
+    from specsim.collect.text_workload import text_workload_lengths
+
+    rows = [{"prompt": "def add(a, b):", "response": "    return a + b\n"},
+            {"messages": [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hi there!"}]}]
+    text = tmp_path / "chat.jsonl"
+    text.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lengths = text_workload_lengths(text, smol_tokenizer)
+    chat = smol_tokenizer.apply_chat_template([rows[1]["messages"][0]], add_generation_prompt=True, tokenize=True)
+    chat = chat["input_ids"] if hasattr(chat, "keys") else chat
+    assert lengths["prompt_len"].tolist() == [len(smol_tokenizer("def add(a, b):")["input_ids"]), len(chat)]
+    assert lengths["output_len"].tolist() == [
+        len(smol_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in ("    return a + b\n", "Hi there!")]
+    # The same from an hf: source with a response column.
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps({"q": "def add(a, b):", "a": "    return a + b\n"}) + "\n"
+                                                for _ in range(2)))
+    hf = text_workload_lengths(f"hf:{folder}?prompt=q&response=a", smol_tokenizer)
+    assert hf["prompt_len"].tolist() == [lengths["prompt_len"][0]] * 2
+    # Through the CLI: refused without a tokenizer, counted with the target's.
+    counts = tmp_path / "c.parquet"
+    assert main(["import", "vllm", str(REPO / "tests" / "fixtures" / "vllm_metrics.txt"), "--out", str(counts),
+                 "--task", "t", "--drafter", "d"]) == 0
+    command = ["simulate", "counts", str(counts), "--lengths-from", str(text), "--cost-ratio", "0.1", "--json"]
+    capsys.readouterr()
+    assert main(command) == 2 and "give --tokenizer" in capsys.readouterr().err
+    assert main([*command, "--tokenizer", "smollm2"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["workload_kind"] == "text" and payload["n_sequences"] == 2
+    prompts_only = tmp_path / "prompts.jsonl"
+    prompts_only.write_text(json.dumps({"prompt": "Explain"}) + "\n")
+    assert main(["simulate", "counts", str(counts), "--lengths-from", str(prompts_only), "--cost-ratio", "0.1",
+                 "--tokenizer", "smollm2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "collect --baseline" in err

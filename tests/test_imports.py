@@ -12,10 +12,13 @@ import pytest
 from specsim.cli import main
 from specsim.errors import InputError
 from specsim.glossary import undefined_keys
-from specsim.imports import import_source
+from specsim.imports import import_lengths, import_source
+from specsim.lengths import length_table
+from specsim.model import aggregate_counts, aggregate_counts_table
 from specsim.simulate.acceptance import profile_from_counts_table, profile_from_tokens
 from specsim.simulate.exact import expected_workload
-from specsim.traces.counts import counts_from_traces, read_counts, summarize_counts, write_counts
+from specsim.traces import read_traces
+from specsim.traces.counts import counts_from_traces, read_counts, read_counts_lengths, summarize_counts, write_counts
 from tests.conftest import TRUE_COST
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -91,7 +94,7 @@ def test_counts_file_round_trip_and_refusals(tmp_path):
     ("specbench", "specbench_bad.jsonl", [], "accept_lengths must be a list of numbers >= 1"),
     ("sglang", "sglang_missing_verify.jsonl", ["--gamma", "4"], "needs meta_info with spec_verify_ct"),
     ("sglang", "sglang_meta_info.jsonl", [], "give --gamma"),
-    ("tgi", "sglang_meta_info.jsonl", [], "must be one of vllm, specbench, sglang"),
+    ("tgi", "sglang_meta_info.jsonl", [], "must be one of vllm, vllm-requests, specbench, sglang"),
     ("specbench", "missing.jsonl", [], "no such file"),
 ])
 def test_malformed_sources_are_one_line(tmp_path, capsys, kind, name, extra, message):
@@ -117,3 +120,71 @@ def test_import_then_whatif_from_counts(tmp_path, capsys):
     assert result["speedup_low"] < result["speedup"] < result["speedup_high"] and result["speedup"] > 1.5
     assert main(["simulate", "counts", str(out), "--lengths-from", str(lengths)]) == 2
     assert "give --cost-ratio" in capsys.readouterr().err
+
+
+def test_vllm_per_request_metrics_round_trip():
+    counts = import_source("vllm-requests", FIXTURES / "vllm_requests.jsonl", gamma=None, **KEYS)
+    summary = summarize_counts(counts).iloc[0]
+    # The responses' own figures, pooled: 40 verify steps, 47 accepted of 120 drafted.
+    assert summary["steps"] == 40 and summary["tokens_per_step"] == pytest.approx(1 + 47 / 40)
+    assert summary["acceptance_rate"] == pytest.approx(47 / 120)
+    # Histogram [14, 12, 7, 7] (steps accepting exactly 0..3 drafts) resolves every draft index.
+    assert counts["evaluated"].tolist() == [40, 26, 14] and counts["accepted"].tolist() == [26, 14, 7]
+    assert counts["sequences"].iloc[0] == 2 and counts["output_tokens"].iloc[0] == 82
+    lengths = import_lengths("vllm-requests", FIXTURES / "vllm_requests.jsonl")
+    assert lengths.to_dict("list") == {"prompt_len": [120, 300], "output_len": [60, 22]}
+    assert import_lengths("sglang", FIXTURES / "sglang_meta_info.jsonl").to_dict("list") == {
+        "prompt_len": [120, 80], "output_len": [96, 64]}
+    assert import_lengths("vllm", FIXTURES / "vllm_metrics.txt") is None
+
+
+def test_vllm_request_histogram_that_disagrees_is_one_line(tmp_path, capsys):
+    out = tmp_path / "c.parquet"
+    code = main(["import", "vllm-requests", str(FIXTURES / "vllm_requests_bad_histogram.jsonl"), "--out", str(out),
+                 "--task", "t", "--drafter", "d"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "histogram disagrees" in err and not out.exists()
+
+
+def test_counts_file_gives_the_model_the_same_cells_as_traces(two_kind_traces, tmp_path):
+    root, _ = two_kind_traces
+    traces = read_traces(root)
+    path = write_counts(counts_from_traces(traces.tokens, traces.steps, traces.sequences), tmp_path / "c.parquet",
+                        lengths=length_table(traces.sequences))
+    from_counts, notes = aggregate_counts_table(read_counts(path), read_counts_lengths(path))
+    from_tokens = aggregate_counts(traces.tokens, traces.sequences)
+    assert notes == []
+    pd.testing.assert_frame_equal(from_counts.cells, from_tokens.cells, check_dtype=False, check_categorical=False)
+    np.testing.assert_array_equal(from_counts.position_edges, from_tokens.position_edges)
+    assert from_counts.observed_positions == from_tokens.observed_positions
+    for drafter, reference in from_tokens.reference_lengths.items():
+        np.testing.assert_array_equal(np.sort(from_counts.reference_lengths[drafter]), np.sort(reference))
+    # Engines' counts without lengths: the model is told to leave the divergence terms out.
+    vllm, notes = aggregate_counts_table(import_source("vllm", FIXTURES / "vllm_metrics.txt", gamma=None, **KEYS))
+    assert (vllm.cells["divergence"] == 0).all() and any("divergence covariate is 0" in n for n in notes)
+
+
+@pytest.mark.model
+def test_fit_from_counts_equals_the_fit_from_traces(two_kind_traces, tmp_path, capsys):
+    root, _ = two_kind_traces
+    counts, lengths = tmp_path / "c.parquet", tmp_path / "w.csv"
+    assert main(["traces", "counts", str(root), "--out", str(counts), "--json"]) == 0
+    assert not undefined_keys(json.loads(capsys.readouterr().out))
+    fits = {}
+    for name, source in (("traces", root), ("counts", counts)):
+        out = tmp_path / f"{name}.nc"
+        assert main(["fit", str(source), "--out", str(out), "--draws", "150", "--tune", "150", "--chains", "2",
+                     "--no-compare", "--json"]) == 0
+        payload = json.loads(capsys.readouterr().out)
+        assert not undefined_keys(payload)
+        fits[name] = {row["parameter"]: row for row in payload["posterior"]}
+    for parameter, row in fits["traces"].items():
+        other = fits["counts"][parameter]
+        tolerance = 4 * np.hypot(row["mcse_mean"], other["mcse_mean"]) + 1e-9
+        assert abs(row["mean"] - other["mean"]) <= tolerance, parameter
+    # Counts carry no timings: predict asks for the hardware's costs, then answers.
+    lengths.write_text("prompt_len,output_len\n100,60\n300,90\n")
+    command = ["predict", str(tmp_path / "counts.nc"), "--workload", str(lengths), "--drafter", "ft-short", "--json"]
+    assert main(command) == 2 and "give --cost-ratio or --cost-profile" in capsys.readouterr().err
+    assert main([*command, "--cost-ratio", "0.1"]) == 0
+    assert json.loads(capsys.readouterr().out)["speedup"] > 0

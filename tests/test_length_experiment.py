@@ -57,3 +57,39 @@ def test_shipped_prompt_sets_match_their_manifest():
         rows = [json.loads(line) for line in (folder / f"heldout-{regime}.jsonl").read_text().splitlines()]
         assert len(rows) == count >= 12
         assert not {row["file"] for row in rows} & train_files  # held-out prompts come from held-out files
+
+
+def _regime_tokens(rates: dict[str, float], prompts: int = 12, per_prompt: int = 400, seed: int = 0):
+    """Drafted tokens of one drafter in several regimes, with known acceptance per regime."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for regime, rate in rates.items():
+        context = int(regime.split("-")[1])
+        for prompt in range(prompts):
+            frames.append(pd.DataFrame({
+                "drafter": "d", "prompt_id": f"{regime}-p{prompt}", "task": "t",
+                "context_len": rng.integers(context // 2, context, per_prompt), "evaluated": True,
+                "accepted": rng.random(per_prompt) < rate}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_length_effect_and_context_bins_recover_known_rates():
+    from specsim.traces.length_effects import acceptance_by_context, content_effects, length_effects
+
+    tokens = _regime_tokens({"ctx-128": 0.6, "ctx-512": 0.5, "ctx-2048": 0.4})
+    effect = length_effects(tokens).iloc[0]
+    assert effect["comparison"] == "ctx-2048 minus ctx-128"
+    # The true difference -0.2 is inside the 90% bootstrap interval, and the interval is tight.
+    assert effect["effect_low"] <= -0.2 <= effect["effect_high"] and effect["effect_high"] - effect["effect_low"] < 0.1
+    bins = acceptance_by_context(tokens, level=0.999)
+    # Contexts 1024-2047 hold only ctx-2048 tokens: acceptance near 0.4, inside its 99.9% Wilson interval.
+    top = bins[bins["context_start"] == 1024].iloc[0]
+    assert top["context_end"] == tokens["context_len"].max() and top["acceptance_low"] <= 0.4 <= top["acceptance_high"]
+    assert bins["evaluated"].sum() == len(tokens)
+    # The content effect: one drafter on its own task against the others.
+    mixed = tokens.assign(task=tokens["prompt_id"].str.startswith("ctx-128").map({True: "own", False: "other"}))
+    content = content_effects(mixed, {"d": "own"}).iloc[0]
+    assert content["effect_low"] <= 0.15 <= content["effect_high"]  # 0.6 against the pooled 0.45

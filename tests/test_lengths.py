@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 
 from specsim.cli import main
 from specsim.errors import InputError
-from specsim.lengths import DIVERGENCES, bootstrap_divergences, divergence_matrix, divergences, length_table, log_bins
+from specsim.lengths import (
+    DIVERGENCES,
+    beyond_share,
+    bootstrap_divergences,
+    divergence_matrix,
+    divergences,
+    length_table,
+    log_bins,
+)
 
 samples = st.lists(st.integers(1, 5000), min_size=1, max_size=60)
 
@@ -26,7 +34,13 @@ def test_divergence_properties(a, b):
     # Pinsker-type bound between the binned measures: JS (bits) <= TV.
     assert forward["js"] <= forward["tv"] + 1e-9
     same = divergences(a, a)
-    assert all(same[name] == pytest.approx(0, abs=1e-12) for name in DIVERGENCES)
+    assert all(same[name] == pytest.approx(0, abs=1e-12) for name in DIVERGENCES if name != "beyond_share")
+    assert 0 <= forward["beyond_share"] <= 1
+    # beyond_share against its definition, one token position at a time.
+    training, workload = np.rint(np.maximum(a, 1)).astype(int), np.rint(np.maximum(b, 1)).astype(int)
+    positions = np.concatenate([np.arange(length) for length in workload])
+    before = 1 - np.maximum(training[None, :] - positions[:, None], 0).sum(axis=1) / training.sum()
+    assert forward["beyond_share"] == pytest.approx(np.mean(before), rel=1e-9)
 
 
 def test_divergences_against_known_values():
@@ -37,6 +51,11 @@ def test_divergences_against_known_values():
     assert d["w1_tokens"] == pytest.approx(long_.mean() - short.mean())
     # Shifting log-lengths by log(2) moves W1 on log length by exactly log(2).
     assert divergences(short, 2 * short)["w1_log"] == pytest.approx(np.log(2))
+    # Workload tokens almost all beyond the longest training sequence: beyond_share near 1 (only the
+    # first 10-20 positions of 1000-2000 lie inside); a workload inside the training lengths sits
+    # lower, and moving it later moves it up.
+    assert 0.98 < beyond_share(short, long_) < 1
+    assert beyond_share(long_, short) < beyond_share(long_, long_) < beyond_share(long_, 2 * long_) < 1
 
 
 def test_log_bins_cover_range():

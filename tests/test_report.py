@@ -28,7 +28,8 @@ def rendered(two_kind_traces, tmp_path_factory):
     posterior = out / "posterior.nc"
     assert main(["fit", str(root), "--out", str(posterior), "--draws", "200", "--tune", "300", "--chains", "2",
                  "--no-compare"]) == 0
-    main_html = render_report("main", {"traces": str(root), "posterior": str(posterior), "gamma": 3}, out)
+    main_html = render_report("main", {"traces": str(root), "posterior": str(posterior), "gamma": 3, "cost_ratio": 0.05,
+                                       "lengths_traces": str(REPO / "data" / "traces" / "lengths")}, out)
     whatif_html = render_report("whatif", {"traces": str(root), "drafter": "ft-short", "acceptance_from": "short",
                                            "lengths_from": "long", "gamma": 3}, out)
     return main_html, whatif_html
@@ -109,6 +110,10 @@ def test_main_report_answers_in_numbers(rendered):
     assert "The answer, in numbers" in text
     assert re.search(r"fine-tuned\s+drafters, \+0.1 of length divergence moves logit acceptance by [+-]\d", text)
     assert "Sampler diagnostics" in text
+    # The length-controlled experiment beside the content effect, in numbers with intervals.
+    assert re.search(r"Length effect for\s+ft-long\s+\(ctx-2048 minus ctx-128\): [+-]\d\.\d{3} acceptance \(90%", text)
+    # Lengths that move, and the chosen hardware's costs beside the traces' own.
+    assert "Speed-up as the workload's lengths move" in text and "constant cost ratio c = 0.05" in text
 
 
 def test_quickstart_notebook_executes(two_kind_traces, tmp_path):

@@ -26,6 +26,13 @@ import pandas as pd
 
 from specsim.report.present import format_number
 from specsim.traces import read_traces
+from specsim.traces.length_effects import (
+    acceptance_by_context,
+    content_effects,
+    length_effects,
+    regime_of,
+    regime_order,
+)
 from specsim.traces.metrics import measured_speedup_interval, wilson_interval
 from specsim.traces.select import select
 
@@ -33,28 +40,6 @@ ROOT = Path(__file__).resolve().parents[2]
 LENGTHS = ROOT / "data" / "traces" / "lengths"
 REFERENCE = ROOT / "data" / "traces" / "reference"
 FIGURE = ROOT / "data" / "lengths_acceptance_by_context.png"
-RESAMPLES = 2000
-
-
-def regime_of(prompt_ids: pd.Series) -> pd.Series:
-    return prompt_ids.str.extract(r"^(ctx-\d+)-")[0]
-
-
-def per_prompt_rates(tokens: pd.DataFrame) -> pd.DataFrame:
-    evaluated = tokens[tokens["evaluated"]]
-    return evaluated.groupby(["drafter", "regime", "prompt_id"]).agg(
-        accepted=("accepted", "sum"), evaluated=("accepted", "size")).reset_index()
-
-
-def bootstrap_difference(a: pd.DataFrame, b: pd.DataFrame, rng: np.random.Generator) -> tuple[float, float, float]:
-    """Acceptance of ``a`` minus ``b`` (ratio of totals), each resampled over its prompts."""
-    def resampled(frame: pd.DataFrame) -> np.ndarray:
-        weights = rng.multinomial(len(frame), np.full(len(frame), 1 / len(frame)), size=RESAMPLES)
-        return (weights @ frame["accepted"].to_numpy()) / (weights @ frame["evaluated"].to_numpy())
-
-    estimate = a["accepted"].sum() / a["evaluated"].sum() - b["accepted"].sum() / b["evaluated"].sum()
-    low, high = np.quantile(resampled(a) - resampled(b), [0.025, 0.975])
-    return float(estimate), float(low), float(high)
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -69,82 +54,95 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rng = np.random.default_rng(0)
     traces = read_traces(LENGTHS)
     tokens = select(traces.tokens, temperature=0.0).assign(regime=lambda f: regime_of(f["prompt_id"]))
     sequences = select(traces.sequences, temperature=0.0).assign(regime=lambda f: regime_of(f["prompt_id"]))
-    regimes = sorted(sequences["regime"].unique(), key=lambda r: int(r.split("-")[1]))
-    drafters = sorted(sequences["drafter"].unique())
-
     evaluated = tokens[tokens["evaluated"]]
-    edges = 2 ** np.arange(5, int(np.ceil(np.log2(evaluated["context_len"].max()))) + 1)
-    evaluated = evaluated.assign(bin=np.searchsorted(edges, evaluated["context_len"].to_numpy(), side="right"))
-    by_context = evaluated.groupby(["drafter", "bin"]).agg(accepted=("accepted", "sum"),
-                                                           evaluated=("accepted", "size")).reset_index()
-    rows = []
+
+    by_context = acceptance_by_context(tokens)
     fig, ax = plt.subplots(figsize=(9, 4))
     for drafter, group in by_context.groupby("drafter"):
-        group = group[group["evaluated"] >= 30]
-        rate = group["accepted"] / group["evaluated"]
-        low, high = np.array([wilson_interval(a, n) for a, n in zip(group["accepted"], group["evaluated"],
-                                                                     strict=True)]).T
-        starts = [0 if b == 0 else int(edges[b - 1]) for b in group["bin"]]
-        ax.errorbar(np.array(starts) + 1, rate, yerr=np.clip([rate - low, high - rate], 0, None), marker="o",
-                    capsize=2, label=drafter)
-        for start, b, r, lo, hi, n in zip(starts, group["bin"], rate, low, high, group["evaluated"], strict=True):
-            end = int(edges[b]) if b < len(edges) else int(evaluated["context_len"].max()) + 1
-            rows.append({"drafter": drafter, "context": f"{start}-{end - 1}", "evaluated": int(n),
-                         "acceptance": r, "wilson_90": f"{lo:.3f}-{hi:.3f}"})
-    ax.set(xscale="log", xlabel="context position of the drafted token (tokens, log scale)",
+        ax.errorbar(group["context_start"] + 1, group["acceptance"],
+                    yerr=np.clip([group["acceptance"] - group["acceptance_low"],
+                                  group["acceptance_high"] - group["acceptance"]], 0, None),
+                    marker="o", capsize=2, label=drafter)
+    ax.set(xscale="log", xlabel="context position of the drafted token (tokens, log scale; bin start)",
            ylabel="conditional acceptance", ylim=(0, 1), title="Same content, context length moved")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(FIGURE, dpi=110)
+    rows = by_context.assign(context=[f"{a}-{b}" for a, b in zip(by_context["context_start"],
+                                                                 by_context["context_end"], strict=True)],
+                             wilson_90=[f"{lo:.3f}-{hi:.3f}" for lo, hi in zip(by_context["acceptance_low"],
+                                                                               by_context["acceptance_high"],
+                                                                               strict=True)])
+    rows = rows[["drafter", "context", "evaluated", "acceptance", "wilson_90"]]
     print("### Acceptance by absolute context position (greedy, gamma 4)\n")
-    print(markdown(pd.DataFrame(rows)))
+    print(markdown(rows))
 
     cells = []
-    for (drafter, regime), group in sequences.groupby(["drafter", "regime"]):
-        cell_steps = select(traces.steps, drafter=drafter, temperature=0.0)
+    every = traces.sequences.assign(regime=lambda f: regime_of(f["prompt_id"]))
+    all_evaluated = traces.tokens[traces.tokens["evaluated"]].assign(regime=lambda f: regime_of(f["prompt_id"]))
+    for (temperature, drafter, regime), group in every.groupby(["temperature", "drafter", "regime"]):
+        cell_steps = select(traces.steps, drafter=drafter, temperature=temperature)
         cell_steps = cell_steps[regime_of(cell_steps["prompt_id"]) == regime]
         accepted, drafted = int(cell_steps["n_accepted"].sum()), int(cell_steps["n_drafted"].sum())
-        cell_tokens = evaluated[(evaluated["drafter"] == drafter) & (evaluated["regime"] == regime)]
+        cell_tokens = all_evaluated[(all_evaluated["drafter"] == drafter) & (all_evaluated["regime"] == regime)
+                                    & (all_evaluated["temperature"] == temperature)]
         low, high = wilson_interval(cell_tokens["accepted"].sum(), len(cell_tokens), 0.95)
         speed = measured_speedup_interval(group, rng=0, level=0.95)
-        cells.append({"drafter": drafter, "regime": regime, "sequences": len(group), "drafted": drafted,
+        cells.append({"temperature": temperature, "drafter": drafter, "regime": regime, "sequences": len(group),
+                      "drafted": drafted,
                       "acceptance_rate": accepted / drafted, "conditional_acceptance": cell_tokens["accepted"].mean(),
                       "wilson_95_half_width": (high - low) / 2,
                       "tokens_per_step": (accepted + len(cell_steps)) / len(cell_steps),
                       "measured_speedup": speed.estimate, "speedup_95": f"{speed.low:.3f}-{speed.high:.3f}"})
-    cells = pd.DataFrame(cells)
-    print("\n### Cells (greedy, gamma 4)\n")
+    cells = pd.DataFrame(cells).sort_values(["temperature", "drafter", "regime"],
+                                            key=lambda c: c.map(lambda r: int(r.split("-")[1]))
+                                            if c.name == "regime" else c)
+    print("\n### Cells (gamma 4; temperature 0 = greedy)\n")
     print(markdown(cells))
-    print(f"\nwidest Wilson 95% half-width: {cells['wilson_95_half_width'].max():.3f}")
+    for temperature, part in cells.groupby("temperature"):
+        print(f"\nwidest Wilson 95% half-width at temperature {temperature:g}: "
+              f"{part['wilson_95_half_width'].max():.3f}")
 
-    rates = per_prompt_rates(tokens)
-    print("\n### The length effect alone (same content, same drafter; longest minus shortest regime)\n")
-    effects = []
-    for drafter in drafters:
-        longest = rates[(rates["drafter"] == drafter) & (rates["regime"] == regimes[-1])]
-        shortest = rates[(rates["drafter"] == drafter) & (rates["regime"] == regimes[0])]
-        if len(longest) and len(shortest):
-            estimate, low, high = bootstrap_difference(longest, shortest, rng)
-            effects.append({"drafter": drafter, "comparison": f"{regimes[-1]} - {regimes[0]}", "effect": estimate,
-                            "bootstrap_95": f"{low:+.3f} to {high:+.3f}"})
+    print("\n### The length effect alone beside the content effect (90% bootstrap over prompts)\n")
+    effects = [length_effects(tokens)]
     if REFERENCE.is_dir():
         reference = read_traces(REFERENCE)
-        ref = select(reference.tokens, temperature=0.0, gamma=4)
-        ref = ref[ref["evaluated"]].assign(regime=lambda f: f["task"])
-        ref_rates = ref.groupby(["drafter", "regime", "prompt_id"]).agg(
-            accepted=("accepted", "sum"), evaluated=("accepted", "size")).reset_index()
-        for drafter, own in (("finetuned-code", "code"), ("finetuned-docsum", "docsum")):
-            mine = ref_rates[(ref_rates["drafter"] == drafter) & (ref_rates["regime"] == own)]
-            others = ref_rates[(ref_rates["drafter"] == drafter) & (ref_rates["regime"] != own)]
-            if len(mine) and len(others):
-                estimate, low, high = bootstrap_difference(mine, others, rng)
-                effects.append({"drafter": drafter, "comparison": f"content: own task ({own}) - other tasks "
-                                "(first experiment)", "effect": estimate, "bootstrap_95": f"{low:+.3f} to {high:+.3f}"})
-    print(markdown(pd.DataFrame(effects)))
+        reference_sequences = select(reference.sequences, temperature=0.0)
+        own = {d: t for d, t in reference_sequences.drop_duplicates("drafter").set_index("drafter")[
+            "drafter_trained_on"].items() if t in set(reference_sequences["task"])}
+        effects.append(content_effects(select(reference.tokens, temperature=0.0, gamma=4), own))
+    table = pd.concat(effects, ignore_index=True)
+    table["interval_90"] = [f"{lo:+.3f} to {hi:+.3f}" for lo, hi in zip(table["effect_low"], table["effect_high"],
+                                                                        strict=True)]
+    print(markdown(table[["kind", "drafter", "comparison", "effect", "interval_90"]]))
+
+    print("\n### Fine-tuning x length (ft-long minus ft-short, longest minus shortest regime)\n")
+    regimes = regime_order(sequences["regime"])
+    rates = evaluated.groupby(["drafter", "regime", "prompt_id"]).agg(accepted=("accepted", "sum"),
+                                                                      evaluated=("accepted", "size"))
+    try:
+        gap = {r: (rates.loc["ft-long"].xs(r, level="regime"), rates.loc["ft-short"].xs(r, level="regime"))
+               for r in (regimes[0], regimes[-1])}
+    except KeyError:
+        return
+    rng = np.random.default_rng(0)
+    draws = []
+    for _ in range(2000):
+        values = []
+        for regime in (regimes[-1], regimes[0]):
+            long_rates, short_rates = gap[regime]
+            pick = rng.integers(0, len(long_rates), len(long_rates))  # paired by prompt
+            values.append(long_rates["accepted"].iloc[pick].sum() / long_rates["evaluated"].iloc[pick].sum()
+                          - short_rates["accepted"].iloc[pick].sum() / short_rates["evaluated"].iloc[pick].sum())
+        draws.append(values[0] - values[1])
+    point = [(gap[r][0]["accepted"].sum() / gap[r][0]["evaluated"].sum()
+              - gap[r][1]["accepted"].sum() / gap[r][1]["evaluated"].sum()) for r in (regimes[-1], regimes[0])]
+    low, high = np.quantile(draws, [0.05, 0.95])
+    print(f"interaction {point[0] - point[1]:+.3f} (90% {low:+.3f} to {high:+.3f}); ft-long minus ft-short "
+          f"{point[0]:+.3f} at {regimes[-1]}, {point[1]:+.3f} at {regimes[0]}")
 
 
 if __name__ == "__main__":

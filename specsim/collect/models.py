@@ -31,6 +31,7 @@ __all__ = [
     "ModelInfo",
     "LoadedModel",
     "load_model",
+    "load_tokenizer",
     "truncate_layers",
     "check_same_vocabulary",
     "smollm2_gguf_path",
@@ -186,6 +187,41 @@ def _split_spec(spec: str) -> tuple[str, int | None, str | None]:
     return base, layers, revision
 
 
+def _resolve(spec: str, trust_remote_code: bool) -> tuple[str, str, str, str | None, int | None]:
+    """Where a model spec's files are: ``(location, source, where, revision, layers)``."""
+    base, layers, revision = _split_spec(spec)
+    path = Path(base).expanduser()
+    if base.lower() in ALIASES:
+        path = smollm2_gguf_path()
+    if path.is_dir() and not (path / "config.json").exists():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            path = ggufs[0]
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise InputError("no such GGUF file", path=path, field="model")
+        dequantised, revision = _dequantised_gguf(path, trust_remote_code)
+        return str(dequantised), "gguf", str(path), revision, layers
+    if path.is_dir():
+        return str(path), "local", str(path), _weights_digest(path), layers
+    if base.startswith((".", "/", "~")) or path.suffix:
+        raise InputError("no such model file or directory", path=path, field="model")
+    return base, "hub", base, revision, layers
+
+
+def load_tokenizer(spec: str, *, trust_remote_code: bool = False, option: str = "--tokenizer") -> Any:
+    """The tokenizer of a model spec (alias, GGUF file, local directory or hub id), without the weights."""
+    from transformers import AutoTokenizer
+
+    location, source, where, revision, _ = _resolve(spec, trust_remote_code)
+    try:
+        return AutoTokenizer.from_pretrained(location, revision=revision if source == "hub" else None,
+                                             trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"cannot load the tokenizer: {first_line}", path=where, field=option) from None
+
+
 def load_model(
     spec: str, *, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False
 ) -> LoadedModel:
@@ -210,27 +246,8 @@ def load_model(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    base, layers, revision = _split_spec(spec)
+    location, source, where, revision, layers = _resolve(spec, trust_remote_code)
     torch_dtype = _torch_dtype(dtype)
-    path = Path(base).expanduser()
-    if base.lower() in ALIASES:
-        path = smollm2_gguf_path()
-    if path.is_dir() and not (path / "config.json").exists():
-        ggufs = sorted(path.glob("*.gguf"))
-        if len(ggufs) == 1:
-            path = ggufs[0]
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise InputError("no such GGUF file", path=path, field="model")
-        dequantised, revision = _dequantised_gguf(path, trust_remote_code)
-        location, source, where = str(dequantised), "gguf", str(path)
-    elif path.is_dir():
-        location, source, where = str(path), "local", str(path)
-        revision = _weights_digest(path)
-    elif base.startswith((".", "/", "~")) or path.suffix:
-        raise InputError("no such model file or directory", path=path, field="model")
-    else:
-        location, source, where = base, "hub", base
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, revision=revision if source == "hub" else None,
                                                   trust_remote_code=trust_remote_code)

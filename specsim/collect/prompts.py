@@ -144,6 +144,9 @@ class HFSource:
         Dataset configuration (subset) name.
     revision : str, optional
         Hub revision (commit, tag or branch) to pin.
+    response : str, optional
+        Column holding each prompt's response text (read by text workloads,
+        :mod:`specsim.collect.text_workload`; ignored by ``collect``).
     """
 
     name: str
@@ -154,6 +157,7 @@ class HFSource:
     task: str | None = None
     config: str | None = None
     revision: str | None = None
+    response: str | None = None
 
 
 def parse_hf_source(source: str) -> HFSource:
@@ -197,6 +201,11 @@ def read_hf_prompts(source: HFSource | str) -> list[Prompt]:
     """
     if isinstance(source, str):
         source = parse_hf_source(source)
+    return _read_hf_prompts_rows(source, load_hf_dataset(source))
+
+
+def load_hf_dataset(source: HFSource) -> Any:
+    """The split of a Hugging Face dataset that ``source`` names, its named columns checked."""
     where = f"hf:{source.name}"
     try:
         import datasets
@@ -227,11 +236,17 @@ def read_hf_prompts(source: HFSource | str) -> list[Prompt]:
     finally:
         for logger, level in zip(quiet, levels, strict=True):
             logger.setLevel(level)
-    text_column = source.prompt or source.messages
-    for column, option in ((text_column, "prompt" if source.prompt else "messages"), (source.id, "id")):
+    for column, option in ((source.prompt or source.messages, "prompt" if source.prompt else "messages"),
+                           (source.id, "id"), (source.response, "response")):
         if column is not None and column not in loaded.column_names:
             raise InputError(f"no column {column!r} (columns: {', '.join(loaded.column_names)})", path=where,
                              field=option)
+    return loaded
+
+
+def _read_hf_prompts_rows(source: HFSource, loaded: Any) -> list[Prompt]:
+    where = f"hf:{source.name}"
+    text_column = source.prompt or source.messages
     task = source.task or source.name.rstrip("/").split("/")[-1]
     prompts = []
     for index, row in enumerate(loaded):

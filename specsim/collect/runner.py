@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from specsim.collect.prompts import Prompt, encode_prompt, load_prompts, prompts_digest
 from specsim.errors import InputError
-from specsim.traces.schema import DRAFTER_KINDS, SCHEDULES, SCHEMA_VERSION
-from specsim.traces.store import TraceWriter
+from specsim.traces.schema import BASELINE_FOLDER, DRAFTER_KINDS, SCHEDULES, SCHEMA_VERSION
+from specsim.traces.store import TraceWriter, atomic_write_table
 
 __all__ = [
     "DrafterSpec", "CollectConfig", "collect", "parse_drafter", "load_config_file", "shard_of", "library_versions",
@@ -118,8 +119,9 @@ class CollectConfig:
 
     def __post_init__(self) -> None:
         self._check_types()
-        if not self.drafters:
-            raise InputError("at least one drafter is required", field="--drafter")
+        if not self.drafters and not self.baseline:
+            raise InputError("give at least one drafter, or --baseline alone for plain decoding only",
+                             field="--drafter")
         names = [d.name for d in self.drafters]
         if len(set(names)) != len(names):
             raise InputError(f"drafter names must be unique, got {names}", field="--drafter")
@@ -307,9 +309,10 @@ def _warm_up(models: _Models, prompt_ids: list[int]) -> None:
     """One untimed decode so that first-call allocations do not land in the first prompt's timings."""
     from specsim.collect.decoding import Warp, autoregressive_decode, make_schedule, speculative_decode
 
-    first_drafter = next(iter(models.drafters.values()))[1]
-    speculative_decode(models.target_lm, first_drafter, prompt_ids[:32], schedule=make_schedule("constant", 2),
-                       warp=Warp(), max_new_tokens=4, eos_ids=models.eos_ids)
+    if models.drafters:
+        first_drafter = next(iter(models.drafters.values()))[1]
+        speculative_decode(models.target_lm, first_drafter, prompt_ids[:32], schedule=make_schedule("constant", 2),
+                           warp=Warp(), max_new_tokens=4, eos_ids=models.eos_ids)
     autoregressive_decode(models.target_lm, prompt_ids[:32], warp=Warp(), max_new_tokens=4, eos_ids=models.eos_ids)
 
 
@@ -359,6 +362,28 @@ def _decode_prompt(config: CollectConfig, run_id: str, models: _Models, prompt: 
             pd.DataFrame(sequence_rows))
 
 
+def _decode_baseline(config: CollectConfig, run_id: str, models: _Models, prompt: Prompt) -> pd.DataFrame:
+    """Plain decoding of one prompt at every temperature: one row per temperature (a workload's lengths)."""
+    import torch
+
+    from specsim.collect.decoding import Warp, autoregressive_decode
+
+    prompt_ids = encode_prompt(models.target.tokenizer, prompt)
+    rows = []
+    for temperature in config.temperatures:
+        generator = torch.Generator(device=models.target_lm.device).manual_seed(
+            _sequence_seed(config.seed, prompt.prompt_id, "baseline", temperature))
+        result = autoregressive_decode(models.target_lm, prompt_ids, warp=Warp(temperature=temperature,
+                                                                                top_p=config.top_p),
+                                       max_new_tokens=config.max_new_tokens, eos_ids=models.eos_ids,
+                                       generator=generator)
+        rows.append({"run_id": run_id, "prompt_id": prompt.prompt_id, "task": prompt.task, "dataset": prompt.dataset,
+                     "target": config.target, "temperature": float(temperature), "prompt_len": len(prompt_ids),
+                     "output_len": len(result.output_ids), "finish_reason": result.finish_reason,
+                     "baseline_wall_s": result.wall_s})
+    return pd.DataFrame(rows)
+
+
 def collect(
     config: CollectConfig,
     *,
@@ -387,7 +412,10 @@ def collect(
         prompts = prompts[: config.limit]
     run_id = config.run_id()
     writer = TraceWriter(config.out)
-    done = writer.completed_shards()
+    baseline_only = not config.drafters
+    baseline_folder = writer.root / BASELINE_FOLDER
+    done = ({path.stem for path in baseline_folder.glob("*.parquet")} if baseline_only
+            else writer.completed_shards())
     mine = [(i, p) for i, p in enumerate(prompts) if shard_of((rank, world), i)]
     shard_names = {i: f"{run_id}-{i:05d}-{_safe(p.prompt_id)}" for i, p in mine}
     todo = [(i, p) for i, p in mine if shard_names[i] not in done]
@@ -400,9 +428,15 @@ def collect(
                 writer.write_run_metadata(run_id, _run_metadata(config, run_id, models, world))
             _warm_up(models, encode_prompt(models.target.tokenizer, todo[0][1]))
             for count, (index, prompt) in enumerate(todo, start=1):
-                if (writer.root / "sequences" / f"{shard_names[index]}.parquet").exists():
+                folder = baseline_folder if baseline_only else writer.root / "sequences"
+                if (folder / f"{shard_names[index]}.parquet").exists():
                     continue  # written meanwhile by a run that held the lock before this one
-                writer.write_shard(shard_names[index], *_decode_prompt(config, run_id, models, prompt))
+                if baseline_only:
+                    baseline_folder.mkdir(parents=True, exist_ok=True)
+                    table = pa.Table.from_pandas(_decode_baseline(config, run_id, models, prompt), preserve_index=False)
+                    atomic_write_table(table, baseline_folder / f"{shard_names[index]}.parquet")
+                else:
+                    writer.write_shard(shard_names[index], *_decode_prompt(config, run_id, models, prompt))
                 summary["prompts_done"] += 1
                 if progress is not None:
                     progress(count, len(todo), prompt.prompt_id)

@@ -97,6 +97,9 @@ class PosteriorMetadata:
 
     def cost_model(self, drafter: str) -> CostModel:
         """The stored cost model of ``drafter``."""
+        if not self.cost_models:
+            raise InputError("the fit stored no cost model (a counts table carries no timings): give --cost-ratio "
+                             "or --cost-profile", field="--cost-from")
         if drafter not in self.cost_models:
             raise InputError(f"no cost model for {drafter!r} (stored: {', '.join(self.cost_models) or 'none'})",
                              field="--cost-from")

@@ -53,10 +53,30 @@ class ModelOptions:
         Include ``b_divergence`` and ``b_interaction`` (off: the comparison model for LOO).
     overdispersion : bool
         Beta-binomial likelihood instead of binomial.
+    parameterisation : {"noncentred", "centred", "auto"}
+        Task and drafter effects as ``sigma * z`` (non-centred: suits groups with little data) or
+        drawn directly from ``Normal(0, sigma)`` (centred: suits groups with much data, where the
+        non-centred form correlates ``z`` with ``sigma``). ``auto`` takes the centred form when
+        every task and drafter has at least :data:`CENTRED_MIN_EVALUATED` evaluated tokens.
     """
 
     divergence_terms: bool = True
     overdispersion: bool = True
+    parameterisation: str = "noncentred"
+
+
+#: Evaluated tokens every task and drafter needs for ``parameterisation="auto"`` to centre their effects.
+CENTRED_MIN_EVALUATED = 200_000
+
+
+def resolved_parameterisation(counts: AcceptanceCounts, options: ModelOptions) -> str:
+    """``centred`` or ``noncentred``: the option, with ``auto`` decided by the data per group."""
+    if options.parameterisation not in ("noncentred", "centred", "auto"):
+        raise InputError("must be noncentred, centred or auto", field="parameterisation")
+    if options.parameterisation != "auto":
+        return options.parameterisation
+    smallest = min(counts.cells.groupby(group)["evaluated"].sum().min() for group in ("task", "drafter"))
+    return "centred" if smallest >= CENTRED_MIN_EVALUATED else "noncentred"
 
 
 def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()):
@@ -108,12 +128,14 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
         params["position_effect"] = random_walk("position_effect", n_bins, "position_bin")
         for name in ("b_index_finetuned", "b_position_finetuned"):
             params[name] = PRIORS[name].pymc(name)
-        sigma_task = PRIORS["sigma_task"].pymc("sigma_task")
-        params["task_effect"] = pm.Deterministic(
-            "task_effect", sigma_task * pm.Normal("task_z", 0.0, 1.0, dims="task"), dims="task")
-        sigma_drafter = PRIORS["sigma_drafter"].pymc("sigma_drafter")
-        params["drafter_effect"] = pm.Deterministic(
-            "drafter_effect", sigma_drafter * pm.Normal("drafter_z", 0.0, 1.0, dims="drafter"), dims="drafter")
+        centred = resolved_parameterisation(counts, options) == "centred"
+        for group in ("task", "drafter"):
+            sigma = PRIORS[f"sigma_{group}"].pymc(f"sigma_{group}")
+            if centred:
+                params[f"{group}_effect"] = pm.Normal(f"{group}_effect", 0.0, sigma, dims=group)
+            else:
+                params[f"{group}_effect"] = pm.Deterministic(
+                    f"{group}_effect", sigma * pm.Normal(f"{group}_z", 0.0, 1.0, dims=group), dims=group)
         design = {"finetuned": finetuned, "divergence": divergence, "draft_index": draft_index,
                   "position_bin": position_bin, "task": task, "drafter": drafter}
         eta = linear_predictor(params, design, n_index, n_bins)
@@ -174,7 +196,9 @@ def diagnose(idata, thresholds: dict = DIAGNOSTIC_THRESHOLDS) -> dict:
 
     # The sampled parameters only: deterministic transforms add nothing, and their pinned elements
     # (the first index and position effect is exactly 0) have no variance to diagnose.
-    names = [n for n in idata.posterior.data_vars if n not in DETERMINISTICS]
+    # Centred task and drafter effects (no ``*_z`` variable) are sampled, so they are diagnosed.
+    sampled = {f"{g}_effect" for g in ("task", "drafter") if f"{g}_z" not in idata.posterior.data_vars}
+    names = [n for n in idata.posterior.data_vars if n not in DETERMINISTICS or n in sampled]
     r_hat = az.rhat(idata, var_names=names)
     ess_bulk = az.ess(idata, var_names=names, method="bulk")
     ess_tail = az.ess(idata, var_names=names, method="tail")

@@ -198,6 +198,8 @@ def predict_speedup(
     prompt_lengths = np.asarray(prompt_lengths, dtype=float)
     output_lengths = np.asarray(output_lengths)
     meta = posterior.metadata
+    if divergence is None and not meta.options.get("divergence_terms", True):
+        divergence = 0.0  # a fit without divergence terms (counts without length summaries)
     if divergence is None:
         if reference_lengths is None:
             if drafter is None or drafter not in meta.reference_lengths:

@@ -222,8 +222,10 @@ def profile_from_counts_table(group: pd.DataFrame, prior: float = 0.5) -> tuple[
     resolved : bool
         False when the source had only totals and the rate is i.i.d. by assumption.
     """
+    from specsim.traces.counts import counts_by_index
+
     gamma = int(group["gamma"].iloc[0])
-    resolved = group[group["draft_index"] >= 0].sort_values("draft_index")
+    resolved = counts_by_index(group)
     if len(resolved):
         rates = ((resolved["accepted"] + prior) / (resolved["evaluated"] + 2 * prior)).to_numpy()
         return AcceptanceProfile(rates[:, None], np.array([])), True

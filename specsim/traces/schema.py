@@ -22,6 +22,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 __all__ = [
+    "BASELINE_FOLDER",
     "SCHEMA_VERSION",
     "TABLES",
     "KEY_FIELDS",
@@ -39,6 +40,11 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = "1"
+#: Folder of a trace directory where plain-decoding-only runs (``collect --baseline`` without a
+#: drafter) write one Parquet file per prompt: ``run_id``, ``prompt_id``, ``task``, ``dataset``,
+#: ``target``, ``temperature``, ``prompt_len``, ``output_len``, ``finish_reason``,
+#: ``baseline_wall_s``. A workload source (:func:`specsim.workload.resolve_workload`).
+BASELINE_FOLDER = "baseline"
 METADATA_VERSION_KEY = b"specsim.schema_version"
 METADATA_TABLE_KEY = b"specsim.table"
 

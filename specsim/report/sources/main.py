@@ -21,10 +21,13 @@
 
 # %% tags=["parameters"]
 traces = "data/traces/reference"
+lengths_traces = "data/traces/lengths"
 posterior = ""
 temperature = 0.0
 gamma = 4
 draws = 1000
+cost_ratio = None
+cost_profile = ""
 seed = 0
 
 # %%
@@ -291,19 +294,74 @@ ax.legend(fontsize=8)
 show(fig)
 
 # %% [markdown]
-# ## Best draft length per workload
-# Exact expected speed-up (dynamic programming over positions) from each task x drafter's measured
-# acceptance profile, own lengths and the drafter's fitted cost model.
+# ## Speed-up as the workload's lengths move
+# The same pooled workload with every prompt and output length scaled by a factor, predicted for each
+# fitted drafter: the length covariate is recomputed from the scaled lengths against the drafter's
+# training lengths, the positions the workload visits and the context-dependent costs follow the
+# lengths. Hollow markers: the workload reaches generated positions the traces never observed for
+# that drafter (the interval widens there; `predict` says so).
 
 # %%
+factors = [0.5, 1, 2, 4, 8]
+fig, ax = plt.subplots(figsize=(8, 4))
+scaled_rows = []
+for drafter in [d for d in fitted.metadata.drafters if d in cost_models]:
+    points = []
+    for factor in factors:
+        scaled = Workload(np.maximum(np.rint(pooled.prompt_lengths * factor), 0).astype(int),
+                          np.maximum(np.rint(pooled.output_lengths * factor), 1).astype(int), f"pooled x{factor}",
+                          "file")
+        prediction = workflow.predict(fitted, workload=scaled, drafter_kind=kinds[drafter], drafter=drafter,
+                                      gamma=gamma, cost=cost_models[drafter], n_draws=100, seed=seed)[0]
+        extrapolates = bool(prediction.extrapolation is not None and prediction.extrapolation.extrapolates)
+        points.append((factor, prediction, extrapolates))
+        scaled_rows.append({"drafter": drafter, "length factor": factor, "covariate": prediction.divergence,
+                            "speedup": prediction.mean, "low": prediction.low, "high": prediction.high,
+                            "extrapolates": "yes" if extrapolates else "no"})
+    x = np.array([f for f, _, _ in points])
+    mean = np.array([p.mean for _, p, _ in points])
+    ax.plot(x, mean, color=colors[drafter], label=drafter)
+    ax.fill_between(x, [p.low for _, p, _ in points], [p.high for _, p, _ in points], color=colors[drafter],
+                    alpha=0.15)
+    for f, p, out in points:
+        ax.scatter(f, p.mean, color="white" if out else colors[drafter], edgecolor=colors[drafter], zorder=3)
+ax.axhline(1, color="black", linewidth=0.8, linestyle="--")
+ax.set(xscale="log", xlabel="workload length factor (prompt and output lengths scaled; log scale)",
+       ylabel="predicted speed-up (x)", title=f"Speed-up as the lengths move (gamma {gamma}, 90% bands)")
+ax.legend(fontsize=8)
+show(fig)
+display(table(pd.DataFrame(scaled_rows), intervals={"speed-up (x), 90%": ("speedup", "low", "high")},
+              caption="Predicted speed-up of the pooled workload with its lengths scaled; covariate: the fit's "
+                      "length measure against the drafter's training lengths."))
+
+# %% [markdown]
+# ## Best draft length per workload
+# Exact expected speed-up (dynamic programming over positions) from each task x drafter's measured
+# acceptance profile, own lengths and the drafter's fitted cost model; with a chosen cost model
+# (`cost_ratio` or `cost_profile` parameters) the same acceptance under those costs, side by side.
+
+# %%
+from specsim.simulate.cost import leviathan_cost_model, read_cost_profile
+
+chosen_cost = (read_cost_profile(cost_profile) if cost_profile
+               else leviathan_cost_model(float(cost_ratio)) if cost_ratio is not None else None)
+chosen_label = (f"cost profile {cost_profile}" if cost_profile
+                else f"constant cost ratio c = {float(cost_ratio):g}" if cost_ratio is not None else None)
 best_rows = []
 curve_rows = []
 for task, drafter in tokens[["task", "drafter"]].drop_duplicates().itertuples(index=False):
     sweep = workflow.gamma_sweep(data, drafter=drafter, acceptance_from=task, workload=task, temperature=temperature)
     speeds = sweep["speedup"].tolist()
     curve_rows.append((task, drafter, speeds))
-    best_rows.append({"task": task, "drafter": drafter, "best_gamma": int(sweep.loc[sweep["best"], "gamma"].iloc[0]),
-                      "best_speedup": max(speeds), f"speedup_at_gamma_{gamma}": speeds[gamma - 1]})
+    row = {"task": task, "drafter": drafter, "best_gamma": int(sweep.loc[sweep["best"], "gamma"].iloc[0]),
+           "best_speedup": max(speeds), f"speedup_at_gamma_{gamma}": speeds[gamma - 1]}
+    if chosen_cost is not None:
+        chosen = workflow.gamma_sweep(data, drafter=drafter, acceptance_from=task, workload=task,
+                                      temperature=temperature, cost=chosen_cost)
+        row.update({"best_gamma_chosen": int(chosen.loc[chosen["best"], "gamma"].iloc[0]),
+                    "best_speedup_chosen": float(chosen["speedup"].max()),
+                    f"speedup_at_gamma_{gamma}_chosen": float(chosen["speedup"].iloc[gamma - 1])})
+    best_rows.append(row)
 best = pd.DataFrame(best_rows)
 fig, axes = plt.subplots(1, len(tasks), figsize=(3 * len(tasks), 3), sharey=True, squeeze=False)
 for task, drafter, speeds in curve_rows:
@@ -316,7 +374,13 @@ axes[0][-1].legend(fontsize=7)
 fig.tight_layout()
 show(fig)
 display(table(best, rename={"best_gamma": "best gamma", "best_speedup": "speed-up at best gamma (x)",
-                            f"speedup_at_gamma_{gamma}": f"speed-up at gamma {gamma} (x)"}))
+                            f"speedup_at_gamma_{gamma}": f"speed-up at gamma {gamma} (x)",
+                            "best_gamma_chosen": f"best gamma, {chosen_label}",
+                            "best_speedup_chosen": f"speed-up at best gamma, {chosen_label} (x)",
+                            f"speedup_at_gamma_{gamma}_chosen": f"speed-up at gamma {gamma}, {chosen_label} (x)"},
+              caption="The traces' own machine costs" + (f", and {chosen_label} beside them" if chosen_label
+                                                          else "; give cost_ratio or cost_profile to compare with "
+                                                               "other hardware")))
 
 # %% [markdown]
 # ## Measured vs predicted speed-up
@@ -353,6 +417,60 @@ display(Markdown(f"Simulator mean absolute percentage error: **{mape:.1f}%**; mo
                  "(in-sample; `specsim loto` gives the out-of-sample coverage)."))
 
 # %% [markdown]
+# ## The length effect alone: a length-controlled experiment
+# In the traces above, a fine-tuned drafter's own task is also its own length distribution, so
+# length and content move together. The length-controlled experiment (`lengths_traces`) fixes the
+# content (held-out standard-library source files) and moves only the context length, from about
+# 128 to about 2048 tokens, for a generic drafter and two drafters fine-tuned on the same content at
+# short and long windows. Below: acceptance by absolute context position there, and the length
+# effect alone (longest minus shortest regime, same drafter) beside the content effect of the
+# traces above (a fine-tuned drafter on its own task minus on the other tasks); 90% bootstrap
+# intervals over prompts, no model.
+
+# %%
+from pathlib import Path
+
+from specsim.traces.length_effects import acceptance_by_context, content_effects, length_effects
+
+length_lines = []
+effects = pd.DataFrame()
+if lengths_traces and Path(lengths_traces).is_dir():
+    controlled = read_traces(lengths_traces)
+    controlled_tokens = select(controlled.tokens, temperature=0.0)
+    by_position = acceptance_by_context(controlled_tokens)
+    controlled_drafters = sorted(by_position["drafter"].unique())
+    controlled_colors = drafter_colours(controlled_drafters)
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    for drafter, group in by_position.groupby("drafter"):
+        ax.errorbar(group["context_start"] + 1, group["acceptance"],
+                    yerr=np.clip([group["acceptance"] - group["acceptance_low"],
+                                  group["acceptance_high"] - group["acceptance"]], 0, None),
+                    marker="o", capsize=2, label=drafter, color=controlled_colors[drafter])
+    ax.set(xscale="log", xlabel="context position of the drafted token (tokens, log scale; bin start)",
+           ylabel="conditional acceptance", ylim=(0, 1),
+           title=f"Same content, context length moved (greedy; up to {int(by_position['context_end'].max())} tokens)")
+    ax.legend(fontsize=8)
+    show(fig)
+    own = {d: t for d, t in sequences.drop_duplicates("drafter").set_index("drafter")["drafter_trained_on"].items()
+           if kinds.get(d) == "finetuned" and t in tasks}
+    effects = pd.concat([length_effects(controlled_tokens, rng=seed),
+                         content_effects(select(tokens, gamma=gamma), own, rng=seed)], ignore_index=True)
+    shown = effects[["kind", "drafter", "comparison"]].assign(**{
+        "acceptance difference (90% interval)": [f"{e:+.3f} ({lo:+.3f} to {hi:+.3f})" for e, lo, hi in
+                                                 zip(effects["effect"], effects["effect_low"], effects["effect_high"],
+                                                     strict=True)]})
+    display(table(shown, caption="Length effect (length-controlled experiment) and content effect (traces above): "
+                                 "differences in conditional acceptance, bootstrap over prompts."))
+    for row in effects.itertuples(index=False):
+        length_lines.append(f"- {row.kind.capitalize()} effect for **{row.drafter}** ({row.comparison}): "
+                            f"{row.effect:+.3f} acceptance (90% {row.effect_low:+.3f} to {row.effect_high:+.3f}"
+                            + ("; not distinguishable from zero" if row.effect_low <= 0 <= row.effect_high else "")
+                            + ").")
+else:
+    display(Markdown(f"No length-controlled traces at `{lengths_traces}`: this section needs them "
+                     "(`python scripts/lengths/collect_lengths.py`)."))
+
+# %% [markdown]
 # ## The answer, in numbers
 
 # %%
@@ -377,6 +495,7 @@ if meta.loo_comparison:
     other = "without_divergence" if loo["rank"].idxmin() == "with_divergence" else "with_divergence"
     lines.append(f"- PSIS-LOO prefers the model **{loo['rank'].idxmin().replace('_', ' ')}** by "
                  f"{loo.loc[other, 'elpd_diff']:.1f} elpd (standard error {loo.loc[other, 'dse']:.1f}).")
+lines.extend(length_lines)
 lines.append(f"- Measured speed-ups at gamma {gamma} range from {measured['speedup'].min():.2f}x to "
              f"{measured['speedup'].max():.2f}x on this hardware.")
 if not diagnostics["passed"]:

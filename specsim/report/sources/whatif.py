@@ -25,6 +25,7 @@ lengths_from = "docsum"
 gamma = 4
 temperature = 0.0
 cost_ratio = None
+cost_profile = ""
 seed = 0
 
 # %%
@@ -39,15 +40,19 @@ from specsim import workflow
 from specsim.model.data import drafter_reference_lengths
 from specsim.report.present import drafter_colours, show, table, verdict
 from specsim.simulate.acceptance import profile_from_tokens
-from specsim.simulate.cost import leviathan_cost_model
+from specsim.simulate.cost import leviathan_cost_model, read_cost_profile
 from specsim.simulate.montecarlo import simulate_workload
 from specsim.traces import read_traces
 from specsim.traces.select import select
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 data = read_traces(traces)
-cost = leviathan_cost_model(float(cost_ratio)) if cost_ratio is not None else None
-cost_label = (f"a constant drafter/target cost ratio c = {float(cost_ratio):g} (Leviathan et al.)"
+if cost_profile and cost_ratio is not None:
+    raise ValueError("give cost_ratio or cost_profile, not both")
+cost = (read_cost_profile(cost_profile) if cost_profile
+        else leviathan_cost_model(float(cost_ratio)) if cost_ratio is not None else None)
+cost_label = (f"the cost profile {cost_profile}" if cost_profile else
+              f"a constant drafter/target cost ratio c = {float(cost_ratio):g} (Leviathan et al.)"
               if cost_ratio is not None else
               f"fitted on the traces' own machine ({drafter}, temperature {temperature:g}; "
               f"{data.runs[next(iter(data.runs))].get('device_name', 'unknown device') if data.runs else 'unknown'})")
