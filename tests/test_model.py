@@ -34,6 +34,16 @@ def test_parameter_recovery(recovery_fit):
         assert low <= truth[name] <= high, (name, truth[name], low, high)
     # The interaction is what the model exists to measure: its sign must be resolved.
     assert summary.loc["b_interaction", "hdi_97.5%"] < 0
+    # The length effect (fine-tuned drafters' divergence slope) and the content effects (each task's
+    # effect against the tasks' mean) are both recovered, each without absorbing the other.
+    slope = result.idata.posterior["divergence_slope_finetuned"].values.reshape(-1)
+    low, high = np.quantile(slope, [0.025, 0.975])
+    assert low <= truth["b_divergence"] + truth["b_interaction"] <= high
+    effects = result.idata.posterior["task_effect"].values.reshape(-1, len(counts.tasks))
+    contrasts = effects - effects.mean(axis=1, keepdims=True)
+    true_contrasts = truth["task_effect"] - truth["task_effect"].mean()
+    low, high = np.quantile(contrasts, [0.005, 0.995], axis=0)  # 99% per task: six checks at once
+    assert np.all((low <= true_contrasts) & (true_contrasts <= high)), (low, true_contrasts, high)
     assert result.diagnostics["max_r_hat"] <= 1.01
     assert result.diagnostics["min_ess_bulk"] >= 400
 
