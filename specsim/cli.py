@@ -324,8 +324,6 @@ def collect_command(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Run speculative decoding over a prompt set and write traces (resumable)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from specsim.collect.prompts import load_prompts
     from specsim.collect.runner import CollectConfig, collect, load_config_file, parse_drafter
 
@@ -360,10 +358,7 @@ def collect_command(
         if not torch.cuda.is_available():
             raise InputError(f"{config.device}: no CUDA device is available to torch {torch.__version__}",
                              field="--device")
-    with Progress(
-        TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        TextColumn("{task.description}"), console=stderr, transient=True,
-    ) as bar:
+    with _progress_bar("collect") as bar:
         task = bar.add_task("loading models", total=None)
 
         def advance(done: int, total: int, prompt_id: str) -> None:

@@ -329,18 +329,20 @@ def _check_sampler_options(sampler: str, draws: int, tune: int, chains: int, tar
         raise InputError(f"must be in (0, 1), got {target_accept}", field="--target-accept")
 
 
-def _sample(counts: Any, options: dict[str, Any], compare: bool, divergence_terms: bool = True
-            ) -> tuple[Any, dict, list | None]:
+def _sample(counts: Any, options: dict[str, Any], compare: bool, divergence_terms: bool = True,
+            parameterisation: str = "noncentred") -> tuple[Any, dict, list | None]:
     """Fit the model to aggregated cells (and the comparison model without divergence terms)."""
     import arviz as az
 
     from specsim.model import ModelOptions, fit_model
 
-    result = fit_model(counts, ModelOptions(divergence_terms=divergence_terms), **options)
+    result = fit_model(counts, ModelOptions(divergence_terms=divergence_terms, parameterisation=parameterisation),
+                       **options)
     comparison = None
     diagnostics = dict(result.diagnostics)
     if compare and divergence_terms:
-        without = fit_model(counts, ModelOptions(divergence_terms=False), **options)
+        without = fit_model(counts, ModelOptions(divergence_terms=False, parameterisation=parameterisation),
+                            **options)
         table = az.compare({"with_divergence": result.idata, "without_divergence": without.idata})
         comparison = table[["rank", "elpd_loo", "p_loo", "elpd_diff", "dse", "weight"]].reset_index(
             names="model").to_dict("records")
@@ -360,6 +362,7 @@ def fit(
     traces: Traces, *, temperature: float = 0.0, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
     sampler: str = "nutpie", target_accept: float = 0.95, compare: bool = True,
     reference_lengths: dict[str, np.ndarray] | None = None, divergence_measure: str = "js",
+    parameterisation: str = "noncentred",
 ) -> FitOutcome:
     """Fit the hierarchical model to one temperature of the traces.
 
@@ -383,7 +386,7 @@ def fit(
                               divergence_measure=divergence_measure)
     options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
                                    target_accept=target_accept)
-    result, diagnostics, comparison = _sample(counts, options, compare)
+    result, diagnostics, comparison = _sample(counts, options, compare, parameterisation=parameterisation)
     costs = {drafter: model.to_dict(diagnostics=False) for (drafter, temp), model in cost_models(traces).items()
              if temp == temperature}
     result.diagnostics = diagnostics
@@ -519,7 +522,7 @@ def leave_one_task_out(
     traces: Traces, *, temperature: float = 0.0, gamma: int = 4, draws: int = 1000, seed: int = 0,
     target_accept: float = 0.95, level: float = INTERVAL_LEVEL, n_draws: int = 400,
     progress: Callable[[int, int, str], None] | None = None, divergence_measure: str = "js",
-    reference_lengths: dict[str, np.ndarray] | None = None,
+    reference_lengths: dict[str, np.ndarray] | None = None, parameterisation: str = "noncentred",
 ) -> pd.DataFrame:
     """Fit without each task in turn and predict every drafter's speed-up on it.
 
@@ -553,7 +556,8 @@ def leave_one_task_out(
                       traces.steps[traces.steps["task"] != task], traces.sequences[traces.sequences["task"] != task],
                       traces.runs, traces.incomplete_shards)
         outcome = fit(kept, temperature=temperature, draws=draws, tune=draws, seed=seed, target_accept=target_accept,
-                      compare=False, reference_lengths=full.reference_lengths, divergence_measure=divergence_measure)
+                      compare=False, reference_lengths=full.reference_lengths, divergence_measure=divergence_measure,
+                      parameterisation=parameterisation)
         posterior = outcome.result.posterior()
         for drafter in sorted(modelled["drafter"].unique()):
             cell = select(modelled, task=task, drafter=drafter, gamma=gamma)

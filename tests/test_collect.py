@@ -443,3 +443,16 @@ def test_text_workloads_are_counted_in_the_targets_tokens(tmp_path, smol_tokeniz
                  "--tokenizer", "smollm2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "collect --baseline" in err
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # the hub client's retries back off for about 50 s before it gives up
+def test_unloadable_hub_model_is_one_line_and_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "traces"
+    prompts = _prompts(tmp_path / "p.jsonl", 1)
+    code = main(["collect", "--target", "SomeOrg/no-such-model", "--drafter", "d=SomeOrg/no-such-drafter",
+                 "--prompts", str(prompts), "--out", str(out)])
+    err = capsys.readouterr().err
+    # The hub client's per-retry lines stay quiet; the one line says which model failed.
+    assert code == 2 and err.count("\n") == 1 and "SomeOrg/no-such-model" in err, err
+    assert not out.exists()

@@ -65,15 +65,19 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--gamma", type=int, default=4)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--parameterisation", default="noncentred", choices=["noncentred", "centred", "auto"])
+    parser.add_argument("--folds-only", action="store_true", help="skip the full fits and the LOO comparison")
     args = parser.parse_args()
     traces = regimes_as_tasks(read_traces(args.traces))
     references = training_lengths()
     tokens, sequences = (select(frame, temperature=0.0) for frame in (traces.tokens, traces.sequences))
     started = time.perf_counter()
-    fits, result = {}, {"measures": {}, "draws": args.draws, "gamma": args.gamma}
-    for measure in args.measures:
+    fits, result = {}, {"measures": {m: {} for m in args.measures}, "draws": args.draws, "gamma": args.gamma,
+                         "parameterisation": args.parameterisation}
+    options = ModelOptions(parameterisation=args.parameterisation)
+    for measure in [] if args.folds_only else args.measures:
         counts = aggregate_counts(tokens, sequences, reference_lengths=references, divergence_measure=measure)
-        fit = fit_model(counts, draws=args.draws, tune=args.draws, seed=0, target_accept=0.95)
+        fit = fit_model(counts, options, draws=args.draws, tune=args.draws, seed=0, target_accept=0.95)
         fits[measure] = fit.idata
         divergence = counts.cells.drop_duplicates(["task", "drafter"]).set_index(["drafter", "task"])["divergence"]
         result["measures"][measure] = {
@@ -82,15 +86,17 @@ def main() -> None:
             "divergence_slope_finetuned_mean": float(fit.idata.posterior["divergence_slope_finetuned"].mean()),
             "b_divergence_mean": float(fit.idata.posterior["b_divergence"].mean()),
         }
-    without = fit_model(aggregate_counts(tokens, sequences, reference_lengths=references), ModelOptions(
-        divergence_terms=False), draws=args.draws, tune=args.draws, seed=0, target_accept=0.95)
-    fits["no length terms"] = without.idata
-    table = az.compare(fits)
-    result["psis_loo"] = table[["rank", "elpd_loo", "p_loo", "elpd_diff", "dse", "weight"]].reset_index(
-        names="model").to_dict("records")
+    if not args.folds_only:
+        without = fit_model(aggregate_counts(tokens, sequences, reference_lengths=references), ModelOptions(
+            divergence_terms=False, parameterisation=args.parameterisation), draws=args.draws, tune=args.draws,
+            seed=0, target_accept=0.95)
+        fits["no length terms"] = without.idata
+        table = az.compare(fits)
+        result["psis_loo"] = table[["rank", "elpd_loo", "p_loo", "elpd_diff", "dse", "weight"]].reset_index(
+            names="model").to_dict("records")
     for measure in args.measures:
         folds = workflow.leave_one_task_out(traces, gamma=args.gamma, draws=args.draws, divergence_measure=measure,
-                                            reference_lengths=references)
+                                            reference_lengths=references, parameterisation=args.parameterisation)
         result["measures"][measure]["leave_one_regime_out"] = {
             "cells": folds.to_dict("records"), "coverage_90": float(folds["covered"].mean()),
             "mean_absolute_percentage_error": float(folds["error_pct"].abs().mean()),

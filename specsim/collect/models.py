@@ -17,10 +17,13 @@ GGUF weights are dequantised once and cached as safetensors under ``SPECSIM_CACH
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib.util
+import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,13 +212,28 @@ def _resolve(spec: str, trust_remote_code: bool) -> tuple[str, str, str, str | N
     return base, "hub", base, revision, layers
 
 
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """Silence the hub client's per-retry log lines: the one error line after them says what failed."""
+    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "transformers")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def load_tokenizer(spec: str, *, trust_remote_code: bool = False, option: str = "--tokenizer") -> Any:
     """The tokenizer of a model spec (alias, GGUF file, local directory or hub id), without the weights."""
     from transformers import AutoTokenizer
 
     location, source, where, revision, _ = _resolve(spec, trust_remote_code)
     try:
-        return AutoTokenizer.from_pretrained(location, revision=revision if source == "hub" else None,
+        with _quiet_hub():
+            return AutoTokenizer.from_pretrained(location, revision=revision if source == "hub" else None,
                                              trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -249,12 +267,13 @@ def load_model(
     location, source, where, revision, layers = _resolve(spec, trust_remote_code)
     torch_dtype = _torch_dtype(dtype)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, revision=revision if source == "hub" else None,
-                                                  trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=torch_dtype, revision=revision if source == "hub" else None,
-            trust_remote_code=trust_remote_code,
-        )
+        with _quiet_hub():
+            tokenizer = AutoTokenizer.from_pretrained(location, revision=revision if source == "hub" else None,
+                                                      trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                location, dtype=torch_dtype, revision=revision if source == "hub" else None,
+                trust_remote_code=trust_remote_code,
+            )
     except OSError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"cannot load model: {first_line}", path=where, field="model") from None

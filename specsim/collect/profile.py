@@ -30,13 +30,20 @@ from specsim.simulate.cost import COST_PROFILE_FORMAT, COST_PROFILE_VERSION, Cos
 __all__ = ["measure_cost_profile", "fit_profile"]
 
 
-def _timed(device: Any, call: Callable[[], Any], repeats: int) -> list[float]:
-    """Seconds of each of ``repeats`` device-synchronised calls (after one untimed warm-up call)."""
+def _timed(device: Any, call: Callable[[], Any], repeats: int, setup: Callable[[], Any] | None = None) -> list[float]:
+    """Seconds of each of ``repeats`` device-synchronised calls (after one untimed warm-up call).
+
+    ``setup`` runs untimed before every call (e.g. rolling a KV cache back to where the call starts).
+    """
     from specsim.collect.decoding import _sync
 
+    if setup is not None:
+        setup()
     call()
     seconds = []
     for _ in range(repeats):
+        if setup is not None:
+            setup()
         _sync(device)
         start = time.perf_counter()
         call()
@@ -122,10 +129,18 @@ def measure_cost_profile(
             lm.forward(tokens[length:length + count], keep=count)
             lm.rollback(length)
 
+        def forward_one(lm: CachedLM, length: int = context) -> None:
+            lm.forward(tokens[length:length + 1], keep=1)
+
+        # A plain-decoding token and a drafted token are one forward pass each (the decoding loop rolls
+        # no cache back per token): the rollback to the context runs untimed before each call. A verify
+        # pass includes the rollback of the target's cache, as in the loop.
         rows += [{"kind": "target", "context": context, "gamma": 0, "seconds": s}
-                 for s in _timed(target_lm.device, lambda: step(target_lm, 1), repeats)]
+                 for s in _timed(target_lm.device, lambda: forward_one(target_lm), repeats,
+                                 setup=functools.partial(target_lm.rollback, context))]
         rows += [{"kind": "draft", "context": context, "gamma": 1, "seconds": s}
-                 for s in _timed(drafter_lm.device, lambda: step(drafter_lm, 1), repeats)]
+                 for s in _timed(drafter_lm.device, lambda: forward_one(drafter_lm), repeats,
+                                 setup=functools.partial(drafter_lm.rollback, context))]
         for gamma in gammas:
             verify = functools.partial(step, target_lm, int(gamma) + 1)
             rows += [{"kind": "verify", "context": context, "gamma": int(gamma), "seconds": s}

@@ -384,6 +384,18 @@ def _decode_baseline(config: CollectConfig, run_id: str, models: _Models, prompt
     return pd.DataFrame(rows)
 
 
+def _remove_empty_tree(root: Path) -> None:
+    """Remove ``root`` if it holds nothing but empty folders and run lock files (never any other file)."""
+    files = [p for p in root.rglob("*") if p.is_file()]
+    if any(p.parent.name != ".locks" for p in files):
+        return
+    for path in files:
+        path.unlink(missing_ok=True)
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        folder.rmdir()
+    root.rmdir()
+
+
 def collect(
     config: CollectConfig,
     *,
@@ -411,6 +423,7 @@ def collect(
     if config.limit is not None:
         prompts = prompts[: config.limit]
     run_id = config.run_id()
+    existed = Path(config.out).exists()
     writer = TraceWriter(config.out)
     baseline_only = not config.drafters
     baseline_folder = writer.root / BASELINE_FOLDER
@@ -423,7 +436,12 @@ def collect(
                                "prompts_skipped": len(mine) - len(todo), "prompts_done": 0}
     if todo:
         with writer.lock(run_id, rank):
-            models = _load_models(config, device)
+            try:
+                models = _load_models(config, device)
+            except BaseException:
+                if not existed:  # nothing collected: leave no empty trace folder behind
+                    _remove_empty_tree(Path(config.out))
+                raise
             if rank == 0:
                 writer.write_run_metadata(run_id, _run_metadata(config, run_id, models, world))
             _warm_up(models, encode_prompt(models.target.tokenizer, todo[0][1]))

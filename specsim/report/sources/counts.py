@@ -21,7 +21,7 @@
 # %% tags=["parameters"]
 counts = ""
 lengths_from = ""
-cost_ratio = None
+cost_ratio: float | None = None
 cost_profile = ""
 tokenizer = ""
 gamma = 0
@@ -50,8 +50,11 @@ if not counts or not lengths_from:
 if bool(cost_profile) == (cost_ratio is not None):
     raise ValueError("give exactly one of cost_ratio and cost_profile: counts carry no timings")
 table_of_counts = read_counts(counts)
-cost = read_cost_profile(cost_profile) if cost_profile else leviathan_cost_model(float(cost_ratio))
-cost_label = f"the cost profile {cost_profile}" if cost_profile else f"a constant cost ratio c = {float(cost_ratio):g}"
+if cost_profile:
+    cost, cost_label = read_cost_profile(cost_profile), f"the cost profile {cost_profile}"
+else:
+    ratio = float(cost_ratio or 0.0)
+    cost, cost_label = leviathan_cost_model(ratio), f"a constant cost ratio c = {ratio:g}"
 
 
 def _tokenizer():
