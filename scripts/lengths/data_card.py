@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from specsim.report.present import format_number
+from specsim.report.present import format_number, plot_acceptance_by_context
 from specsim.traces import read_traces
 from specsim.traces.length_effects import (
     acceptance_by_context,
@@ -61,14 +61,8 @@ def main() -> None:
 
     by_context = acceptance_by_context(tokens)
     fig, ax = plt.subplots(figsize=(9, 4))
-    for drafter, group in by_context.groupby("drafter"):
-        ax.errorbar(group["context_start"] + 1, group["acceptance"],
-                    yerr=np.clip([group["acceptance"] - group["acceptance_low"],
-                                  group["acceptance_high"] - group["acceptance"]], 0, None),
-                    marker="o", capsize=2, label=drafter)
-    ax.set(xscale="log", xlabel="context position of the drafted token (tokens, log scale; bin start)",
-           ylabel="conditional acceptance", ylim=(0, 1), title="Same content, context length moved")
-    ax.legend(fontsize=8)
+    plot_acceptance_by_context(ax, by_context)
+    ax.set(title="Same content, context length moved")
     fig.tight_layout()
     fig.savefig(FIGURE, dpi=110)
     rows = by_context.assign(context=[f"{a}-{b}" for a, b in zip(by_context["context_start"],

@@ -139,17 +139,8 @@ def aggregate_counts(
     # Bins past the longest sequence would only add parameters the data cannot inform.
     edges = np.asarray(position_edges, dtype=float)
     edges = edges[edges <= step_position.max()]
-    index = tokens["draft_index"].to_numpy()
-    if max_draft_index is not None:
-        index = np.minimum(index, max_draft_index)
-    frame = pd.DataFrame({
-        "task": tokens["task"].to_numpy(), "drafter": tokens["drafter"].to_numpy(),
-        "drafter_kind": tokens["drafter_kind"].to_numpy(), "draft_index": index,
-        "position_bin": np.searchsorted(edges, step_position, side="right"),
-        "accepted": tokens["accepted"].to_numpy(dtype=np.int64),
-    })
-    cells = frame.groupby(["task", "drafter", "drafter_kind", "draft_index", "position_bin"], observed=True).agg(
-        evaluated=("accepted", "size"), accepted=("accepted", "sum")).reset_index()
+    cells = _cells(tokens, np.searchsorted(edges, step_position, side="right"), np.ones(len(tokens), np.int64),
+                   max_draft_index)
     references = drafter_reference_lengths(sequences, length_kind, reference_lengths)
     table = length_table(sequences)
     task_lengths = {task: group[length_kind].to_numpy(dtype=float) for task, group in table.groupby("task")}
@@ -157,6 +148,21 @@ def aggregate_counts(
     observed = sequences.groupby("drafter", observed=True)["output_len"].max() - 1
     return _with_covariates(cells, edges, task_lengths, references, divergence_measure, length_kind,
                             {str(d): int(p) for d, p in observed.items()})
+
+
+def _cells(rows: pd.DataFrame, position_bin: np.ndarray, evaluated: np.ndarray,
+           max_draft_index: int | None) -> pd.DataFrame:
+    """Evaluated and accepted drafted tokens summed per task x drafter x kind x draft index x position bin."""
+    index = rows["draft_index"].to_numpy()
+    if max_draft_index is not None:
+        index = np.minimum(index, max_draft_index)
+    frame = pd.DataFrame({
+        "task": rows["task"].to_numpy(), "drafter": rows["drafter"].to_numpy(),
+        "drafter_kind": rows["drafter_kind"].to_numpy(), "draft_index": index, "position_bin": position_bin,
+        "evaluated": evaluated, "accepted": rows["accepted"].to_numpy(dtype=np.int64),
+    })
+    return frame.groupby(["task", "drafter", "drafter_kind", "draft_index", "position_bin"], observed=True)[
+        ["evaluated", "accepted"]].sum().reset_index()
 
 
 def _with_covariates(cells: pd.DataFrame, edges: np.ndarray, task_lengths: Mapping[str, np.ndarray] | None,
@@ -230,19 +236,9 @@ def aggregate_counts_table(
         raise InputError("some rows have a position range and some pool every position; give one kind",
                          field="position_start")
     edges = np.unique(starts[starts > 0]) if not np.isnan(starts).all() else np.array([])
-    index = rows["draft_index"].to_numpy()
-    if max_draft_index is not None:
-        index = np.minimum(index, max_draft_index)
-    frame = pd.DataFrame({
-        "task": rows["task"].to_numpy(), "drafter": rows["drafter"].to_numpy(),
-        "drafter_kind": rows["drafter_kind"].to_numpy(), "draft_index": index,
-        "position_bin": np.searchsorted(edges, np.nan_to_num(starts), side="right"),
-        "evaluated": rows["evaluated"].to_numpy(dtype=np.int64), "accepted": rows["accepted"].to_numpy(dtype=np.int64),
-    })
-    cells = frame.groupby(["task", "drafter", "drafter_kind", "draft_index", "position_bin"], observed=True)[
-        ["evaluated", "accepted"]].sum().reset_index()
+    cells = _cells(rows, np.searchsorted(edges, np.nan_to_num(starts), side="right"),
+                   rows["evaluated"].to_numpy(dtype=np.int64), max_draft_index)
     cells = cells[cells["evaluated"] > 0].reset_index(drop=True)
-    cells = cells[["task", "drafter", "drafter_kind", "draft_index", "position_bin", "evaluated", "accepted"]]
     task_lengths, references = None, {}
     tasks = set(cells["task"])
     if lengths is None or not tasks <= set(lengths["task"]):

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["table", "format_number", "show", "drafter_colours", "verdict", "MISSING", "MAX_COLUMNS"]
+__all__ = ["table", "format_number", "show", "drafter_colours", "verdict", "plot_acceptance_by_context", "MISSING",
+           "MAX_COLUMNS"]
 
 #: How a missing value appears in a table (the caption says why).
 MISSING = "–"
@@ -125,3 +126,18 @@ def verdict(name: str, speedup: float, low: float, high: float, level: float, ga
         text += (f" On hardware where a drafter token costs less than {break_even_cost_ratio:.3f} of a target step "
                  "(Leviathan's c), the same acceptance would pay off.")
     return text
+
+
+def plot_acceptance_by_context(ax: Any, by_context: Any, colours: Mapping[str, Any] | None = None) -> None:
+    """Conditional acceptance against context position (log scale), one line per drafter with its interval.
+
+    ``by_context`` is :func:`specsim.traces.length_effects.acceptance_by_context`'s table.
+    """
+    for drafter, group in by_context.groupby("drafter"):
+        ax.errorbar(group["context_start"] + 1, group["acceptance"],
+                    yerr=np.clip([group["acceptance"] - group["acceptance_low"],
+                                  group["acceptance_high"] - group["acceptance"]], 0, None),
+                    marker="o", capsize=2, label=drafter, color=(colours or {}).get(drafter))
+    ax.set(xscale="log", xlabel="context position of the drafted token (tokens, log scale; bin start)",
+           ylabel="conditional acceptance", ylim=(0, 1))
+    ax.legend(fontsize=8)

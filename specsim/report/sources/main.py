@@ -430,6 +430,7 @@ display(Markdown(f"Simulator mean absolute percentage error: **{mape:.1f}%**; mo
 # %%
 from pathlib import Path
 
+from specsim.report.present import plot_acceptance_by_context
 from specsim.traces.length_effects import acceptance_by_context, content_effects, length_effects
 
 length_lines = []
@@ -441,15 +442,8 @@ if lengths_traces and Path(lengths_traces).is_dir():
     controlled_drafters = sorted(by_position["drafter"].unique())
     controlled_colors = drafter_colours(controlled_drafters)
     fig, ax = plt.subplots(figsize=(11, 3.6))
-    for drafter, group in by_position.groupby("drafter"):
-        ax.errorbar(group["context_start"] + 1, group["acceptance"],
-                    yerr=np.clip([group["acceptance"] - group["acceptance_low"],
-                                  group["acceptance_high"] - group["acceptance"]], 0, None),
-                    marker="o", capsize=2, label=drafter, color=controlled_colors[drafter])
-    ax.set(xscale="log", xlabel="context position of the drafted token (tokens, log scale; bin start)",
-           ylabel="conditional acceptance", ylim=(0, 1),
-           title=f"Same content, context length moved (greedy; up to {int(by_position['context_end'].max())} tokens)")
-    ax.legend(fontsize=8)
+    plot_acceptance_by_context(ax, by_position, controlled_colors)
+    ax.set(title=f"Same content, context length moved (greedy; up to {int(by_position['context_end'].max())} tokens)")
     show(fig)
     own = {d: t for d, t in sequences.drop_duplicates("drafter").set_index("drafter")["drafter_trained_on"].items()
            if kinds.get(d) == "finetuned" and t in tasks}
