@@ -135,6 +135,22 @@ for _ in range(1000):
 """
 
 
+def _kill_mid_save(saver: str, path, replacements: int) -> None:
+    """Run a saver script that keeps replacing ``path``; SIGKILL it once the file changed a few times.
+
+    Waits on the file itself, never on a clock: the kill lands mid-save most of the time.
+    """
+    process = subprocess.Popen([sys.executable, "-c", saver, str(path)], cwd=REPO, stdout=subprocess.PIPE,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert process.stdout.readline().strip() == b"ready"
+    seen = {path.stat().st_mtime_ns}
+    while len(seen) < replacements and process.poll() is None:
+        seen.add(path.stat().st_mtime_ns)
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 @pytest.mark.integration
 def test_posterior_save_killed_midway_leaves_a_readable_file(tmp_path, two_kind_traces):
     from specsim import workflow
@@ -143,16 +159,7 @@ def test_posterior_save_killed_midway_leaves_a_readable_file(tmp_path, two_kind_
 
     outcome = workflow.fit(read_traces(two_kind_traces[0]), draws=100, tune=100, chains=1, compare=False)
     path = outcome.result.save(tmp_path / "p.nc")
-    process = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], cwd=REPO, stdout=subprocess.PIPE,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert process.stdout.readline().strip() == b"ready"
-    # Wait on the file itself: kill once the saver has replaced it a few times (mid-save, most likely).
-    seen = {path.stat().st_mtime_ns}
-    while len(seen) < 4 and process.poll() is None:
-        seen.add(path.stat().st_mtime_ns)
-        time.sleep(0.01)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    _kill_mid_save(SAVER, path, replacements=4)
     loaded = load_posterior(path)
     assert loaded.metadata.to_json() == outcome.result.metadata.to_json()
     np.testing.assert_array_equal(loaded.draws["intercept"], outcome.result.posterior().draws["intercept"])
@@ -175,15 +182,7 @@ def test_report_save_killed_midway_leaves_a_whole_page(tmp_path):
     path = tmp_path / "main.html"
     old = b"<html>" + b"o" * 6_000_000 + b"</html>"
     path.write_bytes(old)
-    process = subprocess.Popen([sys.executable, "-c", REPORT_SAVER, str(path)], cwd=REPO, stdout=subprocess.PIPE,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert process.stdout.readline().strip() == b"ready"
-    seen = {path.stat().st_mtime_ns}
-    while len(seen) < 6 and process.poll() is None:
-        seen.add(path.stat().st_mtime_ns)
-        time.sleep(0.005)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    _kill_mid_save(REPORT_SAVER, path, replacements=6)
     # The page is one of the two whole pages, never a torn or empty one.
     assert path.read_bytes() in (old, b"<html>" + b"n" * 6_000_000 + b"</html>")
 
