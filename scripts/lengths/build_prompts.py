@@ -17,7 +17,8 @@ ctx-2048   1792          256         2048
 =========  ============  ==========  ======================
 
 Writes ``data/prompts/lengths/heldout-<regime>.jsonl`` (the prompts traced, one file per regime
-since each regime has its own number of new tokens),
+since each regime has its own number of new tokens), ``heldout-<regime>-extra.jsonl`` (more prompts
+of a regime, :data:`EXTRA_HELDOUT`, from files that regime has not used),
 ``data/prompts/lengths/train_files.json`` (the training pool: which files the drafters learn
 from) and ``manifest.json``. Run: ``python scripts/lengths/build_prompts.py``.
 """
@@ -42,6 +43,10 @@ SEED = 20261129
 REGIMES = {"ctx-128": (64, 64), "ctx-256": (128, 128), "ctx-512": (256, 256), "ctx-1024": (768, 256),
            "ctx-2048": (1792, 256)}
 HELDOUT_PER_REGIME = 12
+#: Extra held-out prompts of a regime, written to ``heldout-<regime>-extra.jsonl`` and collected as a
+#: stage of their own (the first 12 stay as collected): the shortest regime's 12 prompts give too
+#: few drafted tokens for a Wilson half-width of 0.03.
+EXTRA_HELDOUT = {"ctx-128": 8}
 #: Files smaller than this (bytes) cannot hold the longest window.
 MIN_FILE_BYTES = 16_000
 HELDOUT_SHARE = 0.3
@@ -106,6 +111,35 @@ def build(tokenizer: Any, files: list[Path], per_regime: int = HELDOUT_PER_REGIM
     return by_regime
 
 
+def build_extra(tokenizer: Any, files: list[Path], used: dict[str, list[Prompt]],
+                extra: dict[str, int] | None = None, seed: int = SEED) -> dict[str, list[Prompt]]:
+    """Extra held-out prompts per regime from files the regime has not used yet.
+
+    Drawn from a random stream of their own, so the regimes' first prompts stay as they were.
+    """
+    extra = EXTRA_HELDOUT if extra is None else extra
+    rng = np.random.default_rng([seed, 1])
+    by_regime: dict[str, list[Prompt]] = {}
+    for name, count in extra.items():
+        prompt_tokens, new_tokens = REGIMES[name]
+        taken = {prompt.extra["file"] for prompt in used.get(name, [])}
+        by_regime[name] = []
+        for index in rng.permutation(len(files)):
+            path = files[index]
+            if len(by_regime[name]) == count:
+                break
+            if path.name in taken:
+                continue
+            piece = window(tokenizer, path.read_text(encoding="utf-8"), prompt_tokens, rng)
+            if piece is None:
+                continue
+            by_regime[name].append(Prompt(
+                f"{name}-{path.stem}", "stdlib-code", "python-stdlib-source", prompt=piece,
+                extra={"split": "heldout", "regime": name, "prompt_tokens": prompt_tokens,
+                       "max_new_tokens": new_tokens, "file": path.name}))
+    return by_regime
+
+
 def main() -> None:
     from specsim.collect.models import load_model
 
@@ -115,11 +149,15 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, regime_prompts in prompts.items():
         write_prompts(regime_prompts, OUT / f"heldout-{name}.jsonl")
+    extra = build_extra(tokenizer, pools["heldout"], prompts)
+    for name, regime_prompts in extra.items():
+        write_prompts(regime_prompts, OUT / f"heldout-{name}-extra.jsonl")
     (OUT / "train_files.json").write_text(json.dumps([p.name for p in pools["train"]], indent=1) + "\n")
     manifest = {"seed": SEED, "python": platform.python_version(), "command": " ".join([sys.executable, *sys.argv]),
                 "regimes": {k: {"prompt_tokens": p, "new_tokens": n} for k, (p, n) in REGIMES.items()},
                 "files": {split: len(files) for split, files in pools.items()},
                 "heldout_prompts": {name: len(regime_prompts) for name, regime_prompts in prompts.items()},
+                "extra_heldout_prompts": {name: len(regime_prompts) for name, regime_prompts in extra.items()},
                 "tolerance_tokens": TOLERANCE_TOKENS}
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(json.dumps(manifest, indent=1))

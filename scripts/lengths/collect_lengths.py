@@ -10,7 +10,9 @@ change):
 - ``greedy-<regime>``: every drafter, greedy, gamma 4, every held-out prompt of the regime, with
   the regime's number of new tokens (64 to 256);
 - ``sampling-<regime>``: every drafter, temperature 0.7, gamma 4, the regime's first
-  :data:`SAMPLING_PROMPTS` prompts.
+  :data:`SAMPLING_PROMPTS` prompts;
+- ``greedy-<regime>-extra``: as ``greedy-<regime>`` on the regime's extra held-out prompts
+  (``heldout-<regime>-extra.jsonl``, files the regime had not used).
 
 Writes ``data/traces/lengths`` and its ``manifest.json``. Run:
 ``python scripts/lengths/collect_lengths.py [STAGE ...] [--limit N]``.
@@ -56,6 +58,10 @@ def stages() -> dict[str, CollectConfig]:
             configs[f"{prefix}-{regime}"] = CollectConfig(
                 target="smollm2", drafters=drafters, prompts=str(prompts), out=str(OUT), gammas=(4,),
                 temperatures=(temperature,), max_new_tokens=sizes["new_tokens"], seed=0)
+    for regime in manifest.get("extra_heldout_prompts", {}):
+        configs[f"greedy-{regime}-extra"] = CollectConfig(
+            target="smollm2", drafters=drafters, prompts=str(PROMPTS / f"heldout-{regime}-extra.jsonl"), out=str(OUT),
+            gammas=(4,), temperatures=(0.0,), max_new_tokens=manifest["regimes"][regime]["new_tokens"], seed=0)
     return configs
 
 

@@ -6,6 +6,10 @@ Sources (all shipped with Python packages, no network):
 - explain-short / explain-long: one task in two length regimes, explaining standard-library
   functions from their signature and docstring in one sentence or in detail.
 - qa: short factual questions (which standard-library module defines a function).
+- news: English news reports to summarise, content far from Python (the Lee background corpus of
+  299 Australian Broadcasting Corporation reports, shipped in gensim's test data; read from an
+  installed gensim or from its wheel, fetched with ``pip download`` into the cache when absent).
+  No drafter is trained on it: it widens the task population beyond Python.
 
 Functions are split once into train and held-out pools shared by the three function tasks,
 so no held-out function is seen in training by any task. Writes ``data/prompts/<task>.jsonl``
@@ -39,7 +43,10 @@ MODULES = [
 ]
 SIZES = {  # (train, held-out) prompts per task
     "code": (100, 64), "docsum": (120, 48), "explain-short": (150, 48), "explain-long": (150, 48), "qa": (150, 48),
+    "news": (100, 48),
 }
+NEWS_WHEEL = "gensim==4.4.0"
+NEWS_FILE = "gensim/test/test_data/lee_background.cor"
 
 
 def stdlib_functions() -> list[tuple[str, str, str]]:
@@ -57,7 +64,8 @@ def stdlib_functions() -> list[tuple[str, str, str]]:
             if len(doc) < 80:
                 continue
             try:
-                signature = str(inspect.signature(obj))
+                # Defaults that are objects print their memory address: drop it, or no two builds agree.
+                signature = re.sub(r" at 0x[0-9a-f]+", "", str(inspect.signature(obj)))
             except (TypeError, ValueError):
                 signature = "(...)"
             qualified = f"{module_name}.{name}"
@@ -81,6 +89,33 @@ def doc_sections() -> list[tuple[str, str]]:
         if len(current) >= 800:
             chunks.append((topic, current[:2400]))
     return chunks
+
+
+def news_reports() -> list[str]:
+    """The Lee background corpus: one English news report per line (gensim's test data).
+
+    Read from an installed gensim without importing it, else from its wheel in the cache
+    (``pip download gensim==4.4.0 --no-deps`` when it is not there yet).
+    """
+    import importlib.util
+    import subprocess
+    import zipfile
+
+    from specsim.collect.models import cache_dir
+
+    spec = importlib.util.find_spec("gensim")
+    if spec is not None and spec.submodule_search_locations:
+        installed = Path(next(iter(spec.submodule_search_locations))).parent / NEWS_FILE
+        if installed.is_file():
+            return installed.read_text(encoding="utf-8").splitlines()
+    wheels = cache_dir() / "wheels"
+    found = sorted(wheels.glob("gensim-4.4.0-*.whl"))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", NEWS_WHEEL, "-d",
+                        str(wheels)], check=True)
+        found = sorted(wheels.glob("gensim-4.4.0-*.whl"))
+    with zipfile.ZipFile(found[0]) as wheel:
+        return wheel.read(NEWS_FILE).decode("utf-8").splitlines()
 
 
 def main() -> None:
@@ -133,6 +168,18 @@ def main() -> None:
                 rows.append(Prompt(f"{task}-{name}", task, dataset, messages=({"role": "user", "content": content},),
                                    extra={"split": split, "function": name}))
         tasks[task] = rows
+
+    # Its own random stream, so the Python tasks above stay exactly as they were built before it.
+    reports = [line.strip() for line in news_reports() if len(line.strip()) >= 400]
+    news_rng = np.random.default_rng([SEED, 6])
+    order = news_rng.permutation(len(reports))[: sum(SIZES["news"])]
+    tasks["news"] = [
+        Prompt(f"news-{i:04d}", "news", "lee-background-news", messages=({
+            "role": "user",
+            "content": f"Summarise this news report in two or three sentences.\n\n{reports[i][:2400]}"},),
+            extra={"split": "train" if rank < SIZES["news"][0] else "heldout", "report": int(i)})
+        for rank, i in enumerate(order)
+    ]
 
     manifest = {"seed": SEED, "python": platform.python_version(), "command": " ".join([sys.executable, *sys.argv]),
                 "functions": len(functions), "doc_sections": len(sections), "tasks": {}}
