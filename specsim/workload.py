@@ -154,6 +154,8 @@ def _read_length_list(path: Path) -> pd.DataFrame:
 def read_lengths_file(path: str | Path) -> pd.DataFrame:
     """Read and validate a lengths file with ``prompt_len`` and ``output_len`` columns.
 
+    A probe table (``specsim probe``) is read as its prompts' and the target's output lengths.
+
     Raises
     ------
     specsim.errors.InputError
@@ -172,6 +174,10 @@ def read_lengths_file(path: str | Path) -> pd.DataFrame:
         frame = readers[path.suffix](path)
     except (ValueError, OSError, UnicodeDecodeError) as error:
         raise InputError(f"cannot read lengths ({str(error).splitlines()[0]})", path=path) from None
+    from specsim.collect.probe import is_probe_table, probe_lengths
+
+    if is_probe_table(frame) and len(frame):
+        frame = probe_lengths(frame)  # a probe: its prompts and the target's outputs
     return _validated_lengths(frame, path)
 
 

@@ -404,6 +404,13 @@ def test_probe_agreement_oracles(tmp_path, tiny_models, capsys):
 
     table = read_probe(out, "other")
     assert set(table["task"]) == {"new"} and len(table) == 4 * 24  # 3 prompts and a chat
+    # The probe is also a workload: its prompts' lengths and the target's outputs.
+    from specsim.workload import resolve_workload
+
+    workload = resolve_workload(str(out))
+    per_prompt = table.groupby("prompt_id")
+    assert workload.output_lengths.tolist() == per_prompt.size().tolist()
+    assert workload.prompt_lengths.tolist() == per_prompt["context_len"].min().tolist()
     assert main([*argv[:-1], "--limit", "0"]) == 2
 
 

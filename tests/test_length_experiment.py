@@ -43,6 +43,14 @@ def test_prompts_are_deterministic_and_hit_their_regimes(tokenizer):
             # The collector encodes the prompt text the same way (no chat template, no special tokens added).
             assert abs(len(tokenizer(prompt.prompt)["input_ids"]) - target) <= builder.TOLERANCE_TOKENS
             assert prompt.extra["max_new_tokens"] == new_tokens and prompt.extra["split"] == "heldout"
+    # Extra prompts of a regime: deterministic, on target, from files the regime has not used yet.
+    extra = builder.build_extra(tokenizer, files, first, {"ctx-128": 2})
+    assert [p.prompt for p in extra["ctx-128"]] == [p.prompt for p in builder.build_extra(
+        tokenizer, files, first, {"ctx-128": 2})["ctx-128"]]
+    assert len(extra["ctx-128"]) == 2
+    assert not {p.extra["file"] for p in extra["ctx-128"]} & {p.extra["file"] for p in first["ctx-128"]}
+    for prompt in extra["ctx-128"]:
+        assert abs(len(tokenizer(prompt.prompt)["input_ids"]) - 64) <= builder.TOLERANCE_TOKENS
 
 
 def test_shipped_prompt_sets_match_their_manifest():
@@ -57,6 +65,11 @@ def test_shipped_prompt_sets_match_their_manifest():
         rows = [json.loads(line) for line in (folder / f"heldout-{regime}.jsonl").read_text().splitlines()]
         assert len(rows) == count >= 12
         assert not {row["file"] for row in rows} & train_files  # held-out prompts come from held-out files
+    for regime, count in manifest["extra_heldout_prompts"].items():
+        rows = [json.loads(line) for line in (folder / f"heldout-{regime}-extra.jsonl").read_text().splitlines()]
+        first = [json.loads(line) for line in (folder / f"heldout-{regime}.jsonl").read_text().splitlines()]
+        assert len(rows) == count == builder.EXTRA_HELDOUT[regime]
+        assert not {row["file"] for row in rows} & (train_files | {row["file"] for row in first})
 
 
 def _regime_tokens(rates: dict[str, float], prompts: int = 12, per_prompt: int = 400, seed: int = 0):

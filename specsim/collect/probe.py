@@ -9,7 +9,9 @@ measured in one forward pass per drafter and prompt. ``specsim predict --probe``
 a new task's effect (:func:`specsim.model.predict.predict_speedup`).
 
 The probe table (Parquet, :data:`PROBE_COLUMNS`) has one row per drafter x prompt x generated
-position: ``agree`` (bool), ``position`` (generated-token index) and ``context_len``.
+position: ``agree`` (bool), ``position`` (generated-token index) and ``context_len``. It is also a
+workload: its prompts' lengths and the target's output lengths (:func:`probe_lengths`), so
+``specsim predict --workload probe.parquet --probe probe.parquet`` needs nothing else.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pandas as pd
 
 from specsim.errors import InputError
 
-__all__ = ["PROBE_COLUMNS", "probe_workload", "read_probe"]
+__all__ = ["PROBE_COLUMNS", "is_probe_table", "probe_lengths", "probe_workload", "read_probe"]
 
 PROBE_COLUMNS = ("task", "drafter", "prompt_id", "position", "context_len", "agree")
 
@@ -79,6 +81,23 @@ def probe_workload(
         if progress is not None:
             progress(number + 1, len(prompts), prompt.prompt_id)
     return pd.DataFrame(rows, columns=list(PROBE_COLUMNS))
+
+
+def is_probe_table(frame: pd.DataFrame) -> bool:
+    """Whether a table has the probe's columns."""
+    return all(column in frame.columns for column in PROBE_COLUMNS)
+
+
+def probe_lengths(frame: pd.DataFrame) -> pd.DataFrame:
+    """The probed prompts' lengths: ``prompt_len`` (context at the first generated token) and
+    ``output_len`` (the target's greedy output), one row per prompt, from one drafter's rows
+    (every drafter of a probe saw the same outputs).
+    """
+    first = frame[frame["drafter"] == frame["drafter"].iloc[0]]
+    per_prompt = first.groupby("prompt_id", sort=True).agg(prompt_len=("context_len", "min"),
+                                                            last=("position", "max"))
+    lengths = per_prompt.assign(output_len=per_prompt["last"] + 1)[["prompt_len", "output_len"]]
+    return lengths.reset_index(drop=True)
 
 
 def read_probe(path: str | Path, drafter: str | None = None) -> pd.DataFrame:
