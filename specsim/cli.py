@@ -884,6 +884,9 @@ def loto_command(
     level: float = _level_option(),
     seed: int = typer.Option(0, help="Seed."),
     length_measure: str = typer.Option("js", "--length-measure", help="Length covariate (as for specsim fit)."),
+    probe_prompts: int = typer.Option(0, "--probe-prompts", help="Also predict each held-out cell with a probe "
+                                      "made of its first N prompts (greedy traces; every prediction is then "
+                                      "compared on the other prompts).", min=0),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Leave-one-task-out: fit without each task, predict it, report interval coverage."""
@@ -895,20 +898,27 @@ def loto_command(
         task = bar.add_task("fitting", total=None)
         table = workflow.leave_one_task_out(
             traces, temperature=temperature, gamma=gamma, draws=draws, seed=seed, level=level,
-            divergence_measure=length_measure,
+            divergence_measure=length_measure, probe_prompts=probe_prompts,
             progress=lambda done, total, name: bar.update(task, completed=done, total=total, description=name))
     coverage = float(table["covered"].mean())
     mape = float(table["error_pct"].abs().mean())
     folds_passed = int(table.drop_duplicates("held_out_task")["diagnostics_passed"].sum())
     folds = int(table["held_out_task"].nunique())
+    with_probe = {}
+    if probe_prompts:
+        with_probe = {"probe_prompts": probe_prompts, "coverage_probe": float(table["covered_probe"].mean()),
+                      "mean_absolute_percentage_error_probe": float(table["error_pct_probe"].abs().mean())}
     if json_output:
         print_json({"directory": str(directory), "interval_level": level, "coverage": coverage,
                     "mean_absolute_percentage_error": mape, "folds": folds, "folds_passing_diagnostics": folds_passed,
-                    "cells": table.to_dict("records")})
+                    **with_probe, "cells": table.to_dict("records")})
         return
     print_table("leave-one-task-out predictions", table.to_dict("records"))
     stdout.print(f"{100 * level:.0f}% intervals cover {int(table['covered'].sum())} of {len(table)} held-out cells; "
                  f"MAPE {mape:.1f}%; {folds_passed} of {folds} folds passed the diagnostics gate")
+    if with_probe:
+        stdout.print(f"with a probe of {probe_prompts} prompts: intervals cover {int(table['covered_probe'].sum())} of "
+                     f"{len(table)}; MAPE {with_probe['mean_absolute_percentage_error_probe']:.1f}%")
 
 
 @app.command("report")

@@ -44,7 +44,7 @@ from specsim.workload import Workload, resolve_workload
 
 __all__ = [
     "INTERVAL_LEVEL", "MODELLED_KINDS", "cost_models", "Validation", "validate", "what_if", "gamma_sweep",
-    "FitOutcome", "fit", "predict", "leave_one_task_out", "check_level", "break_even_cost_ratio",
+    "FitOutcome", "fit", "predict", "leave_one_task_out", "probe_from_traces", "check_level", "break_even_cost_ratio",
     "CountsWhatIf", "what_if_counts",
 ]
 
@@ -518,11 +518,25 @@ def predict(
     return prediction, workload, cost_name
 
 
+def probe_from_traces(tokens: pd.DataFrame, prompt_ids: list[str]) -> pd.DataFrame:
+    """A probe table (:mod:`specsim.collect.probe`) from greedy traces of some prompts.
+
+    The first drafted token of every step is always evaluated, and under greedy decoding it is
+    accepted exactly when the drafter's argmax equals the target's next token given the target's
+    own output so far: a teacher-forced agreement at that position, as the probe measures.
+    """
+    first = tokens[tokens["prompt_id"].isin(prompt_ids) & (tokens["draft_index"] == 0)]
+    return pd.DataFrame({"task": first["task"].astype(str), "drafter": first["drafter"].astype(str),
+                         "prompt_id": first["prompt_id"].astype(str), "position": first["position"].to_numpy(),
+                         "context_len": first["context_len"].to_numpy(), "agree": first["accepted"].to_numpy()})
+
+
 def leave_one_task_out(
     traces: Traces, *, temperature: float = 0.0, gamma: int = 4, draws: int = 1000, seed: int = 0,
     target_accept: float = 0.95, level: float = INTERVAL_LEVEL, n_draws: int = 400,
     progress: Callable[[int, int, str], None] | None = None, divergence_measure: str = "js",
     reference_lengths: dict[str, np.ndarray] | None = None, parameterisation: str = "noncentred",
+    probe_prompts: int = 0,
 ) -> pd.DataFrame:
     """Fit without each task in turn and predict every drafter's speed-up on it.
 
@@ -530,16 +544,28 @@ def leave_one_task_out(
     drafter keeps its own effect, training lengths and cost model; the task's own sequence
     lengths are the workload.
 
+    With ``probe_prompts`` k > 0 (greedy traces only), the first k prompts of each held-out cell
+    (by prompt id) serve as that drafter's probe of the task: their first drafted token of every
+    step, whose acceptance under greedy decoding is the drafter's agreement with the target's
+    output at that position (what ``specsim probe`` measures). Every prediction, with and without
+    the probe, is then compared with the speed-up measured on the *other* prompts of the cell.
+
     Returns
     -------
     pandas.DataFrame
         One row per held-out task x drafter: ``measured_speedup``, ``speedup`` (posterior
         predictive mean), ``speedup_low``, ``speedup_high``, ``covered``, ``error_pct``,
-        ``divergence`` and the fold's ``diagnostics_passed``.
+        ``divergence`` and the fold's ``diagnostics_passed``; with ``probe_prompts``, also
+        ``speedup_probe``, ``speedup_probe_low``, ``speedup_probe_high``, ``covered_probe``,
+        ``error_pct_probe`` and ``probe_tokens``.
     """
     from specsim.model import aggregate_counts, predict_speedup
 
     check_level(level)
+    if probe_prompts < 0:
+        raise InputError(f"must be >= 0, got {probe_prompts}", field="--probe-prompts")
+    if probe_prompts and temperature != 0:
+        raise InputError("a probe measures greedy agreement: use it with --temperature 0", field="--probe-prompts")
     tokens = select(traces.tokens, temperature=temperature)
     sequences = select(traces.sequences, temperature=temperature)
     modelled = sequences[sequences["drafter_kind"].isin(MODELLED_KINDS)]
@@ -561,22 +587,32 @@ def leave_one_task_out(
         posterior = outcome.result.posterior()
         for drafter in sorted(modelled["drafter"].unique()):
             cell = select(modelled, task=task, drafter=drafter, gamma=gamma)
+            probed_ids = sorted(cell["prompt_id"].unique())[:probe_prompts]
+            cell = cell[~cell["prompt_id"].isin(probed_ids)]
             if cell.empty:
                 continue
             lengths = length_table(cell)
             divergence = divergences(full.reference_lengths[drafter], lengths["total_len"])[full.divergence_measure]
-            prediction = predict_speedup(posterior, costs[(drafter, temperature)], gamma,
-                                         lengths["prompt_len"].to_numpy(), lengths["output_len"].to_numpy(),
-                                         finetuned=cell["drafter_kind"].iloc[0] == "finetuned",
-                                         divergence=divergence, drafter=drafter, level=level, rng=seed,
-                                         n_draws=n_draws)
             measured = measured_speedup(cell)
-            rows.append({"held_out_task": task, "drafter": drafter, "divergence": divergence,
-                         "measured_speedup": measured, "speedup": prediction.mean, "speedup_low": prediction.low,
-                         "speedup_high": prediction.high,
-                         "covered": bool(prediction.low <= measured <= prediction.high),
-                         "error_pct": 100 * (prediction.mean - measured) / measured,
-                         "diagnostics_passed": bool(outcome.result.diagnostics["passed"])})
+            arguments = (posterior, costs[(drafter, temperature)], gamma, lengths["prompt_len"].to_numpy(),
+                         lengths["output_len"].to_numpy())
+            options = dict(finetuned=cell["drafter_kind"].iloc[0] == "finetuned", divergence=divergence,
+                           drafter=drafter, level=level, rng=seed, n_draws=n_draws)
+            prediction = predict_speedup(*arguments, **options)
+            row = {"held_out_task": task, "drafter": drafter, "divergence": divergence,
+                   "measured_speedup": measured, "speedup": prediction.mean, "speedup_low": prediction.low,
+                   "speedup_high": prediction.high, "covered": bool(prediction.low <= measured <= prediction.high),
+                   "error_pct": 100 * (prediction.mean - measured) / measured,
+                   "diagnostics_passed": bool(outcome.result.diagnostics["passed"])}
+            if probe_prompts:
+                probe = probe_from_traces(select(tokens, task=task, drafter=drafter, gamma=gamma), probed_ids)
+                with_probe = predict_speedup(*arguments, **options, probe=probe)
+                row.update({"speedup_probe": with_probe.mean, "speedup_probe_low": with_probe.low,
+                            "speedup_probe_high": with_probe.high,
+                            "covered_probe": bool(with_probe.low <= measured <= with_probe.high),
+                            "error_pct_probe": 100 * (with_probe.mean - measured) / measured,
+                            "probe_tokens": len(probe)})
+            rows.append(row)
     if progress is not None:
         progress(len(tasks), len(tasks), "")
     return pd.DataFrame(rows)

@@ -62,7 +62,8 @@ def test_model_commands_print_one_glossary_document(two_kind_traces, tmp_path, c
         "report": ["report", "whatif", "--out", str(tmp_path), "--param", f"traces={root}", "--param",
                    "drafter=generic", "--param", "acceptance_from=short", "--param", "lengths_from=long",
                    "--param", "gamma=3"],
-        "loto": ["loto", root, "--draws", "100", "--gamma", "3", "--length-measure", "beyond_share"],
+        "loto": ["loto", root, "--draws", "100", "--gamma", "3", "--length-measure", "beyond_share",
+                 "--probe-prompts", "2"],
         "demo": ["demo", "--traces", root, "--out", str(tmp_path / "demo"), "--draws", "100"],
     }
     for name, argv in documents.items():

@@ -211,3 +211,20 @@ def test_probe_moves_a_new_domain_prediction_to_the_truth(recovery_fit):
     assert probed.low < true < probed.high, (probed, true)
     assert abs(probed.mean - true) / true < 0.1
     assert abs(probed.mean - true) < abs(blind.mean - true)
+
+
+def test_probe_from_greedy_traces_is_first_drafted_token_agreement(two_kind_traces):
+    # Under greedy decoding the first drafted token of a step is always evaluated, and accepted exactly
+    # when the drafter agrees with the target's next token: the probe made from traces is those tokens.
+    from specsim.collect.probe import PROBE_COLUMNS
+    from specsim.workflow import probe_from_traces
+
+    tokens = two_kind_traces[1]["tokens"]
+    cell = tokens[(tokens["task"] == "mid") & (tokens["drafter"] == "generic")]
+    prompt_ids = sorted(cell["prompt_id"].unique())[:3]
+    probe = probe_from_traces(cell, prompt_ids)
+    first = cell[cell["prompt_id"].isin(prompt_ids) & (cell["draft_index"] == 0)]
+    assert list(probe.columns) == list(PROBE_COLUMNS) and len(probe) == len(first) > 0
+    assert set(probe["prompt_id"]) == set(prompt_ids)
+    assert probe["agree"].mean() == first["accepted"].mean()
+    assert first["evaluated"].all()

@@ -4,9 +4,11 @@ For each task: fit the hierarchical model without it, then predict each drafter'
 that task (a new task effect drawn from the task population, the drafter's own effect, its
 fitted cost model, the divergence of its training lengths to the task's lengths, the task's own
 sequence lengths) and compare with the measured speed-up (ratio of totals). Prints JSON with
-per-cell figures and the coverage of the 90% intervals.
+per-cell figures and the coverage of the 90% intervals. ``--probe-prompts N`` also predicts each
+cell with a probe made of its first N prompts' traces and measures every prediction on the others.
 
-Run: ``python scripts/reference/leave_one_task_out.py [--traces DIR] [--gamma 4] [--draws 1000]``.
+Run: ``python scripts/reference/leave_one_task_out.py [--traces DIR] [--gamma 4] [--draws 1000]
+[--probe-prompts N]``.
 """
 
 from __future__ import annotations
@@ -23,9 +25,15 @@ def main() -> None:
     parser.add_argument("--traces", default="data/traces/reference")
     parser.add_argument("--gamma", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--probe-prompts", type=int, default=0)
     args = parser.parse_args()
-    table = workflow.leave_one_task_out(read_traces(args.traces), gamma=args.gamma, draws=args.draws)
-    print(json.dumps({"cells": table.to_dict("records"), "coverage_90": float(table["covered"].mean()),
+    table = workflow.leave_one_task_out(read_traces(args.traces), gamma=args.gamma, draws=args.draws,
+                                        probe_prompts=args.probe_prompts)
+    extra = {}
+    if args.probe_prompts:
+        extra = {"coverage_90_probe": float(table["covered_probe"].mean()),
+                 "mean_absolute_percentage_error_probe": float(table["error_pct_probe"].abs().mean())}
+    print(json.dumps({"cells": table.to_dict("records"), "coverage_90": float(table["covered"].mean()), **extra,
                       "mean_absolute_percentage_error": float(table["error_pct"].abs().mean()),
                       "folds_passing_diagnostics": int(table.drop_duplicates("held_out_task")[
                           "diagnostics_passed"].sum())}, indent=1))
