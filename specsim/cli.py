@@ -751,6 +751,10 @@ def simulate_validate(
                  f"largest group bias {validation.worst_group_bias:.2f}%")
 
 
+_MASS_MATRIX_HELP = ("NUTS mass matrix: diagonal (default) or low-rank (nutpie; follows strong posterior "
+                     "correlations, for large counts or divergent transitions).")
+
+
 @app.command("fit")
 def fit_command(
     directory: Path = typer.Argument(..., help="Trace directory, or a counts table (.parquet: specsim import, "
@@ -771,6 +775,7 @@ def fit_command(
     length_measure: str = typer.Option("js", "--length-measure", help="Length covariate: js (Jensen-Shannon of "
                                        "total lengths, default), w1_log (Wasserstein on log length), beyond_share "
                                        "(share of training tokens before the workload's positions), ..."),
+    mass_matrix: str = typer.Option("diagonal", "--mass-matrix", help=_MASS_MATRIX_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Fit the hierarchical acceptance model (and the statsmodels baseline) to traces or a counts table."""
@@ -779,7 +784,7 @@ def fit_command(
 
     check_output_file(out, ".nc", "--out")
     options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
-                                   target_accept=target_accept, compare=compare)
+                                   target_accept=target_accept, compare=compare, mass_matrix=mass_matrix)
     if directory.suffix == ".parquet":
         with stderr.status("sampling the hierarchical model (compiles first)"):
             outcome = workflow.fit_counts(directory, temperature=temperature, divergence_measure=length_measure,
@@ -887,6 +892,7 @@ def loto_command(
     probe_prompts: int = typer.Option(0, "--probe-prompts", help="Also predict each held-out cell with a probe "
                                       "made of its first N prompts (greedy traces; every prediction is then "
                                       "compared on the other prompts).", min=0),
+    mass_matrix: str = typer.Option("diagonal", "--mass-matrix", help=_MASS_MATRIX_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Leave-one-task-out: fit without each task, predict it, report interval coverage."""
@@ -898,7 +904,7 @@ def loto_command(
         task = bar.add_task("fitting", total=None)
         table = workflow.leave_one_task_out(
             traces, temperature=temperature, gamma=gamma, draws=draws, seed=seed, level=level,
-            divergence_measure=length_measure, probe_prompts=probe_prompts,
+            divergence_measure=length_measure, probe_prompts=probe_prompts, mass_matrix=mass_matrix,
             progress=lambda done, total, name: bar.update(task, completed=done, total=total, description=name))
     coverage = float(table["covered"].mean())
     mape = float(table["error_pct"].abs().mean())

@@ -319,9 +319,14 @@ def _check_measure(measure: str) -> None:
         raise InputError(f"must be one of {', '.join(DIVERGENCES)}", field="--length-measure")
 
 
-def _check_sampler_options(sampler: str, draws: int, tune: int, chains: int, target_accept: float) -> None:
+def _check_sampler_options(sampler: str, draws: int, tune: int, chains: int, target_accept: float,
+                           mass_matrix: str = "diagonal") -> None:
+    from specsim.model.hierarchical import MASS_MATRICES
+
     if sampler not in ("nutpie", "pymc"):
         raise InputError("must be nutpie or pymc", field="--sampler")
+    if mass_matrix not in MASS_MATRICES:
+        raise InputError(f"must be one of {', '.join(MASS_MATRICES)}", field="--mass-matrix")
     for name, value in (("--draws", draws), ("--tune", tune), ("--chains", chains)):
         if value < 1:
             raise InputError(f"must be >= 1, got {value}", field=name)
@@ -362,12 +367,13 @@ def fit(
     traces: Traces, *, temperature: float = 0.0, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
     sampler: str = "nutpie", target_accept: float = 0.95, compare: bool = True,
     reference_lengths: dict[str, np.ndarray] | None = None, divergence_measure: str = "js",
-    parameterisation: str = "noncentred",
+    parameterisation: str = "noncentred", mass_matrix: str = "diagonal",
 ) -> FitOutcome:
     """Fit the hierarchical model to one temperature of the traces.
 
     ``divergence_measure`` names the length covariate (a key of
-    :func:`specsim.lengths.divergences`: ``js`` by default, ``w1_log``, ``beyond_share``, ...).
+    :func:`specsim.lengths.divergences`: ``js`` by default, ``w1_log``, ``beyond_share``, ...);
+    ``mass_matrix`` the NUTS mass matrix adaptation (:func:`specsim.model.fit_model`).
 
     Also fits the model without divergence terms and compares both by PSIS-LOO (``compare``),
     fits the statsmodels baseline, and stores in the posterior's metadata what prediction
@@ -376,7 +382,7 @@ def fit(
     """
     from specsim.model import aggregate_counts, fit_baseline
 
-    _check_sampler_options(sampler, draws, tune, chains, target_accept)
+    _check_sampler_options(sampler, draws, tune, chains, target_accept, mass_matrix)
     tokens = select(traces.tokens, temperature=temperature)
     sequences = select(traces.sequences, temperature=temperature)
     if tokens.empty:
@@ -385,7 +391,7 @@ def fit(
     counts = aggregate_counts(tokens, sequences, reference_lengths=reference_lengths,
                               divergence_measure=divergence_measure)
     options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
-                                   target_accept=target_accept)
+                                   target_accept=target_accept, mass_matrix=mass_matrix)
     result, diagnostics, comparison = _sample(counts, options, compare, parameterisation=parameterisation)
     costs = {drafter: model.to_dict(diagnostics=False) for (drafter, temp), model in cost_models(traces).items()
              if temp == temperature}
@@ -400,6 +406,7 @@ def fit_counts(
     path: str | Path, *, temperature: float | None = None, draws: int = 1000, tune: int = 1000, chains: int = 4,
     seed: int = 0, sampler: str = "nutpie", target_accept: float = 0.95, compare: bool = True,
     reference_lengths: dict[str, np.ndarray] | None = None, divergence_measure: str = "js",
+    mass_matrix: str = "diagonal",
 ) -> FitOutcome:
     """Fit the hierarchical model to a counts table (engines' aggregate data, or traces aggregated).
 
@@ -412,7 +419,7 @@ def fit_counts(
     from specsim.model import aggregate_counts_table, fit_baseline
     from specsim.traces.counts import read_counts, read_counts_lengths
 
-    _check_sampler_options(sampler, draws, tune, chains, target_accept)
+    _check_sampler_options(sampler, draws, tune, chains, target_accept, mass_matrix)
     table = read_counts(path)
     lengths = read_counts_lengths(path)
     if temperature is not None:
@@ -426,7 +433,7 @@ def fit_counts(
                                            divergence_measure=divergence_measure)
     divergence_terms = bool(counts.reference_lengths)
     options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
-                                   target_accept=target_accept)
+                                   target_accept=target_accept, mass_matrix=mass_matrix)
     result, diagnostics, comparison = _sample(counts, options, compare, divergence_terms)
     temperatures = table["temperature"].dropna().unique()
     result.diagnostics = diagnostics
@@ -536,7 +543,7 @@ def leave_one_task_out(
     target_accept: float = 0.95, level: float = INTERVAL_LEVEL, n_draws: int = 400,
     progress: Callable[[int, int, str], None] | None = None, divergence_measure: str = "js",
     reference_lengths: dict[str, np.ndarray] | None = None, parameterisation: str = "noncentred",
-    probe_prompts: int = 0,
+    probe_prompts: int = 0, mass_matrix: str = "diagonal",
 ) -> pd.DataFrame:
     """Fit without each task in turn and predict every drafter's speed-up on it.
 
@@ -583,7 +590,7 @@ def leave_one_task_out(
                       traces.runs, traces.incomplete_shards)
         outcome = fit(kept, temperature=temperature, draws=draws, tune=draws, seed=seed, target_accept=target_accept,
                       compare=False, reference_lengths=full.reference_lengths, divergence_measure=divergence_measure,
-                      parameterisation=parameterisation)
+                      parameterisation=parameterisation, mass_matrix=mass_matrix)
         posterior = outcome.result.posterior()
         for drafter in sorted(modelled["drafter"].unique()):
             cell = select(modelled, task=task, drafter=drafter, gamma=gamma)

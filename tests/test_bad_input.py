@@ -63,6 +63,8 @@ def _cases(p):
         "fit --chains 0": (["fit", traces, "--out", str(p["existing"]), "--chains", "0"], "--chains"),
         "fit --target-accept 1": (["fit", traces, "--out", str(p["existing"]), "--target-accept", "1"],
                                   "--target-accept"),
+        "fit --mass-matrix dense": (["fit", traces, "--out", str(folder / "m.nc"), "--mass-matrix", "dense"],
+                                    "--mass-matrix"),
         "demo --draws 0": (["demo", "--traces", traces, "--draws", "0"], "--draws"),
         "whatif --resamples 0": ([*whatif, "--lengths-from", "mid", "--resamples", "0"], "--resamples"),
         "whatif --temperature inf": ([*whatif, "--lengths-from", "mid", "--temperature", "inf"], "--temperature"),

@@ -67,17 +67,22 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--parameterisation", default="noncentred", choices=["noncentred", "centred", "auto"])
     parser.add_argument("--folds-only", action="store_true", help="skip the full fits and the LOO comparison")
+    parser.add_argument("--mass-matrix", default="diagonal", choices=["diagonal", "low-rank"])
+    parser.add_argument("--probe-prompts", type=int, default=0,
+                        help="also predict each held-out regime with a probe of its first N prompts")
     args = parser.parse_args()
     traces = regimes_as_tasks(read_traces(args.traces))
     references = training_lengths()
     tokens, sequences = (select(frame, temperature=0.0) for frame in (traces.tokens, traces.sequences))
     started = time.perf_counter()
     fits, result = {}, {"measures": {m: {} for m in args.measures}, "draws": args.draws, "gamma": args.gamma,
-                         "parameterisation": args.parameterisation}
+                         "parameterisation": args.parameterisation, "mass_matrix": args.mass_matrix,
+                         "probe_prompts": args.probe_prompts}
     options = ModelOptions(parameterisation=args.parameterisation)
     for measure in [] if args.folds_only else args.measures:
         counts = aggregate_counts(tokens, sequences, reference_lengths=references, divergence_measure=measure)
-        fit = fit_model(counts, options, draws=args.draws, tune=args.draws, seed=0, target_accept=0.95)
+        fit = fit_model(counts, options, draws=args.draws, tune=args.draws, seed=0, target_accept=0.95,
+                        mass_matrix=args.mass_matrix)
         fits[measure] = fit.idata
         divergence = counts.cells.drop_duplicates(["task", "drafter"]).set_index(["drafter", "task"])["divergence"]
         result["measures"][measure] = {
@@ -89,16 +94,21 @@ def main() -> None:
     if not args.folds_only:
         without = fit_model(aggregate_counts(tokens, sequences, reference_lengths=references), ModelOptions(
             divergence_terms=False, parameterisation=args.parameterisation), draws=args.draws, tune=args.draws,
-            seed=0, target_accept=0.95)
+            seed=0, target_accept=0.95, mass_matrix=args.mass_matrix)
         fits["no length terms"] = without.idata
         table = az.compare(fits)
         result["psis_loo"] = table[["rank", "elpd_loo", "p_loo", "elpd_diff", "dse", "weight"]].reset_index(
             names="model").to_dict("records")
     for measure in args.measures:
         folds = workflow.leave_one_task_out(traces, gamma=args.gamma, draws=args.draws, divergence_measure=measure,
-                                            reference_lengths=references, parameterisation=args.parameterisation)
+                                            reference_lengths=references, parameterisation=args.parameterisation,
+                                            mass_matrix=args.mass_matrix, probe_prompts=args.probe_prompts)
+        probed = {}
+        if args.probe_prompts:
+            probed = {"coverage_90_probe": float(folds["covered_probe"].mean()),
+                      "mean_absolute_percentage_error_probe": float(folds["error_pct_probe"].abs().mean())}
         result["measures"][measure]["leave_one_regime_out"] = {
-            "cells": folds.to_dict("records"), "coverage_90": float(folds["covered"].mean()),
+            "cells": folds.to_dict("records"), "coverage_90": float(folds["covered"].mean()), **probed,
             "mean_absolute_percentage_error": float(folds["error_pct"].abs().mean()),
             "folds_passing_diagnostics": int(folds.drop_duplicates("held_out_task")["diagnostics_passed"].sum()),
             "folds": int(folds["held_out_task"].nunique())}
