@@ -860,6 +860,7 @@ def predict_command(
     meta = posterior.metadata
     cost_label = cost_label or f"fitted on the traces ({cost_name})"
     payload = {"drafter_kind": drafter_kind, "drafter": drafter, "gamma": gamma, "cost_model": cost_label,
+               "cost_run_log_sd": meta.cost_run_log_sd if cost_name != "given" else 0.0,
                "content": (f"probe of {len(probe_rows)} tokens" if probe_rows is not None else
                            "assumed like the measured tasks (no probe)"),
                **resolved.describe(), **prediction.to_dict(), "diagnostics_passed": meta.diagnostics["passed"]}

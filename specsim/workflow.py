@@ -44,8 +44,8 @@ from specsim.workload import Workload, resolve_workload
 
 __all__ = [
     "INTERVAL_LEVEL", "MODELLED_KINDS", "cost_models", "Validation", "validate", "what_if", "gamma_sweep",
-    "FitOutcome", "fit", "predict", "leave_one_task_out", "probe_from_traces", "check_level", "break_even_cost_ratio",
-    "CountsWhatIf", "what_if_counts",
+    "FitOutcome", "fit", "predict", "leave_one_task_out", "probe_from_traces", "cost_transfer", "check_level",
+    "break_even_cost_ratio", "CountsWhatIf", "what_if_counts",
 ]
 
 #: Drafter kinds the hierarchical model describes (the untrained baseline is not a drafter population).
@@ -355,6 +355,21 @@ def _sample(counts: Any, options: dict[str, Any], compare: bool, divergence_term
     return result, diagnostics, comparison
 
 
+def cost_transfer(traces: Traces) -> tuple[float, pd.DataFrame]:
+    """How much fitted costs move between the traces' collection runs (leave one run out).
+
+    Returns the root mean square over runs x drafters of the mean log error of a run's speed-ups
+    under costs fitted on the other runs (0 when fewer than two runs can be compared), and the
+    per-run table (:func:`specsim.simulate.validation.cost_transfer_errors`).
+    """
+    from specsim.simulate.validation import cost_transfer_errors
+
+    table = cost_transfer_errors(traces.tokens, traces.steps, traces.sequences)
+    if table["run_id"].nunique() < 2:
+        return 0.0, table
+    return float(np.sqrt(np.mean(table["log_error_mean"] ** 2))), table
+
+
 def _task_lengths(lengths: pd.DataFrame | None) -> dict[str, dict[str, list[int]]]:
     if lengths is None:
         return {}
@@ -395,10 +410,12 @@ def fit(
     result, diagnostics, comparison = _sample(counts, options, compare, parameterisation=parameterisation)
     costs = {drafter: model.to_dict(diagnostics=False) for (drafter, temp), model in cost_models(traces).items()
              if temp == temperature}
+    spread, transfer = cost_transfer(traces)
     result.diagnostics = diagnostics
     result.metadata = replace(result.metadata, diagnostics=diagnostics, temperature=float(temperature),
                               traces=str(Path(traces.root).resolve()), task_lengths=_task_lengths(sequences),
-                              cost_models=costs, loo_comparison=comparison)
+                              cost_models=costs, loo_comparison=comparison, cost_run_log_sd=spread,
+                              cost_transfer=transfer.to_dict("records"))
     return FitOutcome(result, fit_baseline(counts), counts)
 
 
@@ -521,7 +538,7 @@ def predict(
     prediction = predict_speedup(posterior, cost, gamma, workload.prompt_lengths, workload.output_lengths,
                                  finetuned=drafter_kind == "finetuned", divergence=divergence, drafter=drafter,
                                  task=task, level=level, rng=seed, n_draws=n_draws, reference_lengths=reference,
-                                 probe=probe)
+                                 probe=probe, cost_log_sd=meta.cost_run_log_sd if cost_name != "given" else 0.0)
     return prediction, workload, cost_name
 
 
@@ -580,6 +597,7 @@ def leave_one_task_out(
     full = aggregate_counts(tokens, sequences, divergence_measure=divergence_measure,
                             reference_lengths=reference_lengths)
     costs = cost_models(traces)
+    spread, _ = cost_transfer(traces)
     tasks = sorted(modelled["task"].unique())
     rows = []
     for number, task in enumerate(tasks):
@@ -604,7 +622,7 @@ def leave_one_task_out(
             arguments = (posterior, costs[(drafter, temperature)], gamma, lengths["prompt_len"].to_numpy(),
                          lengths["output_len"].to_numpy())
             options = dict(finetuned=cell["drafter_kind"].iloc[0] == "finetuned", divergence=divergence,
-                           drafter=drafter, level=level, rng=seed, n_draws=n_draws)
+                           drafter=drafter, level=level, rng=seed, n_draws=n_draws, cost_log_sd=spread)
             prediction = predict_speedup(*arguments, **options)
             row = {"held_out_task": task, "drafter": drafter, "divergence": divergence,
                    "measured_speedup": measured, "speedup": prediction.mean, "speedup_low": prediction.low,

@@ -211,6 +211,10 @@ def test_probe_moves_a_new_domain_prediction_to_the_truth(recovery_fit):
     assert probed.low < true < probed.high, (probed, true)
     assert abs(probed.mean - true) / true < 0.1
     assert abs(probed.mean - true) < abs(blind.mean - true)
+    # The costs' spread between collection runs widens the interval around the same centre.
+    spread = predict_speedup(posterior, TRUE_COST, 4, *lengths, probe=probe, cost_log_sd=0.05, **common)
+    assert spread.high - spread.low > probed.high - probed.low
+    assert spread.median == pytest.approx(probed.median, rel=0.03)
 
 
 def test_probe_from_greedy_traces_is_first_drafted_token_agreement(two_kind_traces):

@@ -20,7 +20,7 @@ from specsim.simulate.analytic import (
 from specsim.simulate.cost import leviathan_cost_model
 from specsim.simulate.exact import accepted_count_probabilities, expected_workload, step_start_probabilities
 from specsim.simulate.montecarlo import simulate_workload
-from specsim.simulate.validation import validate_against_measured
+from specsim.simulate.validation import cost_transfer_errors, validate_against_measured
 from specsim.simulate.whatif import what_if
 from specsim.traces.metrics import bootstrap_ratio, measured_speedup_interval
 from tests.conftest import TRUE_COST, small_workloads
@@ -218,3 +218,24 @@ def test_cli_whatif_and_validate(trace_dir, tmp_path, capsys):
     assert "output_len: missing column" in capsys.readouterr().err
     assert main(["simulate", "validate", str(trace_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["mean_absolute_percentage_error"] < 10
+
+
+def test_cost_transfer_finds_a_run_whose_drafter_costs_moved():
+    # Two runs with the same costs and a third whose drafter steps cost 1.5x: leaving each run out,
+    # the moved run's speed-up is over-predicted by the others' costs, the same-cost runs barely miss.
+    from dataclasses import replace
+
+    cells = small_workloads(n_sequences=40, seed=3)
+    moved = replace(TRUE_COST, draft_base_s=1.5 * TRUE_COST.draft_base_s)
+    runs = [simulate_traces(cells, cost, gamma=4, rng=seed, run_id=run)
+            for run, cost, seed in (("a", TRUE_COST, 1), ("b", TRUE_COST, 2), ("c", moved, 3))]
+    tables = {name: pd.concat([run[name] for run in runs], ignore_index=True)
+              for name in ("tokens", "steps", "sequences")}
+    errors = cost_transfer_errors(tables["tokens"], tables["steps"], tables["sequences"],
+                                  position_edges=np.array([64])).set_index("run_id")["log_error_mean"]
+    assert set(errors.index) == {"a", "b", "c"}
+    assert errors["c"] > 0.05  # cheaper drafting assumed than the run paid
+    assert errors["a"] < 0 and errors["b"] < 0  # the moved run makes the others' drafting look dearer
+    two = cost_transfer_errors(*(pd.concat([run[name] for run in runs[:2]], ignore_index=True)
+                                 for name in ("tokens", "steps", "sequences")), position_edges=np.array([64]))
+    assert two["log_error_mean"].abs().max() < 0.02

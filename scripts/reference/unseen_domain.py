@@ -42,6 +42,8 @@ from specsim.collect.prompts import Prompt, write_prompts
 from specsim.collect.runner import CollectConfig, DrafterSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from data_card import markdown  # noqa: E402
 from stages import collector_commit, run_stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,9 +206,8 @@ def compare() -> None:
     (OUT / "comparison.json").write_text(json.dumps({"predictions_made_at": record["made_at"],
                                                      "rows": rows}, indent=1) + "\n")
     shown = frame.assign(interval=[f"{lo:.3f}-{hi:.3f}" for lo, hi in zip(frame["low"], frame["high"], strict=True)])
-    print(shown[["drafter", "probe", "predicted", "interval", "measured", "covered", "error_pct",
-                 "predicted_tokens_per_step", "measured_tokens_per_step", "probe_agreement"]]
-          .to_markdown(index=False, floatfmt=".3f"))
+    print(markdown(shown[["drafter", "probe", "predicted", "interval", "measured", "covered", "error_pct",
+                          "predicted_tokens_per_step", "measured_tokens_per_step", "probe_agreement"]]))
 
 
 STAGES = {"prompts": build_prompts, "probe": probe, "predict": predict, "collect": collect, "compare": compare}

@@ -68,6 +68,13 @@ class PosteriorMetadata:
         PSIS-LOO comparison with the model without divergence terms.
     observed_positions : dict of str to int
         Per drafter, the largest generated-token position its traces decoded.
+    cost_run_log_sd : float
+        How much the stored costs move between collection runs: root mean square over runs x
+        drafters of the mean log error of a run's speed-ups under costs fitted on the other runs
+        (:func:`specsim.simulate.validation.cost_transfer_errors`); 0 when fewer than two runs
+        could be compared. Predictions under the stored costs carry it.
+    cost_transfer : list of dict
+        The per-run figures behind ``cost_run_log_sd``.
     """
 
     tasks: list[str]
@@ -92,6 +99,8 @@ class PosteriorMetadata:
     cost_models: dict[str, dict[str, Any]] = field(default_factory=dict)
     loo_comparison: list[dict[str, Any]] | None = None
     observed_positions: dict[str, int] = field(default_factory=dict)
+    cost_run_log_sd: float = 0.0
+    cost_transfer: list[dict[str, Any]] = field(default_factory=list)
     format: str = ARTIFACT_FORMAT
     version: int = ARTIFACT_VERSION
 

@@ -165,6 +165,7 @@ def predict_speedup(
     n_draws: int = 400,
     level: float = 0.9,
     rng: np.random.Generator | int | None = None,
+    cost_log_sd: float = 0.0,
 ) -> SpeedupPrediction:
     """Posterior predictive expected speed-up of a workload.
 
@@ -193,8 +194,15 @@ def predict_speedup(
     level : float
         Central interval probability.
     rng : numpy.random.Generator or int, optional
+    cost_log_sd : float
+        Spread of the costs between collection runs (log scale; the fit's
+        ``cost_run_log_sd`` when the costs are the fitted ones): each draw's speed-up is
+        multiplied by ``exp(N(0, cost_log_sd))``, so the interval carries the cost model's
+        transfer to the run being predicted, not only the acceptance uncertainty.
     """
     rng = np.random.default_rng(rng)
+    if not (np.isfinite(cost_log_sd) and cost_log_sd >= 0):
+        raise InputError(f"must be a finite number >= 0, got {cost_log_sd}", field="cost_log_sd")
     prompt_lengths = np.asarray(prompt_lengths, dtype=float)
     output_lengths = np.asarray(output_lengths)
     meta = posterior.metadata
@@ -227,6 +235,8 @@ def predict_speedup(
     predictions = [expected_workload(AcceptanceProfile(rates[i], edges), cost, gamma, prompt_lengths, output_lengths)
                    for i in chosen]
     speedups = np.array([p.speedup for p in predictions])
+    if cost_log_sd > 0:
+        speedups = speedups * np.exp(rng.normal(0.0, cost_log_sd, len(speedups)))
     tokens = np.array([p.tokens_per_step for p in predictions])
     tail = (1 - level) / 2
     low, high = np.quantile(speedups, [tail, 1 - tail])

@@ -12,7 +12,7 @@ from specsim.simulate.exact import expected_workload
 from specsim.traces.metrics import measured_speedup
 from specsim.traces.schema import SEQUENCE_KEY
 
-__all__ = ["validate_against_measured", "VALIDATION_GROUP"]
+__all__ = ["validate_against_measured", "cost_transfer_errors", "VALIDATION_GROUP"]
 
 #: Columns of one validation cell.
 VALIDATION_GROUP = ["task", "drafter", "temperature", "gamma", "schedule"]
@@ -20,7 +20,7 @@ VALIDATION_GROUP = ["task", "drafter", "temperature", "gamma", "schedule"]
 
 def validate_against_measured(
     tokens: pd.DataFrame, steps: pd.DataFrame, sequences: pd.DataFrame,
-    position_edges: np.ndarray = DEFAULT_POSITION_EDGES,
+    position_edges: np.ndarray = DEFAULT_POSITION_EDGES, costs: dict | None = None,
 ) -> pd.DataFrame:
     """Predict each recorded cell's speed-up from its own acceptance, lengths and costs.
 
@@ -28,15 +28,18 @@ def validate_against_measured(
     baseline: ``predicted_speedup`` (exact expectation; :func:`specsim.simulate.cost.fit_cost_models`),
     ``measured_speedup`` (:func:`specsim.traces.metrics.measured_speedup`) and ``error_pct``
     (signed, relative to measured).
-    Lengths are each sequence's own prompt and output length.
+    Lengths are each sequence's own prompt and output length. ``costs`` (by drafter and
+    temperature) replaces the costs fitted on these traces; cells without one are skipped.
     """
     rows = []
-    costs = fit_cost_models(steps, sequences)
+    costs = fit_cost_models(steps, sequences) if costs is None else costs
     group = VALIDATION_GROUP
     for key, cell in sequences[sequences["baseline_wall_s"].notna()].groupby(group, observed=True):
         conditions = dict(zip(group, key, strict=True))
         cell_tokens = tokens.merge(cell[SEQUENCE_KEY], on=SEQUENCE_KEY)
         profile = profile_from_tokens(cell_tokens, gamma=int(conditions["gamma"]), position_edges=position_edges)
+        if (conditions["drafter"], conditions["temperature"]) not in costs:
+            continue
         cost = costs[conditions["drafter"], conditions["temperature"]]
         predicted = expected_workload(profile, cost, int(conditions["gamma"]),
                                       cell["prompt_len"].to_numpy(), cell["output_len"].to_numpy())
@@ -47,3 +50,41 @@ def validate_against_measured(
     if not rows:
         raise InputError("no sequences with baseline timings to validate against", field="baseline_wall_s")
     return pd.DataFrame(rows)
+
+
+def cost_transfer_errors(tokens: pd.DataFrame, steps: pd.DataFrame, sequences: pd.DataFrame,
+                         position_edges: np.ndarray = DEFAULT_POSITION_EDGES) -> pd.DataFrame:
+    """How far costs fitted on other collection runs miss a run: leave one run out.
+
+    A prediction's costs come from the runs that were traced, while the workload will run on
+    another day, another load, another process: the costs move between runs. For each run, the
+    cost models are fitted on the other runs and the run's cells (its own acceptance and lengths,
+    drafters and draft lengths the other runs also timed) are simulated under them. Returns one row
+    per run x drafter (each drafter has its own costs, and they drift apart): ``cells`` and
+    ``log_error_mean``, the mean of log(predicted / measured speed-up) over its cells.
+    """
+    rows = []
+    timed = steps.merge(sequences[SEQUENCE_KEY].drop_duplicates(), on=SEQUENCE_KEY)
+    for run, run_sequences in sequences.groupby("run_id", observed=True):
+        others = sequences["run_id"] != run
+        other_steps = steps[steps["run_id"] != run]
+        if not others.any() or other_steps.empty:
+            continue
+        costs = fit_cost_models(other_steps, sequences[others])
+        covered = timed[timed["run_id"] != run].groupby(["drafter", "temperature"], observed=True)["gamma"].unique()
+        keep = run_sequences[[
+            (d, t) in covered.index and g in set(covered.loc[(d, t)])
+            for d, t, g in zip(run_sequences["drafter"], run_sequences["temperature"], run_sequences["gamma"],
+                               strict=True)]]
+        if keep.empty or keep["baseline_wall_s"].notna().sum() == 0:
+            continue
+        try:
+            cells = validate_against_measured(tokens[tokens["run_id"] == run], steps[steps["run_id"] == run], keep,
+                                              position_edges, costs=costs)
+        except InputError:  # no timed cell left to compare
+            continue
+        cells = cells.assign(log_error=np.log(cells["predicted_speedup"] / cells["measured_speedup"]))
+        for drafter, group in cells.groupby("drafter"):
+            rows.append({"run_id": run, "drafter": drafter, "cells": len(group),
+                         "log_error_mean": float(group["log_error"].mean())})
+    return pd.DataFrame(rows, columns=["run_id", "drafter", "cells", "log_error_mean"])
