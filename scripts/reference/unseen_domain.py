@@ -16,8 +16,10 @@ Stages (each writes under ``data/eval/sysdoc/`` and skips work already done):
    drafter's speed-up (gamma 4, the reference traces' fitted costs) on the probe prompts' lengths,
    without and with the probe. Written with the time and commit *before* anything is measured.
 4. ``collect``: greedy, gamma 4, the three modelled drafters on the 30 measured prompts, with the
-   plain-decoding baseline (``data/eval/sysdoc/traces``).
-5. ``compare``: measured speed-up (bootstrap interval over sequences) against both predictions:
+   plain-decoding baseline (``data/eval/sysdoc/traces``);
+5. ``revise``: the same predictions with the current code, after measuring, in
+   ``predictions_revised.json`` and labelled so (``predictions.json`` stays as it was made);
+6. ``compare``: measured speed-up (bootstrap interval over sequences) against every prediction:
    covered or not, error in percent; ``comparison.json`` and a Markdown table for ``data/README.md``.
 
 Run: ``python scripts/reference/unseen_domain.py [STAGE ...]`` (default: all, in order). Needs the
@@ -138,11 +140,10 @@ def probe() -> None:
     print(f"probe: {len(table)} rows in {time.perf_counter() - start:.0f} s")
 
 
-def predict() -> None:
+def predict(path: Path = OUT / "predictions.json", note: str = "made before the task was measured") -> None:
     """Fit the reference traces and predict every drafter without and with the probe, before measuring."""
-    path = OUT / "predictions.json"
     if path.exists():
-        print(f"{path} exists (predictions are made once, before measuring)")
+        print(f"{path} exists (predictions are made once)")
         return
     from specsim import workflow
     from specsim.traces import read_traces
@@ -163,6 +164,7 @@ def predict() -> None:
             rows.append({"drafter": drafter.name, "probe": with_probe, **prediction.to_dict(),
                          "probe_agreement": float(table.loc[table["drafter"] == drafter.name, "agree"].mean())})
     record = {"made_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": collector_commit(),
+              "note": note, "cost_run_log_sd": posterior.metadata.cost_run_log_sd,
               "fit": {"traces": "data/traces/reference", "temperature": 0.0, "tasks": posterior.metadata.tasks,
                       "diagnostics_passed": bool(outcome.result.diagnostics["passed"]),
                       "warnings": outcome.result.diagnostics["warnings"], "seconds": round(fit_s, 1)},
@@ -170,6 +172,17 @@ def predict() -> None:
     path.write_text(json.dumps(record, indent=1, default=float) + "\n")
     print(pd.DataFrame(rows)[["drafter", "probe", "speedup", "speedup_low", "speedup_high", "tokens_per_step",
                               "probe_agreement"]].to_string(index=False))
+
+
+def revise() -> None:
+    """The same predictions with the current code, made after measuring and labelled so.
+
+    The predictions of ``predict`` stay as they were made; a method changed after seeing the
+    measurement (here: intervals that carry the costs' drift between collection runs) is
+    evaluated on the same probe and workload in ``predictions_revised.json``.
+    """
+    predict(OUT / "predictions_revised.json", "made after the task was measured, with a method revised after "
+                                              "seeing the first comparison (cost drift between runs in the interval)")
 
 
 def collect() -> None:
@@ -184,33 +197,40 @@ def compare() -> None:
     from specsim.traces import read_traces
     from specsim.traces.metrics import measured_speedup_interval
 
-    record = json.loads((OUT / "predictions.json").read_text())
     sequences = read_traces(OUT / "traces").sequences
     steps = read_traces(OUT / "traces").steps
     rows = []
-    for prediction in record["predictions"]:
-        cell = sequences[sequences["drafter"] == prediction["drafter"]]
-        measured = measured_speedup_interval(cell, level=LEVEL, rng=0)
-        cell_steps = steps[steps["drafter"] == prediction["drafter"]]
-        tokens_per_step = float((cell_steps["n_accepted"] + 1).mean())
-        rows.append({"drafter": prediction["drafter"], "probe": prediction["probe"],
-                     "predicted": prediction["speedup"], "low": prediction["speedup_low"],
-                     "high": prediction["speedup_high"], "measured": measured.estimate,
-                     "measured_low": measured.low, "measured_high": measured.high,
-                     "covered": bool(prediction["speedup_low"] <= measured.estimate <= prediction["speedup_high"]),
-                     "error_pct": 100 * (prediction["speedup"] - measured.estimate) / measured.estimate,
-                     "predicted_tokens_per_step": prediction["tokens_per_step"],
-                     "measured_tokens_per_step": tokens_per_step,
-                     "probe_agreement": prediction["probe_agreement"]})
+    records = {"before measuring": json.loads((OUT / "predictions.json").read_text())}
+    if (OUT / "predictions_revised.json").exists():
+        records["revised after measuring"] = json.loads((OUT / "predictions_revised.json").read_text())
+    measured = {}
+    for drafter in {prediction["drafter"] for record in records.values() for prediction in record["predictions"]}:
+        cell_steps = steps[steps["drafter"] == drafter]
+        measured[drafter] = (measured_speedup_interval(sequences[sequences["drafter"] == drafter], level=LEVEL, rng=0),
+                             float((cell_steps["n_accepted"] + 1).mean()))
+    for made, record in records.items():
+        for prediction in record["predictions"]:
+            speedup, tokens_per_step = measured[prediction["drafter"]]
+            low, high = prediction["speedup_low"], prediction["speedup_high"]
+            rows.append({"predictions": made, "drafter": prediction["drafter"], "probe": prediction["probe"],
+                         "predicted": prediction["speedup"], "low": low, "high": high, "measured": speedup.estimate,
+                         "measured_low": speedup.low, "measured_high": speedup.high,
+                         "covered": bool(low <= speedup.estimate <= high),
+                         "error_pct": 100 * (prediction["speedup"] - speedup.estimate) / speedup.estimate,
+                         "predicted_tokens_per_step": prediction["tokens_per_step"],
+                         "measured_tokens_per_step": tokens_per_step,
+                         "probe_agreement": prediction["probe_agreement"]})
     frame = pd.DataFrame(rows)
-    (OUT / "comparison.json").write_text(json.dumps({"predictions_made_at": record["made_at"],
-                                                     "rows": rows}, indent=1) + "\n")
+    (OUT / "comparison.json").write_text(json.dumps({
+        "predictions_made_at": {made: record["made_at"] for made, record in records.items()}, "rows": rows},
+        indent=1) + "\n")
     shown = frame.assign(interval=[f"{lo:.3f}-{hi:.3f}" for lo, hi in zip(frame["low"], frame["high"], strict=True)])
-    print(markdown(shown[["drafter", "probe", "predicted", "interval", "measured", "covered", "error_pct",
-                          "predicted_tokens_per_step", "measured_tokens_per_step", "probe_agreement"]]))
+    print(markdown(shown[["predictions", "drafter", "probe", "predicted", "interval", "measured", "covered",
+                          "error_pct", "predicted_tokens_per_step", "measured_tokens_per_step", "probe_agreement"]]))
 
 
-STAGES = {"prompts": build_prompts, "probe": probe, "predict": predict, "collect": collect, "compare": compare}
+STAGES = {"prompts": build_prompts, "probe": probe, "predict": predict, "collect": collect, "revise": revise,
+          "compare": compare}
 
 
 def main() -> None:
