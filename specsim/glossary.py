@@ -70,6 +70,7 @@ _QUANTITIES = {
     "coverage": "share of held-out cells inside their interval", "folds": "leave-one-out fits",
     "cost_run_log_sd": "spread of the fitted costs between collection runs (log scale, leave one run out) that the "
                        "interval carries; 0 for given costs",
+    "target_accept": "NUTS target acceptance the fit ended with (a failing fold is refitted once at a higher one)",
     "probe_prompts": "prompts of each held-out cell used as its probe (the others are measured)",
     "probe_tokens": "probe positions (first drafted token of each step of the probe prompts)",
     "speedup_probe": "predicted speed-up with the probe (posterior predictive mean)",

@@ -560,7 +560,7 @@ def leave_one_task_out(
     target_accept: float = 0.95, level: float = INTERVAL_LEVEL, n_draws: int = 400,
     progress: Callable[[int, int, str], None] | None = None, divergence_measure: str = "js",
     reference_lengths: dict[str, np.ndarray] | None = None, parameterisation: str = "noncentred",
-    probe_prompts: int = 0, mass_matrix: str = "diagonal",
+    probe_prompts: int = 0, mass_matrix: str = "diagonal", retry_target_accept: float | None = 0.99,
 ) -> pd.DataFrame:
     """Fit without each task in turn and predict every drafter's speed-up on it.
 
@@ -573,6 +573,10 @@ def leave_one_task_out(
     step, whose acceptance under greedy decoding is the drafter's agreement with the target's
     output at that position (what ``specsim probe`` measures). Every prediction, with and without
     the probe, is then compared with the speed-up measured on the *other* prompts of the cell.
+
+    A fold whose fit fails the diagnostics gate is fitted once more at ``retry_target_accept``
+    (smaller NUTS steps; ``None`` turns the retry off); each row says the ``target_accept`` its
+    fold ended with.
 
     Returns
     -------
@@ -606,9 +610,14 @@ def leave_one_task_out(
         kept = Traces(traces.root, traces.tokens[traces.tokens["task"] != task],
                       traces.steps[traces.steps["task"] != task], traces.sequences[traces.sequences["task"] != task],
                       traces.runs, traces.incomplete_shards)
-        outcome = fit(kept, temperature=temperature, draws=draws, tune=draws, seed=seed, target_accept=target_accept,
-                      compare=False, reference_lengths=full.reference_lengths, divergence_measure=divergence_measure,
-                      parameterisation=parameterisation, mass_matrix=mass_matrix)
+        fold_accept = target_accept
+        for fold_accept in dict.fromkeys((target_accept, max(target_accept, retry_target_accept or 0.0))):
+            outcome = fit(kept, temperature=temperature, draws=draws, tune=draws, seed=seed,
+                          target_accept=fold_accept, compare=False, reference_lengths=full.reference_lengths,
+                          divergence_measure=divergence_measure, parameterisation=parameterisation,
+                          mass_matrix=mass_matrix)
+            if outcome.result.diagnostics["passed"]:
+                break
         posterior = outcome.result.posterior()
         for drafter in sorted(modelled["drafter"].unique()):
             cell = select(modelled, task=task, drafter=drafter, gamma=gamma)
@@ -628,7 +637,7 @@ def leave_one_task_out(
                    "measured_speedup": measured, "speedup": prediction.mean, "speedup_low": prediction.low,
                    "speedup_high": prediction.high, "covered": bool(prediction.low <= measured <= prediction.high),
                    "error_pct": 100 * (prediction.mean - measured) / measured,
-                   "diagnostics_passed": bool(outcome.result.diagnostics["passed"])}
+                   "diagnostics_passed": bool(outcome.result.diagnostics["passed"]), "target_accept": fold_accept}
             if probe_prompts:
                 probe = probe_from_traces(select(tokens, task=task, drafter=drafter, gamma=gamma), probed_ids)
                 with_probe = predict_speedup(*arguments, **options, probe=probe)
