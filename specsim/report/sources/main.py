@@ -480,6 +480,17 @@ if "divergence_slope_finetuned" in post:
     m, lo, hi = q(slope_gen * 0.1)
     lines.append(f"- For **generic** drafters the same shift moves it by {m:+.2f} ({lo:+.2f} to {hi:+.2f}); their "
                  "training mixture is close to every task, so this slope rests on a narrow range of divergences.")
+if "sigma_task" in post:
+    spread = post["sigma_task"].values.reshape(-1)
+    line = (f"- **Content**: the tasks' own effects spread with a standard deviation of {np.mean(spread):.2f} "
+            f"logit (90% {np.quantile(spread, 0.05):.2f} to {np.quantile(spread, 0.95):.2f}) across "
+            f"{len(meta.tasks)} tasks")
+    if "divergence_slope_finetuned" in post:
+        length_shift = abs(float(np.mean(post["divergence_slope_finetuned"].values))) * 0.1
+        line += (f", {np.mean(spread) / length_shift:.1f}x the move of a 0.1 length-divergence shift for a "
+                 "fine-tuned drafter" if length_shift > 0 else "")
+    lines.append(line + ". Without a probe a new task's prediction draws its effect from that spread; "
+                 "`specsim probe` on 5-10 of its prompts and `predict --probe` measure it instead.")
 for kind, preds in curves.items():
     lines.append(f"- Predicted speed-up of a **{kind}** drafter on the pooled workload: {preds[0].mean:.2f}x "
                  f"(90% {preds[0].low:.2f} to {preds[0].high:.2f}) at divergence {grid[0]:.2f}, "
