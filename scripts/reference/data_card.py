@@ -94,6 +94,8 @@ def main() -> None:
     print("\n## Drafter training (validation top-1 agreement with the target, by epoch)\n")
     for card in sorted((ROOT / "data" / "drafters").glob("*.json")):
         data = json.loads(card.read_text())
+        if "validation_agreement" not in data:  # the length-controlled experiment's cards (its own section)
+            continue
         kept = data.get("kept_epoch", data["epochs"])
         first, last = data["validation_agreement"][0], data["validation_agreement"][kept]
         losses = data["epoch_loss"]
