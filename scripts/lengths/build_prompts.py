@@ -90,12 +90,20 @@ def window(tokenizer: Any, text: str, prompt_tokens: int, rng: np.random.Generat
     return None
 
 
+def heldout_prompt(regime: str, path: Path, piece: str) -> Prompt:
+    """The held-out prompt of ``regime`` made of a window ``piece`` of the file ``path``."""
+    prompt_tokens, new_tokens = REGIMES[regime]
+    return Prompt(f"{regime}-{path.stem}", "stdlib-code", "python-stdlib-source", prompt=piece,
+                  extra={"split": "heldout", "regime": regime, "prompt_tokens": prompt_tokens,
+                         "max_new_tokens": new_tokens, "file": path.name})
+
+
 def build(tokenizer: Any, files: list[Path], per_regime: int = HELDOUT_PER_REGIME,
           seed: int = SEED) -> dict[str, list[Prompt]]:
     """Held-out prompts of every regime (deterministic in seed and files)."""
     rng = np.random.default_rng(seed)
     by_regime: dict[str, list[Prompt]] = {name: [] for name in REGIMES}
-    for name, (prompt_tokens, new_tokens) in REGIMES.items():
+    for name, (prompt_tokens, _) in REGIMES.items():
         order = rng.permutation(len(files))
         for index in order:
             if len(by_regime[name]) == per_regime:
@@ -104,10 +112,7 @@ def build(tokenizer: Any, files: list[Path], per_regime: int = HELDOUT_PER_REGIM
             piece = window(tokenizer, path.read_text(encoding="utf-8"), prompt_tokens, rng)
             if piece is None:
                 continue
-            by_regime[name].append(Prompt(
-                f"{name}-{path.stem}", "stdlib-code", "python-stdlib-source", prompt=piece,
-                extra={"split": "heldout", "regime": name, "prompt_tokens": prompt_tokens,
-                       "max_new_tokens": new_tokens, "file": path.name}))
+            by_regime[name].append(heldout_prompt(name, path, piece))
     return by_regime
 
 
@@ -121,7 +126,7 @@ def build_extra(tokenizer: Any, files: list[Path], used: dict[str, list[Prompt]]
     rng = np.random.default_rng([seed, 1])
     by_regime: dict[str, list[Prompt]] = {}
     for name, count in extra.items():
-        prompt_tokens, new_tokens = REGIMES[name]
+        prompt_tokens = REGIMES[name][0]
         taken = {prompt.extra["file"] for prompt in used.get(name, [])}
         by_regime[name] = []
         for index in rng.permutation(len(files)):
@@ -133,10 +138,7 @@ def build_extra(tokenizer: Any, files: list[Path], used: dict[str, list[Prompt]]
             piece = window(tokenizer, path.read_text(encoding="utf-8"), prompt_tokens, rng)
             if piece is None:
                 continue
-            by_regime[name].append(Prompt(
-                f"{name}-{path.stem}", "stdlib-code", "python-stdlib-source", prompt=piece,
-                extra={"split": "heldout", "regime": name, "prompt_tokens": prompt_tokens,
-                       "max_new_tokens": new_tokens, "file": path.name}))
+            by_regime[name].append(heldout_prompt(name, path, piece))
     return by_regime
 
 

@@ -73,22 +73,25 @@ def stdlib_functions() -> list[tuple[str, str, str]]:
     return sorted(found.values())
 
 
+def paragraph_chunks(text: str, shortest: int = 800, longest: int = 2400) -> list[str]:
+    """Whole paragraphs of ``text`` gathered into chunks of ``shortest`` to ``longest`` characters."""
+    chunks = []
+    current = ""
+    for paragraph in (p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()):
+        if len(current) + len(paragraph) > longest and len(current) >= shortest:
+            chunks.append(current)
+            current = ""
+        current = f"{current}\n\n{paragraph}" if current else paragraph
+    if len(current) >= shortest:
+        chunks.append(current[:longest])
+    return chunks
+
+
 def doc_sections() -> list[tuple[str, str]]:
     """(topic, text chunk) pieces of the documentation topics, 800 to 2400 characters each."""
     import pydoc_data.topics as topics
 
-    chunks = []
-    for topic, text in sorted(topics.topics.items()):
-        paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
-        current = ""
-        for paragraph in paragraphs:
-            if len(current) + len(paragraph) > 2400 and len(current) >= 800:
-                chunks.append((topic, current))
-                current = ""
-            current = f"{current}\n\n{paragraph}" if current else paragraph
-        if len(current) >= 800:
-            chunks.append((topic, current[:2400]))
-    return chunks
+    return [(topic, chunk) for topic, text in sorted(topics.topics.items()) for chunk in paragraph_chunks(text)]
 
 
 def news_reports() -> list[str]:

@@ -45,6 +45,7 @@ from specsim.collect.runner import CollectConfig, DrafterSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_prompts import paragraph_chunks  # noqa: E402
 from data_card import markdown  # noqa: E402
 from stages import collector_commit, run_stage  # noqa: E402
 
@@ -79,14 +80,7 @@ def passages() -> list[tuple[str, str]]:
         raw = path.read_bytes()
         text = gzip.decompress(raw).decode("utf-8", "replace") if name.endswith(".gz") else raw.decode("utf-8",
                                                                                                         "replace")
-        current = ""
-        for paragraph in (p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()):
-            if len(current) + len(paragraph) > 2400 and len(current) >= 800:
-                found.append((package, current))
-                current = ""
-            current = f"{current}\n\n{paragraph}" if current else paragraph
-        if len(current) >= 800:
-            found.append((package, current[:2400]))
+        found.extend((package, chunk) for chunk in paragraph_chunks(text))
     prose = []
     for package, text in found:
         letters = sum(c.isalpha() or c.isspace() for c in text) / len(text)
