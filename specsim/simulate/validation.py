@@ -64,14 +64,14 @@ def cost_transfer_errors(tokens: pd.DataFrame, steps: pd.DataFrame, sequences: p
     ``log_error_mean``, the mean of log(predicted / measured speed-up) over its cells.
     """
     rows = []
-    timed = steps.merge(sequences[SEQUENCE_KEY].drop_duplicates(), on=SEQUENCE_KEY)
     for run, run_sequences in sequences.groupby("run_id", observed=True):
         others = sequences["run_id"] != run
         other_steps = steps[steps["run_id"] != run]
         if not others.any() or other_steps.empty:
             continue
         costs = fit_cost_models(other_steps, sequences[others])
-        covered = timed[timed["run_id"] != run].groupby(["drafter", "temperature"], observed=True)["gamma"].unique()
+        # Steps carry their drafter, temperature and gamma: no join with the sequences is needed.
+        covered = other_steps.groupby(["drafter", "temperature"], observed=True)["gamma"].unique()
         keep = run_sequences[[
             (d, t) in covered.index and g in set(covered.loc[(d, t)])
             for d, t, g in zip(run_sequences["drafter"], run_sequences["temperature"], run_sequences["gamma"],
