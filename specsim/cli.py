@@ -776,6 +776,9 @@ def fit_command(
                                        "total lengths, default), w1_log (Wasserstein on log length), beyond_share "
                                        "(share of training tokens before the workload's positions), ..."),
     mass_matrix: str = typer.Option("diagonal", "--mass-matrix", help=_MASS_MATRIX_HELP),
+    parameterisation: str = typer.Option("noncentred", "--parameterisation", help="Task effects and random walks: "
+                                         "noncentred (default; suits little data), centred (suits much data) or "
+                                         "auto (centred when every task and drafter has 200k evaluated tokens)."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Fit the hierarchical acceptance model (and the statsmodels baseline) to traces or a counts table."""
@@ -784,7 +787,8 @@ def fit_command(
 
     check_output_file(out, ".nc", "--out")
     options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
-                                   target_accept=target_accept, compare=compare, mass_matrix=mass_matrix)
+                                   target_accept=target_accept, compare=compare, mass_matrix=mass_matrix,
+                                   parameterisation=parameterisation)
     if directory.suffix == ".parquet":
         with stderr.status("sampling the hierarchical model (compiles first)"):
             outcome = workflow.fit_counts(directory, temperature=temperature, divergence_measure=length_measure,

@@ -70,6 +70,8 @@ _QUANTITIES = {
     "coverage": "share of held-out cells inside their interval", "folds": "leave-one-out fits",
     "cost_run_log_sd": "spread of the fitted costs between collection runs (log scale, leave one run out) that the "
                        "interval carries; 0 for given costs",
+    "costs_from": "steps the held-out cell's cost model was fitted on: kept tasks (the held-out task's left out) or "
+                  "all traces (the drafter was timed only on the held-out task)",
     "target_accept": "NUTS target acceptance the fit ended with (a failing fold is refitted once at a higher one)",
     "probe_prompts": "prompts of each held-out cell used as its probe (the others are measured)",
     "probe_tokens": "probe positions (first drafted token of each step of the probe prompts)",

@@ -320,11 +320,13 @@ def _check_measure(measure: str) -> None:
 
 
 def _check_sampler_options(sampler: str, draws: int, tune: int, chains: int, target_accept: float,
-                           mass_matrix: str = "diagonal") -> None:
-    from specsim.model.hierarchical import MASS_MATRICES
+                           mass_matrix: str = "diagonal", parameterisation: str = "noncentred") -> None:
+    from specsim.model.hierarchical import MASS_MATRICES, PARAMETERISATIONS
 
     if sampler not in ("nutpie", "pymc"):
         raise InputError("must be nutpie or pymc", field="--sampler")
+    if parameterisation not in PARAMETERISATIONS:
+        raise InputError(f"must be one of {', '.join(PARAMETERISATIONS)}", field="--parameterisation")
     if mass_matrix not in MASS_MATRICES:
         raise InputError(f"must be one of {', '.join(MASS_MATRICES)}", field="--mass-matrix")
     for name, value in (("--draws", draws), ("--tune", tune), ("--chains", chains)):
@@ -388,7 +390,8 @@ def fit(
 
     ``divergence_measure`` names the length covariate (a key of
     :func:`specsim.lengths.divergences`: ``js`` by default, ``w1_log``, ``beyond_share``, ...);
-    ``mass_matrix`` the NUTS mass matrix adaptation (:func:`specsim.model.fit_model`).
+    ``mass_matrix`` the NUTS mass matrix adaptation (:func:`specsim.model.fit_model`),
+    ``parameterisation`` that of the effects (:class:`specsim.model.ModelOptions`).
 
     Also fits the model without divergence terms and compares both by PSIS-LOO (``compare``),
     fits the statsmodels baseline, and stores in the posterior's metadata what prediction
@@ -397,7 +400,7 @@ def fit(
     """
     from specsim.model import aggregate_counts, fit_baseline
 
-    _check_sampler_options(sampler, draws, tune, chains, target_accept, mass_matrix)
+    _check_sampler_options(sampler, draws, tune, chains, target_accept, mass_matrix, parameterisation)
     tokens = select(traces.tokens, temperature=temperature)
     sequences = select(traces.sequences, temperature=temperature)
     if tokens.empty:
@@ -423,7 +426,7 @@ def fit_counts(
     path: str | Path, *, temperature: float | None = None, draws: int = 1000, tune: int = 1000, chains: int = 4,
     seed: int = 0, sampler: str = "nutpie", target_accept: float = 0.95, compare: bool = True,
     reference_lengths: dict[str, np.ndarray] | None = None, divergence_measure: str = "js",
-    mass_matrix: str = "diagonal",
+    mass_matrix: str = "diagonal", parameterisation: str = "noncentred",
 ) -> FitOutcome:
     """Fit the hierarchical model to a counts table (engines' aggregate data, or traces aggregated).
 
@@ -436,7 +439,7 @@ def fit_counts(
     from specsim.model import aggregate_counts_table, fit_baseline
     from specsim.traces.counts import read_counts, read_counts_lengths
 
-    _check_sampler_options(sampler, draws, tune, chains, target_accept, mass_matrix)
+    _check_sampler_options(sampler, draws, tune, chains, target_accept, mass_matrix, parameterisation)
     table = read_counts(path)
     lengths = read_counts_lengths(path)
     if temperature is not None:
@@ -451,7 +454,7 @@ def fit_counts(
     divergence_terms = bool(counts.reference_lengths)
     options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
                                    target_accept=target_accept, mass_matrix=mass_matrix)
-    result, diagnostics, comparison = _sample(counts, options, compare, divergence_terms)
+    result, diagnostics, comparison = _sample(counts, options, compare, divergence_terms, parameterisation)
     temperatures = table["temperature"].dropna().unique()
     result.diagnostics = diagnostics
     result.metadata = replace(result.metadata, diagnostics=diagnostics,
@@ -565,8 +568,11 @@ def leave_one_task_out(
     """Fit without each task in turn and predict every drafter's speed-up on it.
 
     The held-out task enters as a new task (its effect drawn from the task population); each
-    drafter keeps its own effect, training lengths and cost model; the task's own sequence
-    lengths are the workload.
+    drafter keeps its own effect and training lengths; the task's own sequence lengths are the
+    workload. Costs are held out too: each fold fits the drafters' cost models, and their drift
+    between collection runs (:func:`cost_transfer`), on the kept tasks' steps only (a drafter whose
+    every timed step is in the held-out task falls back to costs fitted on all traces, and its
+    rows say so in ``costs_from``).
 
     With ``probe_prompts`` k > 0 (greedy traces only), the first k prompts of each held-out cell
     (by prompt id) serve as that drafter's probe of the task: their first drafted token of every
@@ -583,7 +589,8 @@ def leave_one_task_out(
     pandas.DataFrame
         One row per held-out task x drafter: ``measured_speedup``, ``speedup`` (posterior
         predictive mean), ``speedup_low``, ``speedup_high``, ``covered``, ``error_pct``,
-        ``divergence`` and the fold's ``diagnostics_passed``; with ``probe_prompts``, also
+        ``divergence``, the fold's ``diagnostics_passed``, ``target_accept``, ``costs_from`` and
+        ``cost_run_log_sd`` (the kept traces' cost drift); with ``probe_prompts``, also
         ``speedup_probe``, ``speedup_probe_low``, ``speedup_probe_high``, ``covered_probe``,
         ``error_pct_probe`` and ``probe_tokens``.
     """
@@ -600,8 +607,7 @@ def leave_one_task_out(
     _check_measure(divergence_measure)
     full = aggregate_counts(tokens, sequences, divergence_measure=divergence_measure,
                             reference_lengths=reference_lengths)
-    costs = cost_models(traces)
-    spread, _ = cost_transfer(traces)
+    all_costs = cost_models(traces)
     tasks = sorted(modelled["task"].unique())
     rows = []
     for number, task in enumerate(tasks):
@@ -619,6 +625,8 @@ def leave_one_task_out(
             if outcome.result.diagnostics["passed"]:
                 break
         posterior = outcome.result.posterior()
+        costs = cost_models(kept)
+        spread = outcome.result.metadata.cost_run_log_sd  # fit() measured it on the kept traces
         for drafter in sorted(modelled["drafter"].unique()):
             cell = select(modelled, task=task, drafter=drafter, gamma=gamma)
             probed_ids = sorted(cell["prompt_id"].unique())[:probe_prompts]
@@ -628,8 +636,9 @@ def leave_one_task_out(
             lengths = length_table(cell)
             divergence = divergences(full.reference_lengths[drafter], lengths["total_len"])[full.divergence_measure]
             measured = measured_speedup(cell)
-            arguments = (posterior, costs[(drafter, temperature)], gamma, lengths["prompt_len"].to_numpy(),
-                         lengths["output_len"].to_numpy())
+            costs_from = "kept tasks" if (drafter, temperature) in costs else "all traces"
+            cost = costs.get((drafter, temperature), all_costs[(drafter, temperature)])
+            arguments = (posterior, cost, gamma, lengths["prompt_len"].to_numpy(), lengths["output_len"].to_numpy())
             options = dict(finetuned=cell["drafter_kind"].iloc[0] == "finetuned", divergence=divergence,
                            drafter=drafter, level=level, rng=seed, n_draws=n_draws, cost_log_sd=spread)
             prediction = predict_speedup(*arguments, **options)
@@ -637,7 +646,8 @@ def leave_one_task_out(
                    "measured_speedup": measured, "speedup": prediction.mean, "speedup_low": prediction.low,
                    "speedup_high": prediction.high, "covered": bool(prediction.low <= measured <= prediction.high),
                    "error_pct": 100 * (prediction.mean - measured) / measured,
-                   "diagnostics_passed": bool(outcome.result.diagnostics["passed"]), "target_accept": fold_accept}
+                   "diagnostics_passed": bool(outcome.result.diagnostics["passed"]), "target_accept": fold_accept,
+                   "costs_from": costs_from, "cost_run_log_sd": spread}
             if probe_prompts:
                 probe = probe_from_traces(select(tokens, task=task, drafter=drafter, gamma=gamma), probed_ids)
                 with_probe = predict_speedup(*arguments, **options, probe=probe)

@@ -11,7 +11,7 @@ from specsim.cli import main
 from specsim.model import ModelOptions, aggregate_counts, fit_baseline, fit_model, load_posterior, predict_speedup
 from specsim.model.calibration import simulation_based_calibration
 from specsim.model.spec import linear_predictor
-from specsim.model.synthetic_counts import synthetic_counts
+from specsim.model.synthetic_counts import synthetic_counts, zero_sum_truth
 from specsim.simulate import AcceptanceProfile
 from specsim.simulate.exact import expected_workload
 from tests.conftest import TRUE_COST
@@ -29,9 +29,12 @@ def recovery_fit():
 def test_parameter_recovery(recovery_fit):
     counts, truth, result = recovery_fit
     summary = result.summary(hdi_prob=0.95)
+    # Zero-sum effects: the intercept and b_finetuned are the measured tasks' and drafters' means.
+    kinds = [result.metadata.drafter_kinds[d] for d in counts.drafters]
+    identified = zero_sum_truth(truth, kinds)
     for name in MAIN_EFFECTS:
         low, high = summary.loc[name, "hdi_2.5%"], summary.loc[name, "hdi_97.5%"]
-        assert low <= truth[name] <= high, (name, truth[name], low, high)
+        assert low <= identified[name] <= high, (name, identified[name], low, high)
     # The interaction is what the model exists to measure: its sign must be resolved.
     assert summary.loc["b_interaction", "hdi_97.5%"] < 0
     # The length effect (fine-tuned drafters' divergence slope) and the content effects (each task's
@@ -131,6 +134,27 @@ def test_cli_fit_and_predict(two_kind_traces, tmp_path, capsys):
     assert main(["predict", str(tmp_path / "missing.nc"), "--workload", "mid"]) == 2
     assert main(["fit", str(root), "--out", str(tmp_path / "x.txt")]) == 2
     assert main(["predict", str(out), "--workload", "mid", "--drafter", "nobody"]) == 2
+
+
+@pytest.mark.integration
+def test_zero_sum_effects(recovery_fit):
+    # Task effects sum to zero in every draw, drafter effects within each kind (one generic drafter: 0),
+    # and a new task's or drafter's effect is widened by the population mean's uncertainty.
+    from specsim.model.predict import new_member_scale
+
+    counts, truth, result = recovery_fit
+    post = result.idata.posterior
+    np.testing.assert_allclose(post["task_effect"].values.sum(axis=-1), 0.0, atol=1e-9)
+    drafters = post["drafter_effect"].sel(drafter=["ft-a", "ft-b"]).values.sum(axis=-1)
+    np.testing.assert_allclose(drafters, 0.0, atol=1e-9)
+    np.testing.assert_allclose(post["drafter_effect"].sel(drafter="generic").values, 0.0, atol=1e-12)
+    assert new_member_scale(result.metadata, len(counts.tasks)) == pytest.approx(np.sqrt(1 + 1 / 6))
+    assert new_member_scale(result.metadata, 0) == 1.0
+    # The drafters' effects within the fine-tuned kind are recovered (99%).
+    identified = zero_sum_truth(truth, [result.metadata.drafter_kinds[d] for d in counts.drafters])
+    effects = post["drafter_effect"].values.reshape(-1, len(counts.drafters))
+    low, high = np.quantile(effects, [0.005, 0.995], axis=0)
+    assert np.all((low <= identified["drafter_effect"] + 1e-12) & (identified["drafter_effect"] <= high + 1e-12))
 
 
 def test_build_model_without_divergence_terms():

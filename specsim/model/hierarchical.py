@@ -8,7 +8,8 @@ sampler. For cell ``c`` with ``n_c`` evaluated and ``y_c`` accepted drafted toke
 
 with ``logit a_c`` from :func:`specsim.model.spec.linear_predictor`. ``index_effect`` and
 ``position_effect`` are first-order Gaussian random walks pinned at 0 for the first index and
-bin; task and drafter effects are non-centred normal random effects.
+bin; task and drafter effects are normal random effects that sum to zero (drafters: within each
+kind), so the intercept and ``b_finetuned`` are identified by the data (:class:`ModelOptions`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from specsim.model.data import AcceptanceCounts
 from specsim.model.spec import FIXED_EFFECTS, PRIORS, SCALE_PARAMETERS, linear_predictor
 
 __all__ = ["ModelOptions", "FitResult", "build_model", "fit_model", "diagnose", "DIAGNOSTIC_THRESHOLDS",
-           "MASS_MATRICES", "SUMMARY_PARAMETERS"]
+           "MASS_MATRICES", "PARAMETERISATIONS", "SUMMARY_PARAMETERS"]
 
 #: Parameters listed by summaries (CLI, reports), in this order.
 SUMMARY_PARAMETERS = (*FIXED_EFFECTS[:4], "divergence_slope_finetuned", *FIXED_EFFECTS[4:], *SCALE_PARAMETERS)
@@ -41,6 +42,8 @@ DETERMINISTICS = ("acceptance", "index_effect", "position_effect", "task_effect"
 #: Gate on the sampler's output (Vehtari et al. 2021; PyMC and ArviZ conventions).
 #: NUTS mass matrix adaptations of :func:`fit_model`.
 MASS_MATRICES = ("diagonal", "low-rank")
+#: Parameterisations of :class:`ModelOptions`.
+PARAMETERISATIONS = ("noncentred", "centred", "auto")
 DIAGNOSTIC_THRESHOLDS = {"max_r_hat": 1.01, "min_ess_bulk": 400, "min_ess_tail": 400, "max_divergences": 0,
                          "min_bfmi": 0.3}
 
@@ -59,12 +62,23 @@ class ModelOptions:
         Task and drafter effects as ``sigma * z`` (non-centred: suits groups with little data) or
         drawn directly from ``Normal(0, sigma)`` (centred: suits groups with much data, where the
         non-centred form correlates ``z`` with ``sigma``). ``auto`` takes the centred form when
-        every task and drafter has at least :data:`CENTRED_MIN_EVALUATED` evaluated tokens.
+        every task and drafter has at least :data:`CENTRED_MIN_EVALUATED` evaluated tokens. The
+        centred form also draws the random walks' steps directly from ``Normal(0, sigma)``.
+    zero_sum : bool
+        Task effects sum to zero, and drafter effects sum to zero within each drafter kind (a kind
+        with one drafter gives it effect 0), so that the intercept and ``b_finetuned`` are the
+        measured tasks' and drafters' means rather than sharing them with the effects along a ridge
+        that only the priors bound (the same model up to the intercept's prior: effects drawn
+        i.i.d. and centred). Prediction for a new task or drafter then adds the uncertainty of the
+        population mean, ``sigma * sqrt(1 + 1/n)`` (:mod:`specsim.model.predict`). Drafter effects
+        are always non-centred here: a kind holds a handful of drafters whose spread the data
+        barely fix.
     """
 
     divergence_terms: bool = True
     overdispersion: bool = True
     parameterisation: str = "noncentred"
+    zero_sum: bool = True
 
 
 #: Evaluated tokens every task and drafter needs for ``parameterisation="auto"`` to centre their effects.
@@ -73,12 +87,43 @@ CENTRED_MIN_EVALUATED = 200_000
 
 def resolved_parameterisation(counts: AcceptanceCounts, options: ModelOptions) -> str:
     """``centred`` or ``noncentred``: the option, with ``auto`` decided by the data per group."""
-    if options.parameterisation not in ("noncentred", "centred", "auto"):
+    if options.parameterisation not in PARAMETERISATIONS:
         raise InputError("must be noncentred, centred or auto", field="parameterisation")
     if options.parameterisation != "auto":
         return options.parameterisation
     smallest = min(counts.cells.groupby(group)["evaluated"].sum().min() for group in ("task", "drafter"))
     return "centred" if smallest >= CENTRED_MIN_EVALUATED else "noncentred"
+
+
+def drafter_kind_codes(counts: AcceptanceCounts) -> np.ndarray:
+    """Integer code of each drafter's kind, in the order of ``counts.drafters``."""
+    kind = counts.cells.drop_duplicates("drafter").set_index("drafter")["drafter_kind"]
+    return pd.factorize(kind.loc[list(counts.drafters)].to_numpy())[0]
+
+
+def zero_sum_effects(group: str, sigma: Any, kind: np.ndarray, centred: bool) -> Any:
+    """Effects of ``group`` that sum to zero within each kind (a kind of one member has effect 0).
+
+    Centred: one ``ZeroSumNormal(sigma)`` per kind of two or more members. Non-centred:
+    ``sigma * P z`` with ``z ~ Normal(0, 1)`` and ``P`` the projection that removes each kind's
+    mean (the same distribution; ``z``'s kind means are left to their prior).
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    size = len(kind)
+    if centred:
+        effect = pt.zeros(size)
+        for k in np.unique(kind):
+            members = np.flatnonzero(kind == k)
+            if len(members) > 1:
+                part = pm.ZeroSumNormal(f"{group}_effect_kind{k}", sigma=sigma, shape=len(members))
+                effect = pt.set_subtensor(effect[members], part)
+        return pm.Deterministic(f"{group}_effect", effect, dims=group)
+    same = (kind[:, None] == kind[None, :]).astype(float)
+    projection = np.eye(size) - same / same.sum(axis=1, keepdims=True)
+    z = pm.Normal(f"{group}_z", 0.0, 1.0, dims=group)
+    return pm.Deterministic(f"{group}_effect", sigma * pt.dot(projection, z), dims=group)
 
 
 def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()):
@@ -119,10 +164,15 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
             # Slope of logit acceptance in divergence for fine-tuned drafters.
             pm.Deterministic("divergence_slope_finetuned", params["b_divergence"] + params["b_interaction"])
 
+        centred = resolved_parameterisation(counts, options) == "centred"
+
         def random_walk(name: str, size: int, dim: str) -> Any:
             if size == 1:
                 return pm.Deterministic(name, pt.zeros(1), dims=dim)
             scale = PRIORS[f"sigma_{name}"].pymc(f"sigma_{name}")
+            if centred:
+                steps = pm.Normal(f"{name}_steps", 0.0, scale, shape=size - 1)
+                return pm.Deterministic(name, pt.concatenate([pt.zeros(1), pt.cumsum(steps)]), dims=dim)
             steps = pm.Normal(f"{name}_steps", 0.0, 1.0, shape=size - 1)
             return pm.Deterministic(name, pt.concatenate([pt.zeros(1), pt.cumsum(steps * scale)]), dims=dim)
 
@@ -130,10 +180,14 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
         params["position_effect"] = random_walk("position_effect", n_bins, "position_bin")
         for name in ("b_index_finetuned", "b_position_finetuned"):
             params[name] = PRIORS[name].pymc(name)
-        centred = resolved_parameterisation(counts, options) == "centred"
+        groups_of = {"task": np.zeros(len(counts.tasks), dtype=int), "drafter": drafter_kind_codes(counts)}
         for group in ("task", "drafter"):
             sigma = PRIORS[f"sigma_{group}"].pymc(f"sigma_{group}")
-            if centred:
+            if options.zero_sum:
+                # Drafters stay non-centred (see ModelOptions.zero_sum).
+                params[f"{group}_effect"] = zero_sum_effects(group, sigma, groups_of[group],
+                                                             centred and group == "task")
+            elif centred:
                 params[f"{group}_effect"] = pm.Normal(f"{group}_effect", 0.0, sigma, dims=group)
             else:
                 params[f"{group}_effect"] = pm.Deterministic(

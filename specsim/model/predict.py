@@ -3,7 +3,8 @@
 For each posterior draw, the model gives conditional acceptance by draft index and position
 bin for a drafter kind and a length divergence; a new task draws its effect from the task
 population (``sigma_task``), a known drafter keeps its effect, an unknown one draws from the
-drafter population. The exact simulator then turns each draw's acceptance profile, the
+drafter population (each widened by the uncertainty of the population mean under zero-sum effects,
+:func:`new_member_scale`). The exact simulator then turns each draw's acceptance profile, the
 workload's lengths, a cost model and the draft length into an expected speed-up: the
 spread over draws is the interval.
 """
@@ -18,13 +19,13 @@ from scipy.special import expit
 
 from specsim.errors import InputError
 from specsim.lengths import divergences
-from specsim.model.artifact import Posterior
+from specsim.model.artifact import Posterior, PosteriorMetadata
 from specsim.model.spec import FIXED_EFFECTS, linear_predictor
 from specsim.simulate.acceptance import AcceptanceProfile, Extrapolation, extrapolation
 from specsim.simulate.cost import CostModel
 from specsim.simulate.exact import expected_workload
 
-__all__ = ["SpeedupPrediction", "predict_speedup", "acceptance_draws"]
+__all__ = ["SpeedupPrediction", "predict_speedup", "acceptance_draws", "new_member_scale"]
 
 
 def _probe_task_effect(base_eta: np.ndarray, sigma_task: np.ndarray, kappa: np.ndarray | None,
@@ -57,6 +58,18 @@ def _probe_task_effect(base_eta: np.ndarray, sigma_task: np.ndarray, kappa: np.n
     chosen = (weights.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
     step = grid[1] - grid[0]
     return effects[np.arange(n), chosen] + rng.uniform(-step / 2, step / 2, n)
+
+
+def new_member_scale(metadata: PosteriorMetadata, n_members: int) -> float:
+    """Factor on ``sigma`` for a new task's or drafter's effect: ``sqrt(1 + 1/n)`` under zero-sum effects.
+
+    With effects that sum to zero over the ``n`` fitted members (:class:`specsim.model.ModelOptions`),
+    the intercept is their mean, so a new member differs from it by its own effect and by the
+    mean's uncertainty, ``sigma / sqrt(n)``. 1 for free effects (older posterior files) or ``n = 0``.
+    """
+    if not metadata.options.get("zero_sum", False) or n_members == 0:
+        return 1.0
+    return float(np.sqrt(1.0 + 1.0 / n_members))
 
 
 def acceptance_draws(
@@ -94,14 +107,17 @@ def acceptance_draws(
         params["position_effect"] = np.concatenate(
             [d["position_effect"], d["position_effect"][:, -1:] + np.cumsum(steps, axis=1)], axis=1)
     # A known task or drafter keeps its effect; a new one draws from its population.
+    kind = "finetuned" if finetuned else "generic"
+    task_scale = d["sigma_task"] * new_member_scale(meta, len(meta.tasks))
+    drafter_scale = d["sigma_drafter"] * new_member_scale(meta, list(meta.drafter_kinds.values()).count(kind))
     if task is not None and task in meta.tasks:
         params["task_effect"] = d["task_effect"][:, [meta.tasks.index(task)]]
     else:
-        params["task_effect"] = (rng.normal(0, 1, n) * d["sigma_task"])[:, None]
+        params["task_effect"] = (rng.normal(0, 1, n) * task_scale)[:, None]
     if drafter is not None and drafter in meta.drafters:
         params["drafter_effect"] = d["drafter_effect"][:, [meta.drafters.index(drafter)]]
     else:
-        params["drafter_effect"] = (rng.normal(0, 1, n) * d["sigma_drafter"])[:, None]
+        params["drafter_effect"] = (rng.normal(0, 1, n) * drafter_scale)[:, None]
     n_index = d["index_effect"].shape[1]
     index, position = np.meshgrid(np.arange(n_index), np.arange(n_bins + extra_bins), indexing="ij")
     design = {"finetuned": float(finetuned), "divergence": divergence, "draft_index": index.reshape(-1),
@@ -118,7 +134,7 @@ def acceptance_draws(
                   "position_bin": np.arange(n_bins + extra_bins), "task": np.zeros(n_bins + extra_bins, dtype=int),
                   "drafter": np.zeros(n_bins + extra_bins, dtype=int)}
         base = linear_predictor(without_task, index0, n_index, n_bins)
-        params["task_effect"] = _probe_task_effect(base, d["sigma_task"], d.get("kappa"), agreed, probed, rng)[:, None]
+        params["task_effect"] = _probe_task_effect(base, task_scale, d.get("kappa"), agreed, probed, rng)[:, None]
     eta = linear_predictor(params, design, n_index, n_bins)
     return expit(eta).reshape(n, n_index, n_bins + extra_bins)
 

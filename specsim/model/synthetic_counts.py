@@ -9,7 +9,7 @@ from scipy.special import expit
 from specsim.model.data import AcceptanceCounts
 from specsim.model.spec import linear_predictor
 
-__all__ = ["TRUE_PARAMETERS", "synthetic_counts"]
+__all__ = ["TRUE_PARAMETERS", "synthetic_counts", "zero_sum_truth"]
 
 #: Parameters of a plausible drafter population (logit scale).
 TRUE_PARAMETERS = {
@@ -75,3 +75,28 @@ def synthetic_counts(
     counts = AcceptanceCounts(cells, [f"task{t}" for t in range(n_tasks)], sorted(drafter_names),
                               np.arange(1, len(position_effect)) * 64.0, "js", "total_len", {})
     return counts, truth
+
+
+def zero_sum_truth(truth: dict, drafter_kinds: list[str]) -> dict:
+    """The true parameters as the zero-sum model identifies them (:class:`specsim.model.ModelOptions`).
+
+    Task effects are centred on their mean and drafter effects on their kind's mean; the
+    intercept takes the task mean and the generic drafters' mean, ``b_finetuned`` the difference
+    between the fine-tuned and the generic drafters' means. The cells' rates are unchanged.
+
+    Parameters
+    ----------
+    truth : dict
+        As returned by :func:`synthetic_counts` (``drafter_effect`` in sorted drafter order).
+    drafter_kinds : list of str
+        ``generic`` or ``finetuned`` per drafter, in the same order.
+    """
+    kinds = np.asarray(drafter_kinds)
+    drafter = np.asarray(truth["drafter_effect"], dtype=float)
+    task = np.asarray(truth["task_effect"], dtype=float)
+    kind_mean = {kind: drafter[kinds == kind].mean() if np.any(kinds == kind) else 0.0
+                 for kind in ("generic", "finetuned")}
+    return {**truth, "intercept": truth["intercept"] + task.mean() + kind_mean["generic"],
+            "b_finetuned": truth["b_finetuned"] + kind_mean["finetuned"] - kind_mean["generic"],
+            "task_effect": task - task.mean(),
+            "drafter_effect": drafter - np.array([kind_mean[kind] for kind in kinds])}
