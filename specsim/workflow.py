@@ -320,7 +320,7 @@ def _check_measure(measure: str) -> None:
 
 
 def _check_sampler_options(sampler: str, draws: int, tune: int, chains: int, target_accept: float,
-                           mass_matrix: str = "diagonal", parameterisation: str = "noncentred") -> None:
+                           mass_matrix: str = "low-rank", parameterisation: str = "noncentred") -> None:
     from specsim.model.hierarchical import MASS_MATRICES, PARAMETERISATIONS
 
     if sampler not in ("nutpie", "pymc"):
@@ -384,7 +384,7 @@ def fit(
     traces: Traces, *, temperature: float = 0.0, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
     sampler: str = "nutpie", target_accept: float = 0.95, compare: bool = True,
     reference_lengths: dict[str, np.ndarray] | None = None, divergence_measure: str = "js",
-    parameterisation: str = "noncentred", mass_matrix: str = "diagonal",
+    parameterisation: str = "noncentred", mass_matrix: str = "low-rank",
 ) -> FitOutcome:
     """Fit the hierarchical model to one temperature of the traces.
 
@@ -426,7 +426,7 @@ def fit_counts(
     path: str | Path, *, temperature: float | None = None, draws: int = 1000, tune: int = 1000, chains: int = 4,
     seed: int = 0, sampler: str = "nutpie", target_accept: float = 0.95, compare: bool = True,
     reference_lengths: dict[str, np.ndarray] | None = None, divergence_measure: str = "js",
-    mass_matrix: str = "diagonal", parameterisation: str = "noncentred",
+    mass_matrix: str = "low-rank", parameterisation: str = "noncentred",
 ) -> FitOutcome:
     """Fit the hierarchical model to a counts table (engines' aggregate data, or traces aggregated).
 
@@ -563,7 +563,7 @@ def leave_one_task_out(
     target_accept: float = 0.95, level: float = INTERVAL_LEVEL, n_draws: int = 400,
     progress: Callable[[int, int, str], None] | None = None, divergence_measure: str = "js",
     reference_lengths: dict[str, np.ndarray] | None = None, parameterisation: str = "noncentred",
-    probe_prompts: int = 0, mass_matrix: str = "diagonal", retry_target_accept: float | None = 0.99,
+    probe_prompts: int = 0, mass_matrix: str = "low-rank", retry_target_accept: float | None = 0.99,
 ) -> pd.DataFrame:
     """Fit without each task in turn and predict every drafter's speed-up on it.
 

@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--parameterisation", default="noncentred", choices=["noncentred", "centred", "auto"])
     parser.add_argument("--folds-only", action="store_true", help="skip the full fits and the LOO comparison")
-    parser.add_argument("--mass-matrix", default="diagonal", choices=["diagonal", "low-rank"])
+    parser.add_argument("--mass-matrix", default="low-rank", choices=["diagonal", "low-rank"])
     parser.add_argument("--probe-prompts", type=int, default=0,
                         help="also predict each held-out regime with a probe of its first N prompts")
     args = parser.parse_args()

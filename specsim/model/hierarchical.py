@@ -299,7 +299,7 @@ def fit_model(
     target_accept: float = 0.9,
     progressbar: bool = False,
     log_likelihood: bool = True,
-    mass_matrix: str = "diagonal",
+    mass_matrix: str = "low-rank",
 ) -> FitResult:
     """Sample the model (nutpie by default, PyMC's NUTS as fallback) and diagnose it.
 
@@ -317,10 +317,12 @@ def fit_model(
     progressbar : bool
     log_likelihood : bool
         Store pointwise log likelihood (for LOO).
-    mass_matrix : {"diagonal", "low-rank"}
-        NUTS mass matrix adaptation. ``low-rank`` (nutpie only) adds a low-rank update that follows
-        the strongest posterior correlations (intercept against task, drafter and fine-tuning
-        effects when the counts are large): fewer leapfrog steps and divergences on big data.
+    mass_matrix : {"low-rank", "diagonal"}
+        NUTS mass matrix adaptation. ``low-rank`` (the default; nutpie only, the PyMC sampler
+        adapts a diagonal one) adds to the diagonal a low-rank update that follows the strongest
+        posterior correlations (``b_divergence`` against ``b_interaction``, whose sum the data fix
+        far better than either): fewer leapfrog steps on every data set tried, and with zero-sum
+        effects every leave-one-task-out fold of the reference traces passes the gate.
     """
     configure_pytensor()
     import pymc as pm
