@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -239,3 +240,10 @@ def test_cost_transfer_finds_a_run_whose_drafter_costs_moved():
     two = cost_transfer_errors(*(pd.concat([run[name] for run in runs[:2]], ignore_index=True)
                                  for name in ("tokens", "steps", "sequences")), position_edges=np.array([64]))
     assert two["log_error_mean"].abs().max() < 0.02
+    # One run alone cannot measure a drift: the workflow then assumes the documented default, not 0.
+    from specsim.traces.store import Traces
+    from specsim.workflow import DEFAULT_COST_RUN_LOG_SD, cost_transfer
+
+    one = Traces(Path("."), runs[0]["tokens"], runs[0]["steps"], runs[0]["sequences"], {}, ())
+    spread, table = cost_transfer(one)
+    assert spread == DEFAULT_COST_RUN_LOG_SD > 0 and table.empty

@@ -173,10 +173,13 @@ def revise() -> None:
 
     The predictions of ``predict`` stay as they were made; a method changed after seeing the
     measurement (here: intervals that carry the costs' drift between collection runs) is
-    evaluated on the same probe and workload in ``predictions_revised.json``.
+    evaluated on the same probe and workload in ``predictions_revised.json`` (remove it to make it
+    anew with the current code; git keeps the earlier revisions).
     """
-    predict(OUT / "predictions_revised.json", "made after the task was measured, with a method revised after "
-                                              "seeing the first comparison (cost drift between runs in the interval)")
+    predict(OUT / "predictions_revised.json", "made after the task was measured, with the current model: methods "
+                                              "revised after seeing the first comparison (cost drift between runs in "
+                                              "the interval) and later (zero-sum task and drafter effects, a new "
+                                              "task's effect widened by sqrt(1 + 1/n), Gamma scale priors)")
 
 
 def collect() -> None:

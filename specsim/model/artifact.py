@@ -71,10 +71,11 @@ class PosteriorMetadata:
     cost_run_log_sd : float
         How much the stored costs move between collection runs: root mean square over runs x
         drafters of the mean log error of a run's speed-ups under costs fitted on the other runs
-        (:func:`specsim.simulate.validation.cost_transfer_errors`); 0 when fewer than two runs
-        could be compared. Predictions under the stored costs carry it.
+        (:func:`specsim.simulate.validation.cost_transfer_errors`); when fewer than two runs
+        could be compared, :data:`specsim.workflow.DEFAULT_COST_RUN_LOG_SD` (``cost_transfer``
+        is then empty). Predictions under the stored costs carry it.
     cost_transfer : list of dict
-        The per-run figures behind ``cost_run_log_sd``.
+        The per-run figures behind ``cost_run_log_sd`` (empty: the default was used).
     """
 
     tasks: list[str]

@@ -296,7 +296,7 @@ def fit_model(
     chains: int = 4,
     seed: int = 0,
     sampler: str = "nutpie",
-    target_accept: float = 0.9,
+    target_accept: float = 0.95,
     progressbar: bool = False,
     log_likelihood: bool = True,
     mass_matrix: str = "low-rank",
