@@ -635,8 +635,9 @@ def leave_one_task_out(
             if outcome.result.diagnostics["passed"]:
                 break
         posterior = outcome.result.posterior()
-        costs = cost_models(kept)
-        spread = outcome.result.metadata.cost_run_log_sd  # fit() measured it on the kept traces
+        # fit() already fitted the kept traces' costs and their drift: read them from the posterior.
+        fold_meta = outcome.result.metadata
+        spread = fold_meta.cost_run_log_sd
         for drafter in sorted(modelled["drafter"].unique()):
             cell = select(modelled, task=task, drafter=drafter, gamma=gamma)
             probed_ids = sorted(cell["prompt_id"].unique())[:probe_prompts]
@@ -646,8 +647,9 @@ def leave_one_task_out(
             lengths = length_table(cell)
             divergence = divergences(full.reference_lengths[drafter], lengths["total_len"])[full.divergence_measure]
             measured = measured_speedup(cell)
-            costs_from = "kept tasks" if (drafter, temperature) in costs else "all traces"
-            cost = costs.get((drafter, temperature), all_costs[(drafter, temperature)])
+            kept_costs = drafter in fold_meta.cost_models
+            costs_from = "kept tasks" if kept_costs else "all traces"
+            cost = fold_meta.cost_model(drafter) if kept_costs else all_costs[(drafter, temperature)]
             arguments = (posterior, cost, gamma, lengths["prompt_len"].to_numpy(), lengths["output_len"].to_numpy())
             options = dict(finetuned=cell["drafter_kind"].iloc[0] == "finetuned", divergence=divergence,
                            drafter=drafter, level=level, rng=seed, n_draws=n_draws, cost_log_sd=spread)

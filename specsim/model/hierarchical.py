@@ -95,10 +95,10 @@ def resolved_parameterisation(counts: AcceptanceCounts, options: ModelOptions) -
     return "centred" if smallest >= CENTRED_MIN_EVALUATED else "noncentred"
 
 
-def drafter_kind_codes(counts: AcceptanceCounts) -> np.ndarray:
-    """Integer code of each drafter's kind, in the order of ``counts.drafters``."""
+def drafter_kinds(counts: AcceptanceCounts) -> pd.Series:
+    """Each drafter's kind, indexed by drafter in the order of ``counts.drafters``."""
     kind = counts.cells.drop_duplicates("drafter").set_index("drafter")["drafter_kind"]
-    return pd.factorize(kind.loc[list(counts.drafters)].to_numpy())[0]
+    return kind.loc[list(counts.drafters)]
 
 
 def zero_sum_effects(group: str, sigma: Any, kind: np.ndarray, centred: bool) -> Any:
@@ -180,7 +180,8 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
         params["position_effect"] = random_walk("position_effect", n_bins, "position_bin")
         for name in ("b_index_finetuned", "b_position_finetuned"):
             params[name] = PRIORS[name].pymc(name)
-        groups_of = {"task": np.zeros(len(counts.tasks), dtype=int), "drafter": drafter_kind_codes(counts)}
+        groups_of = {"task": np.zeros(len(counts.tasks), dtype=int),
+                     "drafter": pd.factorize(drafter_kinds(counts).to_numpy())[0]}
         for group in ("task", "drafter"):
             sigma = PRIORS[f"sigma_{group}"].pymc(f"sigma_{group}")
             if options.zero_sum:
@@ -353,7 +354,7 @@ def fit_model(
     diagnostics = diagnose(idata)
     metadata = PosteriorMetadata(
         tasks=list(counts.tasks), drafters=list(counts.drafters),
-        drafter_kinds=counts.cells.drop_duplicates("drafter").set_index("drafter")["drafter_kind"].to_dict(),
+        drafter_kinds=drafter_kinds(counts).to_dict(),
         position_edges=[float(e) for e in counts.position_edges], n_draft_index=counts.n_draft_index,
         divergence_measure=counts.divergence_measure, length_kind=counts.length_kind,
         reference_lengths={k: [float(x) for x in v] for k, v in counts.reference_lengths.items()},
