@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup browser demo test test-fast test-all lint bench clean
+.PHONY: setup browser demo test test-fast test-all lint bench clean drafters
 
 $(BIN)/.specsim-installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ setup: $(BIN)/.specsim-installed
 
 demo: setup
 	$(BIN)/specsim demo
+
+# Every reference drafter of both experiments, trained again into $$SPECSIM_CACHE (default
+# ~/.cache/specsim) from the shipped prompts and teacher completions; each stage resumes.
+# DRAFTER_ARGS="--precision float32" for the recipe behind the shipped traces (slower).
+DRAFTER_ARGS ?=
+drafters: setup
+	$(BIN)/python scripts/reference/train_drafters.py $(DRAFTER_ARGS)
+	$(BIN)/python scripts/lengths/train_drafters.py $(DRAFTER_ARGS)
 
 # Debian's chromium for the browser check of rendered reports (skipped, with a reason, without it).
 browser:

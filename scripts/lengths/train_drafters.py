@@ -13,12 +13,15 @@ the same loss (``scripts/distillation.py``), schedule and seed: only the context
 training data differs. 10% of the train-pool files are kept for validation: after each epoch the
 drafter's top-1 agreement with the target is measured by position bin on 2048-token validation
 windows. Stages are cached under ``$SPECSIM_CACHE/lengths/`` (teacher targets per drafter,
-trained drafters), so a rerun resumes. Cards go to ``data/drafters/lengths-<name>.json``.
-Run: ``python scripts/lengths/train_drafters.py``.
+trained drafters), so a rerun resumes. Cards go to ``data/drafters/lengths-<name>.json`` (``--cards DIR``
+elsewhere). ``--precision bfloat16`` (default) runs the forward passes under bfloat16 autocast;
+``float32`` is the recipe of the drafters behind the shipped traces.
+Run: ``python scripts/lengths/train_drafters.py`` (both experiments' drafters: ``make drafters``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -32,8 +35,10 @@ from specsim.collect.models import cache_dir, load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from distillation import (  # noqa: E402
+    PRECISIONS,
     agreement_by_position,
     optimiser,
+    save_drafter,
     teacher_targets,
     trainable_layers,
     training_step,
@@ -91,18 +96,20 @@ def cached(path: Path, build):
     return value
 
 
-def teacher(target, tokenizer, name: str, files: list[Path], length: int, count: int, batch: int) -> list[dict]:
+def teacher(target, tokenizer, name: str, files: list[Path], length: int, count: int, batch: int,
+            precision: str) -> list[dict]:
     def build():
         sequences = windows(tokenizer, files, length, count, seed=SEED + length)
         records = []
         for start in range(0, len(sequences), batch):
-            records += teacher_targets(target, sequences[start:start + batch], tokenizer.eos_token_id)
+            records += teacher_targets(target, sequences[start:start + batch], tokenizer.eos_token_id,
+                                       precision=precision)
             log(f"teacher {name}: {min(start + batch, len(sequences))}/{len(sequences)}")
         return records
-    return cached(WORK / f"teacher-{name}.pt", build)
+    return cached(WORK / f"teacher-{name}-{precision}.pt", build)
 
 
-def train(name: str, records: list[dict], validation: list[dict]) -> dict:
+def train(name: str, records: list[dict], validation: list[dict], precision: str, cards: Path, tokenizer) -> dict:
     from transformers import AutoModelForCausalLM
 
     window, per_step = PLAN[name]
@@ -111,14 +118,16 @@ def train(name: str, records: list[dict], validation: list[dict]) -> dict:
     total = EPOCHS * STEPS_PER_EPOCH
     optimizer, schedule = optimiser(trainable, PEAK_LR, total)
     rng = np.random.default_rng(SEED)
+    started = time.perf_counter()
     card = {"name": name, "start_from": "generic-4l (first experiment)", "content": "python-stdlib-source (train pool)",
             "window_tokens": window, "windows": len(records), "training_tokens": window * len(records),
             "epochs": EPOCHS, "steps": total, "tokens_per_step": TOKENS_PER_STEP, "peak_lr": PEAK_LR,
             "optimizer": "AdamW (weight decay 0.01), warm-up then cosine",
             "loss": "MSE to target final hidden state + KL of target top-32 distribution", "seed": SEED,
-            "training_lengths": {"total_len": window, "sequences": len(records)},
+            "precision": precision, "training_lengths": {"total_len": window, "sequences": len(records)},
             "validation_position_edges": POSITION_EDGES,
-            "validation_agreement_by_position": [agreement_by_position(drafter.eval(), validation, POSITION_EDGES)],
+            "validation_agreement_by_position": [
+                agreement_by_position(drafter.eval(), validation, POSITION_EDGES, precision)],
             "epoch_loss": []}
     log(f"{name}: start agreement {np.round(card['validation_agreement_by_position'][0], 3).tolist()}")
     for epoch in range(EPOCHS):
@@ -127,20 +136,26 @@ def train(name: str, records: list[dict], validation: list[dict]) -> dict:
         losses = []
         for step in range(STEPS_PER_EPOCH):
             batch = [records[i] for i in order[step * per_step:(step + 1) * per_step]]
-            losses.append(training_step(drafter, optimizer, schedule, trainable, batch))
+            losses.append(training_step(drafter, optimizer, schedule, trainable, batch, precision))
         card["epoch_loss"].append(float(np.mean(losses)))
         card["validation_agreement_by_position"].append(
-            agreement_by_position(drafter.eval(), validation, POSITION_EDGES))
+            agreement_by_position(drafter.eval(), validation, POSITION_EDGES, precision))
         log(f"{name}: epoch {epoch + 1} loss {card['epoch_loss'][-1]:.4f} agreement "
             f"{np.round(card['validation_agreement_by_position'][-1], 3).tolist()}")
-    folder = WORK / "drafters" / name
-    drafter.save_pretrained(folder)
-    CARDS.mkdir(parents=True, exist_ok=True)
-    (CARDS / f"lengths-{name}.json").write_text(json.dumps(card, indent=1) + "\n")
+    card["train_s"] = round(time.perf_counter() - started, 1)
+    save_drafter(drafter, tokenizer, WORK / "drafters" / name)
+    cards.mkdir(parents=True, exist_ok=True)
+    (cards / f"lengths-{name}.json").write_text(json.dumps(card, indent=1) + "\n")
     return card
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--precision", choices=PRECISIONS, default="bfloat16",
+                        help="forward passes under bfloat16 autocast, or float32 throughout")
+    parser.add_argument("--cards", type=Path, default=CARDS, help="folder for the drafter cards")
+    options = parser.parse_args()
+    began = time.perf_counter()
     torch.manual_seed(SEED)
     torch.set_num_threads(int(os.environ.get("TRAIN_THREADS", "2")))
     if not (GENERIC / "config.json").exists():
@@ -151,16 +166,18 @@ def main() -> None:
     def validation_targets() -> list[dict]:
         sequences = windows(tokenizer, validation_files, 2048, VALIDATION_WINDOWS, SEED)
         return [r for i in range(0, len(sequences), 2)
-                for r in teacher_targets(target.model, sequences[i:i + 2], tokenizer.eos_token_id)]
+                for r in teacher_targets(target.model, sequences[i:i + 2], tokenizer.eos_token_id,
+                                         precision=options.precision)]
 
-    validation = cached(WORK / "validation.pt", validation_targets)
+    validation = cached(WORK / f"validation-{options.precision}.pt", validation_targets)
     for name, (window, _) in PLAN.items():
         if (WORK / "drafters" / name / "config.json").exists():
             continue
         count = TOKENS_PER_STEP * STEPS_PER_EPOCH // window
-        records = teacher(target.model, tokenizer, name, train_files, window, count, batch=max(1, 4096 // window))
-        train(name, records, validation)
-        tokenizer.save_pretrained(WORK / "drafters" / name)
+        records = teacher(target.model, tokenizer, name, train_files, window, count, max(1, 4096 // window),
+                          options.precision)
+        train(name, records, validation, options.precision, options.cards, tokenizer)
+    log(f"length experiment's drafters ready in {WORK / 'drafters'} ({time.perf_counter() - began:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,15 @@
 
 Stages (each cached, so a rerun resumes):
 
-1. teacher: greedy completions (<= 96 new tokens) of every train-split prompt of every task,
-   16 prompts at a time, then one batched target forward pass over prompt + completion keeping,
-   at every position, the target's final hidden state (after its norm) and its top-32 logits;
-   cached per task (``teacher-<task>.pt``), so an interrupted stage resumes.
+1. teacher: the target's greedy completion (<= 96 new tokens) of every train-split prompt of every
+   task, and at every position of prompt + completion the target's final hidden state (after its
+   norm) and its top-32 logits; cached per task (``teacher-<source>-<precision>-<task>.pt``), so an
+   interrupted stage resumes. ``--teacher shipped`` (default) reads the completions from
+   ``data/drafters/teacher_completions.parquet`` (the float32 target's, behind the cached drafters;
+   about 46k tokens) and needs one batched forward pass over the sequences, shortest first;
+   ``--teacher generate`` generates them again with ``distillation.greedy_teacher`` (16 prompts
+   at a time, shortest first; the targets come from the same pass) and ``--write-completions``
+   exports them in the shipped file's format.
 2. generic: the target's first 4 decoder layers with its (frozen) embeddings, norm and head;
    layers and norm trained on the mixture of all tasks with an EAGLE-style loss: mean squared
    error to the target's final hidden state plus the KL divergence of the target's top-32
@@ -19,11 +24,15 @@ Stages (each cached, so a rerun resumes):
 after every epoch the drafter's top-1 agreement with the target on validation completions
 (the greedy acceptance of a first drafted token) is recorded. Writes model directories to
 ``$SPECSIM_CACHE/reference/drafters/<name>`` and cards with loss curves and agreement to
-``data/drafters/<name>.json``. Run: ``python scripts/reference/train_drafters.py``.
+``data/drafters/<name>.json`` (``--cards DIR`` elsewhere). ``--precision bfloat16`` (default) runs the
+target's and the drafters' forward passes under bfloat16 autocast, ``float32`` is the recipe of the
+drafters behind the shipped traces. Run: ``python scripts/reference/train_drafters.py`` (both
+experiments' drafters: ``make drafters``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -38,9 +47,12 @@ from specsim.collect.prompts import encode_prompt, read_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from distillation import (  # noqa: E402
-    drafter_hidden,
+    PRECISIONS,
+    greedy_teacher,
     optimiser,
+    save_drafter,
     teacher_targets,
+    top1,
     trainable_layers,
     training_step,
 )
@@ -49,6 +61,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("code", "docsum", "explain-short", "explain-long", "qa")
 WORK = cache_dir() / "reference"
 CARDS = ROOT / "data" / "drafters"
+COMPLETIONS = ROOT / "data" / "drafters" / "teacher_completions.parquet"
+#: Sequences per teacher forward pass: at most this many padded tokens (shortest sequences first).
+TEACHER_BATCH_TOKENS = 8192
 SEED = 7
 LAYERS = 4
 TOP_K = 32
@@ -64,45 +79,87 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def teacher_data(target) -> list[dict]:
+def length_batches(lengths: list[int], max_tokens: int, max_rows: int | None = None) -> list[list[int]]:
+    """Indices of ``lengths`` in batches, shortest first, each at most ``max_tokens`` padded tokens."""
+    batches: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        batch = batches[-1] if batches else None
+        if batch is None or (len(batch) + 1) * lengths[index] > max_tokens or len(batch) == max_rows:
+            batches.append([index])
+        else:
+            batch.append(index)
+    return batches
+
+
+def read_completions(path: Path = COMPLETIONS) -> dict[tuple[str, str], dict]:
+    """Shipped teacher completions by (task, prompt_id): ``prompt_len`` and ``completion`` token ids."""
+    import pyarrow.parquet as pq
+
+    return {(row["task"], row["prompt_id"]): row for row in pq.read_table(path).to_pylist()}
+
+
+def write_completions(records: list[dict], path: Path) -> None:
+    """The teacher completions of ``records`` as Parquet (task, prompt_id, prompt_len, completion)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = sorted(records, key=lambda r: (r["task"], r["prompt_id"]))
+    table = pa.table({"task": [r["task"] for r in rows], "prompt_id": [r["prompt_id"] for r in rows],
+                      "prompt_len": pa.array([r["prompt_len"] for r in rows], pa.int32()),
+                      "completion": pa.array([r["ids"][r["prompt_len"]:].tolist() for r in rows],
+                                             pa.list_(pa.int32()))})
+    temporary = path.with_suffix(".tmp")
+    pq.write_table(table, temporary, compression="zstd")
+    os.replace(temporary, path)
+
+
+def teacher_data(target, source: str, precision: str) -> list[dict]:
     """Teacher completions and targets of every task's train prompts, cached per task (resumable).
 
-    Generation runs 16 prompts at a time (left padding); the targets (hidden states, top-k
-    logits) come from one batched forward pass per 16 sequences (right padding).
+    ``source="shipped"``: the completions of ``COMPLETIONS``, targets from one forward pass per
+    batch of at most ``TEACHER_BATCH_TOKENS`` padded tokens. ``source="generate"``: greedy
+    completions and their targets from ``greedy_teacher``, 16 prompts at a time. Either way the
+    sequences go shortest first, so a batch pads little.
     """
     tokenizer, model = target.tokenizer, target.model
     eos = tokenizer.eos_token_id
+    shipped = read_completions() if source == "shipped" else {}
     records = []
     for task in TASKS:
-        path = WORK / f"teacher-{task}.pt"
+        path = WORK / f"teacher-{source}-{precision}-{task}.pt"
         if path.exists():
             records += torch.load(path, weights_only=False)
             continue
+        started = time.perf_counter()
         prompts = [p for p in read_prompts(ROOT / "data" / "prompts" / f"{task}.jsonl") if p.extra["split"] == "train"]
         encoded = [encode_prompt(tokenizer, p) for p in prompts]
-        task_records = []
-        for start in range(0, len(encoded), 16):
-            batch = encoded[start : start + 16]
-            width = max(map(len, batch))
-            ids = torch.tensor([[eos] * (width - len(b)) + b for b in batch])
-            mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch])
-            with torch.inference_mode():
-                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=MAX_NEW_TOKENS,
-                                     do_sample=False, pad_token_id=eos)
-            sequences, completions = [], []
-            for row, prompt_ids in enumerate(batch):
-                completion = out[row, width:].tolist()
-                if eos in completion:
-                    completion = completion[: completion.index(eos) + 1]
-                completions.append(completion)
-                sequences.append(prompt_ids + completion)
-            for row, targets in enumerate(teacher_targets(model, sequences, eos, TOP_K)):
-                task_records.append({"task": task, "prompt_id": prompts[start + row].prompt_id,
-                                     "prompt_len": len(batch[row]), "output_len": len(completions[row]), **targets})
-            log(f"teacher {task}: {min(start + 16, len(encoded))}/{len(encoded)}")
+        by_index: dict[int, dict] = {}
+        if source == "shipped":
+            sequences = []
+            for prompt, ids in zip(prompts, encoded, strict=True):
+                row = shipped.get((task, prompt.prompt_id))
+                if row is None or row["prompt_len"] != len(ids):
+                    raise SystemExit(f"{COMPLETIONS}: no completion for {task}/{prompt.prompt_id} with a "
+                                     f"{len(ids)}-token prompt; rerun with --teacher generate")
+                sequences.append(ids + row["completion"])
+            batches = length_batches([len(s) for s in sequences], TEACHER_BATCH_TOKENS)
+        else:
+            batches = length_batches([len(e) for e in encoded], 10**9, max_rows=16)
+        for batch in batches:
+            if source == "shipped":
+                targets = teacher_targets(model, [sequences[i] for i in batch], eos, TOP_K, precision)
+                for i, record in zip(batch, targets, strict=True):
+                    record.update(prompt_len=len(encoded[i]), output_len=len(sequences[i]) - len(encoded[i]))
+            else:
+                targets = greedy_teacher(model, [encoded[i] for i in batch], eos, MAX_NEW_TOKENS, TOP_K, precision)
+            for i, record in zip(batch, targets, strict=True):
+                by_index[i] = {"task": task, "prompt_id": prompts[i].prompt_id, **record}
+            log(f"teacher {task}: {len(by_index)}/{len(encoded)}")
+        task_records = [by_index[i] for i in sorted(by_index)]  # the prompts file's order
         WORK.mkdir(parents=True, exist_ok=True)
         torch.save(task_records, path.with_suffix(".tmp"))
         os.replace(path.with_suffix(".tmp"), path)
+        log(f"teacher {task}: {time.perf_counter() - started:.0f} s")
         records += task_records
     return records
 
@@ -118,13 +175,12 @@ def split(records: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 @torch.no_grad()
-def agreement(drafter, records: list[dict]) -> dict[str, float]:
+def agreement(drafter, records: list[dict], precision: str) -> dict[str, float]:
     """Top-1 agreement with the target on completion positions, per task."""
     hits: dict[str, list[int]] = {}
     for record in records:
-        hidden = drafter_hidden(drafter, record["ids"][None])[0]
         start = record["prompt_len"] - 1
-        predicted = drafter.lm_head(hidden[start:-1]).argmax(-1)
+        predicted = top1(drafter, record["ids"], precision, start)[:-1]
         target = record["top_ids"][start:-1, 0].long()
         counts = hits.setdefault(record["task"], [0, 0])
         counts[0] += int((predicted == target).sum())
@@ -132,18 +188,21 @@ def agreement(drafter, records: list[dict]) -> dict[str, float]:
     return {task: a / max(n, 1) for task, (a, n) in hits.items()}
 
 
-def train(name: str, base, records: list[dict], validation: list[dict]) -> dict:
+def train(name: str, base, records: list[dict], validation: list[dict], precision: str, teacher: str,
+          cards: Path) -> dict:
     start_from, tasks, epochs, peak_lr, keep = PLAN[name]
     drafter = truncate_layers(base, LAYERS) if start_from is None else load_drafter(start_from)
     trainable = trainable_layers(drafter)
     data = [r for r in records if r["task"] in tasks]
     optimizer, schedule = optimiser(trainable, peak_lr, epochs * len(data))
     rng = np.random.default_rng(SEED)
+    started = time.perf_counter()
     card = {"name": name, "start_from": start_from or f"first {LAYERS} layers of the target", "tasks": list(tasks),
             "epochs": epochs, "peak_lr": peak_lr, "optimizer": "AdamW (weight decay 0.01), warm-up then cosine",
             "loss": "MSE to target final hidden state + KL of target top-32 distribution", "seed": SEED,
             "train_sequences": len(data), "train_positions": int(sum(len(r["ids"]) for r in data)),
-            "validation_agreement": [agreement(drafter.eval(), validation)], "epoch_loss": []}
+            "precision": precision, "teacher": teacher,
+            "validation_agreement": [agreement(drafter.eval(), validation, precision)], "epoch_loss": []}
     log(f"{name}: start agreement {card['validation_agreement'][0]}")
 
     def own_task(agreement_by_task: dict[str, float]) -> float:
@@ -154,9 +213,9 @@ def train(name: str, base, records: list[dict], validation: list[dict]) -> dict:
         drafter.train()
         losses = []
         for index in rng.permutation(len(data)):
-            losses.append(training_step(drafter, optimizer, schedule, trainable, [data[index]]))
+            losses.append(training_step(drafter, optimizer, schedule, trainable, [data[index]], precision))
         card["epoch_loss"].append(float(np.mean(losses)))
-        card["validation_agreement"].append(agreement(drafter.eval(), validation))
+        card["validation_agreement"].append(agreement(drafter.eval(), validation, precision))
         log(f"{name}: epoch {epoch + 1} loss {card['epoch_loss'][-1]:.4f} agreement {card['validation_agreement'][-1]}")
         if keep == "best" and own_task(card["validation_agreement"][-1]) > best_score:
             best_score, best_epoch = own_task(card["validation_agreement"][-1]), epoch + 1
@@ -165,13 +224,12 @@ def train(name: str, base, records: list[dict], validation: list[dict]) -> dict:
         drafter.load_state_dict(best_state)
         log(f"{name}: keeping epoch {best_epoch} (own-task validation agreement {best_score:.4f})")
     card["kept_epoch"] = best_epoch if keep == "best" else epochs
-    folder = WORK / "drafters" / name
-    drafter.save_pretrained(folder)
-    base_tokenizer.save_pretrained(folder)
+    card["train_s"] = round(time.perf_counter() - started, 1)
+    save_drafter(drafter, base_tokenizer, WORK / "drafters" / name)
     card["training_lengths"] = [{"task": r["task"], "prompt_len": r["prompt_len"], "output_len": r["output_len"]}
                                 for r in data]
-    CARDS.mkdir(parents=True, exist_ok=True)
-    (CARDS / f"{name}.json").write_text(json.dumps(card, indent=1) + "\n")
+    cards.mkdir(parents=True, exist_ok=True)
+    (cards / f"{name}.json").write_text(json.dumps(card, indent=1) + "\n")
     return card
 
 
@@ -181,14 +239,35 @@ def load_drafter(name: str):
     return AutoModelForCausalLM.from_pretrained(WORK / "drafters" / name, dtype=torch.float32)
 
 
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--teacher", choices=("shipped", "generate"), default="shipped",
+                        help="completions from data/drafters/teacher_completions.parquet or generated again")
+    parser.add_argument("--precision", choices=PRECISIONS, default="bfloat16",
+                        help="forward passes under bfloat16 autocast, or float32 throughout")
+    parser.add_argument("--cards", type=Path, default=CARDS, help="folder for the drafter cards")
+    parser.add_argument("--write-completions", type=Path, metavar="PATH",
+                        help="after the teacher stage, write its completions as Parquet (the shipped format)")
+    return parser.parse_args()
+
+
 if __name__ == "__main__":
+    options = arguments()
     torch.manual_seed(SEED)
     torch.set_num_threads(int(os.environ.get("TRAIN_THREADS", "2")))
+    began = time.perf_counter()
     target = load_model("smollm2")
     base_tokenizer = target.tokenizer
-    records = teacher_data(target)
+    records = teacher_data(target, options.teacher, options.precision)
+    if options.write_completions:
+        write_completions(records, options.write_completions)
     train_records, validation_records = split(records)
-    log(f"teacher data: {len(records)} sequences, {sum(len(r['ids']) for r in records)} positions")
+    log(f"teacher data: {len(records)} sequences, {sum(len(r['ids']) for r in records)} positions "
+        f"({time.perf_counter() - began:.0f} s so far)")
+    teacher_label = (f"completions of {COMPLETIONS.relative_to(ROOT)}" if options.teacher == "shipped"
+                     else "completions generated by the training script")
     for drafter_name in PLAN:
         if not (WORK / "drafters" / drafter_name / "config.json").exists():
-            train(drafter_name, target.model, train_records, validation_records)
+            train(drafter_name, target.model, train_records, validation_records, options.precision, teacher_label,
+                  options.cards)
+    log(f"first experiment's drafters ready in {WORK / 'drafters'} ({time.perf_counter() - began:.0f} s)")

@@ -1,0 +1,84 @@
+"""The drafter-training scripts' teacher stage: one cached pass gives generate's greedy completions
+and the targets a full forward pass gives (real Llama models, random weights; SmolLM2 under `model`)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.models import tiny_llama
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _distillation():
+    spec = importlib.util.spec_from_file_location("distillation", REPO / "scripts" / "distillation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _generate(model, prompts: list[list[int]], eos: int, max_new_tokens: int) -> list[list[int]]:
+    """``generate``'s greedy completions of a left-padded batch, cut after the first ``eos`` (kept)."""
+    width = max(map(len, prompts))
+    ids = torch.tensor([[eos] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=eos, eos_token_id=eos)
+    completions = []
+    for row in range(len(prompts)):
+        completion = out[row, width:].tolist()
+        completions.append(completion[: completion.index(eos) + 1] if eos in completion else completion)
+    return completions
+
+
+def _check_against_generate(model, prompts: list[list[int]], max_new_tokens: int, top_k: int) -> None:
+    distillation = _distillation()
+    # An end-of-sequence token that the greedy continuation of the first prompt reaches at step 5,
+    # so one row stops early while the others run to max_new_tokens.
+    unstopped = _generate(model, prompts, eos=-1 % model.config.vocab_size, max_new_tokens=max_new_tokens)
+    eos = unstopped[0][4]
+    expected = _generate(model, prompts, eos, max_new_tokens)
+    records = distillation.greedy_teacher(model, prompts, eos, max_new_tokens, top_k=top_k)
+    assert [r["ids"][r["prompt_len"]:].tolist() for r in records] == expected
+    assert [r["output_len"] for r in records] == [len(c) for c in expected]
+    assert expected[0][-1] == eos and len(expected[0]) <= 5
+    sequences = [p + c for p, c in zip(prompts, expected, strict=True)]
+    full = distillation.teacher_targets(model, sequences, eos, top_k=top_k)
+    for record, reference in zip(records, full, strict=True):
+        assert record["hidden"].shape == reference["hidden"].shape
+        torch.testing.assert_close(record["hidden"].float(), reference["hidden"].float(), atol=2e-3, rtol=2e-3)
+        torch.testing.assert_close(record["top_logits"].float(), reference["top_logits"].float(), atol=2e-2,
+                                   rtol=2e-3)
+        assert (record["top_ids"][:, 0] == reference["top_ids"][:, 0]).all()
+
+
+def test_greedy_teacher_matches_generate_and_full_forward():
+    model = tiny_llama(vocab_size=300, seed=3, hidden=64)
+    generator = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, 300, (n,), generator=generator).tolist() for n in (7, 19, 12)]
+    _check_against_generate(model, prompts, max_new_tokens=16, top_k=8)
+
+
+def test_precision_is_checked_and_bfloat16_runs():
+    distillation = _distillation()
+    model = tiny_llama(vocab_size=300, seed=3, hidden=64)
+    with pytest.raises(ValueError, match="precision"):
+        distillation.greedy_teacher(model, [[1, 2, 3]], 0, 4, precision="float8")
+    records = distillation.greedy_teacher(model, [[1, 2, 3], [4, 5]], 0, 4, top_k=8, precision="bfloat16")
+    assert [len(r["ids"]) - r["output_len"] for r in records] == [3, 2]
+    assert all(r["hidden"].dtype == torch.float16 and len(r["top_ids"]) == len(r["ids"]) for r in records)
+
+
+@pytest.mark.model
+def test_greedy_teacher_on_smollm2():
+    from specsim.collect.models import load_model
+    from specsim.collect.prompts import encode_prompt, read_prompts
+
+    target = load_model("smollm2")
+    prompts = [encode_prompt(target.tokenizer, p) for p in read_prompts(REPO / "data" / "prompts" / "qa.jsonl")[:3]]
+    _check_against_generate(target.model, prompts, max_new_tokens=12, top_k=32)
