@@ -23,11 +23,12 @@ demo: setup
 
 # Every reference drafter of both experiments, trained again into $$SPECSIM_CACHE (default
 # ~/.cache/specsim) from the shipped prompts and teacher completions; each stage resumes.
-# DRAFTER_ARGS="--precision float32" for the recipe behind the shipped traces (slower).
-DRAFTER_ARGS ?=
+# RECIPE=full PRECISION=float32: the recipe behind the shipped traces (about 50 minutes here).
+RECIPE ?= quick
+PRECISION ?= bfloat16
 drafters: setup
-	$(BIN)/python scripts/reference/train_drafters.py $(DRAFTER_ARGS)
-	$(BIN)/python scripts/lengths/train_drafters.py $(DRAFTER_ARGS)
+	$(BIN)/python scripts/reference/train_drafters.py --recipe $(RECIPE) --precision $(PRECISION)
+	$(BIN)/python scripts/lengths/train_drafters.py --precision $(PRECISION)
 
 # Debian's chromium for the browser check of rendered reports (skipped, with a reason, without it).
 browser:

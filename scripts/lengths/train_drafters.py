@@ -14,8 +14,8 @@ training data differs. 10% of the train-pool files are kept for validation: afte
 drafter's top-1 agreement with the target is measured by position bin on 2048-token validation
 windows. Stages are cached under ``$SPECSIM_CACHE/lengths/`` (teacher targets per drafter,
 trained drafters), so a rerun resumes. Cards go to ``data/drafters/lengths-<name>.json`` (``--cards DIR``
-elsewhere). ``--precision bfloat16`` (default) runs the forward passes under bfloat16 autocast;
-``float32`` is the recipe of the drafters behind the shipped traces.
+elsewhere). ``--precision bfloat16`` (default) runs the teacher passes under bfloat16 autocast;
+``float32`` is the precision behind the shipped drafters (the drafters train in float32 either way).
 Run: ``python scripts/lengths/train_drafters.py`` (both experiments' drafters: ``make drafters``).
 """
 
@@ -124,10 +124,10 @@ def train(name: str, records: list[dict], validation: list[dict], precision: str
             "epochs": EPOCHS, "steps": total, "tokens_per_step": TOKENS_PER_STEP, "peak_lr": PEAK_LR,
             "optimizer": "AdamW (weight decay 0.01), warm-up then cosine",
             "loss": "MSE to target final hidden state + KL of target top-32 distribution", "seed": SEED,
-            "precision": precision, "training_lengths": {"total_len": window, "sequences": len(records)},
+            "teacher_precision": precision, "training_lengths": {"total_len": window, "sequences": len(records)},
             "validation_position_edges": POSITION_EDGES,
             "validation_agreement_by_position": [
-                agreement_by_position(drafter.eval(), validation, POSITION_EDGES, precision)],
+                agreement_by_position(drafter.eval(), validation, POSITION_EDGES)],
             "epoch_loss": []}
     log(f"{name}: start agreement {np.round(card['validation_agreement_by_position'][0], 3).tolist()}")
     for epoch in range(EPOCHS):
@@ -136,10 +136,10 @@ def train(name: str, records: list[dict], validation: list[dict], precision: str
         losses = []
         for step in range(STEPS_PER_EPOCH):
             batch = [records[i] for i in order[step * per_step:(step + 1) * per_step]]
-            losses.append(training_step(drafter, optimizer, schedule, trainable, batch, precision))
+            losses.append(training_step(drafter, optimizer, schedule, trainable, batch))
         card["epoch_loss"].append(float(np.mean(losses)))
         card["validation_agreement_by_position"].append(
-            agreement_by_position(drafter.eval(), validation, POSITION_EDGES, precision))
+            agreement_by_position(drafter.eval(), validation, POSITION_EDGES))
         log(f"{name}: epoch {epoch + 1} loss {card['epoch_loss'][-1]:.4f} agreement "
             f"{np.round(card['validation_agreement_by_position'][-1], 3).tolist()}")
     card["train_s"] = round(time.perf_counter() - started, 1)
@@ -152,7 +152,7 @@ def train(name: str, records: list[dict], validation: list[dict], precision: str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--precision", choices=PRECISIONS, default="bfloat16",
-                        help="forward passes under bfloat16 autocast, or float32 throughout")
+                        help="teacher passes under bfloat16 autocast, or in float32")
     parser.add_argument("--cards", type=Path, default=CARDS, help="folder for the drafter cards")
     options = parser.parse_args()
     began = time.perf_counter()

@@ -6,8 +6,8 @@ Stages (each cached, so a rerun resumes):
    task, and at every position of prompt + completion the target's final hidden state (after its
    norm) and its top-32 logits; cached per task (``teacher-<source>-<precision>-<task>.pt``), so an
    interrupted stage resumes. ``--teacher shipped`` (default) reads the completions from
-   ``data/drafters/teacher_completions.parquet`` (the float32 target's, behind the cached drafters;
-   about 46k tokens) and needs one batched forward pass over the sequences, shortest first;
+   ``data/drafters/teacher_completions.parquet`` (46k tokens, the float32 target's from the
+   batched teacher stage of an earlier rebuild) and needs one batched forward pass over the sequences, shortest first;
    ``--teacher generate`` generates them again with ``distillation.greedy_teacher`` (16 prompts
    at a time, shortest first; the targets come from the same pass) and ``--write-completions``
    exports them in the shipped file's format.
@@ -24,10 +24,11 @@ Stages (each cached, so a rerun resumes):
 after every epoch the drafter's top-1 agreement with the target on validation completions
 (the greedy acceptance of a first drafted token) is recorded. Writes model directories to
 ``$SPECSIM_CACHE/reference/drafters/<name>`` and cards with loss curves and agreement to
-``data/drafters/<name>.json`` (``--cards DIR`` elsewhere). ``--precision bfloat16`` (default) runs the
-target's and the drafters' forward passes under bfloat16 autocast, ``float32`` is the recipe of the
-drafters behind the shipped traces. Run: ``python scripts/reference/train_drafters.py`` (both
-experiments' drafters: ``make drafters``).
+``data/drafters/<name>.json`` (``--cards DIR`` elsewhere). ``--recipe quick`` (default) trains fewer
+epochs than ``--recipe full``, the recipe behind the shipped traces (``RECIPES``); ``--precision
+bfloat16`` (default) runs the teacher passes under bfloat16 autocast, ``float32`` as behind the
+shipped drafters (the drafters train in float32 either way).
+Run: ``python scripts/reference/train_drafters.py`` (both experiments' drafters: ``make drafters``).
 """
 
 from __future__ import annotations
@@ -68,10 +69,16 @@ SEED = 7
 LAYERS = 4
 TOP_K = 32
 MAX_NEW_TOKENS = 96
-PLAN = {  # name: (start from, tasks, epochs, peak learning rate, keep: "last" or "best" epoch)
-    "generic-4l": (None, TASKS, 4, 5e-4, "last"),
-    "finetuned-code": ("generic-4l", ("code",), 10, 5e-4, "last"),
-    "finetuned-docsum": ("generic-4l", ("docsum",), 8, 5e-4, "best"),
+PLAN = {  # name: (start from, tasks, peak learning rate, keep: "last" or "best" epoch)
+    "generic-4l": (None, TASKS, 5e-4, "last"),
+    "finetuned-code": ("generic-4l", ("code",), 5e-4, "last"),
+    "finetuned-docsum": ("generic-4l", ("docsum",), 5e-4, "best"),
+}
+#: Epochs per drafter. "full" is the recipe behind the shipped traces; "quick" fits the rebuild of
+#: both experiments' drafters in about 20 minutes on a 2-core CPU (data/README.md has both measured).
+RECIPES = {
+    "full": {"generic-4l": 4, "finetuned-code": 10, "finetuned-docsum": 8},
+    "quick": {"generic-4l": 2, "finetuned-code": 4, "finetuned-docsum": 3},
 }
 
 
@@ -175,12 +182,12 @@ def split(records: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 @torch.no_grad()
-def agreement(drafter, records: list[dict], precision: str) -> dict[str, float]:
-    """Top-1 agreement with the target on completion positions, per task."""
+def agreement(drafter, records: list[dict], tasks: tuple[str, ...] = TASKS) -> dict[str, float]:
+    """Top-1 agreement with the target on completion positions, per task (of ``tasks``)."""
     hits: dict[str, list[int]] = {}
-    for record in records:
+    for record in (r for r in records if r["task"] in tasks):
         start = record["prompt_len"] - 1
-        predicted = top1(drafter, record["ids"], precision, start)[:-1]
+        predicted = top1(drafter, record["ids"], start)[:-1]
         target = record["top_ids"][start:-1, 0].long()
         counts = hits.setdefault(record["task"], [0, 0])
         counts[0] += int((predicted == target).sum())
@@ -188,9 +195,15 @@ def agreement(drafter, records: list[dict], precision: str) -> dict[str, float]:
     return {task: a / max(n, 1) for task, (a, n) in hits.items()}
 
 
-def train(name: str, base, records: list[dict], validation: list[dict], precision: str, teacher: str,
+def train(name: str, base, records: list[dict], validation: list[dict], recipe: str, labels: dict,
           cards: Path) -> dict:
-    start_from, tasks, epochs, peak_lr, keep = PLAN[name]
+    """Train one drafter of ``PLAN`` for its ``RECIPES[recipe]`` epochs; save it and its card.
+
+    Validation agreement is measured on every task before training and after the last (and the
+    kept) epoch; after the other epochs on the drafter's own tasks (all of them for generic-4l).
+    """
+    start_from, tasks, peak_lr, keep = PLAN[name]
+    epochs = RECIPES[recipe][name]
     drafter = truncate_layers(base, LAYERS) if start_from is None else load_drafter(start_from)
     trainable = trainable_layers(drafter)
     data = [r for r in records if r["task"] in tasks]
@@ -201,8 +214,8 @@ def train(name: str, base, records: list[dict], validation: list[dict], precisio
             "epochs": epochs, "peak_lr": peak_lr, "optimizer": "AdamW (weight decay 0.01), warm-up then cosine",
             "loss": "MSE to target final hidden state + KL of target top-32 distribution", "seed": SEED,
             "train_sequences": len(data), "train_positions": int(sum(len(r["ids"]) for r in data)),
-            "precision": precision, "teacher": teacher,
-            "validation_agreement": [agreement(drafter.eval(), validation, precision)], "epoch_loss": []}
+            "recipe": recipe, **labels, "validation_agreement": [agreement(drafter.eval(), validation)],
+            "epoch_loss": []}
     log(f"{name}: start agreement {card['validation_agreement'][0]}")
 
     def own_task(agreement_by_task: dict[str, float]) -> float:
@@ -213,15 +226,17 @@ def train(name: str, base, records: list[dict], validation: list[dict], precisio
         drafter.train()
         losses = []
         for index in rng.permutation(len(data)):
-            losses.append(training_step(drafter, optimizer, schedule, trainable, [data[index]], precision))
+            losses.append(training_step(drafter, optimizer, schedule, trainable, [data[index]]))
         card["epoch_loss"].append(float(np.mean(losses)))
-        card["validation_agreement"].append(agreement(drafter.eval(), validation, precision))
+        card["validation_agreement"].append(agreement(drafter.eval(), validation,
+                                                      TASKS if epoch + 1 == epochs else tasks))
         log(f"{name}: epoch {epoch + 1} loss {card['epoch_loss'][-1]:.4f} agreement {card['validation_agreement'][-1]}")
         if keep == "best" and own_task(card["validation_agreement"][-1]) > best_score:
             best_score, best_epoch = own_task(card["validation_agreement"][-1]), epoch + 1
             best_state = {k: v.detach().clone() for k, v in drafter.state_dict().items()}
     if best_state is not None:
         drafter.load_state_dict(best_state)
+        card["validation_agreement"][best_epoch] = agreement(drafter.eval(), validation)
         log(f"{name}: keeping epoch {best_epoch} (own-task validation agreement {best_score:.4f})")
     card["kept_epoch"] = best_epoch if keep == "best" else epochs
     card["train_s"] = round(time.perf_counter() - started, 1)
@@ -243,8 +258,11 @@ def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--teacher", choices=("shipped", "generate"), default="shipped",
                         help="completions from data/drafters/teacher_completions.parquet or generated again")
+    parser.add_argument("--recipe", choices=tuple(RECIPES), default="quick",
+                        help="epochs per drafter: quick (about 20 min for both experiments) or full (the "
+                             "recipe behind the shipped traces)")
     parser.add_argument("--precision", choices=PRECISIONS, default="bfloat16",
-                        help="forward passes under bfloat16 autocast, or float32 throughout")
+                        help="teacher passes under bfloat16 autocast, or in float32")
     parser.add_argument("--cards", type=Path, default=CARDS, help="folder for the drafter cards")
     parser.add_argument("--write-completions", type=Path, metavar="PATH",
                         help="after the teacher stage, write its completions as Parquet (the shipped format)")
@@ -264,10 +282,13 @@ if __name__ == "__main__":
     train_records, validation_records = split(records)
     log(f"teacher data: {len(records)} sequences, {sum(len(r['ids']) for r in records)} positions "
         f"({time.perf_counter() - began:.0f} s so far)")
-    teacher_label = (f"completions of {COMPLETIONS.relative_to(ROOT)}" if options.teacher == "shipped"
-                     else "completions generated by the training script")
+    labels = {"teacher": (f"completions of {COMPLETIONS.relative_to(ROOT)}" if options.teacher == "shipped"
+                          else "completions generated by the training script"),
+              "teacher_precision": options.precision}
     for drafter_name in PLAN:
-        if not (WORK / "drafters" / drafter_name / "config.json").exists():
-            train(drafter_name, target.model, train_records, validation_records, options.precision, teacher_label,
+        if (WORK / "drafters" / drafter_name / "config.json").exists():
+            log(f"{drafter_name}: already in {WORK / 'drafters'}, kept (delete it to train it again)")
+        else:
+            train(drafter_name, target.model, train_records, validation_records, options.recipe, labels,
                   options.cards)
     log(f"first experiment's drafters ready in {WORK / 'drafters'} ({time.perf_counter() - began:.0f} s)")
