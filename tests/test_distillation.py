@@ -14,11 +14,15 @@ from tests.models import tiny_llama
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _distillation():
-    spec = importlib.util.spec_from_file_location("distillation", REPO / "scripts" / "distillation.py")
+def _script(name: str, path: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _distillation():
+    return _script("distillation", "distillation.py")
 
 
 def _generate(model, prompts: list[list[int]], eos: int, max_new_tokens: int) -> list[list[int]]:
@@ -82,3 +86,48 @@ def test_greedy_teacher_on_smollm2():
     target = load_model("smollm2")
     prompts = [encode_prompt(target.tokenizer, p) for p in read_prompts(REPO / "data" / "prompts" / "qa.jsonl")[:3]]
     _check_against_generate(target.model, prompts, max_new_tokens=12, top_k=32)
+
+
+def _reference_trainer():
+    return _script("train_drafters", "reference/train_drafters.py")
+
+
+def test_length_batches_cover_every_sequence_once_within_the_budget():
+    trainer = _reference_trainer()
+    lengths = [5, 1, 3, 8, 2, 9, 4, 4]
+    batches = trainer.length_batches(lengths, max_tokens=8)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    order = [lengths[i] for b in batches for i in b]
+    assert order == sorted(order)  # shortest first
+    assert all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 8 for b in batches)
+    assert [len(b) for b in trainer.length_batches(lengths, 10**9, max_rows=3)] == [3, 3, 2]
+
+
+@pytest.mark.model
+def test_shipped_teacher_completions_match_the_train_prompts(tmp_path):
+    from transformers import AutoTokenizer
+
+    from specsim.collect.models import _dequantised_gguf, smollm2_gguf_path
+    from specsim.collect.prompts import encode_prompt, read_prompts
+
+    trainer = _reference_trainer()
+    folder, _ = _dequantised_gguf(smollm2_gguf_path(), trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    shipped = trainer.read_completions()
+    expected = set()
+    for task in trainer.TASKS:
+        for prompt in read_prompts(REPO / "data" / "prompts" / f"{task}.jsonl"):
+            if prompt.extra["split"] != "train":
+                continue
+            expected.add((task, prompt.prompt_id))
+            row = shipped[(task, prompt.prompt_id)]
+            assert row["prompt_len"] == len(encode_prompt(tokenizer, prompt))
+            completion = row["completion"]
+            assert 1 <= len(completion) <= trainer.MAX_NEW_TOKENS
+            assert tokenizer.eos_token_id not in completion[:-1]  # a completion ends at its first eos
+    assert set(shipped) == expected  # no held-out prompt has a completion
+    # The writer reproduces the shipped file's rows.
+    records = [{"task": t, "prompt_id": p, "prompt_len": r["prompt_len"],
+                "ids": torch.tensor([0] * r["prompt_len"] + r["completion"])} for (t, p), r in shipped.items()]
+    trainer.write_completions(records, tmp_path / "completions.parquet")
+    assert trainer.read_completions(tmp_path / "completions.parquet") == shipped
