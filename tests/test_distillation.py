@@ -131,3 +131,20 @@ def test_shipped_teacher_completions_match_the_train_prompts(tmp_path):
                 "ids": torch.tensor([0] * r["prompt_len"] + r["completion"])} for (t, p), r in shipped.items()]
     trainer.write_completions(records, tmp_path / "completions.parquet")
     assert trainer.read_completions(tmp_path / "completions.parquet") == shipped
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_generated_teacher_completions_reproduce_the_shipped_ones(tmp_path, monkeypatch):
+    """``--teacher generate --precision float32`` gives the shipped completions back, token for token (qa)."""
+    from specsim.collect.models import load_model
+
+    trainer = _reference_trainer()
+    monkeypatch.setattr(trainer, "TASKS", ("qa",))
+    monkeypatch.setattr(trainer, "WORK", tmp_path)
+    records = trainer.teacher_data(load_model("smollm2"), "generate", "float32")
+    shipped = trainer.read_completions()
+    assert len(records) == sum(1 for task, _ in shipped if task == "qa")
+    for record in records:
+        assert record["ids"][record["prompt_len"]:].tolist() == shipped[("qa", record["prompt_id"])]["completion"]
+    assert (tmp_path / "teacher-generate-float32-qa.pt").exists()  # cached, so a rerun resumes

@@ -7,10 +7,10 @@ Stages (each cached, so a rerun resumes):
    norm) and its top-32 logits; cached per task (``teacher-<source>-<precision>-<task>.pt``), so an
    interrupted stage resumes. ``--teacher shipped`` (default) reads the completions from
    ``data/drafters/teacher_completions.parquet`` (46k tokens, the float32 target's from the
-   batched teacher stage of an earlier rebuild) and needs one batched forward pass over the sequences, shortest first;
-   ``--teacher generate`` generates them again with ``distillation.greedy_teacher`` (16 prompts
-   at a time, shortest first; the targets come from the same pass) and ``--write-completions``
-   exports them in the shipped file's format.
+   batched teacher stage of an earlier rebuild) and needs one batched forward pass over the
+   sequences, shortest first; ``--teacher generate`` generates them again with
+   ``distillation.greedy_teacher`` (16 prompts at a time, shortest first; the targets come from
+   the same pass) and ``--write-completions`` exports them in the shipped file's format.
 2. generic: the target's first 4 decoder layers with its (frozen) embeddings, norm and head;
    layers and norm trained on the mixture of all tasks with an EAGLE-style loss: mean squared
    error to the target's final hidden state plus the KL divergence of the target's top-32
@@ -25,9 +25,9 @@ after every epoch the drafter's top-1 agreement with the target on validation co
 (the greedy acceptance of a first drafted token) is recorded. Writes model directories to
 ``$SPECSIM_CACHE/reference/drafters/<name>`` and cards with loss curves and agreement to
 ``data/drafters/<name>.json`` (``--cards DIR`` elsewhere). ``--recipe quick`` (default) trains fewer
-epochs at higher rates than ``--recipe full``, the recipe behind the shipped traces (``RECIPES``); ``--precision
-bfloat16`` (default) runs the teacher passes under bfloat16 autocast, ``float32`` as behind the
-shipped drafters (the drafters train in float32 either way).
+epochs at higher rates than ``--recipe full``, the recipe behind the shipped traces (``RECIPES``);
+``--precision bfloat16`` (default) runs the teacher passes under bfloat16 autocast, ``float32`` as
+behind the shipped drafters (the drafters train in float32 either way).
 Run: ``python scripts/reference/train_drafters.py`` (both experiments' drafters: ``make drafters``).
 """
 
@@ -148,8 +148,10 @@ def teacher_data(target, source: str, precision: str) -> list[dict]:
             for prompt, ids in zip(prompts, encoded, strict=True):
                 row = shipped.get((task, prompt.prompt_id))
                 if row is None or row["prompt_len"] != len(ids):
-                    raise SystemExit(f"{COMPLETIONS}: no completion for {task}/{prompt.prompt_id} with a "
-                                     f"{len(ids)}-token prompt; rerun with --teacher generate")
+                    print(f"{COMPLETIONS}: no completion for {task}/{prompt.prompt_id} with a {len(ids)}-token "
+                          "prompt (the prompts or the tokenizer changed); rerun with --teacher generate",
+                          file=sys.stderr)
+                    raise SystemExit(2)
                 sequences.append(ids + row["completion"])
             batches = length_batches([len(s) for s in sequences], TEACHER_BATCH_TOKENS)
         else:
