@@ -13,9 +13,10 @@ the same loss (``scripts/distillation.py``), schedule and seed: only the context
 training data differs. 10% of the train-pool files are kept for validation: after each epoch the
 drafter's top-1 agreement with the target is measured by position bin on 2048-token validation
 windows. Stages are cached under ``$SPECSIM_CACHE/lengths/`` (teacher targets per drafter,
-trained drafters), so a rerun resumes. Cards go to ``data/drafters/lengths-<name>.json`` (``--cards DIR``
-elsewhere). ``--precision bfloat16`` (default) runs the teacher passes under bfloat16 autocast;
-``float32`` is the precision behind the shipped drafters (the drafters train in float32 either way).
+trained drafters), so a rerun resumes. Cards go to ``$SPECSIM_CACHE/cards/lengths-<name>.json``
+(``--cards data/drafters`` replaces the shipped drafters' cards). ``--precision bfloat16`` (default)
+runs the teacher passes under bfloat16 autocast; ``float32`` is the precision behind the shipped
+drafters (the drafters train in float32 either way).
 Run: ``python scripts/lengths/train_drafters.py`` (both experiments' drafters: ``make drafters``).
 """
 
@@ -47,7 +48,7 @@ from distillation import (  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 WORK = cache_dir() / "lengths"
 GENERIC = cache_dir() / "reference" / "drafters" / "generic-4l"
-CARDS = ROOT / "data" / "drafters"
+CARDS = cache_dir() / "cards"
 SEED = 11
 TOKENS_PER_STEP = 2048
 STEPS_PER_EPOCH = int(os.environ.get("LENGTHS_STEPS_PER_EPOCH", "24"))
@@ -153,7 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--precision", choices=PRECISIONS, default="bfloat16",
                         help="teacher passes under bfloat16 autocast, or in float32")
-    parser.add_argument("--cards", type=Path, default=CARDS, help="folder for the drafter cards")
+    parser.add_argument("--cards", type=Path, default=CARDS, help="folder for the drafter cards (%(default)s)")
     options = parser.parse_args()
     began = time.perf_counter()
     torch.manual_seed(SEED)

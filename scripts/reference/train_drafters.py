@@ -24,8 +24,9 @@ Stages (each cached, so a rerun resumes):
 after every epoch the drafter's top-1 agreement with the target on validation completions
 (the greedy acceptance of a first drafted token) is recorded. Writes model directories to
 ``$SPECSIM_CACHE/reference/drafters/<name>`` and cards with loss curves and agreement to
-``data/drafters/<name>.json`` (``--cards DIR`` elsewhere). ``--recipe quick`` (default) trains fewer
-epochs at higher rates than ``--recipe full``, the recipe behind the shipped traces (``RECIPES``);
+``$SPECSIM_CACHE/cards/<name>.json`` (``--cards data/drafters`` replaces the shipped drafters'
+cards). ``--recipe quick`` (default) trains fewer epochs at higher rates than ``--recipe full``,
+the recipe behind the shipped traces (``RECIPES``);
 ``--precision bfloat16`` (default) runs the teacher passes under bfloat16 autocast, ``float32`` as
 behind the shipped drafters (the drafters train in float32 either way).
 Run: ``python scripts/reference/train_drafters.py`` (both experiments' drafters: ``make drafters``).
@@ -61,7 +62,7 @@ from distillation import (  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("code", "docsum", "explain-short", "explain-long", "qa")
 WORK = cache_dir() / "reference"
-CARDS = ROOT / "data" / "drafters"
+CARDS = cache_dir() / "cards"
 COMPLETIONS = ROOT / "data" / "drafters" / "teacher_completions.parquet"
 #: Sequences per teacher forward pass: at most this many padded tokens (shortest sequences first).
 TEACHER_BATCH_TOKENS = 8192
@@ -267,7 +268,7 @@ def arguments() -> argparse.Namespace:
                              "recipe behind the shipped traces)")
     parser.add_argument("--precision", choices=PRECISIONS, default="bfloat16",
                         help="teacher passes under bfloat16 autocast, or in float32")
-    parser.add_argument("--cards", type=Path, default=CARDS, help="folder for the drafter cards")
+    parser.add_argument("--cards", type=Path, default=CARDS, help="folder for the drafter cards (%(default)s)")
     parser.add_argument("--write-completions", type=Path, metavar="PATH",
                         help="after the teacher stage, write its completions as Parquet (the shipped format)")
     return parser.parse_args()
