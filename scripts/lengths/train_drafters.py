@@ -160,7 +160,8 @@ def main() -> None:
     torch.manual_seed(SEED)
     torch.set_num_threads(int(os.environ.get("TRAIN_THREADS", "2")))
     if not (GENERIC / "config.json").exists():
-        raise SystemExit(f"needs the generic drafter at {GENERIC}: run scripts/reference/train_drafters.py first")
+        print(f"{GENERIC}: no generic drafter there; run scripts/reference/train_drafters.py first", file=sys.stderr)
+        raise SystemExit(2)
     target = load_model("smollm2")
     tokenizer = target.tokenizer
     train_files, validation_files = train_and_validation_files()
