@@ -23,7 +23,7 @@ demo: setup
 
 # Every reference drafter of both experiments, trained again into $$SPECSIM_CACHE (default
 # ~/.cache/specsim) from the shipped prompts and teacher completions; each stage resumes.
-# RECIPE=full: the epochs and rates behind the shipped traces (about 28 minutes here, estimated);
+# RECIPE=full: the epochs and rates behind the shipped traces (about 27 minutes here);
 # PRECISION=float32 also takes the teacher passes in float32, as behind them (slower).
 RECIPE ?= quick
 PRECISION ?= bfloat16
