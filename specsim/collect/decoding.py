@@ -7,9 +7,12 @@ greedy accepts a drafted token when it is the target's argmax; sampling accepts 
 probability ``min(1, p/q)`` and on rejection draws from ``norm(max(0, p - q))``, which
 leaves the (temperature- and top-p-warped) target distribution unchanged.
 
-Drafting follows Hugging Face's ``CandidateGenerator`` seam: a drafter proposes tokens
-(:meth:`ModelDrafter.propose`) and learns how many were accepted
-(:meth:`ModelDrafter.accept`); a :class:`GammaSchedule` chooses how many to propose.
+Drafting follows Hugging Face's ``CandidateGenerator`` seam: a :class:`~specsim.collect.drafters.Drafter`
+proposes up to ``n`` tokens (:meth:`~specsim.collect.drafters.Drafter.propose`) and learns the
+verified sequence (:meth:`~specsim.collect.drafters.Drafter.accept`); a :class:`GammaSchedule`
+chooses ``n``. A draft may be shorter than ``n`` or empty (a plain target step). A
+deterministic drafter's token is a point mass (``q = 1``), so sampling accepts it with
+probability ``p(x)`` and a rejection draws from ``p`` with ``x`` removed.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from specsim.collect.drafters import Drafter, ModelDrafter
+
 __all__ = [
     "Warp",
     "CachedLM",
+    "Drafter",
     "ModelDrafter",
     "GammaSchedule",
     "ConstantGamma",
@@ -132,6 +138,24 @@ class CachedLM:
         logits = output.logits[0]
         return logits if keep is None else logits[-keep:]
 
+    @torch.inference_mode()
+    def forward_hidden(self, token_ids: list[int], keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`forward`, also returning the last layer's hidden state of every fed token.
+
+        Returns
+        -------
+        logits : torch.Tensor, shape (keep, vocab)
+        hidden : torch.Tensor, shape (len(token_ids), hidden_size)
+            The final normalised hidden states (what the LM head reads).
+        """
+        inputs = torch.tensor([token_ids], device=self.device)
+        kwargs: dict[str, Any] = {self._cache_argument: self.cache}
+        if self._keeps_logits:
+            kwargs["logits_to_keep"] = keep
+        output = self.model(input_ids=inputs, use_cache=True, output_hidden_states=True, **kwargs)
+        self.cached += len(token_ids)
+        return output.logits[0][-keep:], output.hidden_states[-1][0]
+
     def rollback(self, length: int) -> None:
         """Keep the first ``length`` cached tokens, dropping the rest."""
         excess = self.cached - length
@@ -186,51 +210,6 @@ def make_schedule(name: str, gamma: int) -> GammaSchedule:
     if name not in schedules:
         raise ValueError(f"unknown gamma schedule {name!r}; choose constant or adaptive")
     return schedules[name](gamma)
-
-
-class ModelDrafter:
-    """A drafter backed by a causal LM sharing the target's vocabulary."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.lm = CachedLM(model)
-
-    def reset(self) -> None:
-        """Start a new sequence."""
-        self.lm.reset()
-
-    def prefill(self, tokens: list[int]) -> None:
-        """Encode all tokens but the last."""
-        if len(tokens) > 1:
-            self.lm.forward(tokens[:-1], keep=1)
-
-    def propose(
-        self, tokens: list[int], n: int, warp: Warp, generator: torch.Generator | None
-    ) -> tuple[list[int], torch.Tensor]:
-        """Draft ``n`` tokens after ``tokens``.
-
-        Returns
-        -------
-        draft : list of int, length n
-        draft_logits : torch.Tensor, shape (n, vocab)
-            Raw logits the draft was chosen from.
-        """
-        pending = tokens[self.lm.cached :]
-        draft: list[int] = []
-        rows = []
-        for _ in range(n):
-            logits = self.lm.forward(pending, keep=1)[-1]
-            rows.append(logits)
-            if warp.greedy:
-                token = int(logits.argmax())
-            else:
-                token = int(torch.multinomial(warp.probs(logits), 1, generator=generator))
-            draft.append(token)
-            pending = [token]
-        return draft, torch.stack(rows)
-
-    def accept(self, sequence_length: int) -> None:
-        """Drop cached drafted tokens past the accepted prefix (cache holds all but the last)."""
-        self.lm.rollback(sequence_length - 1)
 
 
 def verify_draft(
@@ -320,13 +299,14 @@ _TOKEN_FIELDS = ("step", "draft_index", "position", "context_len", "token_id", "
 
 
 def _token_records(
-    target_logits: torch.Tensor, draft_logits: torch.Tensor, draft: torch.Tensor, warp: Warp,
+    target_logits: torch.Tensor, draft_probs_t1: torch.Tensor, draft: torch.Tensor, warp: Warp,
     target_probs: torch.Tensor, draft_probs: torch.Tensor, accept_prob: torch.Tensor,
 ) -> dict[str, np.ndarray]:
+    """Per-drafted-token probabilities; ``draft_probs_t1`` is the drafter's distribution at temperature 1."""
     g = draft.shape[0]
     rows = torch.arange(g, device=draft.device)
     p1 = torch.softmax(target_logits[:g].float(), -1)
-    q1 = torch.softmax(draft_logits.float(), -1)
+    q1 = draft_probs_t1
     overlap_t1 = torch.minimum(p1, q1).sum(-1)
     if warp.greedy:
         # At temperature 0 the decoding distributions are one-hot: report p, q at temperature 1.
@@ -344,7 +324,7 @@ def _token_records(
 
 def speculative_decode(
     target: CachedLM,
-    drafter: ModelDrafter,
+    drafter: Drafter,
     prompt_ids: list[int],
     *,
     schedule: GammaSchedule,
@@ -360,12 +340,13 @@ def speculative_decode(
     ----------
     target : CachedLM
         The target model; its cache is reset.
-    drafter : ModelDrafter
-        The drafter; its cache is reset.
+    drafter : Drafter
+        The drafter; it is reset. A step whose draft is empty is a plain target step.
     prompt_ids : list of int
         Prompt token ids (at least one).
     schedule : GammaSchedule
-        Draft length per step; each step drafts ``min(next_gamma, tokens left)``.
+        Draft length per step; each step asks for ``min(next_gamma, tokens left)`` tokens and
+        records as ``n_drafted`` how many the drafter proposed.
     warp : Warp
         Temperature and top-p of both models' decoding distributions.
     max_new_tokens : int
@@ -390,28 +371,46 @@ def speculative_decode(
     target.reset()
     drafter.reset()
     tokens = list(prompt_ids)
+    features = drafter.needs_target_features
+    prefill_features = None
     if len(tokens) > 1:
-        target.forward(tokens[:-1], keep=1)
-    drafter.prefill(tokens)
+        if features:
+            prefill_features = target.forward_hidden(tokens[:-1], keep=1)[1]
+        else:
+            target.forward(tokens[:-1], keep=1)
+    drafter.prefill(tokens, prefill_features)
     generated = 0
     finish_reason = "length"
     step = 0
     while generated < max_new_tokens:
-        n_draft = min(schedule.next_gamma(), max_new_tokens - generated)
+        n_asked = min(schedule.next_gamma(), max_new_tokens - generated)
         context_len = len(tokens)
         _sync(device)
         t0 = time.perf_counter()
-        draft, draft_logits = drafter.propose(tokens, n_draft, warp, generator)
+        proposal = drafter.propose(tokens, n_asked, warp, generator)
+        draft = list(proposal.tokens[:n_asked])
+        n_draft = len(draft)
         _sync(device)
         t1 = time.perf_counter()
-        target_logits = target.forward(tokens[target.cached :] + draft, keep=n_draft + 1)
-        draft_tensor = torch.tensor(draft, device=target_logits.device)
-        if warp.greedy:
-            # Greedy acceptance reads only argmaxes: the logits stand in for one-hot distributions.
-            target_probs, draft_probs = target_logits, draft_logits.to(target_logits.device)
+        cached_before = target.cached
+        inputs = tokens[cached_before:] + draft
+        hidden = None
+        if features:
+            target_logits, hidden = target.forward_hidden(inputs, keep=n_draft + 1)
         else:
-            target_probs = warp.probs(target_logits)
-            draft_probs = warp.probs(draft_logits).to(target_probs.device)
+            target_logits = target.forward(inputs, keep=n_draft + 1)
+        vocab = target_logits.shape[-1]
+        draft_tensor = torch.tensor(draft, device=target_logits.device, dtype=torch.long)
+        if proposal.logits is None:
+            # A deterministic draft: each token a point mass.
+            draft_t1 = torch.nn.functional.one_hot(draft_tensor, vocab).float()
+            draft_probs = draft_t1
+        else:
+            draft_logits = proposal.logits[:n_draft].to(target_logits.device)
+            draft_t1 = torch.softmax(draft_logits.float(), -1) if record else draft_logits
+            draft_probs = draft_logits if warp.greedy else warp.probs(draft_logits)
+        # Greedy acceptance reads only argmaxes: the logits stand in for one-hot distributions.
+        target_probs = target_logits if warp.greedy else warp.probs(target_logits)
         n_accepted, next_token, accept_prob = verify_draft(
             target_probs, draft_probs, draft_tensor, warp.greedy, generator
         )
@@ -422,7 +421,8 @@ def speculative_decode(
             finish_reason = "eos"
         tokens.extend(emitted)
         target.rollback(len(tokens) - 1)
-        drafter.accept(len(tokens))
+        # Hidden states of the verified tokens now in the target's cache (what a feature head reads).
+        drafter.accept(tokens, None if hidden is None else hidden[: target.cached - cached_before])
         _sync(device)
         t2 = time.perf_counter()
         schedule.update(n_accepted, n_draft)
@@ -430,10 +430,10 @@ def speculative_decode(
             _STEP_FIELDS, (context_len, n_draft, n_accepted, len(emitted), t1 - t0, t2 - t1), strict=True
         ):
             steps[name].append(value)
-        if record:
+        if record and n_draft:
             index = np.arange(n_draft)
-            columns = _token_records(target_logits, draft_logits.to(target_logits.device), draft_tensor, warp,
-                                     target_probs, draft_probs, accept_prob)
+            columns = _token_records(target_logits, draft_t1, draft_tensor, warp, target_probs, draft_probs,
+                                     accept_prob)
             columns.update(
                 step=np.full(n_draft, step), draft_index=index, position=generated + index,
                 context_len=context_len + index, token_id=np.asarray(draft),
@@ -448,8 +448,7 @@ def speculative_decode(
     _sync(device)
     wall = time.perf_counter() - start
     if record:
-        tokens_rec = {name: np.concatenate(parts) for name, parts in tokens_rec.items()} if step else {
-            name: np.array([]) for name in _TOKEN_FIELDS}
+        tokens_rec = {name: np.concatenate(parts) if parts else np.array([]) for name, parts in tokens_rec.items()}
     return DecodeResult(tokens[len(prompt_ids) :], finish_reason, wall, steps, tokens_rec)
 
 

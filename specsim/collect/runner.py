@@ -45,7 +45,9 @@ class DrafterSpec:
     name : str
         Short name used in the traces (``drafter`` column).
     model : str
-        Model spec (see :mod:`specsim.collect.models`).
+        What proposes: a model spec (see :mod:`specsim.collect.models`), ``prompt-lookup`` or
+        ``prompt-lookup:N`` (Hugging Face's prompt lookup, longest n-gram ``N``, default 2), or
+        ``datastore:PATH`` (a datastore from ``specsim datastore build``).
     kind : {"generic", "finetuned", "untrained"}
         How it was trained.
     trained_on : str, optional
@@ -64,13 +66,43 @@ class DrafterSpec:
         if self.kind not in DRAFTER_KINDS:
             raise InputError(f"drafter kind {self.kind!r} must be one of {', '.join(DRAFTER_KINDS)}",
                              field=f"drafter {self.name}")
+        if self.method == "prompt-lookup":
+            _lookup_ngram(self.model)
         if self.kind == "finetuned" and not self.trained_on:
             raise InputError("a fine-tuned drafter needs the dataset it was fine-tuned on (trained_on)",
                              field=f"drafter {self.name}")
 
 
+    @property
+    def method(self) -> str:
+        """``model``, ``prompt-lookup`` or ``datastore``: how drafts are made."""
+        if self.model == "prompt-lookup" or self.model.startswith("prompt-lookup:"):
+            return "prompt-lookup"
+        if self.model.startswith("datastore:"):
+            return "datastore"
+        return "model"
+
+    @property
+    def drafter_type(self) -> str:
+        """The ``drafter_type`` of the traces: ``lookup`` for model-free drafters, else ``model``."""
+        return "model" if self.method == "model" else "lookup"
+
+
+def _lookup_ngram(model: str) -> int:
+    """The longest n-gram of ``prompt-lookup[:N]``."""
+    _, _, size = model.partition(":")
+    if not size:
+        return 2
+    if not size.isdigit() or not 1 <= int(size) <= 16:
+        raise InputError(f"prompt-lookup:N needs a whole number N in [1, 16], got {size!r}", field="--drafter")
+    return int(size)
+
+
 def parse_drafter(text: str) -> DrafterSpec:
     """Parse ``NAME=MODEL[,kind=KIND][,trained_on=DATASET]`` from the command line.
+
+    ``MODEL`` may be ``prompt-lookup[:N]`` or ``datastore:PATH`` (see :class:`DrafterSpec`); a
+    datastore is fine-tuned on the tasks it was built from unless ``kind`` says otherwise.
 
     Examples
     --------
@@ -87,6 +119,13 @@ def parse_drafter(text: str) -> DrafterSpec:
         if key not in ("kind", "trained_on") or not sep:
             raise InputError(f"unknown drafter option {option!r} (kind=..., trained_on=...)", field="--drafter")
         values[key] = value
+    if model.startswith("datastore:") and values.get("kind", "finetuned") == "finetuned":
+        from specsim.collect.drafters import read_datastore
+
+        values.setdefault("kind", "finetuned")
+        if "trained_on" not in values:
+            card = read_datastore(model.partition(":")[2]).card()
+            values["trained_on"] = str(card.get("trained_on") or "+".join(card["tasks"]))
     return DrafterSpec(name=name, model=model, kind=values.get("kind", "generic"),
                        trained_on=values.get("trained_on"))
 
@@ -167,6 +206,12 @@ class CollectConfig:
         for placement in ("out", "device", "limit"):
             values.pop(placement)
         values["prompts"] = prompts_digest(self.prompts)
+        for drafter, spec in zip(values["drafters"], self.drafters, strict=True):
+            if spec.method == "datastore":
+                # A rebuilt datastore defines other results: its content enters the run id.
+                path = Path(spec.model.partition(":")[2])
+                if path.is_file():
+                    drafter["datastore_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         return values
 
     def run_id(self) -> str:
@@ -275,16 +320,32 @@ class _Models:
 
 
 def _load_models(config: CollectConfig, device: str) -> _Models:
-    from specsim.collect.decoding import CachedLM, ModelDrafter
+    from specsim.collect.decoding import CachedLM
+    from specsim.collect.drafters import DatastoreDrafter, ModelDrafter, PromptLookupDrafter, read_datastore
     from specsim.collect.models import check_same_vocabulary, load_model
 
     target = load_model(config.target, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
-    drafters = {}
+    eos_ids = _eos_ids(target)
+    vocab = int(target.model.get_output_embeddings().weight.shape[0])
+    drafters: dict[str, tuple[DrafterSpec, Any, dict[str, Any]]] = {}
     for spec in config.drafters:
-        loaded = load_model(spec.model, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
-        check_same_vocabulary(target, loaded, spec.name)
-        drafters[spec.name] = (spec, ModelDrafter(loaded.model), loaded)
-    return _Models(target, CachedLM(target.model), drafters, _eos_ids(target))
+        if spec.method == "prompt-lookup":
+            drafter: Any = PromptLookupDrafter(_lookup_ngram(spec.model), eos_ids)
+        elif spec.method == "datastore":
+            path = spec.model.partition(":")[2]
+            store = read_datastore(path)
+            if (largest := max((max(s, default=-1) for s in store.sequences), default=-1)) >= vocab:
+                raise InputError(f"token id {largest} is outside the target's vocabulary of {vocab}", path=path,
+                                 field="token_ids")
+            drafter = DatastoreDrafter(store, eos_ids)
+        else:
+            loaded = load_model(spec.model, dtype=config.dtype, device=device,
+                                trust_remote_code=config.trust_remote_code)
+            check_same_vocabulary(target, loaded, spec.name)
+            drafters[spec.name] = (spec, ModelDrafter(loaded.model), {**loaded.info.to_dict(), "method": "model"})
+            continue
+        drafters[spec.name] = (spec, drafter, drafter.options())
+    return _Models(target, CachedLM(target.model), drafters, eos_ids)
 
 
 def _run_metadata(config: CollectConfig, run_id: str, models: _Models, world: int) -> dict[str, Any]:
@@ -294,7 +355,7 @@ def _run_metadata(config: CollectConfig, run_id: str, models: _Models, world: in
     return {
         "run_id": run_id, "schema_version": SCHEMA_VERSION, "config": config.defining_fields(),
         "command_config": asdict(config), "target": models.target.info.to_dict(),
-        "drafters": {name: {**asdict(spec), **loaded.info.to_dict()} for name, (spec, _, loaded) in
+        "drafters": {name: {**asdict(spec), "drafter_type": spec.drafter_type, **info} for name, (spec, _, info) in
                      models.drafters.items()},
         "device": str(device),
         "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
@@ -309,9 +370,8 @@ def _warm_up(models: _Models, prompt_ids: list[int]) -> None:
     """One untimed decode so that first-call allocations do not land in the first prompt's timings."""
     from specsim.collect.decoding import Warp, autoregressive_decode, make_schedule, speculative_decode
 
-    if models.drafters:
-        first_drafter = next(iter(models.drafters.values()))[1]
-        speculative_decode(models.target_lm, first_drafter, prompt_ids[:32], schedule=make_schedule("constant", 2),
+    for _, drafter, _ in models.drafters.values():
+        speculative_decode(models.target_lm, drafter, prompt_ids[:32], schedule=make_schedule("constant", 2),
                            warp=Warp(), max_new_tokens=4, eos_ids=models.eos_ids)
     autoregressive_decode(models.target_lm, prompt_ids[:32], warp=Warp(), max_new_tokens=4, eos_ids=models.eos_ids)
 
@@ -344,7 +404,8 @@ def _decode_prompt(config: CollectConfig, run_id: str, models: _Models, prompt: 
                                         generator=generator)
             keys = {"run_id": run_id, "prompt_id": prompt.prompt_id, "task": prompt.task, "dataset": prompt.dataset,
                     "target": config.target, "drafter": name, "drafter_kind": spec.kind,
-                    "drafter_trained_on": spec.trained_on, "temperature": float(temperature), "gamma": int(gamma),
+                    "drafter_type": spec.drafter_type, "drafter_trained_on": spec.trained_on,
+                    "temperature": float(temperature), "gamma": int(gamma),
                     "schedule": config.schedule}
             steps = pd.DataFrame(result.steps)
             steps.insert(0, "step", np.arange(len(steps), dtype=np.int32))

@@ -29,6 +29,8 @@ __all__ = [
     "SEQUENCE_KEY",
     "STEP_KEY",
     "DRAFTER_KINDS",
+    "DRAFTER_TYPES",
+    "READABLE_VERSIONS",
     "FINISH_REASONS",
     "SCHEDULES",
     "TOKENS_SCHEMA",
@@ -39,7 +41,10 @@ __all__ = [
     "METADATA_TABLE_KEY",
 ]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+#: Versions the reader accepts. Version 1 had no ``drafter_type`` column: every drafter was a
+#: separate model, and the reader fills ``"model"``.
+READABLE_VERSIONS = ("1", "2")
 #: Folder of a trace directory where plain-decoding-only runs (``collect --baseline`` without a
 #: drafter) write one Parquet file per prompt: ``run_id``, ``prompt_id``, ``task``, ``dataset``,
 #: ``target``, ``temperature``, ``prompt_len``, ``output_len``, ``finish_reason``,
@@ -49,6 +54,10 @@ METADATA_VERSION_KEY = b"specsim.schema_version"
 METADATA_TABLE_KEY = b"specsim.table"
 
 DRAFTER_KINDS = ("generic", "finetuned", "untrained")
+#: How a drafter proposes tokens (:mod:`specsim.collect.drafters`): a separate small language
+#: model, a feature-level head over the target's hidden states (EAGLE family), model-free lookup
+#: in the sequence itself (prompt lookup), or retrieval from a datastore of a task's completions.
+DRAFTER_TYPES = ("model", "feature-head", "lookup")
 FINISH_REASONS = ("eos", "length", "stop")
 SCHEDULES = ("constant", "adaptive")
 
@@ -62,6 +71,8 @@ KEY_FIELDS: list[pa.Field] = [
     pa.field("drafter", pa.string(), nullable=False),
     # "generic", "finetuned" or "untrained" (a truncated model never trained as a drafter).
     pa.field("drafter_kind", pa.string(), nullable=False),
+    # One of DRAFTER_TYPES (version 2; the reader fills "model" into version-1 files).
+    pa.field("drafter_type", pa.string(), nullable=False),
     # Dataset or mixture the drafter was trained on; the reference of its length divergence.
     pa.field("drafter_trained_on", pa.string(), nullable=True),
     pa.field("temperature", pa.float64(), nullable=False),

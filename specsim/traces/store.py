@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,6 +28,7 @@ from specsim.errors import InputError
 from specsim.traces.schema import (
     METADATA_TABLE_KEY,
     METADATA_VERSION_KEY,
+    READABLE_VERSIONS,
     SCHEMA_VERSION,
     SCHEMAS,
     TABLES,
@@ -271,15 +273,17 @@ def _check_file_schema(path: Path, table_name: str, schema: pa.Schema) -> None:
     version = metadata.get(METADATA_VERSION_KEY)
     if version is None:
         raise InputError("no specsim schema version in the Parquet metadata", path=path)
-    if version.decode() != SCHEMA_VERSION:
+    if version.decode() not in READABLE_VERSIONS:
         raise InputError(
-            f"schema version {version.decode()!r}, this specsim reads version {SCHEMA_VERSION!r}",
+            f"schema version {version.decode()!r}, this specsim reads versions {', '.join(READABLE_VERSIONS)}",
             path=path,
         )
     stored_table = metadata.get(METADATA_TABLE_KEY, b"").decode()
     if stored_table != table_name:
         raise InputError(f"file holds table {stored_table!r}, expected {table_name!r}", path=path)
     for expected_field in expected:
+        if expected_field.name in _ADDED_IN_VERSION_2 and version == b"1":
+            continue
         if expected_field.name not in schema.names:
             raise InputError("missing column", path=path, field=expected_field.name)
         actual = schema.field(expected_field.name).type
@@ -289,11 +293,21 @@ def _check_file_schema(path: Path, table_name: str, schema: pa.Schema) -> None:
             )
 
 
+#: Columns that version 2 added, with the value a version-1 file means.
+_ADDED_IN_VERSION_2 = {"drafter_type": "model"}
+
+
 def _read_table_file(path: Path, table_name: str) -> pa.Table:
     try:
         parquet = pq.ParquetFile(path)
         _check_file_schema(path, table_name, parquet.schema_arrow)
-        table = parquet.read(columns=SCHEMAS[table_name].names)
+        names = SCHEMAS[table_name].names
+        stored = [name for name in names if name in parquet.schema_arrow.names]
+        table = parquet.read(columns=stored)
+        for name, value in _ADDED_IN_VERSION_2.items():
+            if name in names and name not in stored:
+                column = pa.array(np.full(table.num_rows, value, dtype=object), type=pa.string())
+                table = table.add_column(names.index(name), SCHEMAS[table_name].field(name), column)
     except InputError:
         raise
     except (pa.ArrowException, OSError) as error:
@@ -382,7 +396,7 @@ def read_traces(
                     path=root / table_name,
                 )
             table = _read_table_file(path, table_name)
-            parts.append(table)
+            parts.append(table.replace_schema_metadata(None))
             shard_of_row.append((shard, table.num_rows))
         table = pa.concat_tables(parts)
         frame = table.to_pandas()

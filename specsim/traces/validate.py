@@ -14,7 +14,15 @@ import numpy as np
 import pandas as pd
 
 from specsim.errors import InputError
-from specsim.traces.schema import DRAFTER_KINDS, FINISH_REASONS, SCHEDULES, SEQUENCE_KEY, STEP_KEY, TABLES
+from specsim.traces.schema import (
+    DRAFTER_KINDS,
+    DRAFTER_TYPES,
+    FINISH_REASONS,
+    SCHEDULES,
+    SEQUENCE_KEY,
+    STEP_KEY,
+    TABLES,
+)
 
 if TYPE_CHECKING:
     from specsim.traces.store import Traces
@@ -71,6 +79,8 @@ def _require(
 def _check_keys(root: Path, name: str, frame: pd.DataFrame) -> None:
     _require(root, name, frame, ~frame["drafter_kind"].isin(DRAFTER_KINDS), "drafter_kind",
              f"must be one of {', '.join(DRAFTER_KINDS)}")
+    _require(root, name, frame, ~frame["drafter_type"].isin(DRAFTER_TYPES), "drafter_type",
+             f"must be one of {', '.join(DRAFTER_TYPES)}")
     temperature = frame["temperature"].to_numpy(float)
     _require(root, name, frame, ~(np.isfinite(temperature) & (temperature >= 0)), "temperature",
              "must be a finite number >= 0")
