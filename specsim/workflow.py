@@ -111,6 +111,11 @@ def _acceptance_tokens(traces: Traces, drafter: str, task: str, temperature: flo
     return tokens
 
 
+def _acceptance_steps(traces: Traces, drafter: str, task: str, temperature: float) -> pd.DataFrame:
+    """The steps behind :func:`_acceptance_tokens`: how many tokens each step drafted of those asked."""
+    return select(traces.steps, drafter=drafter, task=task, temperature=temperature)
+
+
 def _cost_of(traces: Traces, drafter: str, temperature: float) -> CostModel:
     models = cost_models(traces)
     if (drafter, temperature) not in models:
@@ -156,6 +161,7 @@ def what_if(
     cost = cost or _cost_of(traces, drafter, temperature)
     result = simulate_what_if(tokens, cost, gamma, workload.prompt_lengths, workload.output_lengths,
                               n_resamples=resamples, level=level, rng=seed, progress=progress,
+                              steps=_acceptance_steps(traces, drafter, acceptance_from, temperature),
                               inputs={"drafter": drafter, "acceptance_from": acceptance_from,
                                       "lengths_from": workload.name, "temperature": temperature})
     return result, workload
@@ -180,7 +186,7 @@ def gamma_sweep(
     if min(gammas) < 1:
         raise InputError(f"draft lengths must be >= 1, got {min(gammas)}", field="--gamma")
     # One profile of the measured draft indices; longer drafts reuse the last measured index's rate.
-    profile = profile_from_tokens(tokens)
+    profile = profile_from_tokens(tokens, steps=_acceptance_steps(traces, drafter, acceptance_from, temperature))
     rows = [{"gamma": p.gamma, "speedup": p.speedup, "tokens_per_step": p.tokens_per_step}
             for p in expected_grid(profile, cost, np.array(gammas), workload.prompt_lengths, workload.output_lengths)]
     table = pd.DataFrame(rows)

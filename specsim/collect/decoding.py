@@ -278,8 +278,8 @@ class DecodeResult:
     wall_s : float
         Wall time of the whole decode (prefill included), device-synchronised.
     steps : dict of str to list
-        Per step: ``context_len``, ``n_drafted``, ``n_accepted``, ``n_emitted``,
-        ``draft_s``, ``verify_s``.
+        Per step: ``context_len``, ``n_asked`` (tokens asked of the drafter), ``n_drafted``,
+        ``n_accepted``, ``n_emitted``, ``draft_s``, ``verify_s``.
     tokens : dict of str to list
         Per drafted token: ``step``, ``draft_index``, ``position``, ``context_len``,
         ``token_id``, ``evaluated``, ``accepted``, ``p_target``, ``q_draft``,
@@ -293,7 +293,7 @@ class DecodeResult:
     tokens: dict[str, list] = field(default_factory=dict)
 
 
-_STEP_FIELDS = ("context_len", "n_drafted", "n_accepted", "n_emitted", "draft_s", "verify_s")
+_STEP_FIELDS = ("context_len", "n_asked", "n_drafted", "n_accepted", "n_emitted", "draft_s", "verify_s")
 _TOKEN_FIELDS = ("step", "draft_index", "position", "context_len", "token_id", "evaluated", "accepted",
                  "p_target", "q_draft", "accept_prob", "overlap", "overlap_t1")
 
@@ -427,7 +427,7 @@ def speculative_decode(
         t2 = time.perf_counter()
         schedule.update(n_accepted, n_draft)
         for name, value in zip(
-            _STEP_FIELDS, (context_len, n_draft, n_accepted, len(emitted), t1 - t0, t2 - t1), strict=True
+            _STEP_FIELDS, (context_len, n_asked, n_draft, n_accepted, len(emitted), t1 - t0, t2 - t1), strict=True
         ):
             steps[name].append(value)
         if record and n_draft:

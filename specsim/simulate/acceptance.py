@@ -4,6 +4,17 @@ A profile holds ``rates[d, b]``, the probability that the drafted token at draft
 ``d`` is accepted given that it is evaluated (all earlier tokens of the step accepted),
 when the step starts at a generated-token position in bin ``b``. Pure NumPy; fitted from
 traces by :func:`profile_from_counts`.
+
+Drafts of any length (a lookup drafter proposes fewer tokens than asked, or none) add two
+hazards per draft index and bin, both 1 for a drafter that always drafts what it is asked:
+
+- ``continuation[d, b]``: the probability that index ``d`` is drafted given that every
+  earlier index was drafted and accepted (``evaluated_d / offered_d``). The accepted count
+  of a step then follows the same prefix law with effective rates ``continuation * rates``,
+  exactly: tokens per step need nothing else.
+- ``extension[d, b]``: the probability that index ``d`` is drafted given that index
+  ``d - 1`` was, whatever was accepted (``drafted_d / asked_d``): the law of the drafted
+  count ``D``, which sets a step's cost (:meth:`AcceptanceProfile.draft_length_probs`).
 """
 
 from __future__ import annotations
@@ -43,6 +54,8 @@ class AcceptanceProfile:
 
     rates: np.ndarray
     position_edges: np.ndarray
+    continuation: np.ndarray | None = None
+    extension: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         rates = np.atleast_2d(np.asarray(self.rates, dtype=float))
@@ -58,6 +71,14 @@ class AcceptanceProfile:
             raise InputError("position edges must increase", field="position_edges")
         object.__setattr__(self, "rates", rates)
         object.__setattr__(self, "position_edges", edges)
+        for name in ("continuation", "extension"):
+            value = getattr(self, name)
+            hazard = np.ones((1, rates.shape[1])) if value is None else np.atleast_2d(np.asarray(value, dtype=float))
+            if hazard.shape[1] != rates.shape[1]:
+                raise InputError(f"{name} has {hazard.shape[1]} position bins, rates {rates.shape[1]}", field=name)
+            if np.any(~np.isfinite(hazard)) or np.any((hazard < 0) | (hazard > 1)):
+                raise InputError(f"{name} hazards must be in [0, 1]", field=name)
+            object.__setattr__(self, name, hazard)
 
     @classmethod
     def constant(cls, alpha: float) -> AcceptanceProfile:
@@ -87,12 +108,63 @@ class AcceptanceProfile:
         -------
         numpy.ndarray, shape (n, gamma)
         """
-        rows = np.minimum(np.arange(gamma), self.rates.shape[0] - 1)
-        return self.rates[rows][:, self.position_bin(position)].T
+        return _by_index(self.rates, gamma)[:, self.position_bin(position)].T
+
+    @property
+    def full_drafts(self) -> bool:
+        """Whether every step drafts all it is asked (both hazards 1): a fixed-length drafter."""
+        assert self.continuation is not None and self.extension is not None
+        return bool(np.all(self.continuation == 1) and np.all(self.extension == 1))
+
+    def effective_table(self, gamma: int) -> np.ndarray:
+        """``continuation * rates`` by bin and draft index, shape (n_position_bins, gamma).
+
+        The probability that index ``d`` is drafted and accepted given that every earlier
+        index was: the accepted count of a step follows the prefix law with these rates.
+        """
+        assert self.continuation is not None
+        return (_by_index(self.rates, gamma) * _by_index(self.continuation, gamma)).T
+
+    def effective_rates_at(self, position: np.ndarray, gamma: int) -> np.ndarray:
+        """:meth:`effective_table` for steps at ``position``, shape (n, gamma)."""
+        return self.effective_table(gamma)[self.position_bin(position)]
+
+    def draft_length_probs(self, gamma: int) -> np.ndarray:
+        """Law of the drafted count ``D`` (0..gamma) of a step asked for ``gamma``, by bin.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_position_bins, gamma + 1)
+            Rows sum to 1; a fixed-length drafter has all mass on ``gamma``.
+        """
+        assert self.extension is not None
+        hazard = _by_index(self.extension, gamma).T  # (bins, gamma)
+        survive = np.concatenate([np.ones((hazard.shape[0], 1)), np.cumprod(hazard, axis=1)], axis=1)
+        probs = survive.copy()
+        probs[:, :-1] -= survive[:, 1:]
+        return probs
+
+
+def _by_index(table: np.ndarray, gamma: int) -> np.ndarray:
+    """Rows ``0..gamma-1`` of a (draft index, bin) table; indices past the last row reuse it."""
+    return table[np.minimum(np.arange(gamma), table.shape[0] - 1)]
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """Hazard ``numerator / denominator`` by (index, bin); an empty cell borrows its index's pooled
+    hazard, an index never asked for 1 (nothing to learn: the fixed-length default).
+    """
+    numerator, denominator = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    pooled_den = denominator.sum(axis=1, keepdims=True)
+    pooled = np.divide(numerator.sum(axis=1, keepdims=True), pooled_den, out=np.ones_like(pooled_den),
+                       where=pooled_den > 0)
+    cell = np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+    return np.clip(np.where(denominator > 0, cell, pooled), 0.0, 1.0)
 
 
 def profile_from_counts(
-    accepted: np.ndarray, evaluated: np.ndarray, position_edges: np.ndarray, prior: float = 0.5
+    accepted: np.ndarray, evaluated: np.ndarray, position_edges: np.ndarray, prior: float = 0.5,
+    drafted: np.ndarray | None = None, offered: np.ndarray | None = None, asked: np.ndarray | None = None,
 ) -> AcceptanceProfile:
     """Fit a profile from conditional counts with a Beta(prior, prior) pseudo-count.
 
@@ -105,6 +177,10 @@ def profile_from_counts(
     prior : float, default 0.5
         Jeffreys pseudo-count added to accepted and rejected, so empty cells stay defined;
         an empty cell borrows the draft index's pooled rate instead of 0.5.
+    drafted, offered, asked : numpy.ndarray, optional, shape like ``accepted``
+        Drafts of any length (see the module docstring): steps that drafted index ``d``,
+        steps asked for it with every earlier index accepted, and steps asked for it with
+        index ``d - 1`` drafted. Without them the drafter is taken to draft all it is asked.
 
     Returns
     -------
@@ -114,15 +190,21 @@ def profile_from_counts(
     evaluated = np.asarray(evaluated, dtype=float)
     pooled = (accepted.sum(axis=1, keepdims=True) + prior) / (evaluated.sum(axis=1, keepdims=True) + 2 * prior)
     rates = np.where(evaluated > 0, (accepted + prior) / (evaluated + 2 * prior), pooled)
-    return AcceptanceProfile(rates, position_edges)
+    continuation = _ratio(evaluated, offered) if offered is not None else None
+    extension = _ratio(drafted, asked) if drafted is not None and asked is not None else None
+    return AcceptanceProfile(rates, position_edges, continuation, extension)
 
 
 def profile_from_tokens(
-    tokens: pd.DataFrame, gamma: int | None = None, position_edges: np.ndarray = DEFAULT_POSITION_EDGES
+    tokens: pd.DataFrame, gamma: int | None = None, position_edges: np.ndarray = DEFAULT_POSITION_EDGES,
+    steps: pd.DataFrame | None = None,
 ) -> AcceptanceProfile:
     """Fit a profile from a tokens table (one task x drafter x temperature, any gamma).
 
     The position of a step is that of its first drafted token (``position - draft_index``).
+    With the matching ``steps``, the profile also learns how often the drafter drafts less
+    than it is asked (:func:`specsim.traces.counts.step_index_counts`); all counts then come
+    from the steps, which hold the same acceptances as the tokens.
 
     Parameters
     ----------
@@ -138,6 +220,12 @@ def profile_from_tokens(
         raise InputError("no evaluated tokens to fit acceptance from", field="tokens")
     n_index = int(gamma or tokens["draft_index"].max() + 1)
     edges = np.asarray(position_edges, dtype=float)
+    if steps is not None:
+        from specsim.traces.counts import step_index_counts
+
+        counts = step_index_counts(steps, n_index, edges)
+        return profile_from_counts(counts["accepted"], counts["evaluated"], edges, drafted=counts["drafted"],
+                                   offered=counts["offered"], asked=counts["asked"])
     step_position = (evaluated_rows["position"] - evaluated_rows["draft_index"]).to_numpy()
     bins = np.searchsorted(edges, step_position, side="right")
     index = np.minimum(evaluated_rows["draft_index"].to_numpy(), n_index - 1)
@@ -227,8 +315,11 @@ def profile_from_counts_table(group: pd.DataFrame, prior: float = 0.5) -> tuple[
     gamma = int(group["gamma"].iloc[0])
     resolved = counts_by_index(group)
     if len(resolved):
-        rates = ((resolved["accepted"] + prior) / (resolved["evaluated"] + 2 * prior)).to_numpy()
-        return AcceptanceProfile(rates[:, None], np.array([])), True
+        column = {name: resolved[name].to_numpy(float)[:, None] for name in
+                  ("accepted", "evaluated", "drafted", "offered", "asked")}
+        lengths = {} if np.isnan(column["offered"]).any() else {
+            "drafted": column["drafted"], "offered": column["offered"], "asked": column["asked"]}
+        return profile_from_counts(column["accepted"], column["evaluated"], np.array([]), prior, **lengths), True
     totals = group[group["draft_index"] < 0].sum(numeric_only=True)
     tokens_per_step = (totals["accepted"] + totals["steps"]) / totals["steps"]
     rate = iid_rate_from_tokens_per_step(float(tokens_per_step), gamma)

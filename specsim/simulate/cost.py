@@ -3,7 +3,7 @@
 Seconds per draft-verify step at context length ``x`` (prompt plus generated tokens) with
 ``g`` drafted tokens::
 
-    draft_s  = g * (draft_base_s + draft_per_context_s * x)
+    draft_s  = draft_step_s + g * (draft_base_s + draft_per_context_s * x)
     verify_s = verify_base_s + verify_per_token_s * g + verify_per_context_s * x
 
 Where the traces hold steps that drafted exactly ``g`` tokens, ``verify_table[g]`` replaces
@@ -60,6 +60,7 @@ class CostModel:
 
     draft_base_s: float = 0.0
     draft_per_context_s: float = 0.0
+    draft_step_s: float = 0.0
     verify_base_s: float = 1.0
     verify_per_token_s: float = 0.0
     verify_per_context_s: float = 0.0
@@ -85,12 +86,12 @@ class CostModel:
         """Seconds of one draft-verify step drafting ``gamma`` tokens at ``context``."""
         gamma = np.asarray(gamma, dtype=float)
         context = np.asarray(context, dtype=float)
-        draft = gamma * (self.draft_base_s + self.draft_per_context_s * context)
+        draft = self.draft_step_s + gamma * (self.draft_base_s + self.draft_per_context_s * context)
         return draft + self.verify_base(gamma) + self.verify_per_context_s * context
 
     def step_coefficients(self, gamma: int) -> tuple[float, float]:
         """``(base, per_context)`` with ``step_seconds(gamma, x) = base + per_context * x``."""
-        base = gamma * self.draft_base_s + float(self.verify_base(gamma))
+        base = self.draft_step_s + gamma * self.draft_base_s + float(self.verify_base(gamma))
         per_context = gamma * self.draft_per_context_s + self.verify_per_context_s
         return base, per_context
 
@@ -243,8 +244,13 @@ def fit_cost_model(steps: pd.DataFrame, sequences: pd.DataFrame) -> CostModel:
         raise InputError("no steps to fit the cost model from", field="steps")
     g = steps["n_drafted"].to_numpy(float)
     x = steps["context_len"].to_numpy(float)
+    # A fixed cost per step (a lookup's search, a call's overhead) is told apart from the per-token
+    # cost only where steps drafted several counts, each often enough.
+    draft_counts = pd.Series(g).value_counts()
+    per_step = int((draft_counts >= _MIN_TABLE_STEPS).sum()) >= 2
     draft_params, draft_diag = fit_nonnegative(
-        steps["draft_s"].to_numpy(float), np.column_stack([g, g * x]), ["per_token", "per_token_context"]
+        steps["draft_s"].to_numpy(float), np.column_stack([g, g * x] + ([np.ones_like(g)] if per_step else [])),
+        ["per_token", "per_token_context"] + (["per_step"] if per_step else [])
     )
     several_gammas = np.unique(g).size > 1
     verify_design = np.column_stack([np.ones_like(g), g, x] if several_gammas else [np.ones_like(g), x])
@@ -292,6 +298,7 @@ def fit_cost_model(steps: pd.DataFrame, sequences: pd.DataFrame) -> CostModel:
     return CostModel(
         draft_base_s=draft_params[0],
         draft_per_context_s=draft_params[1],
+        draft_step_s=draft_params[2] if per_step else 0.0,
         verify_base_s=verify_params[0],
         verify_per_token_s=verify_params[1],
         verify_per_context_s=verify_params[2],

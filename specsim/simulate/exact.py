@@ -8,9 +8,13 @@ forward pass gives the probability ``v[n]`` that some step starts at ``n``, and 
 ``L`` at once
 
     E[steps(L)] = sum_{n<L} v[n]
-    E[time(p, L)] = overhead(p) + sum_{n<L} v[n] * (A + B (p + n))
+    E[time(p, L)] = overhead(p) + sum_{n<L} v[n] * (A(n) + B(n) (p + n))
 
-with the step cost ``A + B x`` at context ``x`` (:meth:`CostModel.step_coefficients`). No
+with the step cost ``A + B x`` at context ``x`` (:meth:`CostModel.step_coefficients`). A
+drafter that may draft fewer tokens than asked accepts with the effective rates
+``continuation * rates`` and costs, in position bin ``b``, the mean of ``A`` and ``B`` over
+the law of its drafted count (:meth:`AcceptanceProfile.draft_length_probs`); a fixed-length
+drafter has ``A`` and ``B`` of ``gamma`` tokens everywhere. No
 sampling is involved. The workload speed-up is a ratio of totals: summed plain-decoding time
 over summed expected speculative time.
 """
@@ -25,7 +29,8 @@ from specsim.errors import InputError
 from specsim.simulate.acceptance import AcceptanceProfile
 from specsim.simulate.cost import CostModel
 
-__all__ = ["step_start_probabilities", "WorkloadPrediction", "expected_workload", "expected_grid"]
+__all__ = ["step_start_probabilities", "step_coefficients_by_bin", "WorkloadPrediction", "expected_workload",
+           "expected_grid"]
 
 
 def accepted_count_probabilities(rates: np.ndarray) -> np.ndarray:
@@ -46,6 +51,21 @@ def accepted_count_probabilities(rates: np.ndarray) -> np.ndarray:
     return survive * stop
 
 
+def step_coefficients_by_bin(profile: AcceptanceProfile, cost: CostModel, gamma: int
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """Expected ``(base, per_context)`` of a step asked for ``gamma`` tokens, by position bin.
+
+    The mean of :meth:`CostModel.step_coefficients` over the drafted count's law.
+
+    Returns
+    -------
+    base, per_context : numpy.ndarray, shape (n_position_bins,)
+    """
+    coefficients = np.array([cost.step_coefficients(d) for d in range(gamma + 1)])  # (gamma + 1, 2)
+    expected = profile.draft_length_probs(gamma) @ coefficients
+    return expected[:, 0], expected[:, 1]
+
+
 def step_start_probabilities(profile: AcceptanceProfile, gamma: int, max_length: int) -> np.ndarray:
     """Probability that a step starts at each generated position ``0 .. max_length - 1``.
 
@@ -64,7 +84,7 @@ def step_start_probabilities(profile: AcceptanceProfile, gamma: int, max_length:
     if gamma < 1:
         raise InputError("draft length must be >= 1", field="gamma")
     positions = np.arange(max_length)
-    jump = accepted_count_probabilities(profile.rates_at(positions, gamma))  # (L, gamma + 1)
+    jump = accepted_count_probabilities(profile.effective_rates_at(positions, gamma))  # (L, gamma + 1)
     visits = np.zeros(max_length + gamma + 1)
     visits[0] = 1.0
     # Positions in one bin share their jump law, so within a run of equal rows the recursion
@@ -144,10 +164,20 @@ def expected_workload(
     visits = step_start_probabilities(profile, gamma, int(output.max()))
     cumulative_visits = np.cumsum(visits)
     cumulative_positions = np.cumsum(visits * np.arange(len(visits)))
-    base, per_context = cost.step_coefficients(gamma)
     steps = cumulative_visits[output - 1]
-    spec = (cost.spec_overhead_seconds(prompt) + base * steps
-            + per_context * (prompt * steps + cumulative_positions[output - 1]))
+    if profile.full_drafts:
+        base, per_context = cost.step_coefficients(gamma)
+        spec = (cost.spec_overhead_seconds(prompt) + base * steps
+                + per_context * (prompt * steps + cumulative_positions[output - 1]))
+    else:
+        bin_base, bin_per_context = step_coefficients_by_bin(profile, cost, gamma)
+        which = profile.position_bin(np.arange(len(visits)))
+        base_n, per_context_n = bin_base[which], bin_per_context[which]
+        cumulative_base = np.cumsum(visits * base_n)
+        cumulative_rate = np.cumsum(visits * per_context_n)
+        cumulative_context = np.cumsum(visits * per_context_n * np.arange(len(visits)))
+        spec = (cost.spec_overhead_seconds(prompt) + cumulative_base[output - 1]
+                + prompt * cumulative_rate[output - 1] + cumulative_context[output - 1])
     baseline = cost.baseline_seconds(prompt, output)
     return WorkloadPrediction(
         gamma=int(gamma), speedup=float(baseline.sum() / spec.sum()),

@@ -1,7 +1,8 @@
 """Monte Carlo simulation of speculative decoding, vectorised over sequences.
 
 Simulates the same process as :mod:`specsim.simulate.exact` step by step for many
-sequences at once (one array operation per step for all sequences still running), giving
+sequences at once (drafts of any length by their effective rates, each step at its bin's
+expected cost over the drafted count) (one array operation per step for all sequences still running), giving
 the distribution of per-sequence speculative time, steps and speed-up, not only their
 expectation.
 """
@@ -14,7 +15,7 @@ import numpy as np
 
 from specsim.simulate.acceptance import AcceptanceProfile
 from specsim.simulate.cost import CostModel
-from specsim.simulate.exact import _lengths
+from specsim.simulate.exact import _lengths, step_coefficients_by_bin
 
 __all__ = ["MonteCarloResult", "simulate_workload"]
 
@@ -70,23 +71,28 @@ def simulate_workload(
     """
     rng = np.random.default_rng(rng)
     prompt, output = _lengths(prompt_lengths, output_lengths)
-    base, per_context = cost.step_coefficients(gamma)
+    # Per bin, a step's expected cost over its drafted count (one value when drafts are full).
+    bin_base, bin_per_context = step_coefficients_by_bin(profile, cost, gamma)
     n = len(output)
     position = np.zeros(n, dtype=np.int64)
     steps = np.zeros(n, dtype=np.int64)
-    context_sum = np.zeros(n)  # sum over steps of the generated position at the step's start
+    base_sum = np.zeros(n)  # sum over steps of the step's base cost
+    rate_sum = np.zeros(n)  # sum over steps of the per-context cost
+    context_sum = np.zeros(n)  # sum over steps of per-context cost x the generated position at the start
     active = np.arange(n)
-    # Rates of each (draft index, position bin), looked up by bin for the running sequences.
-    rows = np.minimum(np.arange(gamma), profile.rates.shape[0] - 1)
-    table = profile.rates[rows].T.astype(np.float32)  # (n_bins, gamma)
+    # Effective rates of each (position bin, draft index), looked up by bin for the running sequences.
+    table = profile.effective_table(gamma).astype(np.float32)  # (n_bins, gamma)
     while active.size:
         start = position[active]
-        rates = table[profile.position_bin(start)]
+        which = profile.position_bin(start)
+        rates = table[which]
         accepted = rng.random(rates.shape, dtype=np.float32) < rates
         n_accepted = np.cumprod(accepted, axis=1, dtype=np.int8).sum(axis=1, dtype=np.int64)
-        context_sum[active] += start
+        base_sum[active] += bin_base[which]
+        rate_sum[active] += bin_per_context[which]
+        context_sum[active] += bin_per_context[which] * start
         steps[active] += 1
         position[active] = start + n_accepted + 1
         active = active[position[active] < output[active]]
-    spec = cost.spec_overhead_seconds(prompt) + base * steps + per_context * (prompt * steps + context_sum)
+    spec = cost.spec_overhead_seconds(prompt) + base_sum + prompt * rate_sum + context_sum
     return MonteCarloResult(spec_s=spec, baseline_s=cost.baseline_seconds(prompt, output), steps=steps)

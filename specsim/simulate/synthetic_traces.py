@@ -37,6 +37,12 @@ class SyntheticWorkload:
         Lengths of each sequence.
     drafter_trained_on : str, optional
         Dataset the drafter was trained on.
+    after_rejection : float, optional
+        For a drafter that may draft less than asked (``profile.continuation`` below 1): the
+        chance it drafts one more token after an earlier one was rejected (default: the
+        profile's continuation). ``profile.extension`` is ignored: the drafted-count law follows.
+    drafter_type : str, default "model"
+        Written into the key columns.
     """
 
     task: str
@@ -47,6 +53,29 @@ class SyntheticWorkload:
     prompt_lengths: np.ndarray
     output_lengths: np.ndarray
     drafter_trained_on: str | None = None
+    after_rejection: float | None = None
+    drafter_type: str = "model"
+
+
+def _variable_step(cell: SyntheticWorkload, position: int, asked: int, gamma: int, rng: np.random.Generator
+                   ) -> tuple[int, int, np.ndarray]:
+    """One step of a drafter that may stop early: (drafted, accepted, rates of the drafted indices)."""
+    rates = cell.profile.rates_at(np.array([position]), gamma)[0]
+    assert cell.profile.continuation is not None
+    rows = np.minimum(np.arange(gamma), cell.profile.continuation.shape[0] - 1)
+    continuation = cell.profile.continuation[rows, cell.profile.position_bin(np.array([position]))[0]]
+    drafted, accepted, chain = 0, 0, True
+    for index in range(asked):
+        go_on = continuation[index] if chain else (
+            continuation[index] if cell.after_rejection is None else cell.after_rejection)
+        if rng.random() >= go_on:
+            break
+        drafted += 1
+        if chain and rng.random() < rates[index]:
+            accepted += 1
+        else:
+            chain = False
+    return drafted, accepted, rates[:drafted]
 
 
 def simulate_traces(
@@ -69,7 +98,8 @@ def simulate_traces(
     cost : CostModel
         True costs of steps and of plain decoding.
     gamma : int, default 4
-        Draft length; every step drafts ``gamma`` tokens.
+        Draft length; every step drafts ``gamma`` tokens, or, for a profile with continuation
+        below 1, asks for ``min(gamma, tokens left)`` and drafts some of them.
     temperature : float, default 0
         Written into the key columns; 0 means greedy.
     timing_noise : float, default 0
@@ -96,7 +126,8 @@ def simulate_traces(
         keys = {
             "run_id": run_id, "task": cell.task, "dataset": cell.dataset, "target": target,
             "drafter": cell.drafter, "drafter_kind": cell.drafter_kind,
-            "drafter_trained_on": cell.drafter_trained_on, "temperature": float(temperature),
+            "drafter_trained_on": cell.drafter_trained_on, "drafter_type": cell.drafter_type,
+            "temperature": float(temperature),
             "gamma": int(gamma), "schedule": "constant",
         }
         for index, (prompt_len, output_len) in enumerate(
@@ -106,33 +137,44 @@ def simulate_traces(
             position, step = 0, 0
             step_rows = []
             token_rows = []
+            variable = not cell.profile.full_drafts
             while position < output_len:
-                rates = cell.profile.rates_at(np.array([position]), gamma)[0]
-                draws = rng.random(gamma) < rates
-                n_accepted = int(np.argmin(draws)) if not draws.all() else gamma
-                n_emitted = min(n_accepted + 1, int(output_len) - position)
                 context = int(prompt_len) + position
-                draft_index = np.arange(gamma)
+                if variable:
+                    asked = min(gamma, int(output_len) - position)
+                    n_drafted, n_accepted, rates = _variable_step(cell, position, asked, gamma, rng)
+                else:
+                    asked = n_drafted = gamma
+                    rates = cell.profile.rates_at(np.array([position]), gamma)[0]
+                    draws = rng.random(gamma) < rates
+                    n_accepted = int(np.argmin(draws)) if not draws.all() else gamma
+                n_emitted = min(n_accepted + 1, int(output_len) - position)
+                draft_index = np.arange(n_drafted)
                 evaluated = draft_index <= n_accepted
                 accepted = draft_index < n_accepted
                 accept_prob = accepted.astype(float) if temperature == 0 else rates
-                token_rows.append(pd.DataFrame({
-                    "step": step, "draft_index": draft_index, "position": position + draft_index,
-                    "context_len": context + draft_index, "token_id": rng.integers(0, 49152, gamma),
-                    "evaluated": evaluated, "accepted": accepted,
-                    "p_target": accept_prob * 0.9, "q_draft": np.full(gamma, 0.9),
-                    "accept_prob": accept_prob, "overlap": rates,
-                    "overlap_t1": rates if temperature == 0 else np.full(gamma, np.nan),
-                }))
-                draft_s, verify_s = (
-                    gamma * (cost.draft_base_s + cost.draft_per_context_s * context),
-                    cost.verify_base_s + cost.verify_per_token_s * gamma + cost.verify_per_context_s * context,
-                )
-                step_rows.append((step, context, gamma, n_accepted, n_emitted, draft_s, verify_s))
+                if n_drafted:
+                    token_rows.append(pd.DataFrame({
+                        "step": step, "draft_index": draft_index, "position": position + draft_index,
+                        "context_len": context + draft_index, "token_id": rng.integers(0, 49152, n_drafted),
+                        "evaluated": evaluated, "accepted": accepted,
+                        "p_target": accept_prob * 0.9, "q_draft": np.full(n_drafted, 0.9),
+                        "accept_prob": accept_prob, "overlap": rates,
+                        "overlap_t1": rates if temperature == 0 else np.full(n_drafted, np.nan),
+                    }))
+                if variable:
+                    draft_s = cost.draft_step_s + n_drafted * (cost.draft_base_s + cost.draft_per_context_s * context)
+                    verify_s = float(cost.verify_base(n_drafted)) + cost.verify_per_context_s * context
+                else:
+                    draft_s, verify_s = (
+                        gamma * (cost.draft_base_s + cost.draft_per_context_s * context),
+                        cost.verify_base_s + cost.verify_per_token_s * gamma + cost.verify_per_context_s * context,
+                    )
+                step_rows.append((step, context, asked, n_drafted, n_accepted, n_emitted, draft_s, verify_s))
                 position += n_emitted
                 step += 1
             steps = pd.DataFrame(step_rows, columns=[
-                "step", "context_len", "n_drafted", "n_accepted", "n_emitted", "draft_s", "verify_s"])
+                "step", "context_len", "n_asked", "n_drafted", "n_accepted", "n_emitted", "draft_s", "verify_s"])
             steps["draft_s"] = noisy(steps["draft_s"].to_numpy())
             steps["verify_s"] = noisy(steps["verify_s"].to_numpy())
             overhead = float(cost.spec_overhead_seconds(prompt_len))

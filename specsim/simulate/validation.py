@@ -37,7 +37,9 @@ def validate_against_measured(
     for key, cell in sequences[sequences["baseline_wall_s"].notna()].groupby(group, observed=True):
         conditions = dict(zip(group, key, strict=True))
         cell_tokens = tokens.merge(cell[SEQUENCE_KEY], on=SEQUENCE_KEY)
-        profile = profile_from_tokens(cell_tokens, gamma=int(conditions["gamma"]), position_edges=position_edges)
+        cell_steps = steps.merge(cell[SEQUENCE_KEY], on=SEQUENCE_KEY)
+        profile = profile_from_tokens(cell_tokens, gamma=int(conditions["gamma"]), position_edges=position_edges,
+                                      steps=cell_steps)
         if (conditions["drafter"], conditions["temperature"]) not in costs:
             continue
         cost = costs[conditions["drafter"], conditions["temperature"]]

@@ -69,12 +69,13 @@ class WhatIfResult:
                 **(self.extrapolation.to_dict() if self.extrapolation else {})}
 
 
-def _profile_for(tokens: pd.DataFrame, gamma: int, edges: np.ndarray) -> AcceptanceProfile:
+def _profile_for(tokens: pd.DataFrame, gamma: int, edges: np.ndarray,
+                 steps: pd.DataFrame | None = None) -> AcceptanceProfile:
     """The measured draft indices only: past the longest measured draft, the last index's rate is used
     (:meth:`AcceptanceProfile.rates_at`), never an empty row's prior.
     """
     measured = int(tokens["draft_index"].max()) + 1
-    return profile_from_tokens(tokens, gamma=min(gamma, measured), position_edges=edges)
+    return profile_from_tokens(tokens, gamma=min(gamma, measured), position_edges=edges, steps=steps)
 
 
 def what_if(
@@ -90,6 +91,7 @@ def what_if(
     rng: np.random.Generator | int | None = None,
     inputs: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
+    steps: pd.DataFrame | None = None,
 ) -> WhatIfResult:
     """Predict the speed-up of decoding a workload with the acceptance seen in ``tokens``.
 
@@ -114,19 +116,33 @@ def what_if(
         Echoed into the result (names of what was combined).
     progress : callable, optional
         Called as ``progress(done, n_resamples)`` after each resample.
+    steps : pandas.DataFrame, optional
+        The same sequences' steps: the profile then also learns how often the drafter drafts
+        less than asked (a lookup drafter); bootstrap resamples take a sequence's steps with its tokens.
     """
     rng = np.random.default_rng(rng)
     prompt_lengths = np.asarray(prompt_lengths)
     output_lengths = np.asarray(output_lengths)
-    profile = _profile_for(tokens, gamma, position_edges)
+    profile = _profile_for(tokens, gamma, position_edges, steps)
     point = expected_workload(profile, cost, gamma, prompt_lengths, output_lengths)
     simulated = simulate_workload(profile, cost, gamma, np.repeat(prompt_lengths, 20), np.repeat(output_lengths, 20),
                                   rng=rng)
-    groups = [g for _, g in tokens.groupby(["run_id", "prompt_id"], observed=True, sort=False)]
+    by_sequence = ["run_id", "prompt_id"]
+    token_groups = dict(list(tokens.groupby(by_sequence, observed=True, sort=False)))
+    # With steps, a sequence whose steps all drafted nothing still counts (it has no tokens).
+    step_groups = None if steps is None else dict(list(steps.groupby(by_sequence, observed=True, sort=False)))
+    keys = list(token_groups if step_groups is None else step_groups)
+    empty = tokens.iloc[:0]
     resampled = []
     for done in range(n_resamples):
-        picks = rng.integers(0, len(groups), len(groups))
-        boot_profile = _profile_for(pd.concat([groups[i] for i in picks]), gamma, position_edges)
+        picks = rng.integers(0, len(keys), len(keys))
+        # Each resampled copy is its own sequence (step positions are counted by sequence).
+        boot_steps = None if step_groups is None else pd.concat(
+            [step_groups[keys[i]].assign(run_id=str(j)) for j, i in enumerate(picks)])
+        boot_tokens = pd.concat([token_groups.get(keys[i], empty) for i in picks])
+        if boot_tokens.empty:
+            boot_tokens = tokens
+        boot_profile = _profile_for(boot_tokens, gamma, position_edges, boot_steps)
         rows = rng.integers(0, len(output_lengths), len(output_lengths))
         resampled.append(expected_workload(boot_profile, cost, gamma, prompt_lengths[rows],
                                            output_lengths[rows]).speedup)

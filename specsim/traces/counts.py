@@ -11,6 +11,12 @@ one row per source x task x drafter x temperature x gamma x draft index:
   ``accepted`` tokens over ``steps`` verify steps. The per-index rate is then recovered under
   i.i.d. acceptance from tokens per step (Leviathan et al.'s closed form); every output built on
   such a row says so.
+- ``offered`` / ``asked`` (optional, version 3; drafts of any length): steps asked for the
+  index with every earlier index accepted, and steps asked for it with index ``d - 1``
+  drafted. A lookup drafter proposes fewer tokens than asked, or none: ``evaluated /
+  offered`` is the chance it drafts the index at all where that matters, ``drafted / asked``
+  the law of the drafted count (the step's cost). Empty: the drafter drafts all it is asked.
+  A row may then count steps that drafted nothing (``drafted`` 0).
 - ``position_start`` / ``position_stop`` (optional, version 2): the range ``[start, stop)`` of
   generated-token positions of the verify steps the row counts (the position of a step's first
   drafted token); empty when the source pools every position. ``steps`` repeats the group's
@@ -42,9 +48,9 @@ from specsim.errors import InputError
 __all__ = ["COUNTS_SCHEMA", "COUNTS_VERSION", "COUNTS_GROUP", "write_counts", "read_counts", "read_counts_lengths",
            "counts_from_traces", "summarize_counts", "counts_by_index", "with_optional_columns"]
 
-COUNTS_VERSION = "2"
-#: Versions :func:`read_counts` accepts (version 1 had no position range).
-READABLE_VERSIONS = (b"1", b"2")
+COUNTS_VERSION = "3"
+#: Versions :func:`read_counts` accepts (version 1 had no position range, 2 no offered/asked).
+READABLE_VERSIONS = (b"1", b"2", b"3")
 #: Columns that identify one group of counts (one acceptance profile).
 COUNTS_GROUP = ["source", "task", "drafter", "drafter_kind", "temperature", "gamma"]
 COUNTS_SCHEMA = pa.schema([
@@ -62,6 +68,8 @@ COUNTS_SCHEMA = pa.schema([
     pa.field("drafted", pa.int64(), nullable=False),
     pa.field("evaluated", pa.int64(), nullable=True),
     pa.field("accepted", pa.int64(), nullable=False),
+    pa.field("offered", pa.int64(), nullable=True),
+    pa.field("asked", pa.int64(), nullable=True),
     pa.field("output_tokens", pa.int64(), nullable=True),
     pa.field("sequences", pa.int64(), nullable=True),
 ], metadata={b"specsim.schema_version": COUNTS_VERSION.encode(), b"specsim.table": b"counts"})
@@ -86,6 +94,11 @@ def _validated(frame: pd.DataFrame, path: str | Path) -> pd.DataFrame:
     require(resolved & (frame["accepted"].to_numpy() > evaluated), "accepted", "exceeds evaluated")
     require(resolved & (evaluated > frame["drafted"].to_numpy()), "evaluated", "exceeds drafted")
     require(~resolved & (frame["accepted"].to_numpy() > frame["drafted"].to_numpy()), "accepted", "exceeds drafted")
+    offered, asked = frame["offered"].to_numpy(dtype=float), frame["asked"].to_numpy(dtype=float)
+    require(np.isnan(offered) != np.isnan(asked), "asked", "offered and asked go together")
+    require(~resolved & ~np.isnan(offered), "offered", "needs a resolved draft index (>= 0)")
+    require(offered < evaluated, "offered", "less than evaluated")
+    require(asked < frame["drafted"].to_numpy(), "asked", "less than drafted")
     require(~resolved & (frame["drafted"].to_numpy() > frame["steps"].to_numpy() * frame["gamma"].to_numpy()),
             "drafted", "exceeds steps x gamma")
     kinds = frame["drafter_kind"].isin(("generic", "finetuned", "untrained")).to_numpy()
@@ -104,9 +117,10 @@ def _validated(frame: pd.DataFrame, path: str | Path) -> pd.DataFrame:
 def with_optional_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with every optional column of :data:`COUNTS_SCHEMA` (empty where absent), categories as values."""
     for name in ("position_start", "position_stop", "evaluated", "drafter_trained_on", "temperature",
-                 "output_tokens", "sequences"):
+                 "output_tokens", "sequences", "offered", "asked"):
         if name not in frame.columns:
-            frame = frame.assign(**{name: np.nan if name.startswith("position") else None})
+            frame = frame.assign(**{name: np.nan if name.startswith("position") or name in ("offered", "asked")
+                                    else None})
     categorical = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
     return frame.astype({c: object for c in categorical}) if categorical else frame
 
@@ -160,7 +174,8 @@ def read_counts(path: str | Path) -> pd.DataFrame:
     if version not in READABLE_VERSIONS:
         raise InputError(f"counts schema version {version!r}, expected one of "
                          f"{', '.join(v.decode() for v in READABLE_VERSIONS)}", path=path)
-    optional = ("position_start", "position_stop") if version == b"1" else ()
+    optional = (("position_start", "position_stop", "offered", "asked") if version == b"1"
+                else ("offered", "asked") if version == b"2" else ())
     missing = [f.name for f in COUNTS_SCHEMA if f.name not in table.column_names and f.name not in optional]
     if missing:
         raise InputError("missing column", path=path, field=missing[0])
@@ -190,9 +205,57 @@ def read_counts_lengths(path: str | Path) -> pd.DataFrame | None:
     return frame
 
 
+def step_positions(steps: pd.DataFrame) -> np.ndarray:
+    """Generated-token position at which each step of a steps table starts (its first drafted token)."""
+    from specsim.traces.schema import SEQUENCE_KEY
+
+    frame = steps[[*SEQUENCE_KEY, "step", "n_emitted"]].reset_index(drop=True)
+    order = np.argsort(frame["step"].to_numpy(), kind="stable")
+    ordered = frame.iloc[order]
+    cumulative = ordered.groupby(SEQUENCE_KEY, observed=True, sort=False, dropna=False)["n_emitted"].cumsum()
+    positions = np.empty(len(frame), dtype=np.int64)
+    positions[order] = cumulative.to_numpy(np.int64) - ordered["n_emitted"].to_numpy(np.int64)
+    return positions
+
+
+def step_index_counts(steps: pd.DataFrame, n_index: int, position_edges: np.ndarray) -> dict[str, np.ndarray]:
+    """Per draft index and position bin: the five counts of a profile, from the steps table alone.
+
+    With ``A`` asked, ``D`` drafted and ``K`` accepted tokens of a step: ``drafted`` counts
+    ``D > d``, ``evaluated`` ``D > d and K >= d``, ``accepted`` ``K > d``, ``offered``
+    ``A > d and K >= d``, ``asked`` ``A > d and D >= d``. Indices past ``n_index - 1`` fold
+    into the last, as :func:`specsim.simulate.acceptance.profile_from_tokens` folds tokens.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray, each shape (n_index, len(position_edges) + 1)
+    """
+    edges = np.asarray(position_edges, dtype=float)
+    shape = (n_index, len(edges) + 1)
+    asked = steps["n_asked"].to_numpy(np.int64)[:, None]
+    drafted = steps["n_drafted"].to_numpy(np.int64)[:, None]
+    accepted = steps["n_accepted"].to_numpy(np.int64)[:, None]
+    width = int(max(asked.max(initial=0), 1))
+    index = np.arange(width)[None, :]
+    bins = np.broadcast_to(np.searchsorted(edges, step_positions(steps), side="right")[:, None],
+                           (len(steps), width))
+    flat = np.ravel_multi_index((np.broadcast_to(np.minimum(index, n_index - 1), bins.shape), bins), shape).ravel()
+    conditions = {
+        "drafted": drafted > index, "evaluated": (drafted > index) & (accepted >= index),
+        "accepted": accepted > index, "offered": (asked > index) & (accepted >= index),
+        "asked": (asked > index) & (drafted >= index),
+    }
+    return {name: np.bincount(flat, weights=mask.ravel().astype(float), minlength=int(np.prod(shape)))
+            .reshape(shape).astype(np.int64) for name, mask in conditions.items()}
+
+
 def counts_from_traces(tokens: pd.DataFrame, steps: pd.DataFrame, sequences: pd.DataFrame,
                        source: str = "specsim traces", position_edges: np.ndarray | None = None) -> pd.DataFrame:
-    """Aggregate per-token traces into a counts table (resolved draft indices and position ranges).
+    """Aggregate traces into a counts table (resolved draft indices, position ranges, offered/asked).
+
+    Every count comes from the steps table (a step's asked, drafted and accepted tokens
+    determine its tokens' ``evaluated`` and ``accepted``); ``tokens`` is accepted for symmetry
+    with the other readers and not needed.
 
     Parameters
     ----------
@@ -207,32 +270,36 @@ def counts_from_traces(tokens: pd.DataFrame, steps: pd.DataFrame, sequences: pd.
 
     edges = np.asarray(DEFAULT_POSITION_EDGES if position_edges is None else position_edges, dtype=np.int64)
     group = ["task", "drafter", "drafter_kind", "temperature", "gamma"]
-    step_position = (tokens["position"] - tokens["draft_index"]).to_numpy()
     bounds = np.concatenate([[0], edges, [np.iinfo(np.int64).max]])
-    which = np.searchsorted(edges, step_position, side="right")
-    tokens = tokens.assign(position_start=bounds[which], position_stop=bounds[which + 1])
-    by_index = tokens.groupby([*group, "draft_index", "position_start", "position_stop"], observed=True).agg(
-        drafted=("accepted", "size"), evaluated=("evaluated", "sum"), accepted=("accepted", "sum")).reset_index()
-    # Ranges end where the group's data end: no step starts at or past its longest output.
-    longest = sequences.groupby(group, observed=True)["output_len"].max().rename("longest").reset_index()
-    by_index = by_index.merge(longest, on=group, how="left")
-    end = by_index["longest"].fillna(np.iinfo(np.int64).max).astype(np.int64)
-    by_index["position_stop"] = np.maximum(by_index["position_start"] + 1,
-                                           np.minimum(by_index["position_stop"], end))
-    by_index = by_index.drop(columns="longest")
-    per_group = steps.groupby(group, observed=True).agg(steps=("step", "size")).reset_index()
+    longest = sequences.groupby(group, observed=True)["output_len"].max()
     lengths = sequences.groupby(group, observed=True).agg(
         output_tokens=("output_len", "sum"), sequences=("prompt_id", "size"),
-        drafter_trained_on=("drafter_trained_on", "first")).reset_index()
-    frame = by_index.merge(per_group, on=group).merge(lengths, on=group)
+        drafter_trained_on=("drafter_trained_on", "first"))
+    rows = []
+    for key, cell in steps.groupby(group, observed=True):
+        gamma = int(key[-1])
+        counts = step_index_counts(cell, gamma, edges)
+        # Ranges end where the group's data end: no step starts at or past its longest output.
+        end = int(longest.get(key, np.iinfo(np.int64).max))
+        for d, b in zip(*np.nonzero(counts["asked"]), strict=True):
+            start = int(bounds[b])
+            rows.append({**dict(zip(group, key, strict=True)), "draft_index": int(d), "position_start": start,
+                         "position_stop": max(start + 1, min(int(bounds[b + 1]), end)), "steps": len(cell),
+                         **{name: int(values[d, b]) for name, values in counts.items()},
+                         **lengths.loc[key].to_dict()})
+    frame = pd.DataFrame(rows)
     frame.insert(0, "source", source)
     return frame
 
 
 def counts_by_index(group: pd.DataFrame) -> pd.DataFrame:
-    """One group's resolved rows summed over position ranges: ``draft_index``, ``evaluated``, ``accepted``."""
+    """One group's resolved rows summed over position ranges: ``draft_index``, ``drafted``, ``evaluated``,
+    ``accepted``, and ``offered``/``asked`` (null where the source has none).
+    """
     resolved = with_optional_columns(group[group["draft_index"] >= 0])
-    return resolved.groupby("draft_index", as_index=False)[["drafted", "evaluated", "accepted"]].sum()
+    summed = resolved.groupby("draft_index", as_index=False)[["drafted", "evaluated", "accepted"]].sum()
+    hazards = resolved.groupby("draft_index")[["offered", "asked"]].sum(min_count=1)
+    return summed.join(hazards, on="draft_index")
 
 
 def summarize_counts(counts: pd.DataFrame) -> pd.DataFrame:

@@ -111,6 +111,9 @@ STEPS_SCHEMA = pa.schema(
         *KEY_FIELDS,
         pa.field("step", pa.int32(), nullable=False),
         pa.field("context_len", pa.int32(), nullable=False),
+        # Tokens the loop asked the drafter for: min(gamma, tokens left) (version 2; a version-1
+        # file, all fixed-length drafters, is read with n_asked = n_drafted).
+        pa.field("n_asked", pa.int32(), nullable=False),
         pa.field("n_drafted", pa.int32(), nullable=False),
         pa.field("n_accepted", pa.int32(), nullable=False),
         pa.field("n_emitted", pa.int32(), nullable=False),

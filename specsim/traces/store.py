@@ -293,8 +293,8 @@ def _check_file_schema(path: Path, table_name: str, schema: pa.Schema) -> None:
             )
 
 
-#: Columns that version 2 added, with the value a version-1 file means.
-_ADDED_IN_VERSION_2 = {"drafter_type": "model"}
+#: Columns that version 2 added, with the value a version-1 file means (a column name: that column's values).
+_ADDED_IN_VERSION_2: dict[str, str] = {"drafter_type": "model", "n_asked": "n_drafted"}
 
 
 def _read_table_file(path: Path, table_name: str) -> pa.Table:
@@ -306,8 +306,10 @@ def _read_table_file(path: Path, table_name: str) -> pa.Table:
         table = parquet.read(columns=stored)
         for name, value in _ADDED_IN_VERSION_2.items():
             if name in names and name not in stored:
-                column = pa.array(np.full(table.num_rows, value, dtype=object), type=pa.string())
-                table = table.add_column(names.index(name), SCHEMAS[table_name].field(name), column)
+                field = SCHEMAS[table_name].field(name)
+                column = (table.column(value).cast(field.type) if value in table.column_names
+                          else pa.array(np.full(table.num_rows, value, dtype=object), type=field.type))
+                table = table.add_column(names.index(name), field, column)
     except InputError:
         raise
     except (pa.ArrowException, OSError) as error:

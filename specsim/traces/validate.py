@@ -113,6 +113,8 @@ def _check_steps(root: Path, steps: pd.DataFrame) -> None:
     _check_keys(root, "steps", steps)
     _require(root, "steps", steps, steps["n_drafted"] < 0, "n_drafted", "must be >= 0")
     _require(root, "steps", steps, steps["n_drafted"] > steps["gamma"], "n_drafted", "exceeds gamma")
+    _require(root, "steps", steps, (steps["n_asked"] < steps["n_drafted"]) | (steps["n_asked"] < 1)
+             | (steps["n_asked"] > steps["gamma"]), "n_asked", "must be in [max(1, n_drafted), gamma]")
     _require(root, "steps", steps, (steps["n_accepted"] < 0) | (steps["n_accepted"] > steps["n_drafted"]),
              "n_accepted", "must be in [0, n_drafted]")
     _require(root, "steps", steps, (steps["n_emitted"] < 0) | (steps["n_emitted"] > steps["n_accepted"] + 1),
@@ -208,7 +210,7 @@ def validate_traces(traces: Traces, loaded: Iterable[str] = TABLES) -> None:
     -----
     Checked: key columns (drafter kind, temperature >= 0, gamma >= 1), finite positive timings,
     lengths in ``[0, MAX_TOKENS]``, probabilities in
-    [0, 1], ``accepted`` only where ``evaluated``, ``0 <= n_accepted <= n_drafted <= gamma``,
+    [0, 1], ``accepted`` only where ``evaluated``, ``0 <= n_accepted <= n_drafted <= n_asked <= gamma``,
     ``n_emitted <= n_accepted + 1``, token rows per step equal ``n_drafted`` and their
     accepted/evaluated counts match the step, accepted tokens form a prefix of the draft,
     step rows per sequence equal ``n_steps`` and their emitted tokens sum to ``output_len``,
