@@ -300,7 +300,9 @@ def collect_command(
     config_file: Path | None = typer.Option(None, "--config", help="YAML file with the options below."),
     target: str | None = typer.Option(None, help="Target model: alias (smollm2), GGUF file, local dir or hub id."),
     drafter: list[str] | None = typer.Option(
-        None, help="NAME=MODEL[,kind=generic|finetuned|untrained][,trained_on=DATASET]; repeatable."
+        None, help="NAME=MODEL[,kind=generic|finetuned|untrained][,trained_on=DATASET]; repeatable. MODEL may be "
+                   "prompt-lookup[:N] (transformers' prompt lookup, longest n-gram N, default 2) or "
+                   "datastore:PATH (from specsim datastore build; fine-tuned on its tasks)."
     ),
     prompts: str | None = typer.Option(
         None, help="Prompt file (.jsonl or .parquet) or hf:DATASET?split=S&prompt=COLUMN[&id=COLUMN][&task=T]."
@@ -372,6 +374,43 @@ def collect_command(
         f"{result['run_id']}: wrote {result['prompts_done']} prompt(s), skipped {result['prompts_skipped']} "
         f"already written, into {result['out']} in {result['wall_s']:.1f} s"
     )
+
+
+datastore_app = typer.Typer(help="Datastores of lookup drafters (--drafter NAME=datastore:PATH).",
+                            no_args_is_help=True)
+app.add_typer(datastore_app, name="datastore")
+
+
+@datastore_app.command("build")
+def datastore_build(
+    out: Path = typer.Option(..., help="Datastore file to write (.parquet)."),
+    completions: Path | None = typer.Option(None, help="Parquet/JSONL with task and completion (text) or token_ids "
+                                            "(and optionally prompt_len)."),
+    tokenizer: str | None = typer.Option(None, help="The target's tokenizer, for text completions."),
+    prompts: str | None = typer.Option(None, help="Instead: prompts whose greedy target outputs fill the store."),
+    target: str | None = typer.Option(None, help="Target model decoding --prompts."),
+    task: list[str] | None = typer.Option(None, help="Keep these tasks only; repeatable."),
+    max_ngram: int = typer.Option(4, "--max-ngram", help="Longest suffix matched."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Budget of each greedy output (--prompts)."),
+    trained_on: str | None = typer.Option(None, "--trained-on", help="Name of what it holds (default: its tasks)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the datastore's card as JSON."),
+) -> None:
+    """Build a datastore: a task's completions as target tokens (the fine-tuned lookup drafter)."""
+    from specsim.collect.datastore import build_datastore
+
+    _require_collect_extra("datastore build")
+    check_output_file(out, ".parquet")
+    with _progress_bar("decode") as bar:
+        job = bar.add_task("prompts", total=None)
+        card = build_datastore(out, completions=completions, prompts=prompts, target=target, tokenizer=tokenizer,
+                               tasks=list(task) if task else None, max_ngram=max_ngram,
+                               max_new_tokens=max_new_tokens, trained_on=trained_on,
+                               progress=lambda done, total: bar.update(job, completed=done, total=total))
+    if json_output:
+        print_json(card)
+        return
+    stdout.print(f"{card['path']}: {card['train_sequences']} completions, {card['train_tokens']} tokens of "
+                 f"{', '.join(card['tasks'])} (max n-gram {card['max_ngram']})")
 
 
 @app.command("profile")

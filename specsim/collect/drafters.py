@@ -22,15 +22,13 @@ accepted with probability ``p(x)`` and a rejection resamples from ``norm(max(0, 
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
+from specsim.collect.datastore import Datastore, read_datastore, write_datastore
 from specsim.errors import InputError
 
 __all__ = [
@@ -42,11 +40,7 @@ __all__ = [
     "Datastore",
     "read_datastore",
     "write_datastore",
-    "DATASTORE_FORMAT",
 ]
-
-DATASTORE_FORMAT = "specsim-datastore"
-DATASTORE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -203,94 +197,6 @@ class PromptLookupDrafter(Drafter):
     def options(self) -> dict[str, Any]:
         """The method and its n-gram size."""
         return {"method": "prompt-lookup", "max_ngram": self.max_ngram}
-
-
-@dataclass(frozen=True)
-class Datastore:
-    """Token sequences a datastore drafter retrieves from, and where they came from.
-
-    Attributes
-    ----------
-    sequences : list of list of int
-        The completions (target token ids).
-    prompt_lengths : numpy.ndarray, shape (n_sequences,)
-        Prompt length behind each completion (the datastore's training lengths).
-    tasks : list of str
-        Task of each completion.
-    metadata : dict
-        ``format``, ``version``, ``target``, ``max_ngram``, ``source`` and whatever the builder recorded.
-    """
-
-    sequences: list[list[int]]
-    prompt_lengths: np.ndarray
-    tasks: list[str]
-    metadata: dict[str, Any]
-
-    @property
-    def max_ngram(self) -> int:
-        """Longest suffix matched."""
-        return int(self.metadata.get("max_ngram", 4))
-
-    def card(self) -> dict[str, Any]:
-        """The drafter card: training data and its lengths, as every drafter card has."""
-        output = np.array([len(s) for s in self.sequences])
-        return {**self.metadata, "tasks": sorted(set(self.tasks)), "train_sequences": len(self.sequences),
-                "train_tokens": int(output.sum()),
-                "lengths": {"prompt_len": self.prompt_lengths.astype(int).tolist(),
-                            "output_len": output.astype(int).tolist()}}
-
-
-def write_datastore(path: str | Path, sequences: list[list[int]], prompt_lengths: np.ndarray, tasks: list[str],
-                    metadata: dict[str, Any]) -> Path:
-    """Write a datastore as one Parquet file (atomically), its metadata in the file's schema metadata."""
-    import pyarrow as pa
-
-    from specsim.traces.store import atomic_write_table
-
-    if not sequences:
-        raise InputError("a datastore needs at least one completion", path=path)
-    table = pa.table({"task": pa.array(tasks, pa.string()),
-                      "prompt_len": pa.array(np.asarray(prompt_lengths, dtype=np.int32)),
-                      "token_ids": pa.array(sequences, pa.list_(pa.int32()))})
-    meta = {"format": DATASTORE_FORMAT, "version": DATASTORE_VERSION, **metadata}
-    table = table.replace_schema_metadata({b"specsim.datastore": json.dumps(meta).encode()})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_table(table, path)
-    return path
-
-
-def read_datastore(path: str | Path) -> Datastore:
-    """Read a datastore written by :func:`write_datastore`; one clear error otherwise."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("no such datastore file", path=path, field="--drafter datastore")
-    try:
-        table = pq.read_table(path)
-        meta = json.loads((table.schema.metadata or {})[b"specsim.datastore"])
-    except (pa.ArrowException, OSError) as error:
-        raise InputError(f"not a readable Parquet file ({error})", path=path, field="--drafter datastore") from None
-    except (KeyError, ValueError):
-        raise InputError("not a specsim datastore (no specsim.datastore metadata)", path=path,
-                         field="--drafter datastore") from None
-    if not isinstance(meta, dict) or meta.get("format") != DATASTORE_FORMAT or meta.get(
-            "version") != DATASTORE_VERSION:
-        raise InputError(f"expected format {DATASTORE_FORMAT} version {DATASTORE_VERSION}", path=path,
-                         field="--drafter datastore")
-    max_ngram = meta.get("max_ngram", 4)
-    if not isinstance(max_ngram, int) or isinstance(max_ngram, bool) or not 1 <= max_ngram <= 16:
-        raise InputError(f"max_ngram must be a whole number in [1, 16], got {max_ngram!r}", path=path,
-                         field="max_ngram")
-    if missing := {"task", "prompt_len", "token_ids"} - set(table.column_names):
-        raise InputError("missing column", path=path, field=sorted(missing)[0])
-    sequences = [list(map(int, ids or [])) for ids in table.column("token_ids").to_pylist()]
-    if not sequences or any(token < 0 for ids in sequences for token in ids):
-        raise InputError("needs at least one completion of non-negative token ids", path=path, field="token_ids")
-    return Datastore(sequences, np.asarray(table.column("prompt_len").to_pylist(), dtype=np.int64),
-                     [str(t) for t in table.column("task").to_pylist()], meta)
 
 
 class _ContinuationTable:
