@@ -7,7 +7,11 @@ loop with recording off (the recording overhead) and plain decoding (measured sp
 interleaved per prompt (A, B, C, D, E per round) so machine drift hits all alike; medians and
 ratios of per-prompt times are printed as JSON.
 
-Run: ``python benchmarks/bench_collector.py [--drafter SPEC] [--prompts N] [--rounds R]``.
+With ``--drafter prompt-lookup[:N]`` the comparison is prompt lookup: the collector's
+:class:`~specsim.collect.drafters.PromptLookupDrafter` against ``generate(prompt_lookup_num_tokens=gamma,
+max_matching_ngram_size=N)``.
+
+Run: ``python benchmarks/bench_collector.py [--drafter SPEC] [--task T] [--prompts N] [--rounds R]``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from specsim.collect.decoding import (
     autoregressive_decode,
     speculative_decode,
 )
+from specsim.collect.drafters import PromptLookupDrafter
 from specsim.collect.models import load_model
 from specsim.collect.prompts import encode_prompt, read_prompts
 
@@ -41,18 +46,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gamma", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--task", default="code", help="held-out prompts of data/prompts/TASK.jsonl")
     args = parser.parse_args()
 
     target = load_model("smollm2")
-    drafter = load_model(args.drafter)
-    prompts = [p for p in read_prompts(ROOT / "data" / "prompts" / "code.jsonl") if p.extra["split"] == "heldout"]
+    prompts = [p for p in read_prompts(ROOT / "data" / "prompts" / f"{args.task}.jsonl")
+               if p.extra["split"] == "heldout"]
     encoded = [encode_prompt(target.tokenizer, p) for p in prompts[: args.prompts]]
     eos = {target.tokenizer.eos_token_id}
-    lm, draft = CachedLM(target.model), ModelDrafter(drafter.model)
-    assistant = drafter.model
-    assistant.generation_config.num_assistant_tokens = args.gamma
-    assistant.generation_config.num_assistant_tokens_schedule = "constant"
-    assistant.generation_config.assistant_confidence_threshold = 0.0
+    lm = CachedLM(target.model)
+    lookup = args.drafter.startswith("prompt-lookup")
+    hf_options: dict = {}
+    if lookup:
+        max_ngram = int(args.drafter.partition(":")[2] or 2)
+        draft = PromptLookupDrafter(max_ngram, eos)
+        hf_options = {"prompt_lookup_num_tokens": args.gamma, "max_matching_ngram_size": max_ngram}
+    else:
+        drafter = load_model(args.drafter)
+        draft = ModelDrafter(drafter.model)
+        assistant = drafter.model
+        assistant.generation_config.num_assistant_tokens = args.gamma
+        assistant.generation_config.num_assistant_tokens_schedule = "constant"
+        assistant.generation_config.assistant_confidence_threshold = 0.0
+        hf_options = {"assistant_model": assistant}
 
     def ours(ids, record=True):
         return speculative_decode(lm, draft, ids, schedule=ConstantGamma(args.gamma), warp=Warp(),
@@ -62,7 +78,7 @@ def main() -> None:
         start = time.perf_counter()
         with torch.inference_mode():
             out = target.model.generate(torch.tensor([ids]), max_new_tokens=args.max_new_tokens, do_sample=False,
-                                        assistant_model=assistant if assisted else None,
+                                        **(hf_options if assisted else {}),
                                         eos_token_id=list(eos), pad_token_id=target.tokenizer.eos_token_id)
         return time.perf_counter() - start, out[0, len(ids):].tolist()
 
@@ -83,7 +99,7 @@ def main() -> None:
             same_output.append(hf_ids == recorded.output_ids)
     arrays = {k: np.array(v) for k, v in times.items()}
     print(json.dumps({
-        "drafter": args.drafter, "gamma": args.gamma, "prompts": len(encoded), "rounds": args.rounds,
+        "drafter": args.drafter, "task": args.task, "gamma": args.gamma, "prompts": len(encoded), "rounds": args.rounds,
         "median_s": {k: float(np.median(v)) for k, v in arrays.items()},
         "collector_over_hf_assisted": float(np.median(arrays["ours_recording"] / arrays["hf_assisted"])),
         "recording_overhead": float(np.median(arrays["ours_recording"] / arrays["ours_no_recording"]) - 1),

@@ -10,6 +10,11 @@ written):
 4. ``news-greedy-gamma4``: every drafter on the first :data:`NEWS_PROMPTS` held-out prompts of
    the news task (English prose no drafter was trained on), greedy, gamma 4: a task far from
    Python in the population (greedy only: no temperature 0.7 stage for it yet).
+5. ``lookup-greedy-gamma4`` (into ``data/traces/reference-lookup``): the model-free drafters on
+   every held-out prompt, greedy, gamma 4: transformers' prompt lookup (generic, trained on
+   nothing) and datastores of the teacher completions the model drafters were distilled on
+   (all tasks: generic, "mixture"; code only and docsum only: fine-tuned), built into
+   ``data/drafters/datastores`` when missing.
 
 Writes ``data/traces/reference`` and its ``manifest.json`` (commands, versions, collector commit,
 hardware, time taken). Needs the drafters of ``train_drafters.py``.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +42,9 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "data" / "traces" / "reference"
 PROMPTS = ROOT / "data" / "prompts"
 DRAFTERS = cache_dir() / "reference" / "drafters"
+OUT_LOOKUP = ROOT / "data" / "traces" / "reference-lookup"
+DATASTORES = Path("data") / "drafters" / "datastores"  # relative to ROOT: run metadata stays portable
+TEACHER = Path("data") / "drafters" / "teacher_completions.parquet"
 PER_TASK = {"code": 12, "docsum": 12, "explain-long": 12, "explain-short": 24, "qa": 48}
 MAX_NEW_TOKENS = 96
 NEWS_PROMPTS = 24
@@ -51,6 +60,17 @@ def heldout_file(counts: dict[str, int], name: str) -> Path:
     path = PROMPTS / name
     write_prompts(prompts, path)
     return path
+
+
+def datastore(name: str, tasks: list[str] | None, trained_on: str) -> str:
+    """The datastore of the teacher completions of ``tasks`` (all when None), built when missing."""
+    from specsim.collect.datastore import build_datastore
+
+    path = DATASTORES / f"{name}.parquet"
+    if not (ROOT / path).exists():
+        build_datastore(ROOT / path, completions=ROOT / TEACHER, tokenizer="smollm2", tasks=tasks, max_ngram=4,
+                        trained_on=trained_on)
+    return f"datastore:{path}"
 
 
 def main() -> None:
@@ -78,6 +98,17 @@ def main() -> None:
     for name, config in stages.items():
         if not args.stages or name in args.stages:
             run_stage(name, config, OUT, f"python scripts/reference/collect_reference.py {name}", args.limit)
+    if not args.stages or "lookup-greedy-gamma4" in args.stages:
+        os.chdir(ROOT)
+        lookups = (DrafterSpec("prompt-lookup", "prompt-lookup:2", "generic", None),
+                   DrafterSpec("datastore-mixture", datastore("mixture", None, "mixture"), "generic", "mixture"),
+                   DrafterSpec("datastore-code", datastore("code", ["code"], "code"), "finetuned", "code"),
+                   DrafterSpec("datastore-docsum", datastore("docsum", ["docsum"], "docsum"), "finetuned", "docsum"))
+        config = CollectConfig(target="smollm2", drafters=lookups, prompts=str(Path(prompts).relative_to(ROOT)),
+                               out=str(OUT_LOOKUP.relative_to(ROOT)), gammas=(4,), max_new_tokens=MAX_NEW_TOKENS,
+                               seed=0)
+        run_stage("lookup-greedy-gamma4", config, OUT_LOOKUP,
+                  "python scripts/reference/collect_reference.py lookup-greedy-gamma4", args.limit)
 
 
 if __name__ == "__main__":
