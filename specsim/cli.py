@@ -108,17 +108,17 @@ def _level_option(default: float = INTERVAL_LEVEL):
                         "the model's calibration is checked).", callback=_finite("--level", 0.0, 1.0))
 
 
-def _cost_choice(cost_ratio: float | None, cost_profile: Path | None):
+def _cost_choice(cost_ratio: float | None, cost_profile: Path | None, concurrency: float | None = None):
     """A hardware cost model chosen on the command line, or None for the traces' own costs."""
-    from specsim.simulate.cost import leviathan_cost_model, read_cost_profile
+    from specsim.workflow import choose_cost
 
-    if cost_ratio is not None and cost_profile is not None:
-        raise InputError("give --cost-ratio or --cost-profile, not both", field="--cost-ratio")
-    if cost_ratio is not None:
-        return leviathan_cost_model(cost_ratio), f"constant cost ratio c = {cost_ratio:g} (Leviathan et al.)"
-    if cost_profile is not None:
-        return read_cost_profile(cost_profile), f"cost profile {cost_profile}"
-    return None, None
+    return choose_cost(cost_ratio, cost_profile, concurrency)
+
+
+def _concurrency_option():
+    return typer.Option(None, "--concurrency", help="Requests decoded together (batch size): the cost profile's "
+                        "costs at that load, interpolated between its measured batch sizes (specsim profile "
+                        "--batch-size). Default: batch size 1.", callback=_finite("--concurrency", 1.0, 65536.0))
 
 
 _COST_RATIO_HELP = ("Constant drafter/target cost per token (Leviathan's c; verifying gamma tokens costs one target "
@@ -284,14 +284,14 @@ def traces_summary(
         [
             "task", "drafter", "drafter_kind", "temperature", "gamma", "sequences", "drafted",
             "acceptance_rate", "acceptance_length_with_bonus", "accepted_per_step_without_bonus",
-            "measured_speedup",
+            "measured_speedup", "measured_speedup_low", "measured_speedup_high",
         ],
     )
     stdout.print(
         "acceptance_rate = accepted/drafted (vLLM); acceptance_length_with_bonus counts the "
         "target's bonus token (plain decoding = 1.00); measured_speedup = plain over speculative wall "
         "time per generated token, ratio of totals (equal to total baseline wall / total speculative wall "
-        "under greedy decoding)."
+        "under greedy decoding), with a 95% bootstrap interval over sequences (low, high)."
     )
 
 
@@ -413,10 +413,21 @@ def datastore_build(
                  f"{', '.join(card['tasks'])} (max n-gram {card['max_ngram']})")
 
 
+def _batch_sizes(values: list[str] | None) -> tuple[int, ...]:
+    """``--batch-size`` values: whole numbers in [1, 4096], repeatable or comma-separated."""
+    sizes = []
+    for part in ",".join(values or ["1"]).split(","):
+        if not part.strip().isdigit() or not 1 <= int(part) <= 4096:
+            raise InputError(f"batch sizes must be whole numbers in [1, 4096], got {part.strip()!r}",
+                             field="--batch-size")
+        sizes.append(int(part))
+    return tuple(sorted(set(sizes)))
+
+
 @app.command("profile")
 def profile_command(
     target: str = typer.Option(..., help="Target model: alias (smollm2), GGUF file, local dir or hub id."),
-    drafter: str = typer.Option(..., help="Drafter model (same forms)."),
+    drafter: str = typer.Option(..., help="Drafter model (same forms), or prompt-lookup[:N] or datastore:PATH."),
     out: Path = typer.Option(..., help="Cost profile to write (.json; give it to --cost-profile)."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N, mps."),
     dtype: str = typer.Option("float32", help="float32, bfloat16, float16."),
@@ -425,6 +436,8 @@ def profile_command(
     context: list[int] | None = typer.Option(None, help="Context lengths (repeatable; default 64 256 1024).",
                                              min=2, max=1_000_000),
     repeats: int = typer.Option(5, help="Timed repeats per pass (the median is kept).", min=1, max=1000),
+    batch_size: list[str] | None = typer.Option(None, "--batch-size", "--batch-sizes", help="Batch sizes to time "
+                                                "(repeatable or comma-separated, e.g. 1,2,4,8,16; default 1)."),
     seed: int = typer.Option(0, help="Seed of the random input tokens."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -437,6 +450,7 @@ def profile_command(
 
     _require_collect_extra("profile")
     check_output_file(out, ".json", "--out")
+    batch_sizes = _batch_sizes(batch_size)
     if not re.fullmatch(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?", device):
         raise InputError(f"must be cpu, cuda, cuda:N, mps or xpu, got {device!r}", field="--device")
     with _progress_bar("profile") as bar:
@@ -444,18 +458,30 @@ def profile_command(
         document = measure_cost_profile(
             target, drafter, device=device, dtype=dtype, gammas=tuple(gamma or (1, 2, 4, 6, 8)),
             contexts=tuple(context or (64, 256, 1024)), repeats=repeats, seed=seed, trust_remote_code=trust_remote_code,
+            batch_sizes=batch_sizes,
             progress=lambda done, total, what: bar.update(task, completed=done, total=total, description=what))
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, json_module.dumps(document, indent=1).encode())
     cost = document["cost_model"]
     summary = {"out": str(out), "device": document["device_name"], "target_base_s": cost["target_base_s"],
-               "draft_base_s": cost["draft_base_s"], "cost_ratio": cost["draft_base_s"] / cost["target_base_s"],
-               "verify_table": cost["verify_table"]}
+               "draft_base_s": cost["draft_base_s"], "draft_step_s": cost["draft_step_s"],
+               "cost_ratio": cost["draft_base_s"] / cost["target_base_s"],
+               "verify_table": cost["verify_table"], "batch_sizes": document["batch_sizes"]}
+    if "target_roofline" in document:
+        summary["target_roofline"] = document["target_roofline"]
+        summary["verify_over_plain_by_batch"] = document["verify_over_plain_by_batch"]
     if json_output:
         print_json(summary)
         return
-    stdout.print(f"wrote {out}: target step {1000 * cost['target_base_s']:.1f} ms, drafter step "
-                 f"{1000 * cost['draft_base_s']:.1f} ms (c = {summary['cost_ratio']:.3f}) on {document['device_name']}")
+    drafter_cost = (f"drafter step {1000 * cost['draft_base_s']:.1f} ms (c = {summary['cost_ratio']:.3f})"
+                    if cost["draft_base_s"] > 0 else f"lookup step {1000 * cost['draft_step_s']:.3f} ms")
+    stdout.print(f"wrote {out}: target step {1000 * cost['target_base_s']:.1f} ms, {drafter_cost} "
+                 f"on {document['device_name']}")
+    if "target_roofline" in document:
+        roofline = document["target_roofline"]
+        stdout.print(f"batch sizes {', '.join(map(str, document['batch_sizes']))}: the target's passes turn "
+                     f"compute-bound near {roofline['knee_tokens']:.0f} tokens per pass (roofline floor "
+                     f"{1000 * roofline['floor_s']:.1f} ms, {1000 * roofline['per_token_s']:.2f} ms per token)")
 
 
 @app.command("probe")
@@ -611,6 +637,7 @@ def simulate_whatif(
     cost_ratio: float | None = typer.Option(None, "--cost-ratio", help=_COST_RATIO_HELP,
                                             callback=_finite("--cost-ratio", 0.0)),
     cost_profile: Path | None = typer.Option(None, "--cost-profile", help=_COST_PROFILE_HELP),
+    concurrency: float | None = _concurrency_option(),
     resamples: int = typer.Option(200, help="Bootstrap resamples for the interval.", min=1, max=100_000),
     level: float = _level_option(),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
@@ -622,7 +649,7 @@ def simulate_whatif(
     from specsim.traces import read_traces
     from specsim.workload import resolve_workload
 
-    cost, cost_label = _cost_choice(cost_ratio, cost_profile)
+    cost, cost_label = _cost_choice(cost_ratio, cost_profile, concurrency)
     traces = read_traces(traces_dir)
     lengths = resolve_workload(lengths_from, traces.sequences, temperature=temperature, option="--lengths-from",
                                tokenizer=_tokenizer_loader(tokenizer, traces))
@@ -637,7 +664,8 @@ def simulate_whatif(
         stderr.print(result.extrapolation.warning() + " (this interval does not widen for it; `specsim predict` "
                      "does)", markup=False, soft_wrap=True)
     if json_output:
-        print_json({**result.to_dict(), **workload.describe(), "cost_model": cost_label})
+        print_json({**result.to_dict(), **workload.describe(), "cost_model": cost_label,
+                    "concurrency": concurrency or 1})
         return
     verdict = "faster" if result.speedup >= 1 else "SLOWER than plain decoding"
     stdout.print(
@@ -656,6 +684,7 @@ def simulate_counts(
     cost_ratio: float | None = typer.Option(None, "--cost-ratio", help=_COST_RATIO_HELP,
                                             callback=_finite("--cost-ratio", 0.0)),
     cost_profile: Path | None = typer.Option(None, "--cost-profile", help=_COST_PROFILE_HELP),
+    concurrency: float | None = _concurrency_option(),
     level: float = _level_option(),
     seed: int = typer.Option(0, help="Seed of the interval's draws."),
     tokenizer: str | None = typer.Option(None, help="Tokenizer that counts a text workload's tokens (the target's "
@@ -670,7 +699,7 @@ def simulate_counts(
     from specsim.traces.counts import read_counts
     from specsim.workload import resolve_workload
 
-    cost, cost_label = _cost_choice(cost_ratio, cost_profile)
+    cost, cost_label = _cost_choice(cost_ratio, cost_profile, concurrency)
     if cost is None:
         raise InputError("counts carry no timings: give --cost-ratio C or --cost-profile FILE", field="--cost-ratio")
     counts = read_counts(counts_file)
@@ -681,6 +710,7 @@ def simulate_counts(
                      markup=False)
     if json_output:
         print_json({**result.to_dict(), **workload.describe(), "cost_model": cost_label,
+                    "concurrency": concurrency or 1,
                     "source": str(counts["source"].iloc[0])})
         return
     verdict = "faster" if result.speedup >= 1 else "SLOWER than plain decoding"
@@ -739,6 +769,7 @@ def simulate_best_gamma(
     cost_ratio: float | None = typer.Option(None, "--cost-ratio", help=_COST_RATIO_HELP,
                                             callback=_finite("--cost-ratio", 0.0)),
     cost_profile: Path | None = typer.Option(None, "--cost-profile", help=_COST_PROFILE_HELP),
+    concurrency: float | None = _concurrency_option(),
     tokenizer: str | None = typer.Option(None, help=_TOKENIZER_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -747,7 +778,7 @@ def simulate_best_gamma(
     from specsim.traces import read_traces
     from specsim.workload import resolve_workload
 
-    cost, cost_label = _cost_choice(cost_ratio, cost_profile)
+    cost, cost_label = _cost_choice(cost_ratio, cost_profile, concurrency)
     traces = read_traces(traces_dir)
     lengths = resolve_workload(lengths_from, traces.sequences, temperature=temperature, option="--lengths-from",
                                tokenizer=_tokenizer_loader(tokenizer, traces))
@@ -757,7 +788,8 @@ def simulate_best_gamma(
     cost_label = cost_label or f"fitted on the traces ({drafter}, temperature {temperature:g})"
     if json_output:
         print_json({"drafter": drafter, "acceptance_from": acceptance_from, "lengths_from": lengths_from,
-                    "cost_model": cost_label, "best_gamma": int(best["gamma"]), "best_speedup": best["speedup"],
+                    "cost_model": cost_label,
+                    "concurrency": concurrency or 1, "best_gamma": int(best["gamma"]), "best_speedup": best["speedup"],
                     "tokens_per_step_convention": TOKENS_PER_STEP_CONVENTION,
                     "gammas": table.drop(columns="best").to_dict("records")})
         return
@@ -767,6 +799,43 @@ def simulate_best_gamma(
                      f"{int(best['gamma'])}: {best['speedup']:.3f}x); costs: {cost_label}")
     else:
         stdout.print(f"best gamma {int(best['gamma'])}: {best['speedup']:.3f}x; costs: {cost_label}")
+
+
+@simulate_app.command("load")
+def simulate_load(
+    traces_dir: Path = typer.Option(..., "--traces", help="Trace directory."),
+    drafter: str = typer.Option(..., help="Drafter whose acceptance to use."),
+    acceptance_from: str = typer.Option(..., "--acceptance-from", help="Task whose acceptance behaviour to use."),
+    lengths_from: str = typer.Option(..., "--lengths-from", help=_WORKLOAD_HELP),
+    cost_profile: Path = typer.Option(..., "--cost-profile", help="Cost profile measured at several batch sizes "
+                                      "(specsim profile --batch-size 1,2,4,...)."),
+    concurrency: list[float] | None = typer.Option(None, "--concurrency", help="Concurrencies to answer for "
+                                                   "(repeatable; default: the profile's batch sizes)."),
+    max_gamma: int = typer.Option(8, "--max-gamma", help="Largest draft length tried.", min=1, max=64),
+    temperature: float = typer.Option(0.0, help="Temperature of the traces to use.",
+                                      callback=_finite("--temperature", 0.0)),
+    tokenizer: str | None = typer.Option(None, help=_TOKENIZER_HELP),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Speed-up against concurrency: the best gamma at each load and where speculation stops paying."""
+    from specsim import workflow
+    from specsim.traces import read_traces
+    from specsim.workload import resolve_workload
+
+    for value in concurrency or []:
+        _finite("--concurrency", 1.0, 65536.0)(value)
+    traces = read_traces(traces_dir)
+    lengths = resolve_workload(lengths_from, traces.sequences, temperature=temperature, option="--lengths-from",
+                               tokenizer=_tokenizer_loader(tokenizer, traces))
+    sweep = workflow.load_sweep(traces, drafter=drafter, acceptance_from=acceptance_from, workload=lengths,
+                                cost_profile=cost_profile, concurrencies=concurrency,
+                                gammas=range(1, max_gamma + 1), temperature=temperature)
+    if json_output:
+        print_json({"drafter": drafter, "acceptance_from": acceptance_from, "lengths_from": lengths_from,
+                    "cost_model": f"cost profile {cost_profile}", **sweep.to_dict()})
+        return
+    print_table(f"{drafter}: best draft length by concurrency ({cost_profile})", sweep.best.to_dict("records"))
+    stdout.print(sweep.verdict())
 
 
 @simulate_app.command("validate")
@@ -870,6 +939,7 @@ def predict_command(
     cost_ratio: float | None = typer.Option(None, "--cost-ratio", help=_COST_RATIO_HELP,
                                             callback=_finite("--cost-ratio", 0.0)),
     cost_profile: Path | None = typer.Option(None, "--cost-profile", help=_COST_PROFILE_HELP),
+    concurrency: float | None = _concurrency_option(),
     probe: Path | None = typer.Option(None, help="Probe of the workload (specsim probe): updates the new task's "
                                       "effect with this drafter's agreement on a few of its prompts."),
     level: float = _level_option(),
@@ -887,7 +957,7 @@ def predict_command(
     from specsim.collect.probe import read_probe
     from specsim.model import load_posterior
 
-    cost, cost_label = _cost_choice(cost_ratio, cost_profile)
+    cost, cost_label = _cost_choice(cost_ratio, cost_profile, concurrency)
     if probe is not None and drafter is None:
         raise InputError("a probe is per drafter: give --drafter too", field="--probe")
     probe_rows = read_probe(probe, drafter) if probe is not None else None
@@ -904,6 +974,7 @@ def predict_command(
     meta = posterior.metadata
     cost_label = cost_label or f"fitted on the traces ({cost_name})"
     payload = {"drafter_kind": drafter_kind, "drafter": drafter, "gamma": gamma, "cost_model": cost_label,
+               "concurrency": concurrency or 1,
                "cost_run_log_sd": meta.cost_run_log_sd if cost_name != "given" else 0.0,
                "content": (f"probe of {len(probe_rows)} tokens" if probe_rows is not None else
                            "assumed like the measured tasks (no probe)"),

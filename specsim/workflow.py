@@ -12,6 +12,8 @@ verb                      what it answers
 :func:`validate`          does the simulator reproduce each measured cell?
 :func:`what_if`           one task's measured acceptance on another workload's lengths
 :func:`gamma_sweep`       expected speed-up at each draft length; the best one
+:func:`load_sweep`        speed-up against concurrency; best gamma and break-even load
+:func:`choose_cost`       the hardware's cost model: a ratio, a profile (at a concurrency)
 :func:`fit`               the hierarchical model, its baseline GLM and the LOO comparison
 :func:`predict`           posterior predictive speed-up of a workload
 :func:`leave_one_task_out`  predictions of held-out tasks: coverage of the intervals
@@ -45,7 +47,7 @@ from specsim.workload import Workload, resolve_workload
 __all__ = [
     "INTERVAL_LEVEL", "MODELLED_KINDS", "cost_models", "Validation", "validate", "what_if", "gamma_sweep",
     "FitOutcome", "fit", "predict", "leave_one_task_out", "probe_from_traces", "cost_transfer", "check_level",
-    "break_even_cost_ratio", "CountsWhatIf", "what_if_counts",
+    "break_even_cost_ratio", "CountsWhatIf", "what_if_counts", "choose_cost", "LoadSweep", "load_sweep",
 ]
 
 #: Drafter kinds the hierarchical model describes (the untrained baseline is not a drafter population).
@@ -192,6 +194,132 @@ def gamma_sweep(
     table = pd.DataFrame(rows)
     table["best"] = table["speedup"] == table["speedup"].max()
     return table
+
+
+def choose_cost(cost_ratio: float | None = None, cost_profile: str | Path | None = None,
+                concurrency: float | None = None) -> tuple[CostModel | None, str | None]:
+    """The hardware's cost model and its label, or ``(None, None)`` for the traces' own fitted costs.
+
+    Parameters
+    ----------
+    cost_ratio : float, optional
+        Leviathan's constant drafter/target cost per token (:func:`leviathan_cost_model`). It
+        carries no batch information: at any concurrency it assumes memory-bound passes, and the
+        speed-up does not change with load (the label says so).
+    cost_profile : path-like, optional
+        A ``specsim profile`` file (or a bare cost model).
+    concurrency : float, optional
+        Requests decoded together: the profile's cost model at that batch size
+        (:func:`specsim.simulate.load.cost_model_at_concurrency`; between measured sizes only).
+        The traces' fitted costs are at batch size 1.
+    """
+    from specsim.simulate.cost import leviathan_cost_model, read_cost_profile_batches
+    from specsim.simulate.load import MAX_CONCURRENCY, cost_model_at_concurrency
+
+    if cost_ratio is not None and cost_profile is not None:
+        raise InputError("give --cost-ratio or --cost-profile, not both", field="--cost-ratio")
+    if cost_ratio is not None and not (isinstance(cost_ratio, (int, float)) and np.isfinite(cost_ratio)
+                                       and cost_ratio >= 0):
+        raise InputError(f"must be a finite number >= 0, got {cost_ratio}", field="--cost-ratio")
+    if concurrency is not None and not (np.isfinite(concurrency) and 1 <= concurrency <= MAX_CONCURRENCY):
+        raise InputError(f"must be a number in [1, {MAX_CONCURRENCY}], got {concurrency}", field="--concurrency")
+    if cost_ratio is not None:
+        label = f"constant cost ratio c = {cost_ratio:g} (Leviathan et al.)"
+        if concurrency not in (None, 1):
+            label += f"; at concurrency {concurrency:g} it assumes memory-bound passes (no load effect)"
+        return leviathan_cost_model(cost_ratio), label
+    if cost_profile is not None:
+        models = read_cost_profile_batches(cost_profile)
+        if concurrency is None or concurrency == 1:
+            return models[1], f"cost profile {cost_profile}"
+        return cost_model_at_concurrency(models, concurrency), f"cost profile {cost_profile} at concurrency " \
+            f"{concurrency:g}" + ("" if concurrency in models else
+                                  f" (interpolated between batch sizes {', '.join(map(str, sorted(models)))})")
+    if concurrency not in (None, 1):
+        raise InputError("the traces' fitted costs are at batch size 1: for a concurrency give --cost-profile "
+                         "(specsim profile --batch-size 1,2,4,...)", field="--concurrency")
+    return None, None
+
+
+@dataclass(frozen=True)
+class LoadSweep:
+    """Expected speed-up against concurrency (:func:`load_sweep`).
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per concurrency x gamma: ``concurrency``, ``gamma``, ``speedup``,
+        ``tokens_per_step`` and ``best`` (the best gamma at that concurrency).
+    best : pandas.DataFrame
+        One row per concurrency: the best gamma and its speed-up.
+    break_even_concurrency : float or None
+        The load above which even the best gamma is slower than plain decoding
+        (:func:`specsim.simulate.load.break_even_concurrency`; None when it still pays at the
+        largest concurrency or at none: see :attr:`pays_at`).
+    break_even_by_gamma : dict of int to float or None
+        The same for each fixed gamma.
+    """
+
+    table: pd.DataFrame
+    best: pd.DataFrame
+    break_even_concurrency: float | None
+    break_even_by_gamma: dict[int, float | None]
+
+    @property
+    def pays_at(self) -> list[float]:
+        """Concurrencies where the best gamma is faster than plain decoding."""
+        return [float(c) for c in self.best.loc[self.best["speedup"] > 1, "concurrency"]]
+
+    def verdict(self) -> str:
+        """One line: where speculation pays under load."""
+        pays, largest = self.pays_at, float(self.best["concurrency"].max())
+        if not pays:
+            return "slower than plain decoding at every concurrency measured"
+        if self.break_even_concurrency is None:
+            return f"faster than plain decoding up to the largest concurrency measured ({largest:g})"
+        return (f"break-even concurrency {self.break_even_concurrency:.1f}: above it even the best gamma is slower "
+                f"than plain decoding (faster at {', '.join(f'{c:g}' for c in pays)})")
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the best gamma at each load, break-even loads and the whole table."""
+        return {"break_even_concurrency": self.break_even_concurrency, "pays_at": self.pays_at,
+                "verdict": self.verdict(),
+                "break_even_concurrency_by_gamma": {str(g): v for g, v in self.break_even_by_gamma.items()},
+                "best_by_concurrency": self.best.to_dict("records"),
+                "table": self.table.drop(columns="best").to_dict("records")}
+
+
+def load_sweep(
+    traces: Traces, *, drafter: str, acceptance_from: str, workload: str | Workload, cost_profile: str | Path,
+    concurrencies: Iterable[float] | None = None, gammas: Iterable[int] = range(1, 9), temperature: float = 0.0,
+) -> LoadSweep:
+    """Speed-up against concurrency from measured acceptance and a profile measured at several batch sizes.
+
+    Acceptance does not depend on the batch; each concurrency's cost model does
+    (:func:`specsim.simulate.load.cost_model_at_concurrency`). ``concurrencies`` default to the
+    profile's measured batch sizes.
+    """
+    from specsim.simulate.cost import read_cost_profile_batches
+    from specsim.simulate.load import break_even_concurrency, cost_model_at_concurrency
+
+    models = read_cost_profile_batches(cost_profile)
+    if len(models) < 2:
+        raise InputError("the cost profile holds batch size 1 only: measure one with specsim profile "
+                         "--batch-size 1,2,4,...", path=cost_profile, field="--cost-profile")
+    levels = sorted({float(c) for c in (concurrencies or models)})
+    if not isinstance(workload, Workload):
+        workload = resolve_workload(workload, traces.sequences, temperature=temperature, option="--lengths-from")
+    frames = []
+    for level in levels:
+        table = gamma_sweep(traces, drafter=drafter, acceptance_from=acceptance_from, workload=workload,
+                            gammas=gammas, temperature=temperature, cost=cost_model_at_concurrency(models, level))
+        frames.append(table.assign(concurrency=level))
+    table = pd.concat(frames, ignore_index=True)[["concurrency", "gamma", "speedup", "tokens_per_step", "best"]]
+    best = table[table["best"]].drop_duplicates("concurrency")[["concurrency", "gamma", "speedup"]]
+    by_gamma = {int(g): break_even_concurrency(group["concurrency"], group["speedup"])
+                for g, group in table.groupby("gamma")}
+    return LoadSweep(table, best.reset_index(drop=True),
+                     break_even_concurrency(best["concurrency"], best["speedup"]), by_gamma)
 
 
 def break_even_cost_ratio(

@@ -30,6 +30,17 @@ def small_workloads(n_sequences: int = 4, seed: int = 0) -> list[SyntheticWorklo
     ]
 
 
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    """The SmolLM2 tokenizer from the offline GGUF (tiny local models share its vocabulary)."""
+    from transformers import AutoTokenizer
+
+    from specsim.collect.models import _dequantised_gguf, smollm2_gguf_path
+
+    folder, _ = _dequantised_gguf(smollm2_gguf_path(), trust_remote_code=False)
+    return AutoTokenizer.from_pretrained(folder)
+
+
 @pytest.fixture
 def synthetic_tables():
     return simulate_traces(small_workloads(), TRUE_COST, gamma=4, rng=1)

@@ -41,8 +41,18 @@ def files(tmp_path_factory, two_kind_traces):
         "negative.csv": "prompt_len,output_len\n-1,10\n", "foreign.nc": "CDF\x01 not really netcdf",
         "profile_bad.json": '{"draft_base_s": -1, "target_base_s": 1}', "profile_text.json": "c = 0.1",
         "lengths.dat": "1,2\n", "list_bad.txt": "120\n1,2\n",
+        "profile_single.json": '{"target_base_s": 0.03, "verify_base_s": 0.03}',
+        "profile_nan_table.json": '{"target_base_s": 1, "verify_table": {"4": NaN}}',
+        "profile_deep.json": "[" * 100_000 + "]" * 100_000,
     }.items():
         (folder / name).write_text(content)
+    from specsim.simulate.cost import COST_PROFILE_FORMAT
+    from specsim.simulate.load import Roofline, roofline_cost_models
+
+    models = roofline_cost_models(Roofline(0.02, 0.001), None, [1, 2, 4], [1, 2, 4])
+    (folder / "profile_batches.json").write_text(json.dumps({
+        "format": COST_PROFILE_FORMAT, "version": 2, "cost_model": models[1].to_dict(False),
+        "cost_models_by_batch": {str(b): m.to_dict(False) for b, m in models.items()}}))
     return paths
 
 
@@ -100,6 +110,21 @@ def _cases(p):
         "both cost options": ([*whatif, "--lengths-from", "mid", "--cost-ratio", "0.1", "--cost-profile",
                                str(folder / "profile_bad.json")], "not both"),
         "traces missing": (["traces", "summary", str(folder / "nothing")], "no such trace directory"),
+        "cost profile NaN verify entry": ([*whatif, "--lengths-from", "mid", "--cost-profile",
+                                           str(folder / "profile_nan_table.json")], "verify_table"),
+        "cost profile nested 100000 deep": ([*whatif, "--lengths-from", "mid", "--cost-profile",
+                                             str(folder / "profile_deep.json")], "not a JSON cost profile"),
+        # speed-up under load
+        "whatif --concurrency 0": ([*whatif, "--lengths-from", "mid", "--concurrency", "0"], "--concurrency"),
+        "whatif --concurrency with fitted costs": ([*whatif, "--lengths-from", "mid", "--concurrency", "4"],
+                                                   "fitted costs are at batch size 1"),
+        "whatif --concurrency past the profile": ([*whatif, "--lengths-from", "mid", "--concurrency", "64",
+                                                   "--cost-profile", str(folder / "profile_batches.json")],
+                                                  "outside the measured batch sizes (1, 2, 4)"),
+        "load on a batch-1 profile": (["simulate", "load", *whatif[2:8], "--lengths-from", "mid", "--cost-profile",
+                                       str(folder / "profile_single.json")], "batch size 1 only"),
+        "profile --batch-size 0": (["profile", "--target", "smollm2", "--drafter", "prompt-lookup", "--out",
+                                    str(folder / "p.json"), "--batch-size", "1,0"], "--batch-size"),
         # (5) unbounded work
         "workload output 1e9": ([*whatif, "--lengths-from", str(folder / "huge.csv")], "not supported"),
         # (7) messages name the option the user typed

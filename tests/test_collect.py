@@ -25,16 +25,6 @@ SPECSIM = [sys.executable, "-m", "specsim.cli"]
 
 
 @pytest.fixture(scope="session")
-def smol_tokenizer():
-    from transformers import AutoTokenizer
-
-    from specsim.collect.models import _dequantised_gguf, smollm2_gguf_path
-
-    folder, _ = _dequantised_gguf(smollm2_gguf_path(), trust_remote_code=False)
-    return AutoTokenizer.from_pretrained(folder)
-
-
-@pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory, smol_tokenizer):
     root = tmp_path_factory.mktemp("models")
     return {

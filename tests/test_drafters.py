@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from specsim.collect.datastore import build_datastore
 from specsim.collect.decoding import (
     CachedLM,
     ConstantGamma,
@@ -118,6 +119,34 @@ def test_datastore_without_metadata_is_one_error(tmp_path):
         read_datastore(path)
 
 
+def test_datastore_build_takes_token_id_completions(tmp_path):
+    """Completions held as token ids (as the teacher completions are) are stored as those ids, not as text."""
+    import pandas as pd
+
+    completions = tmp_path / "completions.parquet"
+    pd.DataFrame({"task": ["code", "qa", "code"], "prompt_len": [5, 6, 7],
+                  "completion": [np.array([1, 2, 3], dtype=np.int32), np.array([4, 5]), np.array([6])]}
+                 ).to_parquet(completions)
+    card = build_datastore(tmp_path / "ds.parquet", completions=completions, tasks=["code"], max_ngram=3)
+    store = read_datastore(card["path"])
+    assert store.sequences == [[1, 2, 3], [6]] and card["trained_on"] == "code" and card["train_tokens"] == 4
+    assert store.card()["lengths"]["prompt_len"] == [5, 7]
+
+
+@pytest.mark.parametrize(("column", "message"), [
+    ([{"a": 1}, [1, 2]], "row 0: neither text nor a list of token ids"),
+    (["some text", [1, 2]], "text completions need --tokenizer"),
+])
+def test_datastore_build_rejects_bad_completions(tmp_path, column, message):
+    completions = tmp_path / "completions.jsonl"
+    import pandas as pd
+
+    pd.DataFrame({"task": ["code", "code"], "completion": column}).to_json(completions, orient="records", lines=True)
+    with pytest.raises(InputError, match=message):
+        build_datastore(tmp_path / "ds.parquet", completions=completions)
+    assert not (tmp_path / "ds.parquet").exists()
+
+
 def _repetitive_prompt(rng: np.random.Generator, vocab: int) -> list[int]:
     motif = [int(t) for t in rng.integers(vocab, size=6)]
     return motif * 3 + [int(t) for t in rng.integers(vocab, size=4)]
@@ -208,16 +237,6 @@ def test_point_mass_wrong_rule_is_caught(monkeypatch):
     assert _chi_square_pvalue(samples, joint) < ALPHA
 
 
-@pytest.fixture(scope="module")
-def smol_tokenizer():
-    from transformers import AutoTokenizer
-
-    from specsim.collect.models import _dequantised_gguf, smollm2_gguf_path
-
-    folder, _ = _dequantised_gguf(smollm2_gguf_path(), trust_remote_code=False)
-    return AutoTokenizer.from_pretrained(folder)
-
-
 def test_collect_records_lookup_drafters(tmp_path, smol_tokenizer):
     """A collection with prompt lookup and a datastore: drafter_type, empty steps, metadata, validation."""
     import json
@@ -250,6 +269,35 @@ def test_collect_records_lookup_drafters(tmp_path, smol_tokenizer):
     assert meta["drafters"]["pl"]["method"] == "prompt-lookup" and meta["drafters"]["pl"]["max_ngram"] == 3
     assert meta["drafters"]["ds"]["datastore"]["train_sequences"] == 1
     assert meta["config"]["drafters"][1]["datastore_sha256"]
+
+
+@pytest.mark.parametrize("drafter", ["model", "prompt-lookup", "datastore"])
+def test_profile_times_every_drafter_type(tmp_path, smol_tokenizer, drafter, capsys):
+    """`specsim profile` fits a cost model for a model drafter (per token) and a lookup drafter (per step, > 0)."""
+    import json
+
+    from specsim.cli import main
+    from tests.models import save_tiny_drafter
+
+    target = save_tiny_drafter(tmp_path / "target", smol_tokenizer, seed=0)
+    spec = {"model": str(save_tiny_drafter(tmp_path / "drafter", smol_tokenizer, seed=1)),
+            "prompt-lookup": "prompt-lookup:3",
+            "datastore": f"datastore:{_store(tmp_path / 'ds.parquet', [[5, 6, 7, 8] * 20])}"}[drafter]
+    out = tmp_path / "profile.json"
+    assert main(["profile", "--target", str(target), "--drafter", spec, "--out", str(out), "--gamma", "2",
+                 "--gamma", "4", "--context", "16", "--context", "64", "--context", "128", "--repeats", "3",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    document = json.loads(out.read_text())
+    kinds = {row["kind"] for row in document["measurements"]}
+    assert summary["target_base_s"] > 0 and set(summary["verify_table"]) == {"2", "4"}
+    if drafter == "model":
+        assert "draft" in kinds and summary["draft_base_s"] > 0 and summary["draft_step_s"] == 0
+    else:
+        # Real, measured and small: the lookup's whole step, never an assumed 0.
+        assert "draft_step" in kinds and "draft" not in kinds
+        assert summary["draft_base_s"] == 0 and 0 < summary["draft_step_s"] < summary["target_base_s"]
+        assert document["drafter"]["method"] == drafter
 
 
 @pytest.mark.model

@@ -131,12 +131,18 @@ def _completions(path: Path, tasks: list[str] | None, tokenizer: Any) -> tuple[l
             raise InputError(f"no completions of task {unknown[0]!r} (tasks: {', '.join(sorted(set(frame['task'])))})",
                              path=path, field="--task")
         frame = frame[frame["task"].isin(tasks)]
-    if "token_ids" in frame.columns:
-        sequences = [list(map(int, ids)) for ids in frame["token_ids"]]
-    else:
-        if tokenizer is None:
-            raise InputError("text completions need --tokenizer (the target's)", path=path, field="--tokenizer")
-        sequences = [list(tokenizer(str(text), add_special_tokens=False)["input_ids"]) for text in frame["completion"]]
+    column = "token_ids" if "token_ids" in frame.columns else "completion"
+    sequences = []
+    for row, value in enumerate(frame[column]):
+        if isinstance(value, str):  # text: the target's tokenizer makes it token ids
+            if tokenizer is None:
+                raise InputError("text completions need --tokenizer (the target's)", path=path, field="--tokenizer")
+            sequences.append(list(tokenizer(value, add_special_tokens=False)["input_ids"]))
+        elif hasattr(value, "__len__") and all(isinstance(token, (int, np.integer)) for token in value):
+            sequences.append([int(token) for token in value])
+        else:
+            raise InputError(f"row {row}: neither text nor a list of token ids ({type(value).__name__})",
+                             path=path, field=column)
     prompt_lengths = (frame["prompt_len"].astype(int).tolist() if "prompt_len" in frame.columns
                       else [0] * len(frame))
     return sequences, prompt_lengths, frame["task"].astype(str).tolist()

@@ -139,6 +139,23 @@ class CachedLM:
         return logits if keep is None else logits[-keep:]
 
     @torch.inference_mode()
+    def forward_rows(self, rows: list[list[int]], keep: int) -> torch.Tensor:
+        """Feed a batch of equal-length ``rows`` after the cached prefix (one per batch row).
+
+        The cache then holds ``len(rows)`` sequences; a batch's first call fixes its size (call
+        :meth:`reset` before another size). Returns the logits of each row's last ``keep``
+        tokens, shape (rows, keep, vocab). Used to time passes at a batch size (``specsim
+        profile --batch-size``).
+        """
+        inputs = torch.tensor(rows, device=self.device)
+        kwargs: dict[str, Any] = {self._cache_argument: self.cache}
+        if self._keeps_logits:
+            kwargs["logits_to_keep"] = keep
+        output = self.model(input_ids=inputs, use_cache=True, **kwargs)
+        self.cached += inputs.shape[1]
+        return output.logits[:, -keep:]
+
+    @torch.inference_mode()
     def forward_hidden(self, token_ids: list[int], keep: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Like :meth:`forward`, also returning the last layer's hidden state of every fed token.
 

@@ -33,6 +33,7 @@ from specsim.traces.store import TraceWriter, atomic_write_table
 
 __all__ = [
     "DrafterSpec", "CollectConfig", "collect", "parse_drafter", "load_config_file", "shard_of", "library_versions",
+    "build_drafter",
 ]
 
 
@@ -319,32 +320,45 @@ class _Models:
     eos_ids: frozenset[int]
 
 
-def _load_models(config: CollectConfig, device: str) -> _Models:
-    from specsim.collect.decoding import CachedLM
+def build_drafter(spec: DrafterSpec, target: Any, eos_ids: frozenset[int], *, dtype: str = "float32",
+                  device: str = "cpu", trust_remote_code: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The :class:`specsim.collect.drafters.Drafter` of ``spec`` against a loaded target, and its options.
+
+    A model drafter is loaded (same dtype and device as the target) and checked for the
+    target's vocabulary; a datastore's token ids must lie in it.
+    """
     from specsim.collect.drafters import DatastoreDrafter, ModelDrafter, PromptLookupDrafter, read_datastore
     from specsim.collect.models import check_same_vocabulary, load_model
 
+    drafter: Any
+    if spec.method == "prompt-lookup":
+        drafter = PromptLookupDrafter(_lookup_ngram(spec.model), eos_ids)
+    elif spec.method == "datastore":
+        path = spec.model.partition(":")[2]
+        store = read_datastore(path)
+        vocab = int(target.model.get_output_embeddings().weight.shape[0])
+        if (largest := max((max(s, default=-1) for s in store.sequences), default=-1)) >= vocab:
+            raise InputError(f"token id {largest} is outside the target's vocabulary of {vocab}", path=path,
+                             field="token_ids")
+        drafter = DatastoreDrafter(store, eos_ids)
+    else:
+        loaded = load_model(spec.model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        check_same_vocabulary(target, loaded, spec.name)
+        return ModelDrafter(loaded.model), {**loaded.info.to_dict(), "method": "model"}
+    return drafter, drafter.options()
+
+
+def _load_models(config: CollectConfig, device: str) -> _Models:
+    from specsim.collect.decoding import CachedLM
+    from specsim.collect.models import load_model
+
     target = load_model(config.target, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
     eos_ids = _eos_ids(target)
-    vocab = int(target.model.get_output_embeddings().weight.shape[0])
     drafters: dict[str, tuple[DrafterSpec, Any, dict[str, Any]]] = {}
     for spec in config.drafters:
-        if spec.method == "prompt-lookup":
-            drafter: Any = PromptLookupDrafter(_lookup_ngram(spec.model), eos_ids)
-        elif spec.method == "datastore":
-            path = spec.model.partition(":")[2]
-            store = read_datastore(path)
-            if (largest := max((max(s, default=-1) for s in store.sequences), default=-1)) >= vocab:
-                raise InputError(f"token id {largest} is outside the target's vocabulary of {vocab}", path=path,
-                                 field="token_ids")
-            drafter = DatastoreDrafter(store, eos_ids)
-        else:
-            loaded = load_model(spec.model, dtype=config.dtype, device=device,
-                                trust_remote_code=config.trust_remote_code)
-            check_same_vocabulary(target, loaded, spec.name)
-            drafters[spec.name] = (spec, ModelDrafter(loaded.model), {**loaded.info.to_dict(), "method": "model"})
-            continue
-        drafters[spec.name] = (spec, drafter, drafter.options())
+        drafter, options = build_drafter(spec, target, eos_ids, dtype=config.dtype, device=device,
+                                         trust_remote_code=config.trust_remote_code)
+        drafters[spec.name] = (spec, drafter, options)
     return _Models(target, CachedLM(target.model), drafters, eos_ids)
 
 

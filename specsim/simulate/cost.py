@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,10 +39,13 @@ from specsim.errors import InputError
 from specsim.traces.schema import SEQUENCE_KEY
 
 __all__ = ["CostModel", "fit_cost_model", "fit_cost_models", "normalise_run_timings", "leviathan_cost_model",
-           "CostKey", "read_cost_profile", "COST_PROFILE_FORMAT", "COST_PROFILE_VERSION", "fit_nonnegative"]
+           "CostKey", "read_cost_profile", "read_cost_profile_batches", "COST_PROFILE_FORMAT", "COST_PROFILE_VERSION",
+           "fit_nonnegative"]
 
 COST_PROFILE_FORMAT = "specsim-cost-profile"
-COST_PROFILE_VERSION = 1
+COST_PROFILE_VERSION = 2
+#: Profile versions this specsim reads (1: batch size 1 only; 2: ``cost_models_by_batch`` added).
+COST_PROFILE_READS = (1, 2)
 
 #: Key of a cost model in :func:`fit_cost_models`: (drafter, temperature).
 CostKey = tuple[str, float]
@@ -148,33 +152,67 @@ class CostModel:
 _MIN_TABLE_STEPS = 20
 
 
-def read_cost_profile(path: str | Path) -> CostModel:
-    """Read a cost model from JSON: a ``specsim profile`` file or a bare :meth:`CostModel.to_dict`.
+def _cost_model_from(values: Any, path: Path, where: str) -> CostModel:
+    if not isinstance(values, dict):
+        raise InputError(f"expected a JSON object of cost-model coefficients{where}", path=path, field="--cost-profile")
+    try:
+        model = CostModel.from_dict({k: v for k, v in values.items() if k != "diagnostics"})
+    except InputError as error:
+        raise InputError(error.problem + where, path=path, field=error.field) from None
+    if not (np.isfinite(model.target_base_s) and model.target_base_s > 0):
+        raise InputError(f"a cost profile needs target_base_s > 0 (the plain-decoding token time){where}", path=path,
+                         field="--cost-profile")
+    # A profile is hardware's measured costs: every one finite (a fitted model may lack the plain terms).
+    for name, value in model.to_dict(diagnostics=False).items():
+        if name != "verify_table" and not np.isfinite(value):
+            raise InputError(f"must be a finite number >= 0, got {value}{where}", path=path, field=name)
+    for draft, value in model.verify_table.items():
+        if not (np.isfinite(value) and value >= 0) or not 0 <= draft <= 1024:
+            raise InputError(f"entry {draft}: {value} must be a finite time >= 0 at a draft length in [0, 1024]"
+                             f"{where}", path=path, field="verify_table")
+    return model
 
-    A profile file is ``{"format": "specsim-cost-profile", "version": 1, "cost_model": {...}, ...}``.
+
+def read_cost_profile_batches(path: str | Path) -> dict[int, CostModel]:
+    """Every batch size's cost model of a cost profile (``{1: model}`` for a version-1 profile or a bare model).
+
+    A profile file is ``{"format": "specsim-cost-profile", "version": 2, "cost_model": {...},
+    "cost_models_by_batch": {"1": {...}, "4": {...}}, ...}``: each model's times are of passes
+    over the whole batch (``specsim profile --batch-size``); ``cost_model`` is batch size 1.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError("no such cost profile", path=path, field="--cost-profile")
     try:
         values = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"not a JSON cost profile ({error})", path=path, field="--cost-profile") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise InputError(f"not a JSON cost profile ({str(error)[:200]})", path=path, field="--cost-profile") from None
     if isinstance(values, dict) and "cost_model" in values:
-        if values.get("format") != COST_PROFILE_FORMAT or values.get("version") != COST_PROFILE_VERSION:
-            raise InputError(f"expected format {COST_PROFILE_FORMAT} version {COST_PROFILE_VERSION}", path=path,
-                             field="--cost-profile")
-        values = values["cost_model"]
-    if not isinstance(values, dict):
-        raise InputError("expected a JSON object of cost-model coefficients", path=path, field="--cost-profile")
-    try:
-        model = CostModel.from_dict({k: v for k, v in values.items() if k != "diagnostics"})
-    except InputError as error:
-        raise InputError(error.problem, path=path, field=error.field) from None
-    if not (np.isfinite(model.target_base_s) and model.target_base_s > 0):
-        raise InputError("a cost profile needs target_base_s > 0 (the plain-decoding token time)", path=path,
-                         field="--cost-profile")
-    return model
+        if values.get("format") != COST_PROFILE_FORMAT or values.get("version") not in COST_PROFILE_READS:
+            raise InputError(f"expected format {COST_PROFILE_FORMAT} version "
+                             f"{' or '.join(map(str, COST_PROFILE_READS))}", path=path, field="--cost-profile")
+        batches = values.get("cost_models_by_batch") or {"1": values["cost_model"]}
+        if not isinstance(batches, dict):
+            raise InputError("cost_models_by_batch must map batch sizes to cost models", path=path,
+                             field="cost_models_by_batch")
+        models = {}
+        for key, model in batches.items():
+            if not (isinstance(key, str) and key.isdigit() and 1 <= int(key) <= 1_000_000):
+                raise InputError(f"batch size {key!r} must be a whole number in [1, 1000000]", path=path,
+                                 field="cost_models_by_batch")
+            models[int(key)] = _cost_model_from(model, path, f" (batch size {key})")
+        if 1 not in models:
+            models[1] = _cost_model_from(values["cost_model"], path, "")
+        return dict(sorted(models.items()))
+    return {1: _cost_model_from(values, path, "")}
+
+
+def read_cost_profile(path: str | Path) -> CostModel:
+    """Read a cost model at batch size 1 from JSON: a ``specsim profile`` file or a bare :meth:`CostModel.to_dict`.
+
+    See :func:`read_cost_profile_batches` for the format and the other batch sizes.
+    """
+    return read_cost_profile_batches(path)[1]
 
 
 def leviathan_cost_model(cost_ratio: float) -> CostModel:

@@ -275,7 +275,9 @@ def summarize(steps: pd.DataFrame, sequences: pd.DataFrame, level: float = INTER
         ``accepted``, ``acceptance_rate`` (vLLM) with its Wilson 95% interval
         (``acceptance_rate_low``/``_high``), ``acceptance_length_with_bonus``,
         ``accepted_per_step_without_bonus``, ``output_tokens``, ``spec_wall_s``,
-        ``baseline_wall_s`` and ``measured_speedup`` (:func:`measured_speedup`).
+        ``baseline_wall_s``, ``measured_speedup`` (:func:`measured_speedup`) and its bootstrap
+        interval over sequences (``measured_speedup_low``/``_high``,
+        :func:`measured_speedup_interval`, seeded: the same traces give the same interval).
     """
     rows = []
     step_groups = dict(tuple(steps.groupby(SUMMARY_GROUP, observed=True, sort=True)))
@@ -287,6 +289,10 @@ def summarize(steps: pd.DataFrame, sequences: pd.DataFrame, level: float = INTER
         with_baseline = group[group["baseline_wall_s"].notna()]
         baseline_total = float(with_baseline["baseline_wall_s"].sum()) if len(with_baseline) else float("nan")
         speedup = measured_speedup(group)
+        speedup_low = speedup_high = float("nan")
+        if len(with_baseline) and with_baseline["spec_wall_s"].sum() > 0:
+            interval = measured_speedup_interval(with_baseline, level=level, rng=0)
+            speedup_low, speedup_high = interval.low, interval.high
         rows.append(
             {
                 **dict(zip(SUMMARY_GROUP, key, strict=True)),
@@ -303,6 +309,8 @@ def summarize(steps: pd.DataFrame, sequences: pd.DataFrame, level: float = INTER
                 "spec_wall_s": float(group["spec_wall_s"].sum()),
                 "baseline_wall_s": baseline_total,
                 "measured_speedup": speedup,
+                "measured_speedup_low": speedup_low,
+                "measured_speedup_high": speedup_high,
             }
         )
     return pd.DataFrame(rows)

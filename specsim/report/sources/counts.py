@@ -39,7 +39,6 @@ from IPython.display import Markdown, display
 from specsim import workflow
 from specsim.imports import SOURCES
 from specsim.report.present import show, table, verdict
-from specsim.simulate.cost import leviathan_cost_model, read_cost_profile
 from specsim.traces.counts import counts_by_index, read_counts, summarize_counts
 from specsim.traces.metrics import wilson_interval
 from specsim.workload import resolve_workload
@@ -50,11 +49,10 @@ if not counts or not lengths_from:
 if bool(cost_profile) == (cost_ratio is not None):
     raise ValueError("give exactly one of cost_ratio and cost_profile: counts carry no timings")
 table_of_counts = read_counts(counts)
-if cost_profile:
-    cost, cost_label = read_cost_profile(cost_profile), f"the cost profile {cost_profile}"
-else:
-    ratio = float(cost_ratio or 0.0)
-    cost, cost_label = leviathan_cost_model(ratio), f"a constant cost ratio c = {ratio:g}"
+chosen_cost, chosen_label = workflow.choose_cost(None if cost_ratio is None else float(cost_ratio),
+                                                 cost_profile or None)
+assert chosen_cost is not None and chosen_label is not None  # counts carry no timings: one was given above
+cost, cost_label = chosen_cost, chosen_label
 
 
 def _tokenizer():

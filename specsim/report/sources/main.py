@@ -341,12 +341,8 @@ display(table(pd.DataFrame(scaled_rows), intervals={"speed-up (x), 90%": ("speed
 # (`cost_ratio` or `cost_profile` parameters) the same acceptance under those costs, side by side.
 
 # %%
-from specsim.simulate.cost import leviathan_cost_model, read_cost_profile
-
-chosen_cost = (read_cost_profile(cost_profile) if cost_profile
-               else leviathan_cost_model(float(cost_ratio)) if cost_ratio is not None else None)
-chosen_label = (f"cost profile {cost_profile}" if cost_profile
-                else f"constant cost ratio c = {float(cost_ratio):g}" if cost_ratio is not None else None)
+chosen_cost, chosen_label = workflow.choose_cost(None if cost_ratio is None else float(cost_ratio),
+                                                 cost_profile or None)
 best_rows = []
 curve_rows = []
 for task, drafter in tokens[["task", "drafter"]].drop_duplicates().itertuples(index=False):

@@ -26,6 +26,7 @@ gamma = 4
 temperature = 0.0
 cost_ratio = None
 cost_profile = ""
+concurrency = None
 seed = 0
 
 # %%
@@ -40,22 +41,18 @@ from specsim import workflow
 from specsim.model.data import drafter_reference_lengths
 from specsim.report.present import drafter_colours, show, table, verdict
 from specsim.simulate.acceptance import profile_from_tokens
-from specsim.simulate.cost import leviathan_cost_model, read_cost_profile
+from specsim.simulate.cost import read_cost_profile_batches
 from specsim.simulate.montecarlo import simulate_workload
 from specsim.traces import read_traces
 from specsim.traces.select import select
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 data = read_traces(traces)
-if cost_profile and cost_ratio is not None:
-    raise ValueError("give cost_ratio or cost_profile, not both")
-cost = (read_cost_profile(cost_profile) if cost_profile
-        else leviathan_cost_model(float(cost_ratio)) if cost_ratio is not None else None)
-cost_label = (f"the cost profile {cost_profile}" if cost_profile else
-              f"a constant drafter/target cost ratio c = {float(cost_ratio):g} (Leviathan et al.)"
-              if cost_ratio is not None else
-              f"fitted on the traces' own machine ({drafter}, temperature {temperature:g}; "
-              f"{data.runs[next(iter(data.runs))].get('device_name', 'unknown device') if data.runs else 'unknown'})")
+cost, cost_label = workflow.choose_cost(None if cost_ratio is None else float(cost_ratio), cost_profile or None,
+                                       None if concurrency is None else float(concurrency))
+cost_label = cost_label or (
+    f"fitted on the traces' own machine ({drafter}, temperature {temperature:g}; "
+    f"{data.runs[next(iter(data.runs))].get('device_name', 'unknown device') if data.runs else 'unknown'})")
 result, workload = workflow.what_if(data, drafter=drafter, acceptance_from=acceptance_from, workload=lengths_from,
                                    gamma=gamma, temperature=temperature, cost=cost, seed=seed)
 sweep = workflow.gamma_sweep(data, drafter=drafter, acceptance_from=acceptance_from, workload=workload,
@@ -138,3 +135,34 @@ display(table(pd.DataFrame(rows), intervals={f"speed-up at gamma {gamma} (x, {10
 display(table(sweep.drop(columns="best"), rename={"speedup": "expected speed-up (x)",
                                                    "tokens_per_step": "tokens per step (bonus counted)"},
               caption="Expected speed-up at each draft length (exact expectation, measured acceptance)."))
+
+# %% [markdown]
+# ## Under load
+# Acceptance does not depend on how many requests share a forward pass; cost does. With a cost
+# profile measured at several batch sizes (`specsim profile --batch-size 1,2,4,8,16`), the
+# expected speed-up of the best draft length at each concurrency, and where it falls to 1.
+
+# %%
+batches = read_cost_profile_batches(cost_profile) if cost_profile else {}
+if len(batches) > 1:
+    load = workflow.load_sweep(data, drafter=drafter, acceptance_from=acceptance_from, workload=workload,
+                               cost_profile=cost_profile, temperature=temperature)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(load.best["concurrency"], load.best["speedup"], marker="o", color=colours[drafter],
+            label=f"{drafter}, best gamma at each load")
+    at_gamma = load.table[load.table["gamma"] == gamma]
+    ax.plot(at_gamma["concurrency"], at_gamma["speedup"], marker=".", linestyle=":", color=colours[drafter],
+            label=f"{drafter}, gamma {gamma}")
+    ax.axhline(1, color="black", linewidth=0.8, linestyle="--", label="plain decoding (1x)")
+    ax.set(xscale="log", xlabel="concurrency (requests per forward pass, log scale)", ylabel="expected speed-up (x)",
+           title="Speed-up under load")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    show(fig)
+    display(Markdown(f"**Under load:** {load.verdict()}."))
+    display(table(load.best, rename={"gamma": "best gamma", "speedup": "expected speed-up (x)"},
+                  caption=f"Best draft length at each measured batch size of {cost_profile}."))
+else:
+    display(Markdown("No load figure: it needs a cost profile measured at several batch sizes "
+                     "(`cost_profile=` from `specsim profile --batch-size 1,2,4,8,16`). A constant cost ratio "
+                     "assumes memory-bound passes at every load, and so no load effect."))
