@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from specsim.errors import InputError
-from specsim.simulate.cost import COST_PROFILE_FORMAT, COST_PROFILE_VERSION, CostModel
+from specsim.simulate.cost import COST_PROFILE_FORMAT, COST_PROFILE_VERSION, CostModel, fit_nonnegative
 
 __all__ = ["measure_cost_profile", "fit_profile", "batch_summary"]
 
@@ -148,10 +148,9 @@ def fit_profile(rows: list[dict]) -> CostModel:
         return [r for r in medians if r["kind"] == kind]
 
     def nonnegative(response: list[float], design: np.ndarray) -> np.ndarray:
-        """Non-negative least squares (a profile may time as few passes as it has coefficients)."""
-        from scipy.optimize import nnls
-
-        return np.asarray(nnls(design, np.asarray(response, dtype=float))[0])
+        """A profile may time as few passes as it has coefficients: an exact fit is allowed."""
+        names = [f"coefficient_{i}" for i in range(design.shape[1])]
+        return fit_nonnegative(np.asarray(response, dtype=float), design, names, exact=True)[0]
 
     def linear(kind: str) -> tuple[float, float]:
         chosen = part(kind)
@@ -202,7 +201,7 @@ def measure_cost_profile(
     import torch
 
     from specsim.collect.decoding import CachedLM
-    from specsim.collect.models import check_same_vocabulary, load_model
+    from specsim.collect.models import load_model
     from specsim.collect.runner import DrafterSpec, _eos_ids, build_drafter, library_versions
 
     if not gammas or min(gammas) < 1 or not contexts or min(contexts) < 2 or repeats < 1:
@@ -211,20 +210,15 @@ def measure_cost_profile(
         raise InputError(f"batch sizes must lie in [1, 4096], got {sorted(batch_sizes)}", field="--batch-size")
     target_model = load_model(target, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     spec = DrafterSpec("drafter", drafter)
-    drafter_info: dict[str, Any]
-    if spec.method == "model":
-        drafter_model = load_model(drafter, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-        check_same_vocabulary(target_model, drafter_model, "drafter")
-        drafter_info = drafter_model.info.to_dict()
-        lookup = None
-    else:
-        lookup, drafter_info = build_drafter(spec, target_model, _eos_ids(target_model))
+    built, drafter_info = build_drafter(spec, target_model, _eos_ids(target_model), dtype=dtype, device=device,
+                                        trust_remote_code=trust_remote_code)
+    lookup = None if spec.method == "model" else built
     max_positions = getattr(target_model.model.config, "max_position_embeddings", None)
     if max_positions and max(contexts) + max(gammas) + 1 > max_positions:
         raise InputError(f"contexts up to {max(contexts)} exceed the target's {max_positions} positions",
                          field="--context")
     target_lm = CachedLM(target_model.model)
-    drafter_lm = CachedLM(drafter_model.model) if lookup is None else None
+    drafter_lm = built.lm if lookup is None else None  # a ModelDrafter's own cached LM
     vocabulary = int(target_model.model.config.vocab_size)
     tokens = np.random.default_rng(seed).integers(0, vocabulary, max(contexts) + max(gammas) + 2).tolist()
     # A lookup drafter's time depends on what it finds: it searches a context that repeats a random

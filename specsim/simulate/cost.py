@@ -223,17 +223,20 @@ def leviathan_cost_model(cost_ratio: float) -> CostModel:
     return CostModel(draft_base_s=cost_ratio, verify_base_s=1.0, target_base_s=1.0)
 
 
-def fit_nonnegative(response: np.ndarray, design: np.ndarray, names: list[str]) -> tuple[np.ndarray, dict]:
+def fit_nonnegative(response: np.ndarray, design: np.ndarray, names: list[str], *, exact: bool = False
+                    ) -> tuple[np.ndarray, dict]:
     """Non-negative least squares of ``response`` on ``design``: coefficients and fit diagnostics.
 
     Every cost coefficient is a time and cannot be negative.
 
     Plain OLS on short or collinear timing data returns negative per-context costs that fit
     the sample but extrapolate to negative times; NNLS drops such terms to zero instead.
+    ``exact`` allows as many rows as coefficients (a cost profile's medians: one per timed pass),
+    where a fit from traces asks for one row more.
     """
     from scipy.optimize import nnls
 
-    if len(response) < design.shape[1] + 1:
+    if len(response) < design.shape[1] + (0 if exact else 1):
         raise InputError(
             f"too few rows ({len(response)}) to fit {len(names)} cost coefficients", field="steps"
         )
