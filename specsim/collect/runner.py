@@ -81,12 +81,16 @@ class DrafterSpec:
             return "prompt-lookup"
         if self.model.startswith("datastore:"):
             return "datastore"
+        from specsim.collect.feature_head import is_feature_head
+
+        if is_feature_head(self.model):
+            return "feature-head"
         return "model"
 
     @property
     def drafter_type(self) -> str:
-        """The ``drafter_type`` of the traces: ``lookup`` for model-free drafters, else ``model``."""
-        return "model" if self.method == "model" else "lookup"
+        """The ``drafter_type`` of the traces: ``lookup`` (model-free), ``feature-head`` or ``model``."""
+        return {"model": "model", "feature-head": "feature-head"}.get(self.method, "lookup")
 
 
 def _lookup_ngram(model: str) -> int:
@@ -127,6 +131,13 @@ def parse_drafter(text: str) -> DrafterSpec:
         if "trained_on" not in values:
             card = read_datastore(model.partition(":")[2]).card()
             values["trained_on"] = str(card.get("trained_on") or "+".join(card["tasks"]))
+    from specsim.collect.feature_head import is_feature_head, read_head_config
+
+    if is_feature_head(model):
+        head = read_head_config(model)
+        values.setdefault("kind", head["kind"])
+        if head.get("trained_on") and values["kind"] == head["kind"]:
+            values.setdefault("trained_on", str(head["trained_on"]))
     return DrafterSpec(name=name, model=model, kind=values.get("kind", "generic"),
                        trained_on=values.get("trained_on"))
 
@@ -341,11 +352,31 @@ def build_drafter(spec: DrafterSpec, target: Any, eos_ids: frozenset[int], *, dt
             raise InputError(f"token id {largest} is outside the target's vocabulary of {vocab}", path=path,
                              field="token_ids")
         drafter = DatastoreDrafter(store, eos_ids)
+    elif spec.method == "feature-head":
+        drafter = _feature_head_drafter(spec, target)
     else:
         loaded = load_model(spec.model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         check_same_vocabulary(target, loaded, spec.name)
         return ModelDrafter(loaded.model), {**loaded.info.to_dict(), "method": "model"}
     return drafter, drafter.options()
+
+
+def _feature_head_drafter(spec: DrafterSpec, target: Any) -> Any:
+    """A feature head against a loaded target (its dtype and device): same width and vocabulary."""
+    from specsim.collect.feature_head import FeatureHeadDrafter, load_feature_head
+
+    embeddings = target.model.get_input_embeddings()
+    head, config = load_feature_head(spec.model, dtype=embeddings.weight.dtype, device=embeddings.weight.device)
+    vocab = int(target.model.get_output_embeddings().weight.shape[0])
+    if head.vocabulary.target_size != vocab:
+        raise InputError(f"the head was trained for a vocabulary of {head.vocabulary.target_size} tokens, the "
+                         f"target has {vocab}", path=spec.model, field="target_vocab_size")
+    if head.hidden_size != int(embeddings.weight.shape[1]):
+        raise InputError(f"the head reads features of width {head.hidden_size}, the target's are "
+                         f"{int(embeddings.weight.shape[1])}", path=spec.model, field="layer_config.hidden_size")
+    options = {key: config[key] for key in ("target", "trained_on", "window", "draft_vocab_size", "training")
+               if key in config}
+    return FeatureHeadDrafter(head, embeddings, options)
 
 
 def _load_models(config: CollectConfig, device: str) -> _Models:
