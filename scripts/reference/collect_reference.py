@@ -15,6 +15,9 @@ written):
    nothing) and datastores of the teacher completions the model drafters were distilled on
    (all tasks: generic, "mixture"; code only and docsum only: fine-tuned), built into
    ``data/drafters/datastores`` when missing.
+6. ``heads-greedy-gamma4`` and ``heads-news-greedy-gamma4`` (into ``data/traces/reference-heads``):
+   the feature heads of ``train_heads.py`` (generic, on the mixture; fine-tuned on code and on
+   docsum) on every held-out prompt and on the news prompts, greedy, gamma 4.
 
 Writes ``data/traces/reference`` and its ``manifest.json`` (commands, versions, collector commit,
 hardware, time taken). Needs the drafters of ``train_drafters.py``.
@@ -43,6 +46,8 @@ OUT = ROOT / "data" / "traces" / "reference"
 PROMPTS = ROOT / "data" / "prompts"
 DRAFTERS = cache_dir() / "reference" / "drafters"
 OUT_LOOKUP = ROOT / "data" / "traces" / "reference-lookup"
+OUT_HEADS = ROOT / "data" / "traces" / "reference-heads"
+HEADS = cache_dir() / "reference" / "heads"
 DATASTORES = Path("data") / "drafters" / "datastores"  # relative to ROOT: run metadata stays portable
 TEACHER = Path("data") / "drafters" / "teacher_completions.parquet"
 PER_TASK = {"code": 12, "docsum": 12, "explain-long": 12, "explain-short": 24, "qa": 48}
@@ -109,6 +114,14 @@ def main() -> None:
                                seed=0)
         run_stage("lookup-greedy-gamma4", config, OUT_LOOKUP,
                   "python scripts/reference/collect_reference.py lookup-greedy-gamma4", args.limit)
+    heads = (DrafterSpec("head-generic", str(HEADS / "head-generic"), "generic", "mixture"),
+             DrafterSpec("head-code", str(HEADS / "head-code"), "finetuned", "code"),
+             DrafterSpec("head-docsum", str(HEADS / "head-docsum"), "finetuned", "docsum"))
+    for name, stage_prompts in (("heads-greedy-gamma4", prompts), ("heads-news-greedy-gamma4", news)):
+        if not args.stages or name in args.stages:
+            config = CollectConfig(target="smollm2", drafters=heads, prompts=stage_prompts, out=str(OUT_HEADS),
+                                   gammas=(4,), max_new_tokens=MAX_NEW_TOKENS, seed=0)
+            run_stage(name, config, OUT_HEADS, f"python scripts/reference/collect_reference.py {name}", args.limit)
 
 
 if __name__ == "__main__":

@@ -353,7 +353,7 @@ class FeatureHeadDrafter(Drafter):
         feature, row = self._step(features[self.encoded : length - 1], tokens[self.encoded + 1 : length],
                                   self.encoded)
         self.encoded = length - 1
-        draft_to_target = self.head.draft_to_target
+        draft_to_target: torch.Tensor = self.head.draft_to_target  # type: ignore[assignment]
         draft: list[int] = []
         rows = []
         for index in range(n):

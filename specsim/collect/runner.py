@@ -374,8 +374,8 @@ def _feature_head_drafter(spec: DrafterSpec, target: Any) -> Any:
     if head.hidden_size != int(embeddings.weight.shape[1]):
         raise InputError(f"the head reads features of width {head.hidden_size}, the target's are "
                          f"{int(embeddings.weight.shape[1])}", path=spec.model, field="layer_config.hidden_size")
-    options = {key: config[key] for key in ("target", "trained_on", "window", "draft_vocab_size", "training")
-               if key in config}
+    keys = ("target", "trained_on", "window", "draft_vocab_size", "training")
+    options: dict[str, Any] = {key: config[key] for key in keys if key in config}
     return FeatureHeadDrafter(head, embeddings, options)
 
 
