@@ -232,7 +232,7 @@ def traces_counts(
     from specsim.traces.counts import counts_from_traces, summarize_counts, write_counts
     from specsim.traces.select import select
 
-    check_output_file(out, ".parquet", "--out")
+    check_output_file(out, ".parquet", "--out", inputs=[directory])
     traces = read_traces(directory)
     tables = [select(frame, temperature=temperature) if temperature is not None else frame
               for frame in (traces.tokens, traces.steps, traces.sequences)]
@@ -399,7 +399,7 @@ def datastore_build(
     from specsim.collect.datastore import build_datastore
 
     _require_collect_extra("datastore build")
-    check_output_file(out, ".parquet")
+    check_output_file(out, ".parquet", inputs=[completions])
     with _progress_bar("decode") as bar:
         job = bar.add_task("prompts", total=None)
         card = build_datastore(out, completions=completions, prompts=prompts, target=target, tokenizer=tokenizer,
@@ -508,7 +508,7 @@ def probe_command(
     from specsim.traces.store import atomic_write_table
 
     _require_collect_extra("probe")
-    check_output_file(out, ".parquet", "--out")
+    check_output_file(out, ".parquet", "--out", inputs=[prompts])
     if not re.fullmatch(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?", device):
         raise InputError(f"must be cpu, cuda, cuda:N, mps or xpu, got {device!r}", field="--device")
     specs = [parse_drafter(text) for text in drafter]
@@ -722,9 +722,11 @@ def simulate_counts(
 
 @app.command("import")
 def import_command(
-    kind: str = typer.Argument(..., help="Source: vllm (Prometheus /metrics text), vllm-requests (OpenAI responses "
-                               "with per-request speculative_decoding metrics, JSONL), specbench (answer JSONL) or "
-                               "sglang (responses or meta_info JSONL)."),
+    kind: str = typer.Argument(..., help="Source: vllm (a /metrics scrape, or several: their window), vllm-requests "
+                               "(responses with per-request speculative_decoding metrics), vllm-bench (vllm bench "
+                               "serve --save-result JSON), vllm-log (logged SpecDecoding metrics lines), sglang "
+                               "(responses, meta_info lines or a stream), specbench (answer JSONL) or llamacpp (a "
+                               "llama.cpp server /metrics scrape)."),
     source: Path = typer.Argument(..., help="The source file."),
     out: Path = typer.Option(..., help="Counts table to write (.parquet)."),
     task: str = typer.Option(..., help="Task (workload) name the counts describe."),
@@ -735,23 +737,26 @@ def import_command(
                                              callback=_finite("--temperature", 0.0)),
     gamma: int | None = typer.Option(None, help="Draft length (default: inferred where the source shows it).",
                                      min=1, max=64),
+    model: str | None = typer.Option(None, "--model", help="The model_name to import from a scrape serving several."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Import a serving engine's or benchmark's acceptance data as a counts table."""
-    from specsim.imports import SOURCES, import_lengths, import_source
+    from specsim.imports import SOURCES, import_source
     from specsim.traces.counts import summarize_counts, write_counts
 
-    check_output_file(out, ".parquet", "--out")
-    counts = import_source(kind, source, task=task, drafter=drafter, drafter_kind=drafter_kind,
+    check_output_file(out, ".parquet", "--out", inputs=[source])
+    result = import_source(kind, source, model=model, task=task, drafter=drafter, drafter_kind=drafter_kind,
                            trained_on=trained_on, temperature=temperature, gamma=gamma)
-    lengths = import_lengths(kind, source)
-    write_counts(counts, out, lengths=None if lengths is None else lengths.assign(task=task))
-    summary = summarize_counts(counts).iloc[0].to_dict()
+    lengths = result.lengths
+    write_counts(result.counts, out, lengths=None if lengths is None else lengths.assign(task=task))
+    summary = summarize_counts(result.counts).iloc[0].to_dict()
     payload = {"out": str(out), "source": kind, "conventions": SOURCES[kind], **summary,
-               "sequences_with_lengths": 0 if lengths is None else len(lengths)}
+               "sequences_with_lengths": 0 if lengths is None else len(lengths), "notes": result.notes}
     if json_output:
         print_json(payload)
         return
+    for note in result.notes:
+        stderr.print(f"note: {note}", markup=False, highlight=False)
     stdout.print(f"wrote {out}: acceptance rate {summary['acceptance_rate']:.3f} (accepted/drafted), "
                  f"{summary['tokens_per_step']:.3f} tokens per step (bonus included), {summary['steps']} steps; "
                  f"{SOURCES[kind]}")

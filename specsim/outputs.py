@@ -8,6 +8,7 @@ folder, and is writable.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from specsim.errors import InputError
@@ -36,13 +37,36 @@ def check_output_dir(folder: str | Path, option: str = "--out") -> Path:
     return folder
 
 
-def check_output_file(path: str | Path, suffix: str, option: str = "--out") -> Path:
-    """Check that ``path`` ends in ``suffix`` and can be written (its folder exists or can be created)."""
+def _inside_trace_folder(path: Path) -> Path | None:
+    """The trace folder whose contract tree (``manifest.json``, ``runs/``, ``sequences/``, ...) holds ``path``."""
+    resolved = path.resolve()
+    for folder in (resolved.parent, resolved.parent.parent):
+        if (folder / "sequences").is_dir() and ((folder / "manifest.json").is_file() or (folder / "steps").is_dir()):
+            return folder
+    return None
+
+
+def check_output_file(path: str | Path, suffix: str, option: str = "--out",
+                      inputs: Iterable[str | Path | None] = ()) -> Path:
+    """Check that ``path`` ends in ``suffix`` and can be written (its folder exists or can be created).
+
+    Also refused: an output that is one of the command's ``inputs`` (it would be overwritten
+    before or while it is read), and one inside a trace folder (it would replace part of the
+    collected data).
+    """
     path = Path(path)
     if path.suffix != suffix:
         raise InputError(f"must end in {suffix}", path=path, field=option)
     if path.is_dir():
         raise InputError("is a folder; give a file name", path=path, field=option)
+    for source in inputs:
+        if source is not None and Path(source).exists() and path.exists() and path.resolve() == Path(source).resolve():
+            raise InputError("is also an input of this command: it would be overwritten; write elsewhere", path=path,
+                             field=option)
+    folder = _inside_trace_folder(path)
+    if folder is not None:
+        raise InputError(f"is inside the trace folder {folder}: it would replace collected data; write outside it",
+                         path=path, field=option)
     if path.exists() and not os.access(path, os.W_OK):
         raise InputError("exists and is not writable", path=path, field=option)
     check_output_dir(path.parent, option)

@@ -12,7 +12,7 @@ import pytest
 from specsim.cli import main
 from specsim.errors import InputError
 from specsim.glossary import undefined_keys
-from specsim.imports import import_lengths, import_source
+from specsim.imports import import_source
 from specsim.lengths import length_table
 from specsim.model import aggregate_counts, aggregate_counts_table
 from specsim.simulate.acceptance import profile_from_counts_table, profile_from_tokens
@@ -26,7 +26,7 @@ KEYS = {"task": "chat", "drafter": "d", "drafter_kind": "generic", "trained_on":
 
 
 def test_vllm_counters_round_trip_exactly():
-    counts = import_source("vllm", FIXTURES / "vllm_metrics.txt", gamma=None, **KEYS)
+    counts = import_source("vllm", FIXTURES / "vllm_metrics.txt", gamma=None, **KEYS).counts
     summary = summarize_counts(counts).iloc[0]
     # vLLM's own figures: mean acceptance length 1 + accepted / drafts, rate accepted / draft tokens.
     assert summary["tokens_per_step"] == pytest.approx(1 + 1900 / 1000)
@@ -39,7 +39,7 @@ def test_vllm_counters_round_trip_exactly():
 
 
 def test_specbench_accept_lengths_round_trip():
-    counts = import_source("specbench", FIXTURES / "specbench_answers.jsonl", gamma=None, **KEYS)
+    counts = import_source("specbench", FIXTURES / "specbench_answers.jsonl", gamma=None, **KEYS).counts
     lengths = [1, 3, 5, 1, 1, 2, 4, 1, 2, 2, 3, 2]
     summary = summarize_counts(counts).iloc[0]
     assert summary["tokens_per_step"] == pytest.approx(np.mean(lengths))  # Spec-Bench's "#Mean accepted tokens"
@@ -48,7 +48,7 @@ def test_specbench_accept_lengths_round_trip():
 
 
 def test_sglang_totals_round_trip():
-    counts = import_source("sglang", FIXTURES / "sglang_meta_info.jsonl", gamma=4, **KEYS)
+    counts = import_source("sglang", FIXTURES / "sglang_meta_info.jsonl", gamma=4, **KEYS).counts
     summary = summarize_counts(counts).iloc[0]
     assert summary["tokens_per_step"] == pytest.approx((96 + 64) / (40 + 20))  # spec_accept_length, pooled
     assert summary["acceptance_rate"] == pytest.approx((56 + 44) / (160 + 80))
@@ -71,7 +71,7 @@ def test_traces_aggregated_to_counts_give_the_same_expectation(synthetic_tables)
 
 
 def test_counts_file_round_trip_and_refusals(tmp_path):
-    counts = import_source("vllm", FIXTURES / "vllm_metrics.txt", gamma=None, **KEYS)
+    counts = import_source("vllm", FIXTURES / "vllm_metrics.txt", gamma=None, **KEYS).counts
     path = write_counts(counts, tmp_path / "c.parquet")
     back = read_counts(path)
     pd.testing.assert_frame_equal(back[counts.columns.intersection(back.columns)].reset_index(drop=True),
@@ -91,10 +91,9 @@ def test_counts_file_round_trip_and_refusals(tmp_path):
     ("vllm", "vllm_metrics_increasing.txt", [], "must not increase with position"),
     ("vllm", "sglang_meta_info.jsonl", [], "not a Prometheus text exposition"),
     ("vllm", "vllm_no_drafts.txt", [], "no vllm:spec_decode_num_drafts counter"),
-    ("specbench", "specbench_bad.jsonl", [], "accept_lengths must be a list of numbers >= 1"),
-    ("sglang", "sglang_missing_verify.jsonl", ["--gamma", "4"], "needs meta_info with spec_verify_ct"),
-    ("sglang", "sglang_meta_info.jsonl", [], "give --gamma"),
-    ("tgi", "sglang_meta_info.jsonl", [], "must be one of vllm, vllm-requests, specbench, sglang"),
+    ("specbench", "specbench_bad.jsonl", [], "accept_lengths"),
+    ("sglang", "sglang_missing_verify.jsonl", ["--gamma", "4"], "no request with speculative fields"),
+    ("tgi", "sglang_meta_info.jsonl", [], "must be one of vllm, vllm-requests, vllm-bench"),
     ("specbench", "missing.jsonl", [], "no such file"),
 ])
 def test_malformed_sources_are_one_line(tmp_path, capsys, kind, name, extra, message):
@@ -123,7 +122,7 @@ def test_import_then_whatif_from_counts(tmp_path, capsys):
 
 
 def test_vllm_per_request_metrics_round_trip():
-    counts = import_source("vllm-requests", FIXTURES / "vllm_requests.jsonl", gamma=None, **KEYS)
+    counts = import_source("vllm-requests", FIXTURES / "vllm_requests.jsonl", gamma=None, **KEYS).counts
     summary = summarize_counts(counts).iloc[0]
     # The responses' own figures, pooled: 40 verify steps, 47 accepted of 120 drafted.
     assert summary["steps"] == 40 and summary["tokens_per_step"] == pytest.approx(1 + 47 / 40)
@@ -131,11 +130,11 @@ def test_vllm_per_request_metrics_round_trip():
     # Histogram [14, 12, 7, 7] (steps accepting exactly 0..3 drafts) resolves every draft index.
     assert counts["evaluated"].tolist() == [40, 26, 14] and counts["accepted"].tolist() == [26, 14, 7]
     assert counts["sequences"].iloc[0] == 2 and counts["output_tokens"].iloc[0] == 82
-    lengths = import_lengths("vllm-requests", FIXTURES / "vllm_requests.jsonl")
+    lengths = import_source("vllm-requests", FIXTURES / "vllm_requests.jsonl", gamma=None, **KEYS).lengths
     assert lengths.to_dict("list") == {"prompt_len": [120, 300], "output_len": [60, 22]}
-    assert import_lengths("sglang", FIXTURES / "sglang_meta_info.jsonl").to_dict("list") == {
-        "prompt_len": [120, 80], "output_len": [96, 64]}
-    assert import_lengths("vllm", FIXTURES / "vllm_metrics.txt") is None
+    assert import_source("sglang", FIXTURES / "sglang_meta_info.jsonl", gamma=None, **KEYS).lengths.to_dict(
+        "list") == {"prompt_len": [120, 80], "output_len": [96, 64]}
+    assert import_source("vllm", FIXTURES / "vllm_metrics.txt", gamma=None, **KEYS).lengths is None
 
 
 def test_vllm_request_histogram_that_disagrees_is_one_line(tmp_path, capsys):
@@ -160,7 +159,8 @@ def test_counts_file_gives_the_model_the_same_cells_as_traces(two_kind_traces, t
     for drafter, reference in from_tokens.reference_lengths.items():
         np.testing.assert_array_equal(np.sort(from_counts.reference_lengths[drafter]), np.sort(reference))
     # Engines' counts without lengths: the model is told to leave the divergence terms out.
-    vllm, notes = aggregate_counts_table(import_source("vllm", FIXTURES / "vllm_metrics.txt", gamma=None, **KEYS))
+    imported = import_source("vllm", FIXTURES / "vllm_metrics.txt", gamma=None, **KEYS).counts
+    vllm, notes = aggregate_counts_table(imported)
     assert (vllm.cells["divergence"] == 0).all() and any("divergence covariate is 0" in n for n in notes)
 
 

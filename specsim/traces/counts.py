@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from specsim.errors import InputError
 
 __all__ = ["COUNTS_SCHEMA", "COUNTS_VERSION", "COUNTS_GROUP", "write_counts", "read_counts", "read_counts_lengths",
-           "counts_from_traces", "summarize_counts", "counts_by_index", "with_optional_columns"]
+           "counts_from_traces", "summarize_counts", "counts_by_index", "with_optional_columns", "index_counts"]
 
 COUNTS_VERSION = "3"
 #: Versions :func:`read_counts` accepts (version 1 had no position range, 2 no offered/asked).
@@ -240,13 +240,34 @@ def step_index_counts(steps: pd.DataFrame, n_index: int, position_edges: np.ndar
     bins = np.broadcast_to(np.searchsorted(edges, step_positions(steps), side="right")[:, None],
                            (len(steps), width))
     flat = np.ravel_multi_index((np.broadcast_to(np.minimum(index, n_index - 1), bins.shape), bins), shape).ravel()
-    conditions = {
+    masks = _step_conditions(asked, drafted, accepted, index)
+    return {name: np.bincount(flat, weights=mask.ravel().astype(float), minlength=int(np.prod(shape)))
+            .reshape(shape).astype(np.int64) for name, mask in masks.items()}
+
+
+def _step_conditions(asked: np.ndarray, drafted: np.ndarray, accepted: np.ndarray,
+                     index: np.ndarray) -> dict[str, np.ndarray]:
+    """Whether each step counts toward each draft index, for the five counts (broadcast arrays)."""
+    return {
         "drafted": drafted > index, "evaluated": (drafted > index) & (accepted >= index),
         "accepted": accepted > index, "offered": (asked > index) & (accepted >= index),
         "asked": (asked > index) & (drafted >= index),
     }
-    return {name: np.bincount(flat, weights=mask.ravel().astype(float), minlength=int(np.prod(shape)))
-            .reshape(shape).astype(np.int64) for name, mask in conditions.items()}
+
+
+def index_counts(asked: np.ndarray, drafted: np.ndarray, accepted: np.ndarray, n_index: int) -> dict[str, np.ndarray]:
+    """The five counts of each draft index ``0 .. n_index - 1`` from per-step asked, drafted and accepted tokens.
+
+    The same rule as :func:`step_index_counts` without position ranges: what an engine's
+    per-step or per-request data give.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray of int64, each shape (n_index,)
+    """
+    index = np.arange(n_index)[None, :]
+    a, d, k = (np.asarray(values, dtype=np.int64)[:, None] for values in (asked, drafted, accepted))
+    return {name: mask.sum(axis=0).astype(np.int64) for name, mask in _step_conditions(a, d, k, index).items()}
 
 
 def counts_from_traces(tokens: pd.DataFrame, steps: pd.DataFrame, sequences: pd.DataFrame,
