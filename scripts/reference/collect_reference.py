@@ -15,7 +15,8 @@ written):
    nothing) and datastores of the teacher completions the model drafters were distilled on
    (all tasks: generic, "mixture"; code only and docsum only: fine-tuned), built into
    ``data/drafters/datastores`` when missing.
-6. ``heads-greedy-gamma4`` and ``heads-news-greedy-gamma4`` (into ``data/traces/reference-heads``):
+6. ``heads-greedy-gamma4``, ``heads-news-greedy-gamma4`` and ``heads-greedy-gamma1-2`` (the generic head
+   at gamma 1 and 2; into ``data/traces/reference-heads``):
    the feature heads of ``train_heads.py`` (generic, on the mixture; fine-tuned on code and on
    docsum) on every held-out prompt and on the news prompts, greedy, gamma 4.
 
@@ -122,6 +123,13 @@ def main() -> None:
             config = CollectConfig(target="smollm2", drafters=heads, prompts=stage_prompts, out=str(OUT_HEADS),
                                    gammas=(4,), max_new_tokens=MAX_NEW_TOKENS, seed=0)
             run_stage(name, config, OUT_HEADS, f"python scripts/reference/collect_reference.py {name}", args.limit)
+    if not args.stages or "heads-greedy-gamma1-2" in args.stages:
+        # The simulator's best gamma for the generic head on this CPU is 1 (the verify pass of 5 tokens costs
+        # 1.6 plain steps here): gamma 1 and 2 measured, so that the prediction is checked, not assumed.
+        config = CollectConfig(target="smollm2", drafters=heads[:1], prompts=prompts, out=str(OUT_HEADS),
+                               gammas=(1, 2), max_new_tokens=MAX_NEW_TOKENS, seed=0)
+        run_stage("heads-greedy-gamma1-2", config, OUT_HEADS,
+                  "python scripts/reference/collect_reference.py heads-greedy-gamma1-2", args.limit)
 
 
 if __name__ == "__main__":
