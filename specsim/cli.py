@@ -725,8 +725,8 @@ def import_command(
     kind: str = typer.Argument(..., help="Source: vllm (a /metrics scrape, or several: their window), vllm-requests "
                                "(responses with per-request speculative_decoding metrics), vllm-bench (vllm bench "
                                "serve --save-result JSON), vllm-log (logged SpecDecoding metrics lines), sglang "
-                               "(responses, meta_info lines or a stream), specbench (answer JSONL) or llamacpp (a "
-                               "llama.cpp server /metrics scrape)."),
+                               "(responses, meta_info lines or a stream), specbench (answer JSONL), llamacpp (a "
+                               "llama.cpp server /metrics scrape) or aiperf (AIPerf profile_export.jsonl)."),
     source: Path = typer.Argument(..., help="The source file."),
     out: Path = typer.Option(..., help="Counts table to write (.parquet)."),
     task: str = typer.Option(..., help="Task (workload) name the counts describe."),

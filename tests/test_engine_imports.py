@@ -295,6 +295,8 @@ def test_specbench_gamma_given_or_warned_and_draft_shapes(tmp_path, capsys):
     code, err, _ = run_import(tmp_path, capsys, "specbench", "e.jsonl",
                               specbench_line("vicuna-7b", [2.7, 1.5, 3.9]))  # type: ignore[list-item]
     assert code == 2 and "whole number" in err
+    code, err, _ = run_import(tmp_path, capsys, "specbench", "f.jsonl", specbench_line("vicuna-7b", [3, 1000000001]))
+    assert code == 2 and "not one an engine drafts" in err
 
 
 # --- outputs that would destroy data ---------------------------------------------------------------------
@@ -310,3 +312,30 @@ def test_outputs_inside_a_trace_folder_are_refused(tmp_path, capsys, two_kind_tr
     assert main(["import", "vllm", str(source), "--out", str(shard), *COMMON]) == 2
     assert "inside the trace folder" in capsys.readouterr().err
     assert shard.read_bytes() == before
+
+
+def test_run_metadata_that_is_not_an_object_is_refused(tmp_path, capsys, two_kind_traces):
+    import shutil
+
+    root, _ = two_kind_traces
+    copy = tmp_path / "traces"
+    shutil.copytree(root, copy)
+    run = next((copy / "runs").glob("*.json"))
+    run.write_text(json.dumps([{"run_id": run.stem}]))
+    assert main(["traces", "check", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "must be a JSON object, got a list" in err
+
+
+def test_aiperf_records_with_sparse_histograms(tmp_path, capsys):
+    # aiperf 0.13 MetricRecordInfo lines; the histogram's zero buckets dropped and its keys strings.
+    records = [{"metadata": {"x_request_id": "a"}, "metrics": {"input_sequence_length": {"value": 40, "unit": "tokens"}},
+                "spec_decode_acceptance": {"engine": "vllm", "mean_acceptance_length": 2.0, "draft_acceptance_rate": 1 / 3,
+                                           "acceptance_histogram": {"0": 2, "3": 2}, "num_accepted_draft_tokens": 6,
+                                           "num_draft_tokens": 12, "num_spec_steps": 4, "num_spec_tokens": 3,
+                                           "completion_tokens": 11}},
+               {"metadata": {"x_request_id": "b"}, "metrics": {}, "spec_decode_acceptance": None}]
+    code, payload, counts = run_import(tmp_path, capsys, "aiperf", "p.jsonl", "\n".join(map(json.dumps, records)))
+    # Steps accepting 0, 0, 3, 3: index 0 evaluated 4 accepted 2; indices 1, 2 evaluated 2 accepted 2.
+    assert code == 0 and by_index(counts, "evaluated") == [4, 2, 2] and by_index(counts, "accepted") == [2, 2, 2]
+    assert read_counts_lengths(tmp_path / "p.jsonl.parquet")[["prompt_len", "output_len"]].values.tolist() == [[40, 11]]

@@ -63,8 +63,14 @@ def test_traces_aggregated_to_counts_give_the_same_expectation(synthetic_tables)
     code = [frame[frame["task"] == "code"] for frame in (tokens, steps, sequences)]
     counts = counts_from_traces(*code)
     from_counts, _ = profile_from_counts_table(counts)
-    from_tokens = profile_from_tokens(code[0], gamma=4, position_edges=np.array([]))
+    # The counts keep the position ranges, and the profile honours them (not pooled over positions).
+    assert counts["position_start"].nunique() > 1 and from_counts.rates.shape[1] == counts["position_start"].nunique()
+    edges = np.sort(counts["position_start"].unique())[1:]
+    from_tokens = profile_from_tokens(code[0], gamma=4, position_edges=edges, steps=code[1])
     np.testing.assert_allclose(from_counts.rates, from_tokens.rates)
+    np.testing.assert_array_equal(from_counts.position_edges, from_tokens.position_edges)
+    pooled, _ = profile_from_counts_table(counts.assign(position_start=np.nan, position_stop=np.nan))
+    assert pooled.rates.shape[1] == 1
     lengths = code[2]["prompt_len"].to_numpy(), code[2]["output_len"].to_numpy()
     assert expected_workload(from_counts, TRUE_COST, 4, *lengths).speedup == pytest.approx(
         expected_workload(from_tokens, TRUE_COST, 4, *lengths).speedup)

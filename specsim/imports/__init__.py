@@ -15,6 +15,7 @@ kind                      source                                                
 ``sglang``                responses, ``meta_info`` lines or streams (0.5.5 - 0.5.23 names)  :mod:`.sglang`
 ``specbench``             Spec-Bench answer JSONL                                           :mod:`.specbench`
 ``llamacpp``              llama.cpp server ``/metrics`` scrape                              :mod:`.prometheus`
+``aiperf``                AIPerf ``profile_export.jsonl`` (vLLM's per-request metrics)      :mod:`.vllm`
 ========================  ================================================================  ==========================
 """
 
@@ -30,10 +31,10 @@ from specsim.imports.common import ImportResult
 from specsim.imports.prometheus import import_scrape
 from specsim.imports.sglang import import_sglang
 from specsim.imports.specbench import import_specbench
-from specsim.imports.vllm import import_vllm_bench, import_vllm_log, import_vllm_requests
+from specsim.imports.vllm import import_aiperf, import_vllm_bench, import_vllm_log, import_vllm_requests
 
 __all__ = ["SOURCES", "ImportResult", "import_source", "import_scrape", "import_vllm_requests", "import_vllm_bench",
-           "import_vllm_log", "import_specbench", "import_sglang"]
+           "import_vllm_log", "import_aiperf", "import_specbench", "import_sglang"]
 
 SOURCES = {
     "vllm": "vLLM v1 /metrics counters (vllm/v1/spec_decode/metrics.py, vLLM 0.34): per-position counts are over "
@@ -51,12 +52,14 @@ SOURCES = {
     "sglang": "SGLang per-request speculative fields (0.5.5-0.5.23 names): the histogram resolves draft indices, "
               "else totals (i.i.d. acceptance assumed); chains only; lengths from prompt/completion tokens",
     "llamacpp": "llama.cpp server /metrics counters (pull request 26389): totals only; give --gamma",
+    "aiperf": "AIPerf 0.13 profile_export.jsonl spec_decode_acceptance records (vLLM's per-request metrics): the "
+              "sparse histogram resolves every draft index; no timings per step",
 }
 
 _IMPORTERS: dict[str, Callable[..., ImportResult]] = {
     "vllm": partial(import_scrape, engine="vllm"), "vllm-requests": import_vllm_requests,
     "vllm-bench": import_vllm_bench, "vllm-log": import_vllm_log, "specbench": import_specbench,
-    "sglang": import_sglang, "llamacpp": partial(import_scrape, engine="llamacpp"),
+    "sglang": import_sglang, "llamacpp": partial(import_scrape, engine="llamacpp"), "aiperf": import_aiperf,
 }
 
 

@@ -13,7 +13,10 @@ import pandas as pd
 from specsim.errors import InputError
 from specsim.traces.counts import index_counts
 
-__all__ = ["ImportResult", "count_keys", "chain_rows", "pooled_rows", "read_records", "whole_number",
+#: The longest draft an import accepts (the CLI's --gamma bound): a larger one is a broken source.
+MAX_GAMMA = 64
+
+__all__ = ["MAX_GAMMA", "ImportResult", "count_keys", "chain_rows", "pooled_rows", "read_records", "whole_number",
            "lengths_frame"]
 
 
@@ -43,6 +46,9 @@ def count_keys(task: str, drafter: str, drafter_kind: str, trained_on: str | Non
         raise InputError("must be generic, finetuned or untrained", field="--drafter-kind")
     if gamma < 1:
         raise InputError(f"must be >= 1, got {gamma}", field="--gamma")
+    if gamma > MAX_GAMMA:
+        raise InputError(f"a draft length of {gamma} (more than {MAX_GAMMA}) is not one an engine drafts: the source's "
+                         "counts are wrong, or give --gamma", field="gamma")
     return {"source": source, "task": task, "drafter": drafter, "drafter_kind": drafter_kind,
             "drafter_trained_on": trained_on, "temperature": temperature, "gamma": int(gamma)}
 

@@ -46,7 +46,7 @@ from specsim.imports.common import (
     whole_number,
 )
 
-__all__ = ["import_vllm_requests", "import_vllm_bench", "import_vllm_log"]
+__all__ = ["import_vllm_requests", "import_vllm_bench", "import_vllm_log", "import_aiperf", "request_counts"]
 
 
 def _speculative(record: Any) -> tuple[dict, dict] | None:
@@ -96,6 +96,52 @@ def import_vllm_requests(path: Path, *, gamma: int | None = None, **keys: Any) -
         raise InputError("no response with metrics.speculative_decoding (serve with "
                          "--per-request-spec-decode-metrics summary; streams carry it on the final usage chunk, "
                          "with stream_options.include_usage)", path=path, field="speculative_decoding")
+    return request_counts(path, responses, "vllm-requests", gamma, keys)
+
+
+def import_aiperf(path: Path, *, gamma: int | None = None, **keys: Any) -> ImportResult:
+    """Counts from NVIDIA AIPerf's ``profile_export.jsonl`` (aiperf 0.13, ``SpecDecodeAcceptanceRecord``).
+
+    Each record's ``spec_decode_acceptance`` carries vLLM's per-request fields (AIPerf's only
+    adapter reads vLLM's ``metrics.speculative_decoding``), with the histogram as a sparse map
+    ``{"j": steps}``; the input length is the record's ``input_sequence_length`` metric.
+    """
+    responses = []
+    for number, record in read_records(path):
+        spec = record.get("spec_decode_acceptance") if isinstance(record, dict) else None
+        if spec is None:
+            continue
+        if not isinstance(spec, dict):
+            raise InputError(f"line {number}: spec_decode_acceptance must be an object", path=path,
+                             field="spec_decode_acceptance")
+        spec = dict(spec)
+        histogram = spec.get("acceptance_histogram")
+        if isinstance(histogram, dict):
+            try:
+                sparse = {int(j): count for j, count in histogram.items()}
+            except ValueError:
+                raise InputError(f"line {number}: histogram keys must be whole numbers of accepted drafts", path=path,
+                                 field="acceptance_histogram") from None
+            if any(j < 0 or j > 64 for j in sparse):
+                raise InputError(f"line {number}: histogram keys must be in 0..64", path=path,
+                                 field="acceptance_histogram")
+            spec["acceptance_histogram"] = [sparse.get(j, 0) for j in range(max(sparse, default=-1) + 1)]
+        metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
+        prompt = metrics.get("input_sequence_length", {})
+        usage = {"prompt_tokens": prompt.get("value") if isinstance(prompt, dict) else None,
+                 "completion_tokens": spec.get("completion_tokens")}
+        if spec.get("num_spec_tokens") is None:
+            spec.pop("num_spec_tokens", None)
+        responses.append((number, spec, usage))
+    if not responses:
+        raise InputError("no record with spec_decode_acceptance (aiperf >= 0.13 against a vLLM server with "
+                         "--per-request-spec-decode-metrics)", path=path, field="spec_decode_acceptance")
+    return request_counts(path, responses, "aiperf", gamma, keys)
+
+
+def request_counts(path: Path, responses: list[tuple[int, dict, dict]], source: str, gamma: int | None,
+                   keys: dict[str, Any]) -> ImportResult:
+    """Counts from per-request (speculative metrics, usage) in vLLM's per-request form."""
     sizes: set[int] = set()
     per_request: list[dict[str, Any]] = []
     for number, spec, usage in responses:
@@ -144,7 +190,7 @@ def import_vllm_requests(path: Path, *, gamma: int | None = None, **keys: Any) -
     steps = sum(r["steps"] for r in per_request)
     if steps == 0:
         raise InputError("no verify steps (num_spec_steps is 0 everywhere)", path=path, field="num_spec_steps")
-    base = count_keys(gamma=int(gamma), source="vllm-requests", **keys)
+    base = count_keys(gamma=int(gamma), source=source, **keys)
     extra = {"output_tokens": sum(r["usage"].get("completion_tokens", 0) for r in per_request
                                   if isinstance(r["usage"].get("completion_tokens"), int)) or None,
              "sequences": len(per_request)}

@@ -299,10 +299,12 @@ def iid_rate_from_tokens_per_step(tokens_per_step: float, gamma: int) -> float:
 
 
 def profile_from_counts_table(group: pd.DataFrame, prior: float = 0.5) -> tuple[AcceptanceProfile, bool]:
-    """Acceptance profile (draft index x one position bin) of one group of a counts table.
+    """Acceptance profile of one group of a counts table (draft index x position range).
 
     See :mod:`specsim.traces.counts`; resolved draft indices give conditional rates with a
-    Beta(prior, prior) pseudo-count, totals only give an i.i.d. rate.
+    Beta(prior, prior) pseudo-count, per position range where the rows carry ranges (specsim's
+    own traces: the same profile :func:`profile_from_tokens` gives over those ranges), pooled over
+    positions where they do not; totals only give an i.i.d. rate.
 
     Returns
     -------
@@ -310,9 +312,24 @@ def profile_from_counts_table(group: pd.DataFrame, prior: float = 0.5) -> tuple[
     resolved : bool
         False when the source had only totals and the rate is i.i.d. by assumption.
     """
-    from specsim.traces.counts import counts_by_index
+    from specsim.traces.counts import counts_by_index, with_optional_columns
 
     gamma = int(group["gamma"].iloc[0])
+    rows = with_optional_columns(group[group["draft_index"] >= 0])
+    if len(rows) and rows["position_start"].notna().all() and rows["position_start"].nunique() > 1:
+        # Position ranges resolved (specsim's own traces): one profile column per range, as from tokens.
+        starts = np.sort(rows["position_start"].unique().astype(np.int64))
+        shape = (gamma, len(starts))
+        where = (rows["draft_index"].to_numpy(np.int64), np.searchsorted(starts, rows["position_start"].to_numpy()))
+        column = {}
+        for name in ("accepted", "evaluated", "drafted", "offered", "asked"):
+            values = np.zeros(shape)
+            np.add.at(values, where, rows[name].to_numpy(float))
+            column[name] = values
+        lengths = {} if rows["offered"].isna().any() else {
+            "drafted": column["drafted"], "offered": column["offered"], "asked": column["asked"]}
+        return profile_from_counts(column["accepted"], column["evaluated"], starts[1:].astype(float), prior,
+                                   **lengths), True
     resolved = counts_by_index(group)
     if len(resolved):
         column = {name: resolved[name].to_numpy(float)[:, None] for name in

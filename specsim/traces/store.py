@@ -334,9 +334,12 @@ def _read_runs(root: Path) -> dict[str, dict[str, Any]]:
     runs: dict[str, dict[str, Any]] = {}
     for path in sorted((root / "runs").glob("*.json")):
         try:
-            runs[path.stem] = json.loads(path.read_text())
+            run = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise InputError(f"not valid JSON ({error})", path=path) from None
+        if not isinstance(run, dict):
+            raise InputError(f"run metadata must be a JSON object, got a {type(run).__name__}", path=path)
+        runs[path.stem] = run
     return runs
 
 
