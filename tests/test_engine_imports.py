@@ -332,7 +332,8 @@ def test_aiperf_records_with_sparse_histograms(tmp_path, capsys):
     acceptance = {"engine": "vllm", "mean_acceptance_length": 2.0, "draft_acceptance_rate": 1 / 3,
                   "acceptance_histogram": {"0": 2, "3": 2}, "num_accepted_draft_tokens": 6, "num_draft_tokens": 12,
                   "num_spec_steps": 4, "num_spec_tokens": 3, "completion_tokens": 11}
-    records = [{"metadata": {"x_request_id": "a"}, "metrics": {"input_sequence_length": {"value": 40, "unit": "tokens"}},
+    lengths = {"input_sequence_length": {"value": 40, "unit": "tokens"}}
+    records = [{"metadata": {"x_request_id": "a"}, "metrics": lengths,
                 "spec_decode_acceptance": acceptance},
                {"metadata": {"x_request_id": "b"}, "metrics": {}, "spec_decode_acceptance": None}]
     code, payload, counts = run_import(tmp_path, capsys, "aiperf", "p.jsonl", "\n".join(map(json.dumps, records)))
