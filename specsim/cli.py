@@ -799,11 +799,37 @@ def simulate_best_gamma(
                     "gammas": table.drop(columns="best").to_dict("records")})
         return
     print_table(f"{drafter}: expected speed-up by draft length", table.drop(columns="best").to_dict("records"))
+    unmeasured = table.loc[~table["acceptance_measured"], "gamma"].tolist()
+    if unmeasured:
+        stderr.print(f"note: gamma {_ranges(unmeasured)} drafts past the measured draft indices (0-"
+                     f"{int(table['gamma'][table['acceptance_measured']].max()) - 1}): the last index's rate is "
+                     "reused", markup=False, highlight=False)
+    extrapolated = table.loc[table["verify_cost"] == "extrapolated", "gamma"].tolist()
+    if extrapolated:
+        stderr.print(f"note: the verify cost at gamma {_ranges(extrapolated)} was not measured at that draft length "
+                     "(extrapolated from the others; on the reference CPU a gamma-2 prediction from gamma-4 traces was "
+                     "20-26% low): time it with specsim profile --gamma, or collect at it", markup=False,
+                     highlight=False)
     if best["speedup"] < 1:
         stdout.print(f"slower than plain decoding at every draft length up to {max_gamma} (best gamma "
                      f"{int(best['gamma'])}: {best['speedup']:.3f}x); costs: {cost_label}")
     else:
-        stdout.print(f"best gamma {int(best['gamma'])}: {best['speedup']:.3f}x; costs: {cost_label}")
+        caveat = "" if best["acceptance_measured"] and best["verify_cost"] != "extrapolated" else \
+            " (an extrapolation: see the notes)"
+        stdout.print(f"best gamma {int(best['gamma'])}: {best['speedup']:.3f}x{caveat}; costs: {cost_label}")
+
+
+def _ranges(values: list[int]) -> str:
+    """``[1, 2, 3, 5]`` as ``1-3, 5``."""
+    parts: list[str] = []
+    for value in sorted(values):
+        if parts and "-" not in parts[-1].split(", ")[-1] and int(parts[-1]) == value - 1:
+            parts[-1] = f"{parts[-1]}-{value}"
+        elif parts and "-" in parts[-1] and int(parts[-1].split("-")[1]) == value - 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{value}"
+        else:
+            parts.append(str(value))
+    return ", ".join(parts)
 
 
 @simulate_app.command("load")

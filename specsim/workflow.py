@@ -178,11 +178,22 @@ def gamma_sweep(
     Returns
     -------
     pandas.DataFrame
-        Columns ``gamma``, ``speedup``, ``tokens_per_step`` (bonus included) and ``best``.
+        Columns ``gamma``, ``speedup``, ``tokens_per_step`` (bonus included), ``best``,
+        ``acceptance_measured`` (every draft index up to gamma was measured; beyond them the
+        last measured index's rate is reused) and ``verify_cost`` (``measured``: the traces were
+        collected at that draft length, or the cost profile timed it; ``extrapolated`` from other
+        draft lengths; ``assumed``: a constant cost ratio).
     """
     tokens = _acceptance_tokens(traces, drafter, acceptance_from, temperature)
     if not isinstance(workload, Workload):
         workload = resolve_workload(workload, traces.sequences, temperature=temperature, option="--lengths-from")
+    if cost is None:
+        steps = traces.steps
+        collected = set(steps.loc[(steps["drafter"] == drafter) & (steps["temperature"] == temperature),
+                                  "gamma"].astype(int).unique())
+    else:
+        collected = set(cost.verify_table)
+    assumed = cost is not None and not cost.verify_table
     cost = cost or _cost_of(traces, drafter, temperature)
     gammas = [int(g) for g in gammas]
     if min(gammas) < 1:
@@ -193,6 +204,9 @@ def gamma_sweep(
             for p in expected_grid(profile, cost, np.array(gammas), workload.prompt_lengths, workload.output_lengths)]
     table = pd.DataFrame(rows)
     table["best"] = table["speedup"] == table["speedup"].max()
+    table["acceptance_measured"] = table["gamma"] <= profile.rates.shape[0]
+    table["verify_cost"] = ["assumed" if assumed else "measured" if int(g) in collected else "extrapolated"
+                            for g in table["gamma"]]
     return table
 
 

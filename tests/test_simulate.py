@@ -212,6 +212,14 @@ def test_cli_whatif_and_validate(trace_dir, tmp_path, capsys):
                  "--acceptance-from", "code", "--lengths-from", "chat", "--cost-ratio", "0.05", "--json"]) == 0
     sweep = json.loads(capsys.readouterr().out)
     assert sweep["best_speedup"] == max(row["speedup"] for row in sweep["gammas"]) and len(sweep["gammas"]) == 8
+    # Traces at gamma 4: indices past 0-3 reuse the last rate; a constant ratio's verify cost is assumed.
+    assert [row["acceptance_measured"] for row in sweep["gammas"]] == [True] * 4 + [False] * 4
+    assert {row["verify_cost"] for row in sweep["gammas"]} == {"assumed"}
+    assert main(["simulate", "best-gamma", "--traces", str(trace_dir), "--drafter", "generic-4l",
+                 "--acceptance-from", "code", "--lengths-from", "chat", "--max-gamma", "5"]) == 0
+    captured = capsys.readouterr()
+    assert "gamma 5 drafts past the measured draft indices (0-3)" in captured.err
+    assert "verify cost at gamma 1-3, 5 was not measured" in captured.err
     assert main([*common, "--lengths-from", "nosuchtask"]) == 2
     assert "no task 'nosuchtask'" in capsys.readouterr().err
     lengths.write_text("prompt_len,output\n1,2\n")
