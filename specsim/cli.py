@@ -680,7 +680,12 @@ def simulate_whatif(
 def simulate_counts(
     counts_file: Path = typer.Argument(..., help="Counts table (specsim import, or traces aggregated)."),
     lengths_from: str = typer.Option(..., "--lengths-from", help=_WORKLOAD_HELP),
-    gamma: int | None = typer.Option(None, help="Draft length (default: the counts' own).", min=1, max=64),
+    gamma: int | None = typer.Option(None, help="Draft length (default: the counts' own; also selects the group "
+                                     "measured at it where the counts hold several).", min=1, max=64),
+    task: str | None = typer.Option(None, help="The task of the group to use (counts holding several)."),
+    drafter: str | None = typer.Option(None, help="The drafter of the group to use."),
+    temperature: float | None = typer.Option(None, help="The temperature of the group to use.",
+                                             callback=_finite("--temperature", 0.0)),
     cost_ratio: float | None = typer.Option(None, "--cost-ratio", help=_COST_RATIO_HELP,
                                             callback=_finite("--cost-ratio", 0.0)),
     cost_profile: Path | None = typer.Option(None, "--cost-profile", help=_COST_PROFILE_HELP),
@@ -702,7 +707,8 @@ def simulate_counts(
     cost, cost_label = _cost_choice(cost_ratio, cost_profile, concurrency)
     if cost is None:
         raise InputError("counts carry no timings: give --cost-ratio C or --cost-profile FILE", field="--cost-ratio")
-    counts = read_counts(counts_file)
+    counts = workflow.select_counts_group(read_counts(counts_file), task=task, drafter=drafter,
+                                          temperature=temperature, gamma=gamma)
     workload = resolve_workload(lengths_from, option="--lengths-from", tokenizer=_tokenizer_loader(tokenizer))
     result = workflow.what_if_counts(counts, workload=workload, cost=cost, gamma=gamma, level=level, seed=seed)
     if not result.positions_resolved:

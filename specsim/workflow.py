@@ -401,18 +401,30 @@ def what_if_counts(
     The interval draws each draft index's rate from its Beta(accepted + 1/2, rejected + 1/2)
     posterior (Jeffreys prior).
     """
-    from specsim.simulate.acceptance import AcceptanceProfile, profile_from_counts_table
-    from specsim.traces.counts import COUNTS_GROUP, counts_by_index
+    from specsim.simulate.acceptance import AcceptanceProfile, counts_by_range, profile_from_counts_table
+    from specsim.traces.counts import counts_by_index
 
     check_level(level)
-    groups = counts.groupby(COUNTS_GROUP, dropna=False, observed=True)
-    if groups.ngroups != 1:
-        raise InputError(f"the counts hold {groups.ngroups} groups (source x task x drafter x temperature x gamma); "
-                         "select one", field="--counts")
+    counts = select_counts_group(counts, gamma=gamma)
     profile, resolved = profile_from_counts_table(counts)
     gamma = gamma or int(counts["gamma"].iloc[0])
     point = expected_workload(profile, cost, gamma, workload.prompt_lengths, workload.output_lengths)
     rng = np.random.default_rng(seed)
+    by_range = counts_by_range(counts)
+    if by_range is not None:
+        # Position ranges resolved: each (index, range) cell's rate from its own Beta; the hazards of
+        # drafts of any length kept as measured.
+        column, edges, _ = by_range
+        accepted, evaluated = column["accepted"], column["evaluated"]
+        pooled = rng.beta(accepted.sum(1) + 0.5, (evaluated - accepted).sum(1) + 0.5, size=(draws, len(accepted)))
+        cells = rng.beta(accepted + 0.5, evaluated - accepted + 0.5, size=(draws, *accepted.shape))
+        cells = np.where(evaluated[None] > 0, cells, pooled[:, :, None])
+        speedups = [expected_workload(AcceptanceProfile(sample, edges, profile.continuation, profile.extension), cost,
+                                      gamma, workload.prompt_lengths, workload.output_lengths).speedup
+                    for sample in cells]
+        tail = (1 - level) / 2
+        low, high = np.quantile(speedups, [tail, 1 - tail])
+        return CountsWhatIf(point.speedup, float(low), float(high), point.tokens_per_step, level, resolved)
     if resolved:
         rows = counts_by_index(counts)
         alpha = rows["accepted"].to_numpy() + 0.5
@@ -429,6 +441,42 @@ def what_if_counts(
     tail = (1 - level) / 2
     low, high = np.quantile(speedups, [tail, 1 - tail])
     return CountsWhatIf(point.speedup, float(low), float(high), point.tokens_per_step, level, resolved)
+
+
+def select_counts_group(counts: pd.DataFrame, *, task: str | None = None, drafter: str | None = None,
+                        temperature: float | None = None, source: str | None = None,
+                        gamma: int | None = None) -> pd.DataFrame:
+    """The rows of the one group (source x task x drafter x temperature x gamma) the selection leaves.
+
+    ``gamma`` selects among groups measured at several draft lengths when it matches one of them
+    (otherwise it is the draft length to predict at, and does not select).
+
+    Raises
+    ------
+    specsim.errors.InputError
+        No group, or several, match; the message lists the groups and the options that select.
+    """
+    from specsim.traces.counts import COUNTS_GROUP
+
+    rows = counts
+    for column, value in (("task", task), ("drafter", drafter), ("source", source)):
+        if value is not None:
+            rows = rows[rows[column].astype(str) == value]
+    if temperature is not None:
+        rows = rows[np.isclose(rows["temperature"].astype(float), float(temperature))]
+    if gamma is not None and (rows["gamma"] == gamma).any() and rows["gamma"].nunique() > 1:
+        rows = rows[rows["gamma"] == gamma]
+    groups = rows.groupby(COUNTS_GROUP, dropna=False, observed=True)
+    if groups.ngroups == 1:
+        return rows
+    listed = [f"{task_}/{drafter_}/temperature {temp:g}/gamma {g} ({source_})"
+              for source_, task_, drafter_, _, temp, g in (counts if groups.ngroups == 0 else rows).groupby(
+                  COUNTS_GROUP, dropna=False, observed=True).groups]
+    shown = ", ".join(listed[:8]) + (f" and {len(listed) - 8} more" if len(listed) > 8 else "")
+    if groups.ngroups == 0:
+        raise InputError(f"no group of the counts matches the selection; they hold {shown}", field="--task")
+    raise InputError(f"the counts hold {groups.ngroups} groups: {shown}; select one with --task, --drafter, "
+                     "--temperature or --gamma", field="--task")
 
 
 @dataclass

@@ -340,3 +340,24 @@ def test_aiperf_records_with_sparse_histograms(tmp_path, capsys):
     # Steps accepting 0, 0, 3, 3: index 0 evaluated 4 accepted 2; indices 1, 2 evaluated 2 accepted 2.
     assert code == 0 and by_index(counts, "evaluated") == [4, 2, 2] and by_index(counts, "accepted") == [2, 2, 2]
     assert read_counts_lengths(tmp_path / "p.jsonl.parquet")[["prompt_len", "output_len"]].values.tolist() == [[40, 11]]
+
+
+def test_counts_of_many_groups_are_selected_by_task_and_drafter(tmp_path, capsys, two_kind_traces):
+    root, _ = two_kind_traces
+    counts = tmp_path / "all.parquet"
+    assert main(["traces", "counts", str(root), "--out", str(counts)]) == 0
+    capsys.readouterr()
+    table = read_counts(counts)
+    first = table.iloc[0]
+    lengths = tmp_path / "w.csv"
+    lengths.write_text("prompt_len,output_len\n50,40\n90,60\n")
+    command = ["simulate", "counts", str(counts), "--lengths-from", str(lengths), "--cost-ratio", "0.05", "--json"]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{first['task']}/{first['drafter']}/" in err and "--task" in err
+    assert main([*command, "--task", str(first["task"]), "--drafter", str(first["drafter"]),
+                 "--temperature", str(first["temperature"])]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["speedup_low"] <= payload["speedup"] <= payload["speedup_high"]
+    assert main([*command, "--task", "nosuch"]) == 2
+    assert "no group of the counts matches" in capsys.readouterr().err

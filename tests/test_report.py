@@ -150,4 +150,4 @@ def test_counts_report_from_an_engines_counts(tmp_path):
     # vLLM's counters give 2.9 tokens per step: at c = 0.05 the verdict is "faster", with the best gamma.
     assert "is expected to be" in text and "faster than plain decoding" in text
     assert "best draft length here is gamma" in text
-    assert "per-position counts are unconditional" in text
+    assert "per-position counts are over drafts" in text

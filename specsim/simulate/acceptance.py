@@ -27,7 +27,8 @@ import pandas as pd
 from specsim.errors import InputError
 
 __all__ = ["AcceptanceProfile", "profile_from_counts", "profile_from_tokens", "DEFAULT_POSITION_EDGES",
-           "Extrapolation", "extrapolation", "iid_rate_from_tokens_per_step", "profile_from_counts_table"]
+           "Extrapolation", "extrapolation", "iid_rate_from_tokens_per_step", "profile_from_counts_table",
+           "counts_by_range"]
 
 #: Interior edges of the default sequence-position bins (generated tokens so far).
 DEFAULT_POSITION_EDGES = np.array([32, 64, 128, 256, 512, 1024])
@@ -298,6 +299,32 @@ def iid_rate_from_tokens_per_step(tokens_per_step: float, gamma: int) -> float:
     return (low + high) / 2
 
 
+def counts_by_range(group: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray, bool] | None:
+    """One group's resolved counts as (draft index x position range) arrays, where its rows carry ranges.
+
+    Returns
+    -------
+    tuple or None
+        The five counts (each shape (gamma, n_ranges)), the ranges' interior edges, and whether
+        ``offered``/``asked`` are known; None where the rows pool every position (one range, or
+        none recorded).
+    """
+    from specsim.traces.counts import with_optional_columns
+
+    gamma = int(group["gamma"].iloc[0])
+    rows = with_optional_columns(group[group["draft_index"] >= 0])
+    if not len(rows) or rows["position_start"].isna().any() or rows["position_start"].nunique() < 2:
+        return None
+    starts = np.sort(rows["position_start"].unique().astype(np.int64))
+    where = (rows["draft_index"].to_numpy(np.int64), np.searchsorted(starts, rows["position_start"].to_numpy()))
+    column = {}
+    for name in ("accepted", "evaluated", "drafted", "offered", "asked"):
+        values = np.zeros((gamma, len(starts)))
+        np.add.at(values, where, rows[name].to_numpy(float))
+        column[name] = values
+    return column, starts[1:].astype(float), not rows["offered"].isna().any()
+
+
 def profile_from_counts_table(group: pd.DataFrame, prior: float = 0.5) -> tuple[AcceptanceProfile, bool]:
     """Acceptance profile of one group of a counts table (draft index x position range).
 
@@ -312,24 +339,14 @@ def profile_from_counts_table(group: pd.DataFrame, prior: float = 0.5) -> tuple[
     resolved : bool
         False when the source had only totals and the rate is i.i.d. by assumption.
     """
-    from specsim.traces.counts import counts_by_index, with_optional_columns
+    from specsim.traces.counts import counts_by_index
 
     gamma = int(group["gamma"].iloc[0])
-    rows = with_optional_columns(group[group["draft_index"] >= 0])
-    if len(rows) and rows["position_start"].notna().all() and rows["position_start"].nunique() > 1:
-        # Position ranges resolved (specsim's own traces): one profile column per range, as from tokens.
-        starts = np.sort(rows["position_start"].unique().astype(np.int64))
-        shape = (gamma, len(starts))
-        where = (rows["draft_index"].to_numpy(np.int64), np.searchsorted(starts, rows["position_start"].to_numpy()))
-        column = {}
-        for name in ("accepted", "evaluated", "drafted", "offered", "asked"):
-            values = np.zeros(shape)
-            np.add.at(values, where, rows[name].to_numpy(float))
-            column[name] = values
-        lengths = {} if rows["offered"].isna().any() else {
-            "drafted": column["drafted"], "offered": column["offered"], "asked": column["asked"]}
-        return profile_from_counts(column["accepted"], column["evaluated"], starts[1:].astype(float), prior,
-                                   **lengths), True
+    by_range = counts_by_range(group)
+    if by_range is not None:
+        column, edges, hazards = by_range
+        lengths = {name: column[name] for name in ("drafted", "offered", "asked")} if hazards else {}
+        return profile_from_counts(column["accepted"], column["evaluated"], edges, prior, **lengths), True
     resolved = counts_by_index(group)
     if len(resolved):
         column = {name: resolved[name].to_numpy(float)[:, None] for name in

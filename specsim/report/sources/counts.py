@@ -27,6 +27,9 @@ tokenizer = ""
 gamma = 0
 max_gamma = 8
 seed = 0
+task = ""
+drafter = ""
+temperature: float | None = None
 
 # %%
 import warnings
@@ -48,7 +51,8 @@ if not counts or not lengths_from:
     raise ValueError("give the counts file (counts=...) and the workload (lengths_from=...)")
 if bool(cost_profile) == (cost_ratio is not None):
     raise ValueError("give exactly one of cost_ratio and cost_profile: counts carry no timings")
-table_of_counts = read_counts(counts)
+table_of_counts = workflow.select_counts_group(read_counts(counts), task=task or None, drafter=drafter or None,
+                                               temperature=temperature, gamma=int(gamma) or None)
 chosen_cost, chosen_label = workflow.choose_cost(None if cost_ratio is None else float(cost_ratio),
                                                  cost_profile or None)
 assert chosen_cost is not None and chosen_label is not None  # counts carry no timings: one was given above
