@@ -965,7 +965,8 @@ def fit_command(
 def predict_command(
     posterior_file: Path = typer.Argument(..., help="Posterior written by specsim fit."),
     workload: str = typer.Option(..., help=_WORKLOAD_HELP.replace("Task of the traces", "Task of the fit")),
-    drafter_kind: str = typer.Option("finetuned", "--drafter-kind", help="generic or finetuned."),
+    drafter_kind: str | None = typer.Option(None, "--drafter-kind", help="generic or finetuned (default: the "
+                                            "--drafter's fitted kind, else finetuned)."),
     drafter: str | None = typer.Option(None, help="A drafter of the fit: its effect, training lengths and costs."),
     divergence: float | None = typer.Option(None, help="Length divergence to the drafter's training data "
                                             "(default: computed from the drafter's training lengths).",
@@ -1001,6 +1002,7 @@ def predict_command(
     from specsim.workload import is_lengths_file, resolve_workload
 
     posterior = load_posterior(posterior_file)
+    drafter_kind = workflow.drafter_kind_of(posterior.metadata, drafter, drafter_kind)
     source: Any = workload
     if is_lengths_file(workload):
         source = resolve_workload(workload, tokenizer=_tokenizer_loader(tokenizer,
@@ -1015,7 +1017,11 @@ def predict_command(
                "cost_run_log_sd": meta.cost_run_log_sd if cost_name != "given" else 0.0,
                "content": (f"probe of {len(probe_rows)} tokens" if probe_rows is not None else
                            "assumed like the measured tasks (no probe)"),
-               **resolved.describe(), **prediction.to_dict(), "diagnostics_passed": meta.diagnostics["passed"]}
+               **resolved.describe(), **prediction.to_dict(), "diagnostics_passed": meta.diagnostics["passed"],
+               "draft_index_extrapolates": gamma > meta.n_draft_index}
+    if gamma > meta.n_draft_index:
+        stderr.print(f"warning: gamma {gamma} drafts past the fitted draft indices (0-{meta.n_draft_index - 1}): the "
+                     "last index's acceptance is reused for the rest", markup=False, soft_wrap=True)
     if prediction.extrapolation is not None and prediction.extrapolation.extrapolates:
         stderr.print(prediction.extrapolation.warning() + " (the interval widens: the position random walk "
                      "continues one bin per doubling)", markup=False, soft_wrap=True)

@@ -133,6 +133,8 @@ _QUANTITIES = {
     "positions_resolved": "whether acceptance is known per draft index (else i.i.d. is assumed)",
     "sequences_with_lengths": "imported requests whose prompt and output lengths were stored with the counts",
     "rows": "rows written", "notes": "what a step left out or assumed, one sentence each",
+    "draft_index_extrapolates": "the draft length asked for is longer than the fitted draft indices (the last one's "
+                                "acceptance is reused)",
     "acceptance_measured": "every draft index up to this gamma was measured (else the last index's rate is reused)",
     "verify_cost": "where the verify cost at this gamma comes from: measured, extrapolated or assumed (constant "
                    "cost ratio)",

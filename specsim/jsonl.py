@@ -29,6 +29,8 @@ def read_jsonl_objects(path: str | Path) -> list[tuple[int, dict]]:
             continue
         try:
             row = json.loads(line)
+        except RecursionError:
+            raise InputError(f"line {number}: JSON nested too deeply", path=path) from None
         except json.JSONDecodeError as error:
             raise InputError(f"line {number}: not valid JSON ({error.msg})", path=path) from None
         if not isinstance(row, dict):

@@ -683,8 +683,30 @@ def _workload_for_posterior(posterior: Any, source: str) -> Workload:
     return Workload(np.asarray(stored["prompt_len"]), np.asarray(stored["output_len"]), source, "task")
 
 
+def drafter_kind_of(meta: Any, drafter: str | None, drafter_kind: str | None) -> str:
+    """The kind a prediction is for: a fitted drafter's own kind, else ``drafter_kind`` (default finetuned).
+
+    Raises
+    ------
+    specsim.errors.InputError
+        The posterior holds no drafters, or ``drafter_kind`` contradicts the fitted drafter's kind.
+    """
+    if not meta.drafters or not meta.drafter_kinds:
+        raise InputError("the posterior holds no drafters (drafter_kinds is empty): not a posterior specsim fit wrote",
+                         field="posterior")
+    if drafter is None:
+        return drafter_kind or "finetuned"
+    fitted = meta.drafter_kinds.get(drafter)
+    if fitted is None:
+        raise InputError(f"not a drafter of the fit ({', '.join(meta.drafters)})", field="--drafter")
+    if drafter_kind is not None and drafter_kind != fitted:
+        raise InputError(f"{drafter} was fitted as a {fitted} drafter; --drafter-kind {drafter_kind} contradicts "
+                         "it (leave --drafter-kind out)", field="--drafter-kind")
+    return fitted
+
+
 def predict(
-    posterior: Any, *, workload: str | Workload, drafter_kind: str = "finetuned", drafter: str | None = None,
+    posterior: Any, *, workload: str | Workload, drafter_kind: str | None = None, drafter: str | None = None,
     divergence: float | None = None, gamma: int = 4, cost: CostModel | None = None, cost_from: str | None = None,
     level: float = INTERVAL_LEVEL, seed: int = 0, n_draws: int = 400, probe: pd.DataFrame | None = None,
 ) -> tuple[Any, Workload, str]:
@@ -695,7 +717,9 @@ def predict(
     posterior : specsim.model.Posterior
     workload : str or Workload
         Lengths file or a task of the fit.
-    drafter_kind : {"generic", "finetuned"}
+    drafter_kind : {"generic", "finetuned"}, optional
+        The kind to predict for; with ``drafter``, its fitted kind (a contradicting one is
+        refused); without, default ``finetuned``.
     drafter : str, optional
         A drafter of the fit: its effect, training lengths and cost model.
     divergence : float, optional
@@ -725,6 +749,7 @@ def predict(
 
     check_level(level)
     meta = posterior.metadata
+    drafter_kind = drafter_kind_of(meta, drafter, drafter_kind)
     if drafter_kind not in MODELLED_KINDS:
         raise InputError("must be generic or finetuned", field="--drafter-kind")
     if gamma < 1:

@@ -361,3 +361,74 @@ def test_counts_of_many_groups_are_selected_by_task_and_drafter(tmp_path, capsys
     assert payload["speedup_low"] <= payload["speedup"] <= payload["speedup_high"]
     assert main([*command, "--task", "nosuch"]) == 2
     assert "no group of the counts matches" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_fit_from_every_importer_that_resolves_positions(tmp_path, capsys):
+    import pandas as pd
+
+    from specsim.traces.counts import write_counts
+
+    meta = sglang_meta("0.5.23", 40, 50, 3, [10, 12, 10, 8])
+    vllm_request = {"acceptance_histogram": [12, 10, 10, 8], "num_spec_steps": 40, "num_accepted_draft_tokens": 54,
+                    "num_draft_tokens": 120, "num_spec_tokens": 3}
+    bench = {"spec_decode_num_drafts": 400, "spec_decode_draft_tokens": 1200, "spec_decode_accepted_tokens": 500,
+             "spec_decode_per_position_acceptance_rates": [0.6, 0.4, 0.25]}
+    sources = {
+        "vllm": ("m.txt", vllm_series("m", "0", 500, 1500, 700, [320, 230, 150])),
+        "vllm-requests": ("r.jsonl", request_line(vllm_request)),
+        "vllm-bench": ("b.json", json.dumps(bench)),
+        "vllm-log": ("v.log", log_line(2.2, 360, 900, [0.6, 0.4, 0.2])),
+        "sglang": ("s.jsonl", json.dumps({"meta_info": meta})),
+        "specbench": ("a.jsonl", specbench_line("vicuna-7b", [1, 2, 4, 3, 1, 2, 4, 4, 1, 2] * 4)),
+        "aiperf": ("p.jsonl", json.dumps({"metrics": {}, "spec_decode_acceptance": {
+            **vllm_request, "acceptance_histogram": {"0": 12, "1": 10, "2": 10, "3": 8}}})),
+    }
+    frames = []
+    for index, (kind, (name, text)) in enumerate(sources.items()):
+        source, out = tmp_path / name, tmp_path / f"{kind}.parquet"
+        source.write_text(text)
+        assert main(["import", kind, str(source), "--out", str(out), "--task", f"task-{index}", "--drafter", "d",
+                     "--temperature", "0", "--gamma", "3"]) == 0, kind
+        frames.append(read_counts(out))
+        assert (frames[-1]["draft_index"] >= 0).all(), kind
+    combined = write_counts(pd.concat(frames, ignore_index=True), tmp_path / "all.parquet")
+    capsys.readouterr()
+    assert main(["fit", str(combined), "--out", str(tmp_path / "fit.nc"), "--draws", "200", "--tune", "200",
+                 "--chains", "2", "--no-compare", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert {row["parameter"] for row in payload["posterior"]} and (tmp_path / "fit.nc").exists()
+
+
+def test_engine_files_nested_deep_or_with_impossible_values_are_one_line(tmp_path, capsys):
+    code, err, _ = run_import(tmp_path, capsys, "sglang", "deep.jsonl", "[" * 100_000 + "]" * 100_000)
+    assert code == 2 and "nested too deeply" in err
+    for name, value in (("nan", float("nan")), ("string", "12"), ("null", None)):
+        meta = sglang_meta("0.5.23", 10, 12, 3, None)
+        meta["spec_num_correct_drafts"] = value
+        code, err, _ = run_import(tmp_path, capsys, "sglang", f"{name}.jsonl", json.dumps({"meta_info": meta}))
+        assert code == 2 and "whole number" in err and "spec_num_correct_drafts" in err, name
+    code, err, _ = run_import(tmp_path, capsys, "vllm", "inf.txt", vllm_series("m", "0", 10, float("inf"), 5, []),
+                              "--gamma", "3")
+    assert code == 2 and "finite count" in err and "--gamma" not in err
+
+
+def test_a_counts_file_with_an_impossible_gamma_is_refused_before_work(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "m.txt"
+    source.write_text(vllm_series("m", "0", 100, 300, 150, [80, 50, 20]))
+    out = tmp_path / "c.parquet"
+    assert main(["import", "vllm", str(source), "--out", str(out), *COMMON]) == 0
+    import pyarrow as pa
+
+    table = pq.read_table(out)
+    frame = table.to_pandas().assign(gamma=10**9)
+    pq.write_table(pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False), tmp_path / "huge.parquet")
+    lengths = tmp_path / "w.csv"
+    lengths.write_text("prompt_len,output_len\n10,20\n")
+    capsys.readouterr()
+    assert main(["simulate", "counts", str(tmp_path / "huge.parquet"), "--lengths-from", str(lengths),
+                 "--cost-ratio", "0.05"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "gamma" in err and "<= 64" in err

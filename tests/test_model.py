@@ -120,6 +120,17 @@ def test_cli_fit_and_predict(two_kind_traces, tmp_path, capsys):
     prediction = json.loads(capsys.readouterr().out)
     assert prediction["interval_level"] == 0.9 and prediction["speedup_low"] < prediction["speedup_high"]
     assert prediction["cost_model"] == "fitted on the traces (ft-short)"
+    # A fitted drafter's kind comes from the fit; a contradicting --drafter-kind is refused.
+    assert main(["predict", str(out), "--workload", str(lengths), "--drafter", "ft-short", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["drafter_kind"] == "finetuned"
+    assert main(["predict", str(out), "--workload", str(lengths), "--drafter", "ft-short", "--drafter-kind",
+                 "generic"]) == 2
+    assert "fitted as a finetuned drafter" in capsys.readouterr().err
+    longest = posterior.metadata.n_draft_index
+    assert main(["predict", str(out), "--workload", str(lengths), "--drafter", "ft-short", "--gamma",
+                 str(longest + 2), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["draft_index_extrapolates"] and "past the fitted draft indices" in captured.err
     assert main(["predict", str(out), "--workload", "mid", "--drafter-kind", "generic", "--json"]) == 0
     near = json.loads(capsys.readouterr().out)
     assert not near["extrapolates"]

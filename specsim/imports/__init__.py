@@ -32,6 +32,7 @@ from specsim.imports.prometheus import import_scrape
 from specsim.imports.sglang import import_sglang
 from specsim.imports.specbench import import_specbench
 from specsim.imports.vllm import import_aiperf, import_vllm_bench, import_vllm_log, import_vllm_requests
+from specsim.traces.counts import check_counts
 
 __all__ = ["SOURCES", "ImportResult", "import_source", "import_scrape", "import_vllm_requests", "import_vllm_bench",
            "import_vllm_log", "import_aiperf", "import_specbench", "import_sglang"]
@@ -92,7 +93,10 @@ def import_source(source_kind: str, path: str | Path, *, model: str | None = Non
     if source_kind in ("vllm", "llamacpp"):
         keys["model"] = model
     try:
-        return _IMPORTERS[source_kind](path, **keys)
+        result = _IMPORTERS[source_kind](path, **keys)
+        # The contract's own checks, naming the source (not the output) where a reader let something through.
+        result.counts = check_counts(result.counts, path)
+        return result
     except InputError as error:
         if error.path is not None or (error.field or "").startswith("--"):
             raise

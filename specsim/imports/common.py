@@ -11,10 +11,7 @@ import numpy as np
 import pandas as pd
 
 from specsim.errors import InputError
-from specsim.traces.counts import index_counts
-
-#: The longest draft an import accepts (the CLI's --gamma bound): a larger one is a broken source.
-MAX_GAMMA = 64
+from specsim.traces.counts import MAX_GAMMA, index_counts
 
 __all__ = ["MAX_GAMMA", "ImportResult", "count_keys", "chain_rows", "pooled_rows", "read_records", "whole_number",
            "lengths_frame"]
@@ -122,6 +119,8 @@ def read_records(path: Path) -> list[tuple[int, Any]]:
             whole = json.loads(stripped)
         except json.JSONDecodeError:
             whole = None
+        except RecursionError:
+            raise InputError("JSON nested too deeply to be an engine's output", path=path) from None
         else:
             if isinstance(whole, list):
                 return [(1, item) for item in whole]
@@ -137,6 +136,8 @@ def read_records(path: Path) -> list[tuple[int, Any]]:
                 continue
         try:
             records.append((number, json.loads(line)))
+        except RecursionError:
+            raise InputError(f"line {number}: JSON nested too deeply to be an engine's output", path=path) from None
         except json.JSONDecodeError as error:
             raise InputError(f"line {number}: not valid JSON ({error.msg}); expected one JSON object per line, "
                              "or a captured stream of 'data: {...}' lines", path=path) from None

@@ -46,9 +46,12 @@ import pyarrow.parquet as pq
 from specsim.errors import InputError
 
 __all__ = ["COUNTS_SCHEMA", "COUNTS_VERSION", "COUNTS_GROUP", "write_counts", "read_counts", "read_counts_lengths",
-           "counts_from_traces", "summarize_counts", "counts_by_index", "with_optional_columns", "index_counts"]
+           "counts_from_traces", "summarize_counts", "counts_by_index", "with_optional_columns", "index_counts",
+           "check_counts", "MAX_GAMMA"]
 
 COUNTS_VERSION = "3"
+#: The longest draft a counts table may hold (what ``--gamma`` allows everywhere).
+MAX_GAMMA = 64
 #: Versions :func:`read_counts` accepts (version 1 had no position range, 2 no offered/asked).
 READABLE_VERSIONS = (b"1", b"2", b"3")
 #: Columns that identify one group of counts (one acceptance profile).
@@ -85,6 +88,7 @@ def _validated(frame: pd.DataFrame, path: str | Path) -> pd.DataFrame:
         raise InputError("no rows of counts", path=path)
     resolved = frame["draft_index"].to_numpy() >= 0
     require(frame["gamma"].to_numpy() < 1, "gamma", "must be >= 1")
+    require(frame["gamma"].to_numpy() > MAX_GAMMA, "gamma", f"must be <= {MAX_GAMMA} (no engine drafts more)")
     require((frame["draft_index"].to_numpy() < -1) | (frame["draft_index"] >= frame["gamma"]).to_numpy(),
             "draft_index", "must be -1 (not resolved) or in [0, gamma)")
     for column in ("steps", "drafted", "accepted"):
@@ -112,6 +116,11 @@ def _validated(frame: pd.DataFrame, path: str | Path) -> pd.DataFrame:
         require(frame.duplicated(key).to_numpy(), "draft_index", "duplicate row (same group, draft index and "
                 "position range)")
     return frame
+
+
+def check_counts(frame: pd.DataFrame, path: str | Path) -> pd.DataFrame:
+    """``frame`` with every optional column, checked against the counts contract; errors name ``path``."""
+    return _validated(with_optional_columns(frame.reset_index(drop=True)), path)
 
 
 def with_optional_columns(frame: pd.DataFrame) -> pd.DataFrame:
