@@ -363,13 +363,12 @@ def test_counts_of_many_groups_are_selected_by_task_and_drafter(tmp_path, capsys
     assert "no group of the counts matches" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_a_fit_from_every_importer_that_resolves_positions(tmp_path, capsys):
     import pandas as pd
 
     from specsim.traces.counts import write_counts
 
-    meta = sglang_meta("0.5.23", 40, 50, 3, [10, 12, 10, 8])
+    meta = sglang_meta("0.5.23", 40, 56, 3, [10, 12, 10, 8])
     vllm_request = {"acceptance_histogram": [12, 10, 10, 8], "num_spec_steps": 40, "num_accepted_draft_tokens": 54,
                     "num_draft_tokens": 120, "num_spec_tokens": 3}
     bench = {"spec_decode_num_drafts": 400, "spec_decode_draft_tokens": 1200, "spec_decode_accepted_tokens": 500,
