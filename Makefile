@@ -31,6 +31,7 @@ drafters: setup
 	$(BIN)/python scripts/reference/train_drafters.py --recipe $(RECIPE) --precision $(PRECISION)
 	$(BIN)/python scripts/lengths/train_drafters.py --precision $(PRECISION)
 	$(BIN)/python scripts/reference/train_heads.py --precision $(PRECISION)
+	$(BIN)/python scripts/lengths/train_heads.py --precision $(PRECISION)
 
 # Debian's chromium for the browser check of rendered reports (skipped, with a reason, without it).
 browser:
