@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import sys
 import time
@@ -129,13 +128,6 @@ def train(name: str, target, records: list[dict], validation: list[dict], vocabu
     head = FeatureHead(head_layer_config(target.model.config), vocabulary)
     head.lm_head.weight.data.copy_(target_rows)
     head.train()
-    rms = float(torch.cat([r["hidden"].float() for r in records[:50]]).pow(2).mean().sqrt())
-    batches = length_drafters_batches(records)
-    total_steps = EPOCHS * len(batches)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=PEAK_LR, weight_decay=0.01)
-    warmup = max(1, total_steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
-        1 + math.cos(math.pi * min(s, total_steps) / total_steps))))
     checkpoint = HEADS / f"{name}.checkpoint.pt"
     window = len(records[0]["ids"])
     card = {"name": name, "drafter_type": "feature-head", "start_from": "random (EAGLE-style head)",
@@ -143,38 +135,8 @@ def train(name: str, target, records: list[dict], validation: list[dict], vocabu
             "training_tokens": window * len(records), "epochs": EPOCHS, "peak_lr": PEAK_LR,
             "batch_tokens": reference_heads.BATCH_TOKENS, "seed": SEED,
             "loss": "as the reference heads (scripts/reference/train_heads.py)", **labels, "epoch_loss": []}
-    first_epoch = 0
-    if checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)
-        head.load_state_dict(saved["head"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        card, first_epoch = saved["card"], saved["epoch"]
-        log(f"{name}: resuming after epoch {first_epoch}")
-    generator = torch.Generator().manual_seed(SEED + first_epoch)
-    rng = np.random.default_rng(SEED + first_epoch)
-    started = time.perf_counter()
-    for epoch in range(first_epoch, EPOCHS):
-        head.train()
-        sums: dict[str, float] = {}
-        for batch in rng.permutation(len(batches)):
-            loss, parts = reference_heads.head_loss(head, embeddings, [records[i] for i in batches[batch]],
-                                                    target_rows, rms, generator)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            for key, value in {"loss": float(loss), **parts}.items():
-                sums[key] = sums.get(key, 0.0) + value / len(batches)
-        card["epoch_loss"].append({k: round(v, 5) for k, v in sums.items()})
-        log(f"{name}: epoch {epoch + 1} loss {sums['loss']:.4f}")
-        HEADS.mkdir(parents=True, exist_ok=True)
-        card["train_s"] = round(card.get("train_s", 0.0) + time.perf_counter() - started, 1)
-        started = time.perf_counter()
-        torch.save({"head": head.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "card": card, "epoch": epoch + 1}, checkpoint.with_suffix(".tmp"))
-        os.replace(checkpoint.with_suffix(".tmp"), checkpoint)
+    card = reference_heads.fit_head(name, head, embeddings, target_rows, records, EPOCHS, PEAK_LR, SEED, checkpoint,
+                                    card)
     card["validation_agreement_by_position"] = agreement_by_position(head, target, validation)
     card["training_lengths"] = {"total_len": window, "sequences": len(records)}
     save_feature_head(head, HEADS / name, {
@@ -185,11 +147,6 @@ def train(name: str, target, records: list[dict], validation: list[dict], vocabu
     cards.mkdir(parents=True, exist_ok=True)
     (cards / f"lengths-{name}.json").write_text(json.dumps(card, indent=1) + "\n")
     return card
-
-
-def length_drafters_batches(records: list[dict]) -> list[list[int]]:
-    """Batches of at most the reference heads' batch tokens (8 short windows, or 2 long ones)."""
-    return reference_heads.length_batches([len(r["ids"]) for r in records], reference_heads.BATCH_TOKENS)
 
 
 def main() -> None:

@@ -160,6 +160,55 @@ def replay(head: FeatureHead, embeddings, records: list[dict], gamma: int = GAMM
             "by_context_position": positions}
 
 
+def fit_head(name: str, head: FeatureHead, embeddings, target_rows: torch.Tensor, data: list[dict], epochs: int,
+             peak_lr: float, seed: int, checkpoint: Path, card: dict, after_epoch=None) -> dict:
+    """Train ``head`` on ``data`` (AdamW, warm-up then cosine), resumable from ``checkpoint`` after every epoch.
+
+    ``card`` gains ``epoch_loss`` and ``train_s`` (seconds of every epoch, ``after_epoch`` included);
+    ``after_epoch(epoch, card)`` (optional) may add to the card and returns a text for the log.
+    Returns the card (the checkpoint's, when resuming).
+    """
+    rms = float(torch.cat([r["hidden"].float() for r in data[:50]]).pow(2).mean().sqrt())
+    batches = length_batches([len(r["ids"]) for r in data], BATCH_TOKENS)
+    total_steps = epochs * len(batches)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=peak_lr, weight_decay=0.01)
+    warmup = max(1, total_steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
+        1 + math.cos(math.pi * min(s, total_steps) / total_steps))))
+    first_epoch = 0
+    if checkpoint.exists():
+        saved = torch.load(checkpoint, weights_only=False)
+        head.load_state_dict(saved["head"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        card, first_epoch = saved["card"], saved["epoch"]
+        log(f"{name}: resuming after epoch {first_epoch}")
+    generator = torch.Generator().manual_seed(seed + first_epoch)
+    rng = np.random.default_rng(seed + first_epoch)
+    for epoch in range(first_epoch, epochs):
+        started = time.perf_counter()
+        head.train()
+        sums: dict[str, float] = {}
+        for batch in rng.permutation(len(batches)):
+            loss, parts = head_loss(head, embeddings, [data[i] for i in batches[batch]], target_rows, rms, generator)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            for key, value in {"loss": float(loss), **parts}.items():
+                sums[key] = sums.get(key, 0.0) + value / len(batches)
+        card["epoch_loss"].append({k: round(v, 5) for k, v in sums.items()})
+        said = after_epoch(epoch + 1, card) if after_epoch is not None else ""
+        card["train_s"] = round(card.get("train_s", 0.0) + time.perf_counter() - started, 1)
+        log(f"{name}: epoch {epoch + 1} loss {sums['loss']:.4f} {said}")
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"head": head.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "card": card, "epoch": epoch + 1}, checkpoint.with_suffix(".tmp"))
+        os.replace(checkpoint.with_suffix(".tmp"), checkpoint)
+    return card
+
+
 def train(name: str, target, records: list[dict], validation: list[dict], vocabulary: DraftVocabulary,
           cards: Path, epochs: int | None, labels: dict) -> dict:
     start_from, tasks = PLAN[name]
@@ -176,13 +225,6 @@ def train(name: str, target, records: list[dict], validation: list[dict], vocabu
         head, _ = load_feature_head(HEADS / start_from)
     head.train()
     data = [r for r in records if r["task"] in tasks]
-    rms = float(torch.cat([r["hidden"].float() for r in data[:50]]).pow(2).mean().sqrt())
-    batches = length_batches([len(r["ids"]) for r in data], BATCH_TOKENS)
-    total_steps = epochs * len(batches)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=peak_lr, weight_decay=0.01)
-    warmup = max(1, total_steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
-        1 + math.cos(math.pi * min(s, total_steps) / total_steps))))
     checkpoint = HEADS / f"{name}.checkpoint.pt"
     card = {"name": name, "drafter_type": "feature-head", "start_from": start_from or "random (EAGLE-style head)",
             "tasks": list(tasks), "epochs": epochs, "peak_lr": peak_lr, "batch_tokens": BATCH_TOKENS,
@@ -192,38 +234,13 @@ def train(name: str, target, records: list[dict], validation: list[dict], vocabu
             "input_noise": f"uniform, width {NOISE} x feature RMS", "seed": SEED, "train_sequences": len(data),
             "train_positions": int(sum(len(r["ids"]) for r in data)), **labels,
             "epoch_loss": [], "validation": []}
-    first_epoch = 0
-    if checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)
-        head.load_state_dict(saved["head"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        card, first_epoch = saved["card"], saved["epoch"]
-        log(f"{name}: resuming after epoch {first_epoch}")
-    generator = torch.Generator().manual_seed(SEED + first_epoch)
-    rng = np.random.default_rng(SEED + first_epoch)
-    started = time.perf_counter()
-    for epoch in range(first_epoch, epochs):
-        head.train()
-        sums: dict[str, float] = {}
-        for batch in rng.permutation(len(batches)):
-            loss, parts = head_loss(head, embeddings, [data[i] for i in batches[batch]], target_rows, rms, generator)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            for key, value in {"loss": float(loss), **parts}.items():
-                sums[key] = sums.get(key, 0.0) + value / len(batches)
-        card["epoch_loss"].append({k: round(v, 5) for k, v in sums.items()})
+
+    def validate(epoch: int, card: dict) -> str:
         measured = replay(head, embeddings, [r for r in validation if r["task"] in tasks])
-        card["validation"].append({"epoch": epoch + 1, **measured["all"]})
-        log(f"{name}: epoch {epoch + 1} loss {sums['loss']:.4f} validation {measured['all']}")
-        HEADS.mkdir(parents=True, exist_ok=True)
-        torch.save({"head": head.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "card": card, "epoch": epoch + 1}, checkpoint.with_suffix(".tmp"))
-        os.replace(checkpoint.with_suffix(".tmp"), checkpoint)
-    card["train_s"] = round(card.get("train_s", 0.0) + time.perf_counter() - started, 1)
+        card["validation"].append({"epoch": epoch, **measured["all"]})
+        return f"validation {measured['all']}"
+
+    card = fit_head(name, head, embeddings, target_rows, data, epochs, peak_lr, SEED, checkpoint, card, validate)
     card["final_validation"] = replay(head, embeddings, validation)
     card["training_lengths"] = [{"task": r["task"], "prompt_len": r["prompt_len"], "output_len": r["output_len"]}
                                 for r in data]
