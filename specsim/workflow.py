@@ -835,6 +835,15 @@ def leave_one_task_out(
     tokens = select(traces.tokens, temperature=temperature)
     sequences = select(traces.sequences, temperature=temperature)
     modelled = sequences[sequences["drafter_kind"].isin(MODELLED_KINDS)]
+    # Checked before the first fold's fit: a held-out cell is measured at one temperature and gamma.
+    if modelled.empty:
+        temperatures = sorted(float(t) for t in traces.sequences["temperature"].dropna().unique())
+        held = ", ".join(f"{t:g}" for t in temperatures)
+        raise InputError(f"no traces at temperature {temperature:g} (they hold {held})", field="--temperature")
+    gammas = sorted(int(g) for g in modelled["gamma"].unique())
+    if gamma not in gammas:
+        raise InputError(f"no traces at gamma {gamma} (at temperature {temperature:g} they hold gamma "
+                         f"{', '.join(map(str, gammas))})", field="--gamma")
     _check_measure(divergence_measure)
     full = aggregate_counts(tokens, sequences, divergence_measure=divergence_measure,
                             reference_lengths=reference_lengths)

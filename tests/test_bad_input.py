@@ -46,6 +46,10 @@ def files(tmp_path_factory, two_kind_traces):
         "profile_deep.json": "[" * 100_000 + "]" * 100_000,
     }.items():
         (folder / name).write_text(content)
+    probe = pd.DataFrame({"task": ["t"] * 2, "drafter": ["d"] * 2, "prompt_id": ["p"] * 2, "position": [0, 1],
+                          "context_len": [10, 11], "agree": [1, 5]})
+    probe.to_parquet(folder / "probe_agree5.parquet")
+    probe.assign(agree=[True, False], position=[0.0, np.nan]).to_parquet(folder / "probe_nan.parquet")
     from specsim.simulate.cost import COST_PROFILE_FORMAT
     from specsim.simulate.load import Roofline, roofline_cost_models
 
@@ -125,6 +129,13 @@ def _cases(p):
                                        str(folder / "profile_single.json")], "batch size 1 only"),
         "profile --batch-size 0": (["profile", "--target", "smollm2", "--drafter", "prompt-lookup", "--out",
                                     str(folder / "p.json"), "--batch-size", "1,0"], "--batch-size"),
+        "probe agreement 5": (["predict", str(p["existing"]), "--workload", "mid", "--drafter", "d", "--probe",
+                               str(folder / "probe_agree5.parquet")], "agree: row 2: must be 0 or 1"),
+        "probe NaN position": (["predict", str(p["existing"]), "--workload", "mid", "--drafter", "d", "--probe",
+                                str(folder / "probe_nan.parquet")], "position: row 2: must be a finite number"),
+        "loto --gamma not in the traces": (["loto", traces, "--gamma", "7"], "no traces at gamma 7"),
+        "loto --temperature not in the traces": (["loto", traces, "--temperature", "0.5"],
+                                                 "no traces at temperature 0.5"),
         # (5) unbounded work
         "workload output 1e9": ([*whatif, "--lengths-from", str(folder / "huge.csv")], "not supported"),
         # (7) messages name the option the user typed

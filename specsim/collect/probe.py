@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from specsim.errors import InputError
@@ -112,8 +113,22 @@ def read_probe(path: str | Path, drafter: str | None = None) -> pd.DataFrame:
     missing = [c for c in PROBE_COLUMNS if c not in frame.columns]
     if missing:
         raise InputError("missing column (not a specsim probe?)", path=path, field=missing[0])
-    if frame.empty or (frame["position"] < 0).any():
-        raise InputError("no rows, or negative positions", path=path, field="position")
+    if frame.empty:
+        raise InputError("no rows", path=path, field="position")
+    for column in ("position", "context_len", "agree"):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if values.isna().any() or not np.isfinite(values.to_numpy(float)).all():
+            row = int(np.flatnonzero(values.isna().to_numpy() | ~np.isfinite(values.to_numpy(float)))[0])
+            raise InputError(f"row {row + 1}: must be a finite number, got {frame[column].iloc[row]!r}", path=path,
+                             field=column)
+        frame[column] = values
+    checks = (("position", frame["position"] < 0, "must be >= 0"),
+              ("context_len", frame["context_len"] < 0, "must be >= 0"),
+              ("agree", ~frame["agree"].isin((0, 1)), "must be 0 or 1 (the drafter's token equals the target's)"))
+    for column, bad, problem in checks:
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InputError(f"row {row + 1}: {problem}, got {frame[column].iloc[row]!r}", path=path, field=column)
     if drafter is not None:
         frame = frame[frame["drafter"] == drafter]
         if frame.empty:
