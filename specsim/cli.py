@@ -663,9 +663,14 @@ def simulate_whatif(
     if result.extrapolation is not None and result.extrapolation.extrapolates:
         stderr.print(result.extrapolation.warning() + " (this interval does not widen for it; `specsim predict` "
                      "does)", markup=False, soft_wrap=True)
+    tokens = traces.tokens
+    measured = tokens.loc[(tokens["drafter"] == drafter) & (tokens["task"] == acceptance_from)
+                          & (tokens["temperature"] == temperature), "draft_index"]
+    indices = int(measured.max()) + 1 if len(measured) else 0
+    _warn_draft_indices(gamma, indices, "measured")
     if json_output:
         print_json({**result.to_dict(), **workload.describe(), "cost_model": cost_label,
-                    "concurrency": concurrency or 1})
+                    "concurrency": concurrency or 1, "draft_index_extrapolates": gamma > indices})
         return
     verdict = "faster" if result.speedup >= 1 else "SLOWER than plain decoding"
     stdout.print(
@@ -714,9 +719,12 @@ def simulate_counts(
     if not result.positions_resolved:
         stderr.print("warning: the source has totals only: i.i.d. acceptance over draft positions is assumed",
                      markup=False)
+    measured_gamma = int(counts["gamma"].iloc[0])
+    _warn_draft_indices(gamma or measured_gamma, measured_gamma, "counted")
     if json_output:
         print_json({**result.to_dict(), **workload.describe(), "cost_model": cost_label,
                     "concurrency": concurrency or 1,
+                    "draft_index_extrapolates": (gamma or measured_gamma) > measured_gamma,
                     "source": str(counts["source"].iloc[0])})
         return
     verdict = "faster" if result.speedup >= 1 else "SLOWER than plain decoding"
@@ -823,6 +831,13 @@ def simulate_best_gamma(
         caveat = "" if best["acceptance_measured"] and best["verify_cost"] != "extrapolated" else \
             " (an extrapolation: see the notes)"
         stdout.print(f"best gamma {int(best['gamma'])}: {best['speedup']:.3f}x{caveat}; costs: {cost_label}")
+
+
+def _warn_draft_indices(gamma: int, indices: int, how: str) -> None:
+    """One warning line when ``gamma`` drafts past the ``indices`` draft indices the data hold."""
+    if gamma > indices:
+        stderr.print(f"warning: gamma {gamma} drafts past the {how} draft indices (0-{indices - 1}): the last "
+                     "index's acceptance is reused for the rest", markup=False, soft_wrap=True)
 
 
 def _ranges(values: list[int]) -> str:
@@ -1019,9 +1034,7 @@ def predict_command(
                            "assumed like the measured tasks (no probe)"),
                **resolved.describe(), **prediction.to_dict(), "diagnostics_passed": meta.diagnostics["passed"],
                "draft_index_extrapolates": gamma > meta.n_draft_index}
-    if gamma > meta.n_draft_index:
-        stderr.print(f"warning: gamma {gamma} drafts past the fitted draft indices (0-{meta.n_draft_index - 1}): the "
-                     "last index's acceptance is reused for the rest", markup=False, soft_wrap=True)
+    _warn_draft_indices(gamma, meta.n_draft_index, "fitted")
     if prediction.extrapolation is not None and prediction.extrapolation.extrapolates:
         stderr.print(prediction.extrapolation.warning() + " (the interval widens: the position random walk "
                      "continues one bin per doubling)", markup=False, soft_wrap=True)

@@ -220,6 +220,10 @@ def test_cli_whatif_and_validate(trace_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "gamma 5 drafts past the measured draft indices (0-3)" in captured.err
     assert "verify cost at gamma 1-3, 5 was not measured" in captured.err
+    assert main([*common, "--lengths-from", "chat", "--gamma", "6"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["draft_index_extrapolates"]
+    assert "gamma 6 drafts past the measured draft indices (0-3)" in captured.err
     assert main([*common, "--lengths-from", "nosuchtask"]) == 2
     assert "no task 'nosuchtask'" in capsys.readouterr().err
     lengths.write_text("prompt_len,output\n1,2\n")
