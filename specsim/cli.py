@@ -663,10 +663,7 @@ def simulate_whatif(
     if result.extrapolation is not None and result.extrapolation.extrapolates:
         stderr.print(result.extrapolation.warning() + " (this interval does not widen for it; `specsim predict` "
                      "does)", markup=False, soft_wrap=True)
-    tokens = traces.tokens
-    measured = tokens.loc[(tokens["drafter"] == drafter) & (tokens["task"] == acceptance_from)
-                          & (tokens["temperature"] == temperature), "draft_index"]
-    indices = int(measured.max()) + 1 if len(measured) else 0
+    indices = workflow.measured_draft_indices(traces, drafter, acceptance_from, temperature)
     _warn_draft_indices(gamma, indices, "measured")
     if json_output:
         print_json({**result.to_dict(), **workload.describe(), "cost_model": cost_label,
@@ -842,15 +839,13 @@ def _warn_draft_indices(gamma: int, indices: int, how: str) -> None:
 
 def _ranges(values: list[int]) -> str:
     """``[1, 2, 3, 5]`` as ``1-3, 5``."""
-    parts: list[str] = []
+    runs: list[list[int]] = []
     for value in sorted(values):
-        if parts and "-" not in parts[-1].split(", ")[-1] and int(parts[-1]) == value - 1:
-            parts[-1] = f"{parts[-1]}-{value}"
-        elif parts and "-" in parts[-1] and int(parts[-1].split("-")[1]) == value - 1:
-            parts[-1] = f"{parts[-1].split('-')[0]}-{value}"
+        if runs and runs[-1][1] == value - 1:
+            runs[-1][1] = value
         else:
-            parts.append(str(value))
-    return ", ".join(parts)
+            runs.append([value, value])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 @simulate_app.command("load")

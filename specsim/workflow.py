@@ -102,6 +102,14 @@ def validate(traces: Traces) -> Validation:
     return Validation(cells, groups)
 
 
+def measured_draft_indices(traces: Traces, drafter: str, task: str, temperature: float = 0.0) -> int:
+    """How many draft indices a drafter's traces on a task measured (0 where they hold none)."""
+    tokens = traces.tokens
+    index = tokens.loc[(tokens["drafter"] == drafter) & (tokens["task"] == task)
+                       & (tokens["temperature"] == temperature), "draft_index"]
+    return int(index.max()) + 1 if len(index) else 0
+
+
 def _acceptance_tokens(traces: Traces, drafter: str, task: str, temperature: float) -> pd.DataFrame:
     if drafter not in set(traces.sequences["drafter"]):
         raise InputError(f"no drafter {drafter!r} in the traces (drafters: "
@@ -419,13 +427,8 @@ def what_if_counts(
         pooled = rng.beta(accepted.sum(1) + 0.5, (evaluated - accepted).sum(1) + 0.5, size=(draws, len(accepted)))
         cells = rng.beta(accepted + 0.5, evaluated - accepted + 0.5, size=(draws, *accepted.shape))
         cells = np.where(evaluated[None] > 0, cells, pooled[:, :, None])
-        speedups = [expected_workload(AcceptanceProfile(sample, edges, profile.continuation, profile.extension), cost,
-                                      gamma, workload.prompt_lengths, workload.output_lengths).speedup
-                    for sample in cells]
-        tail = (1 - level) / 2
-        low, high = np.quantile(speedups, [tail, 1 - tail])
-        return CountsWhatIf(point.speedup, float(low), float(high), point.tokens_per_step, level, resolved)
-    if resolved:
+        draws_of = [AcceptanceProfile(sample, edges, profile.continuation, profile.extension) for sample in cells]
+    elif resolved:
         rows = counts_by_index(counts)
         alpha = rows["accepted"].to_numpy() + 0.5
         beta = (rows["evaluated"] - rows["accepted"]).to_numpy() + 0.5
@@ -436,8 +439,10 @@ def what_if_counts(
         rate = float(profile.rates[0, 0])
         n = max(float(total["drafted"]), 1.0)
         samples = np.repeat(rng.beta(rate * n + 0.5, (1 - rate) * n + 0.5, size=(draws, 1)), len(profile.rates), 1)
-    speedups = [expected_workload(AcceptanceProfile(sample[:, None], np.array([])), cost, gamma,
-                                  workload.prompt_lengths, workload.output_lengths).speedup for sample in samples]
+    if by_range is None:
+        draws_of = [AcceptanceProfile(sample[:, None], np.array([])) for sample in samples]
+    speedups = [expected_workload(draw, cost, gamma, workload.prompt_lengths, workload.output_lengths).speedup
+                for draw in draws_of]
     tail = (1 - level) / 2
     low, high = np.quantile(speedups, [tail, 1 - tail])
     return CountsWhatIf(point.speedup, float(low), float(high), point.tokens_per_step, level, resolved)

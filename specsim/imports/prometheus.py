@@ -223,7 +223,7 @@ def import_scrape(path: Path, *, engine: str = "vllm", model: str | None = None,
             notes.append("totals only (no per-position counters): draft indices not resolved, i.i.d. acceptance "
                          "assumed downstream")
         rows = pooled_rows(base, int(drafts), int(draft_tokens), int(accepted_total))
-        return ImportResult(_frame(rows), None, notes)
+        return ImportResult(pd.DataFrame(rows), None, notes)
     if sorted(per_position) != list(range(base["gamma"])):
         raise InputError(f"per-position counters cover positions {sorted(per_position)}, expected "
                          f"0..{base['gamma'] - 1}",
@@ -238,8 +238,6 @@ def import_scrape(path: Path, *, engine: str = "vllm", model: str | None = None,
     # Steps accepting exactly k drafts: accepted[k - 1] - accepted[k] (prefix acceptance).
     exactly = -np.diff(np.concatenate([[int(drafts)], accepted, [0]]))
     rows = chain_rows(base, np.repeat(np.arange(base["gamma"] + 1), exactly))
-    return ImportResult(_frame(rows), None, notes)
+    return ImportResult(pd.DataFrame(rows), None, notes)
 
 
-def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(rows)
