@@ -48,7 +48,7 @@ _state = {"debug": False}
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for bad input.")) -> None:
-    _state["debug"] = debug
+    _state["debug"] = _state["debug"] or debug
 
 
 def _clean(value: Any) -> Any:
@@ -105,7 +105,16 @@ def _finite(option: str, low: float | None = None, high: float | None = None):
 
 def _level_option(default: float = INTERVAL_LEVEL):
     return typer.Option(default, help=f"Central interval probability (default {INTERVAL_LEVEL}: the level at which "
-                        "the model's calibration is checked).", callback=_finite("--level", 0.0, 1.0))
+                        "the model's calibration is checked).", callback=_open_unit("--level"))
+
+
+def _open_unit(option: str):
+    """Typer callback: a probability strictly between 0 and 1 (an interval of level 0 or 1 says nothing)."""
+    def check(value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and 0 < value < 1):
+            raise InputError(f"must be a number > 0 and < 1, got {value}", field=option)
+        return value
+    return check
 
 
 def _cost_choice(cost_ratio: float | None, cost_profile: Path | None, concurrency: float | None = None):
@@ -1052,7 +1061,8 @@ def loto_command(
     directory: Path = typer.Argument(..., help="Trace directory."),
     temperature: float = typer.Option(0.0, help="Temperature of the traces.", callback=_finite("--temperature", 0.0)),
     gamma: int = typer.Option(4, help="Draft length of the held-out cells.", min=1),
-    draws: int = typer.Option(1000, help="Posterior draws (and warm-up) per chain of each fold.", min=1),
+    draws: int = typer.Option(1000, help="Posterior draws (and warm-up) per chain of each fold.", min=1,
+                              max=100_000),
     level: float = _level_option(),
     seed: int = typer.Option(0, help="Seed."),
     length_measure: str = typer.Option("js", "--length-measure", help="Length covariate (as for specsim fit)."),
@@ -1176,8 +1186,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - depends on the installed typer
         from click import exceptions as click_errors  # type: ignore[no-redef]
 
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    # --debug is the root's option, but users type it anywhere: taken out wherever it is.
     _state["debug"] = "--debug" in args
+    args = [arg for arg in args if arg != "--debug"]
     try:
         code = app(args=args, prog_name="specsim", standalone_mode=False)
         return int(code) if isinstance(code, int) else 0

@@ -37,6 +37,7 @@ from specsim.errors import InputError
 __all__ = [
     "LENGTH_KINDS",
     "DIVERGENCES",
+    "DIVERGENCE_UPPER",
     "length_table",
     "log_bins",
     "divergences",
@@ -48,6 +49,12 @@ __all__ = [
 
 LENGTH_KINDS = ("prompt_len", "output_len", "total_len")
 DIVERGENCES = ("js", "kl_ab", "kl_ba", "tv", "w1_tokens", "w1_log", "ks", "beyond_share")
+#: The largest value each measure can take on lengths specsim reads (at most about 10^7 tokens
+#: a sequence): shares and distances between distributions are at most 1; the smoothed KL is
+#: at most about log(2n) for n lengths; the Wasserstein distances are at most the longest length
+#: (in tokens, or its log). A given divergence above its measure's bound is not a divergence.
+DIVERGENCE_UPPER = {"js": 1.0, "tv": 1.0, "ks": 1.0, "beyond_share": 1.0, "kl_ab": 50.0, "kl_ba": 50.0,
+                    "w1_log": 17.0, "w1_tokens": 1.1e7}
 
 
 def length_table(frame: pd.DataFrame, by: str = "task") -> pd.DataFrame:

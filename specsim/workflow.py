@@ -22,6 +22,7 @@ verb                      what it answers
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -116,8 +117,13 @@ def _acceptance_tokens(traces: Traces, drafter: str, task: str, temperature: flo
                          f"{', '.join(sorted(traces.sequences['drafter'].unique()))})", field="--drafter")
     tokens = select(traces.tokens, drafter=drafter, task=task, temperature=temperature)
     if tokens.empty:
-        raise InputError(f"no tokens for drafter {drafter!r}, task {task!r}, temperature {temperature}",
-                         field="--acceptance-from")
+        held = traces.sequences.loc[traces.sequences["drafter"] == drafter]
+        tasks = sorted(held.loc[np.isclose(held["temperature"].astype(float), temperature), "task"].unique())
+        temperatures = sorted(held["temperature"].astype(float).unique())
+        measured = (f"its tasks at temperature {temperature:g}: {', '.join(tasks)}" if tasks else
+                    f"its temperatures: {', '.join(f'{t:g}' for t in temperatures)}")
+        raise InputError(f"no tokens for drafter {drafter!r} on task {task!r} at temperature {temperature:g} "
+                         f"({measured})", field="--acceptance-from")
     return tokens
 
 
@@ -410,10 +416,11 @@ def what_if_counts(
     posterior (Jeffreys prior).
     """
     from specsim.simulate.acceptance import AcceptanceProfile, counts_by_range, profile_from_counts_table
-    from specsim.traces.counts import counts_by_index
+    from specsim.traces.counts import counts_by_index, refuse_unmeasured
 
     check_level(level)
     counts = select_counts_group(counts, gamma=gamma)
+    refuse_unmeasured(counts, ("task", "drafter", "temperature", "gamma"))
     profile, resolved = profile_from_counts_table(counts)
     gamma = gamma or int(counts["gamma"].iloc[0])
     point = expected_workload(profile, cost, gamma, workload.prompt_lengths, workload.output_lengths)
@@ -537,6 +544,18 @@ def _check_sampler_options(sampler: str, draws: int, tune: int, chains: int, tar
         raise InputError(f"must be in (0, 1), got {target_accept}", field="--target-accept")
 
 
+def _fit_notes(diagnostics: dict, baseline: pd.DataFrame) -> list[str]:
+    """What the fit's libraries warned of, as specsim's one-line notes (the warnings themselves are silenced)."""
+    notes = []
+    high = diagnostics.get("pareto_k_high", 0)
+    if high:
+        notes.append(f"PSIS-LOO: {high} of {diagnostics['loo_cells']} cells have a Pareto k above "
+                     f"{diagnostics['pareto_k_threshold']:.2f} (largest {diagnostics['max_pareto_k']:.2f}): the "
+                     "with/without-divergence comparison leans on those cells and is less reliable than its dse says")
+    notes.extend(baseline.attrs.get("notes", []))
+    return notes
+
+
 def _sample(counts: Any, options: dict[str, Any], compare: bool, divergence_terms: bool = True,
             parameterisation: str = "noncentred") -> tuple[Any, dict, list | None]:
     """Fit the model to aggregated cells (and the comparison model without divergence terms)."""
@@ -551,10 +570,20 @@ def _sample(counts: Any, options: dict[str, Any], compare: bool, divergence_term
     if compare and divergence_terms:
         without = fit_model(counts, ModelOptions(divergence_terms=False, parameterisation=parameterisation),
                             **options)
-        table = az.compare({"with_divergence": result.idata, "without_divergence": without.idata})
+        with warnings.catch_warnings():
+            # ArviZ warns of each high Pareto k with its source line; the count is said once, in
+            # specsim's words, by :func:`_fit_notes`.
+            warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto", category=UserWarning)
+            table = az.compare({"with_divergence": result.idata, "without_divergence": without.idata})
+            loo = az.loo(result.idata, pointwise=True)
         comparison = table[["rank", "elpd_loo", "p_loo", "elpd_diff", "dse", "weight"]].reset_index(
             names="model").to_dict("records")
-        diagnostics["max_pareto_k"] = float(np.max(az.loo(result.idata, pointwise=True).pareto_k.values))
+        pareto_k = np.asarray(loo.pareto_k.values).reshape(-1)
+        good_k = float(getattr(loo, "good_k", 0.7))
+        diagnostics["max_pareto_k"] = float(np.max(pareto_k))
+        diagnostics["pareto_k_threshold"] = good_k
+        diagnostics["pareto_k_high"] = int(np.sum(pareto_k > good_k))
+        diagnostics["loo_cells"] = int(pareto_k.size)
     return result, diagnostics, comparison
 
 
@@ -629,7 +658,8 @@ def fit(
                               traces=str(Path(traces.root).resolve()), task_lengths=_task_lengths(sequences),
                               cost_models=costs, loo_comparison=comparison, cost_run_log_sd=spread,
                               cost_transfer=transfer.to_dict("records"))
-    return FitOutcome(result, fit_baseline(counts), counts)
+    baseline = fit_baseline(counts)
+    return FitOutcome(result, baseline, counts, _fit_notes(diagnostics, baseline))
 
 
 def fit_counts(
@@ -647,7 +677,7 @@ def fit_counts(
     was left out.
     """
     from specsim.model import aggregate_counts_table, fit_baseline
-    from specsim.traces.counts import read_counts, read_counts_lengths
+    from specsim.traces.counts import read_counts, read_counts_lengths, refuse_unmeasured
 
     _check_sampler_options(sampler, draws, tune, chains, target_accept, mass_matrix, parameterisation)
     table = read_counts(path)
@@ -659,6 +689,7 @@ def fit_counts(
     elif table["temperature"].nunique(dropna=False) > 1:
         raise InputError("counts of several temperatures; choose one with --temperature", field="--temperature")
     _check_measure(divergence_measure)
+    refuse_unmeasured(table, ("task", "drafter"), what=str(path))
     counts, notes = aggregate_counts_table(table, lengths, reference_lengths=reference_lengths,
                                            divergence_measure=divergence_measure)
     divergence_terms = bool(counts.reference_lengths)
@@ -671,7 +702,8 @@ def fit_counts(
                               temperature=float(temperatures[0]) if len(temperatures) else 0.0,
                               traces=str(Path(path).resolve()), task_lengths=_task_lengths(lengths), cost_models={},
                               loo_comparison=comparison)
-    return FitOutcome(result, fit_baseline(counts, divergence_terms=divergence_terms), counts, notes)
+    baseline = fit_baseline(counts, divergence_terms=divergence_terms)
+    return FitOutcome(result, baseline, counts, notes + _fit_notes(diagnostics, baseline))
 
 
 def _workload_for_posterior(posterior: Any, source: str) -> Workload:

@@ -28,8 +28,8 @@ from specsim.lengths import length_table
 from specsim.traces.schema import BASELINE_FOLDER
 from specsim.traces.select import select
 
-__all__ = ["LENGTH_FILE_SUFFIXES", "MAX_OUTPUT_LEN", "MAX_PROMPT_LEN", "NO_PROMPT_ASSUMPTION", "Workload",
-           "is_lengths_file", "read_lengths_file", "resolve_workload"]
+__all__ = ["LENGTH_FILE_SUFFIXES", "MAX_OUTPUT_LEN", "MAX_PROMPT_LEN", "MAX_WORKLOAD_SEQUENCES", "NO_PROMPT_ASSUMPTION",
+           "Workload", "is_lengths_file", "read_lengths_file", "resolve_workload"]
 
 LENGTH_FILE_SUFFIXES = (".csv", ".parquet", ".jsonl", ".txt")
 #: What is assumed when a workload gives output lengths only.
@@ -39,6 +39,9 @@ NO_PROMPT_ASSUMPTION = "prompt lengths not given: taken as 0 tokens (prefill and
 MAX_OUTPUT_LEN = 131_072
 #: Longest prompt (tokens); prompts only enter the arithmetic of costs.
 MAX_PROMPT_LEN = 10_000_000
+#: Most sequences a workload may hold: the what-if's Monte Carlo keeps per-sequence arrays; a
+#: larger workload is better given as a sample of its lengths.
+MAX_WORKLOAD_SEQUENCES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,8 @@ def read_baseline_lengths(source: str | Path, temperature: float | None = None) 
                              field="temperature")
     elif frame["temperature"].nunique() > 1:
         raise InputError(f"runs at temperatures {sorted(frame['temperature'].unique())}: output lengths differ "
-                         "by temperature; choose one", path=folder, field="--temperature")
+                         "by temperature; choose one (--temperature where the command has it, else a lengths file "
+                         "of one temperature)", path=folder, field="temperature")
     return _validated_lengths(frame.reset_index(drop=True), folder)
 
 
@@ -116,9 +120,13 @@ def _validated_lengths(frame: pd.DataFrame, path: Path | str) -> pd.DataFrame:
     if "output_len" in frame.columns and "prompt_len" not in frame.columns:
         frame = frame.assign(prompt_len=0)
         frame.attrs["assumption"] = NO_PROMPT_ASSUMPTION
+    if "output_len" not in frame.columns:
+        raise InputError(f"no output_len column (columns: {', '.join(map(str, frame.columns)) or 'none'}); a lengths "
+                         "file has output_len and, optionally, prompt_len", path=path, field="output_len")
+    if len(frame) > MAX_WORKLOAD_SEQUENCES:
+        raise InputError(f"{len(frame):,} sequences; at most {MAX_WORKLOAD_SEQUENCES:,} are supported (give a sample "
+                         "of the lengths)", path=path, field="output_len")
     for column in ("prompt_len", "output_len"):
-        if column not in frame.columns:
-            raise InputError("missing column", path=path, field=column)
         values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(values) | (values != np.round(values))
         if bad.any():
@@ -218,6 +226,10 @@ def resolve_workload(source: str, sequences: pd.DataFrame | None = None, *, temp
     if sequences is None:
         raise InputError(f"{source!r} is not a lengths file (.csv, .parquet, .jsonl)", field=option)
     rows = select(sequences, task=source, temperature=temperature)
+    if rows.empty and temperature is not None and source in set(sequences["task"]):
+        held = sorted(sequences.loc[sequences["task"] == source, "temperature"].astype(float).unique())
+        raise InputError(f"task {source!r} has no sequences at temperature {temperature:g} (its temperatures: "
+                         f"{', '.join(f'{t:g}' for t in held)})", field=option)
     if rows.empty:
         tasks = sorted(sequences["task"].unique())
         raise InputError(f"no task {source!r} in the traces (tasks: {', '.join(tasks)}) and not a lengths file "

@@ -259,3 +259,27 @@ def test_cost_transfer_finds_a_run_whose_drafter_costs_moved():
     one = Traces(Path("."), runs[0]["tokens"], runs[0]["steps"], runs[0]["sequences"], {}, ())
     spread, table = cost_transfer(one)
     assert spread == DEFAULT_COST_RUN_LOG_SD > 0 and table.empty
+
+
+def test_weighted_workload_equals_the_expanded_one():
+    # predict collapses a workload to its distinct (prompt, output) pairs with their counts.
+    profile = AcceptanceProfile(np.array([[0.8, 0.6], [0.7, 0.5], [0.6, 0.4]]), np.array([64.0]))
+    prompt, output, weight = np.array([10, 300, 50]), np.array([20, 90, 200]), np.array([3, 1, 5])
+    weighted = expected_workload(profile, TRUE_COST, 3, prompt, output, weights=weight)
+    expanded = expected_workload(profile, TRUE_COST, 3, np.repeat(prompt, weight), np.repeat(output, weight))
+    assert weighted.speedup == pytest.approx(expanded.speedup, rel=1e-12)
+    assert weighted.tokens_per_step == pytest.approx(expanded.tokens_per_step, rel=1e-12)
+    assert weighted.speedup != pytest.approx(expected_workload(profile, TRUE_COST, 3, prompt, output).speedup)
+
+
+def test_profile_of_one_gamma_at_one_context_fits():
+    # profile --gamma 4 --context 16 --repeats 1 is allowed by the options: one verify pass is one
+    # coefficient (no per-context term can be told from one context).
+    from specsim.collect.profile import fit_profile
+
+    rows = [{"kind": kind, "context": 16, "gamma": 4, "seconds": seconds} for kind, seconds in
+            (("target", 0.02), ("verify", 0.03), ("draft_step", 0.0001), ("spec_prefill", 0.05),
+             ("baseline_prefill", 0.05))]
+    model = fit_profile(rows)
+    assert model.verify_table == {4: pytest.approx(0.03)} and model.verify_per_context_s == 0.0
+    assert model.target_base_s == pytest.approx(0.02)

@@ -170,9 +170,12 @@ def fit_profile(rows: list[dict]) -> CostModel:
     verify = part("verify")
     gammas = sorted({r["gamma"] for r in verify})
     several_contexts = len({r["context"] for r in verify}) > 1
+    # One context timed: no per-context term to tell from the per-gamma bases (it is 0).
     design = np.column_stack([[float(r["gamma"] == g) for r in verify] for g in gammas]
-                             + [[float(r["context"]) * several_contexts for r in verify]])
+                             + ([[float(r["context"]) for r in verify]] if several_contexts else []))
     params = nonnegative([r["seconds"] for r in verify], design)
+    if not several_contexts:
+        params = np.append(params, 0.0)
     table = dict(zip(gammas, map(float, params[:-1]), strict=True))
     # The linear terms extrapolate to draft lengths not measured.
     g = np.array(gammas, dtype=float)

@@ -235,6 +235,10 @@ class CollectConfig:
 _CONFIG_KEYS = {f for f in CollectConfig.__dataclass_fields__}
 
 
+#: Largest collect config read (a config is a few options; this bounds the parse).
+_MAX_CONFIG_BYTES = 1_000_000
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML collection config into keyword arguments of :class:`CollectConfig`.
 
@@ -246,8 +250,20 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError("no such config file", path=path)
+    if path.stat().st_size > _MAX_CONFIG_BYTES:
+        raise InputError(f"{path.stat().st_size:,} bytes; a collect config is at most {_MAX_CONFIG_BYTES:,}", path=path)
+
+    class NoAliasLoader(yaml.SafeLoader):
+        """Safe YAML without aliases: ``*name`` can repeat a node without bound (an alias bomb)."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"line {mark.line + 1}: aliases (*name) are not supported in a collect config")
+            return super().compose_node(parent, index)
+
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=NoAliasLoader) or {}  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         raise InputError(f"not valid YAML ({str(error).splitlines()[0]})", path=path) from None
     if not isinstance(data, dict):

@@ -26,3 +26,4 @@ __all__ = [
     "load_posterior",
     "predict_speedup",
 ]
+

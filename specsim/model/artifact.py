@@ -12,7 +12,9 @@ previous file intact.
 from __future__ import annotations
 
 import json
+import math
 import os
+import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -137,10 +139,81 @@ class PosteriorMetadata:
         if missing or set(values) - names:
             raise InputError(f"posterior metadata fields missing {sorted(missing)} or unknown "
                              f"{sorted(set(values) - names)}", path=path)
+        hints = typing.get_type_hints(cls)
+        for name, value in values.items():
+            problem = _type_problem(value, hints[name])
+            if problem:
+                raise InputError(f"posterior metadata {problem}", path=path, field=name)
         try:
-            return cls(**values)
+            metadata = cls(**values)
         except TypeError as error:
             raise InputError(f"broken specsim metadata ({error})", path=path) from None
+        metadata.check(path)
+        return metadata
+
+    def check(self, path: str | Path | None = None) -> None:
+        """The invariants between fields (names, kinds, bins, spreads); :class:`InputError` if broken."""
+        def fail(field_name: str, problem: str) -> None:
+            raise InputError(f"posterior metadata {problem}", path=path, field=field_name)
+
+        for name in ("tasks", "drafters"):
+            names = getattr(self, name)
+            if not names or len(set(names)) != len(names):
+                fail(name, f"must be a non-empty list of distinct names, got {names!r}")
+        for drafter, kind in self.drafter_kinds.items():
+            if drafter not in self.drafters or kind not in ("generic", "finetuned", "untrained"):
+                fail("drafter_kinds", f"{drafter!r}: {kind!r} is not a fitted drafter's generic, finetuned or "
+                     "untrained")
+        if self.n_draft_index < 1:
+            fail("n_draft_index", f"must be >= 1, got {self.n_draft_index}")
+        edges = self.position_edges
+        if any(not math.isfinite(e) for e in edges) or list(edges) != sorted(set(edges)):
+            fail("position_edges", "must be finite and increasing")
+        for name in ("cost_run_log_sd", "temperature", "target_accept"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                fail(name, f"must be a finite number >= 0, got {value}")
+
+
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """Why ``value`` (parsed JSON) does not fit the type ``hint``, or None.
+
+    Follows the forms the metadata uses: ``str``, ``int``, ``float`` (an int is a float),
+    ``list[T]``, ``dict[str, T]``, ``T | None`` and ``Any``.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return None
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        problems = [_type_problem(value, arg) for arg in args]
+        return None if any(p is None for p in problems) else problems[0]
+    if hint is type(None):
+        return None if value is None else f"must be null, got {value!r}"[:120]
+    if origin is list:
+        if not isinstance(value, list):
+            return f"must be a list, got {type(value).__name__} {value!r}"[:120]
+        for item in value:
+            problem = _type_problem(item, args[0]) if args else None
+            if problem:
+                return f"item {problem}"
+        return None
+    if origin is dict:
+        if not isinstance(value, dict):
+            return f"must be an object, got {type(value).__name__} {value!r}"[:120]
+        for key, item in value.items():
+            problem = _type_problem(item, args[1]) if args else None
+            if problem:
+                return f"{key!r}: {problem}"
+        return None
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else f"must be a number, got {value!r}"[:120]
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else f"must be a whole number, got {value!r}"[:120]
+    if hint is str:
+        return None if isinstance(value, str) else f"must be text, got {value!r}"[:120]
+    return None
 
 
 def _jsonable(value: Any) -> Any:

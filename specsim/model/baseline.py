@@ -8,6 +8,8 @@ its unmodelled effect.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -56,7 +58,23 @@ def fit_baseline(counts: AcceptanceCounts, divergence_terms: bool = True, level:
     design = _design(counts, divergence_terms)
     model = sm.GLM(endog, design, family=sm.families.Binomial())
     groups = cells["task_code"].to_numpy()
-    fit = model.fit(cov_type="cluster", cov_kwds={"groups": groups}) if len(np.unique(groups)) > 1 else model.fit()
-    interval = fit.conf_int(1 - level)
-    return pd.DataFrame({"estimate": fit.params, "std_error": fit.bse, "low": interval[0], "high": interval[1],
-                         "p_value": fit.pvalues})
+    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = (model.fit(cov_type="cluster", cov_kwds={"groups": groups}) if len(np.unique(groups)) > 1
+               else model.fit())
+        interval = fit.conf_int(1 - level)
+    frame = pd.DataFrame({"estimate": fit.params, "std_error": fit.bse, "low": interval[0], "high": interval[1],
+                          "p_value": fit.pvalues})
+    # statsmodels warns with its source lines; what matters is said once, in specsim's words.
+    kinds = {type(w.message) for w in caught if issubclass(w.category, (PerfectSeparationWarning, RuntimeWarning))}
+    frame.attrs["notes"] = []
+    if any(issubclass(kind, PerfectSeparationWarning) for kind in kinds):
+        frame.attrs["notes"].append("the statsmodels GLM baseline separates some cells perfectly (all or none of "
+                                    "their drafted tokens accepted): its estimates there run to the bounds, where the "
+                                    "hierarchical model's priors keep them finite")
+    elif kinds:
+        frame.attrs["notes"].append("the statsmodels GLM baseline met a numerical overflow (cells near 0 or 1): read "
+                                    "its estimates with care")
+    return frame

@@ -14,7 +14,10 @@ kind), so the intercept and ``b_finetuned`` are identified by the data (:class:`
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -236,7 +239,8 @@ class FitResult:
         import arviz as az
 
         names = var_names or [n for n in SUMMARY_PARAMETERS if n in self.idata.posterior]
-        return az.summary(self.idata, var_names=names, hdi_prob=hdi_prob)
+        with quiet_arviz_shape_checks():
+            return az.summary(self.idata, var_names=names, hdi_prob=hdi_prob)
 
     def posterior(self) -> Posterior:
         """The draws and metadata prediction reads (as :func:`specsim.model.artifact.load_posterior` returns)."""
@@ -245,6 +249,27 @@ class FitResult:
     def save(self, path) -> Path:
         """Write the posterior file (atomic; see :mod:`specsim.model.artifact`)."""
         return save_posterior(self.idata, self.metadata, path)
+
+
+@contextlib.contextmanager
+def quiet_arviz_shape_checks() -> Iterator[None]:
+    """Silence ArviZ's "Shape validation failed" log line (one chain, or few draws) while inside.
+
+    The gate below says what matters of it in specsim's words (R-hat and ESS against thresholds).
+    ArviZ logs through its own ``Logger("arviz")`` instance, not one ``logging.getLogger`` returns.
+    """
+    import arviz as az
+
+    log = getattr(az, "_log", None)
+    if log is None:
+        yield
+        return
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def diagnose(idata, thresholds: dict = DIAGNOSTIC_THRESHOLDS) -> dict:
@@ -256,9 +281,10 @@ def diagnose(idata, thresholds: dict = DIAGNOSTIC_THRESHOLDS) -> dict:
     # Centred task and drafter effects (no ``*_z`` variable) are sampled, so they are diagnosed.
     sampled = {f"{g}_effect" for g in ("task", "drafter") if f"{g}_z" not in idata.posterior.data_vars}
     names = [n for n in idata.posterior.data_vars if n not in DETERMINISTICS or n in sampled]
-    r_hat = az.rhat(idata, var_names=names)
-    ess_bulk = az.ess(idata, var_names=names, method="bulk")
-    ess_tail = az.ess(idata, var_names=names, method="tail")
+    with quiet_arviz_shape_checks():
+        r_hat = az.rhat(idata, var_names=names)
+        ess_bulk = az.ess(idata, var_names=names, method="bulk")
+        ess_tail = az.ess(idata, var_names=names, method="tail")
 
     def extreme(dataset, reducer) -> float:
         values = [float(reducer(dataset[v].values)) for v in dataset.data_vars if dataset[v].size]

@@ -18,7 +18,7 @@ import pandas as pd
 from scipy.special import expit
 
 from specsim.errors import InputError
-from specsim.lengths import divergences
+from specsim.lengths import DIVERGENCE_UPPER, divergences
 from specsim.model.artifact import Posterior, PosteriorMetadata
 from specsim.model.spec import FIXED_EFFECTS, linear_predictor
 from specsim.simulate.acceptance import AcceptanceProfile, Extrapolation, extrapolation
@@ -222,6 +222,11 @@ def predict_speedup(
     prompt_lengths = np.asarray(prompt_lengths, dtype=float)
     output_lengths = np.asarray(output_lengths)
     meta = posterior.metadata
+    if divergence is not None:
+        upper = DIVERGENCE_UPPER.get(meta.divergence_measure, np.inf)
+        if not (np.isfinite(divergence) and 0 <= divergence <= upper):
+            raise InputError(f"must be a finite {meta.divergence_measure} divergence in [0, {upper:g}] (the fit's "
+                             f"measure), got {divergence:g}", field="--divergence")
     if divergence is None and not meta.options.get("divergence_terms", True):
         divergence = 0.0  # a fit without divergence terms (counts without length summaries)
     if divergence is None:
@@ -248,12 +253,18 @@ def predict_speedup(
     rates = acceptance_draws(posterior, finetuned=finetuned, divergence=divergence, task=task, drafter=drafter,
                              rng=rng, extra_bins=extra_bins, probe=probe)
     chosen = rng.choice(len(rates), size=min(n_draws, len(rates)), replace=False)
-    predictions = [expected_workload(AcceptanceProfile(rates[i], edges), cost, gamma, prompt_lengths, output_lengths)
-                   for i in chosen]
-    speedups = np.array([p.speedup for p in predictions])
+    # Each draw needs only the workload's distinct (prompt, output) pairs, weighted by their counts,
+    # and keeps two numbers: memory stays one workload's size, whatever the number of draws.
+    pairs, counts = np.unique(np.column_stack([prompt_lengths, output_lengths]), axis=0, return_counts=True)
+    predictions = []
+    for i in chosen:
+        draw = expected_workload(AcceptanceProfile(rates[i], edges), cost, gamma, pairs[:, 0], pairs[:, 1].astype(int),
+                                 weights=counts)
+        predictions.append((draw.speedup, draw.tokens_per_step))
+    speedups = np.array([p[0] for p in predictions])
     if cost_log_sd > 0:
         speedups = speedups * np.exp(rng.normal(0.0, cost_log_sd, len(speedups)))
-    tokens = np.array([p.tokens_per_step for p in predictions])
+    tokens = np.array([p[1] for p in predictions])
     tail = (1 - level) / 2
     low, high = np.quantile(speedups, [tail, 1 - tail])
     return SpeedupPrediction(float(speedups.mean()), float(np.median(speedups)), float(low), float(high), level,

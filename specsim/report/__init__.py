@@ -83,6 +83,16 @@ def _front_matter_to_title(notebook) -> None:
             return
 
 
+def _cell_failure(error: Any) -> str:
+    """One line for a failed cell: specsim's own bad-input message as it is; anything else named."""
+    name, value = getattr(error, "ename", ""), getattr(error, "evalue", "")
+    if name in ("InputError", "ValueError") and value:
+        return str(value).splitlines()[0]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    lines = [line for line in plain.splitlines() if line.strip()]
+    return f"a cell failed: {name}: {value}" if name else f"a cell failed: {lines[-1] if lines else error}"
+
+
 def execute_notebook(source: Path, params: Mapping[str, Any], workdir: Path, timeout: int = 1800):
     """Execute a percent script as a notebook with injected parameters; return the notebook."""
     import jupytext
@@ -120,9 +130,7 @@ def execute_notebook(source: Path, params: Mapping[str, Any], workdir: Path, tim
         # The kernel's own log goes nowhere: cell output and errors come back as messages.
         client.execute(stderr=subprocess.DEVNULL)
     except CellExecutionError as error:
-        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
-        lines = [line for line in plain.splitlines() if line.strip()]
-        raise InputError(f"report cell failed: {lines[-1] if lines else error}", path=source) from None
+        raise InputError(_cell_failure(error), field=f"report {source.stem}") from None
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
     return notebook
@@ -143,10 +151,12 @@ def render_report(name: str, params: Mapping[str, Any] | None = None, out_dir: s
     use_quarto : bool, optional
         Force or forbid Quarto; default: use it when ``quarto`` is on the PATH.
     """
+    from specsim.report.params import check_report_params
     from specsim.traces.store import atomic_write_bytes
 
     source = find_report(name)
-    params = dict(params or {})
+    shipped = source.parent.resolve() == report_sources().resolve()
+    params = check_report_params(source.stem if shipped else None, dict(params or {}))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{source.stem}.html"

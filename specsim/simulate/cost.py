@@ -137,8 +137,12 @@ class CostModel:
         if unknown:
             raise InputError(f"unknown cost-model field(s) {sorted(unknown)}", field="cost model")
         values = dict(values)
+        table = values.get("verify_table") or {}
+        if not isinstance(table, dict):
+            raise InputError(f"must map draft lengths to seconds (a JSON object), got a {type(table).__name__}",
+                             field="verify_table")
         try:
-            values["verify_table"] = {int(k): float(v) for k, v in (values.get("verify_table") or {}).items()}
+            values["verify_table"] = {int(k): float(v) for k, v in table.items()}
             numbers = {k: float(v) for k, v in values.items() if k not in ("verify_table", "diagnostics")}
         except (TypeError, ValueError) as error:
             raise InputError(f"cost-model values must be numbers ({error})", field="cost model") from None

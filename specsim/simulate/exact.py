@@ -142,6 +142,7 @@ def expected_workload(
     gamma: int,
     prompt_lengths: np.ndarray,
     output_lengths: np.ndarray,
+    weights: np.ndarray | None = None,
 ) -> WorkloadPrediction:
     """Exact expected speed-up of a workload of sequences.
 
@@ -155,6 +156,9 @@ def expected_workload(
         Draft length.
     prompt_lengths, output_lengths : numpy.ndarray, shape (n_sequences,)
         The workload (repeat a sequence to weight it).
+    weights : numpy.ndarray, shape (n_sequences,), optional
+        How many sequences each row stands for (a workload collapsed to its distinct pairs);
+        the speed-up and tokens per step are then those of the expanded workload.
 
     Returns
     -------
@@ -179,9 +183,13 @@ def expected_workload(
         spec = (cost.spec_overhead_seconds(prompt) + cumulative_base[output - 1]
                 + prompt * cumulative_rate[output - 1] + cumulative_context[output - 1])
     baseline = cost.baseline_seconds(prompt, output)
+    weight = np.ones(len(output)) if weights is None else np.asarray(weights, dtype=float).reshape(-1)
+    if weight.shape != output.shape or not np.all(np.isfinite(weight) & (weight >= 0)) or weight.sum() <= 0:
+        raise InputError("weights must be finite, >= 0, not all 0, one per sequence", field="weights")
     return WorkloadPrediction(
-        gamma=int(gamma), speedup=float(baseline.sum() / spec.sum()),
-        tokens_per_step=float(output.sum() / steps.sum()), spec_s=spec, baseline_s=baseline, steps=steps,
+        gamma=int(gamma), speedup=float(np.dot(weight, baseline) / np.dot(weight, spec)),
+        tokens_per_step=float(np.dot(weight, output) / np.dot(weight, steps)), spec_s=spec, baseline_s=baseline,
+        steps=steps,
     )
 
 

@@ -47,7 +47,7 @@ from specsim.errors import InputError
 
 __all__ = ["COUNTS_SCHEMA", "COUNTS_VERSION", "COUNTS_GROUP", "write_counts", "read_counts", "read_counts_lengths",
            "counts_from_traces", "summarize_counts", "counts_by_index", "with_optional_columns", "index_counts",
-           "check_counts", "MAX_GAMMA"]
+           "check_counts", "MAX_GAMMA", "measured_tokens", "refuse_unmeasured"]
 
 COUNTS_VERSION = "3"
 #: The longest draft a counts table may hold (what ``--gamma`` allows everywhere).
@@ -320,6 +320,27 @@ def counts_from_traces(tokens: pd.DataFrame, steps: pd.DataFrame, sequences: pd.
     frame = pd.DataFrame(rows)
     frame.insert(0, "source", source)
     return frame
+
+
+def measured_tokens(rows: pd.DataFrame) -> int:
+    """Drafted tokens the target judged in ``rows``: evaluated ones by draft index, drafted ones of pooled rows."""
+    index = rows["draft_index"].to_numpy()
+    evaluated = pd.to_numeric(rows["evaluated"], errors="coerce").fillna(0).to_numpy()
+    drafted = pd.to_numeric(rows["drafted"], errors="coerce").fillna(0).to_numpy()
+    return int(evaluated[index >= 0].sum() + drafted[index < 0].sum())
+
+
+def refuse_unmeasured(counts: pd.DataFrame, by: tuple[str, ...] = tuple(COUNTS_GROUP), what: str = "counts") -> None:
+    """:class:`InputError` naming the first group of ``counts`` in which no drafted token was judged.
+
+    Such a group holds no acceptance at all: an answer from it would be the prior's alone.
+    """
+    for key, rows in counts.groupby(list(by), observed=True, dropna=False, sort=True):
+        if measured_tokens(rows) == 0:
+            named = ", ".join(f"{name} {value}" for name, value in zip(by, key if isinstance(key, tuple) else (key,),
+                                                                        strict=True))
+            raise InputError(f"{named}: 0 drafted tokens were evaluated, so nothing was measured (drop the group, or "
+                             "import a window in which requests were served)", field=what)
 
 
 def counts_by_index(group: pd.DataFrame) -> pd.DataFrame:
