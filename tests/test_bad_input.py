@@ -409,3 +409,16 @@ def test_report_parameter_checks_cover_each_report_exactly():
         names = {line.split("=")[0].split(":")[0].strip() for line in cell.source.splitlines()
                  if "=" in line and not line.lstrip().startswith("#")}
         assert set(REPORT_PARAMETERS[source.stem]) == names, source.stem
+
+
+@pytest.mark.integration
+def test_fit_speaks_in_specsim_lines_only(two_kind_traces, tmp_path):
+    # ArviZ's refactor FutureWarning, its Pareto-k UserWarnings and "Shape validation failed" log,
+    # PyMC's short-chain line and statsmodels' warnings each came with a path and a source line.
+    completed = subprocess.run([sys.executable, "-m", "specsim.cli", "fit", str(two_kind_traces[0]), "--out",
+                                str(tmp_path / "p.nc"), "--draws", "10", "--tune", "30", "--chains", "1"],
+                               cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    err = completed.stderr
+    assert "Warning:" not in err and ".py:" not in err and "arviz" not in err.lower() and "samples per chain" not in err
+    assert err == "" or err.startswith(("note: ", "warning: ")), err

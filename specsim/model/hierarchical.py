@@ -15,6 +15,7 @@ kind), so the intercept and ``b_finetuned`` are identified by the data (:class:`
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import warnings
 from collections.abc import Iterator
@@ -366,6 +367,8 @@ def fit_model(
         warnings.simplefilter("ignore", FutureWarning)
         kwargs = dict(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=progressbar,
                       target_accept=target_accept)
+        if "quiet" in inspect.signature(pm.sample).parameters:
+            kwargs["quiet"] = True  # PyMC's "Only N samples per chain" line: the gate below says what matters
         try:
             if sampler == "nutpie":
                 idata = pm.sample(nuts_sampler="nutpie", nuts_sampler_kwargs={
