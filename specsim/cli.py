@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from specsim.errors import InputError
 from specsim.glossary import INTERVAL_LEVEL
@@ -70,24 +69,14 @@ def print_json(payload: Any) -> None:
 
 
 def print_table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
-    """Print rows as a rich table; floats with 3 significant decimals."""
+    """Print rows as rich tables that fit the terminal (:func:`specsim.tables.render_tables`)."""
+    from specsim.tables import render_tables
+
     if not rows:
         stdout.print(f"{title}: no rows")
         return
-    columns = columns or list(rows[0])
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, justify="left" if isinstance(rows[0][column], str) else "right")
-    for row in rows:
-        cells = []
-        for column in columns:
-            value = row[column]
-            if isinstance(value, float):
-                cells.append("-" if not math.isfinite(value) else f"{value:.3f}")
-            else:
-                cells.append(str(value))
-        table.add_row(*cells)
-    stdout.print(table)
+    for table in render_tables(title, rows, stdout.width, columns):
+        stdout.print(table)
 
 
 def _finite(option: str, low: float | None = None, high: float | None = None):

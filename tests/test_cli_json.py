@@ -70,3 +70,36 @@ def test_model_commands_print_one_glossary_document(two_kind_traces, tmp_path, c
         payload = _json_of(argv, capsys)
         assert not undefined_keys(payload), (name, undefined_keys(payload))
     assert payload["report"].endswith("main.html")
+
+
+def test_tables_fit_80_columns_and_cut_no_cell(trace_dir, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import specsim.cli as cli
+
+    for width in (80, 120):
+        screen = io.StringIO()
+        monkeypatch.setattr(cli, "stdout", Console(width=width, file=screen))
+        assert cli.main(["traces", "summary", str(trace_dir)]) == 0
+        assert cli.main(["simulate", "best-gamma", "--traces", str(trace_dir), "--drafter", "generic-4l",
+                         "--acceptance-from", "code", "--lengths-from", "code"]) == 0
+        cli.print_table("wide", [{"task": "explain-short", "drafter": "finetuned-docsum",
+                                  **{f"a_long_measure_name_{i}": 1000.5 + i for i in range(9)}}])
+        text = screen.getvalue()
+        assert "…" not in text
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert max(len(line) for line in lines) <= width
+        # every cell whole: each drafter name and each number appears as written
+        assert "finetuned-docsum" in text and "1008.500" in text and "generic-4l" in text
+
+
+def test_table_cells_share_one_format():
+    from specsim.tables import format_column
+
+    assert format_column("ess_bulk", [959.0, 1200.0]) == ["959", "1200"]
+    assert format_column("temperature", [0.0, 0.7]) == ["0", "0.7"]
+    assert format_column("speedup", [1.5, 1.6, 1.76]) == ["1.500", "1.600", "1.760"]
+    assert format_column("passed", [True, False]) == ["yes", "no"]
+    assert format_column("x", [float("nan"), None, "text"]) == ["-", "-", "text"]
