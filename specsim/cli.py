@@ -667,7 +667,7 @@ def simulate_whatif(
         print_json({**result.to_dict(), **workload.describe(), "cost_model": cost_label,
                     "concurrency": concurrency or 1, "draft_index_extrapolates": gamma > indices})
         return
-    verdict = "faster" if result.speedup >= 1 else "SLOWER than plain decoding"
+    verdict = "faster than plain decoding" if result.speedup >= 1 else "slower than plain decoding"
     stdout.print(
         f"{drafter} with {acceptance_from}'s acceptance on {workload.name}'s lengths, gamma {gamma}: "
         f"speed-up {result.speedup:.3f}x ({verdict}; {100 * result.level:.0f}% interval {result.speedup_low:.3f} to "
@@ -722,7 +722,7 @@ def simulate_counts(
                     "draft_index_extrapolates": (gamma or measured_gamma) > measured_gamma,
                     "source": str(counts["source"].iloc[0])})
         return
-    verdict = "faster" if result.speedup >= 1 else "SLOWER than plain decoding"
+    verdict = "faster than plain decoding" if result.speedup >= 1 else "slower than plain decoding"
     stdout.print(f"{counts['drafter'].iloc[0]} ({counts['source'].iloc[0]}) on {workload.name}: speed-up "
                  f"{result.speedup:.3f}x ({verdict}; {100 * result.level:.0f}% interval {result.speedup_low:.3f} to "
                  f"{result.speedup_high:.3f}), {result.tokens_per_step:.2f} tokens per step (bonus included); costs: "
@@ -1034,7 +1034,7 @@ def predict_command(
     if json_output:
         print_json(payload)
     else:
-        verdict = "faster" if prediction.mean >= 1 else "SLOWER than plain decoding"
+        verdict = "faster than plain decoding" if prediction.mean >= 1 else "slower than plain decoding"
         stdout.print(
             f"{drafter_kind} drafter on {resolved.name} (divergence {prediction.divergence:.3f}), gamma {gamma}: "
             f"speed-up {prediction.mean:.3f}x ({verdict}; {100 * level:.0f}% interval {prediction.low:.3f} to "

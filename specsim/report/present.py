@@ -1,7 +1,7 @@
 """One way to show tables, figures and verdicts in the reports and the notebook.
 
 - :func:`table`: no index, units in headers, three significant digits, intervals as
-  ``0.62 (0.58-0.66)``, missing values as an explained dash, wide tables transposed; a pandas
+  ``0.62 (0.58 to 0.66)``, missing values as an explained dash, wide tables transposed; a pandas
   Styler, so every report and the notebook look the same.
 - :func:`show`: refuses a figure with an unlabelled axis (the check runs on the figure objects
   before anything is rendered), then shows it.
@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["table", "format_number", "show", "drafter_colours", "verdict", "plot_acceptance_by_context", "MISSING",
-           "MAX_COLUMNS"]
+__all__ = ["table", "format_number", "format_numbers", "show", "drafter_colours", "verdict",
+           "plot_acceptance_by_context", "MISSING", "MAX_COLUMNS"]
 
 #: How a missing value appears in a table (the caption says why).
 MISSING = "–"
@@ -68,13 +68,14 @@ def table(
     shown = frame.copy()
     for name, (estimate, low, high) in (intervals or {}).items():
         shown[name] = [
-            MISSING if not np.isfinite(e) else f"{format_number(e, digits)} ({format_number(lo, digits)}-"
+            MISSING if not np.isfinite(e) else f"{format_number(e, digits)} ({format_number(lo, digits)} to "
                                              f"{format_number(hi, digits)})"
             for e, lo, hi in zip(shown[estimate].astype(float), shown[low].astype(float), shown[high].astype(float),
                                  strict=True)]
         shown = shown.drop(columns=[estimate, low, high])
     shown = shown.rename(columns=dict(rename or {}))
-    text = shown.map(lambda value: format_number(value, digits)) if hasattr(shown, "map") else shown
+    text = pd.DataFrame({column: format_numbers(shown[column].tolist(), digits) for column in shown.columns},
+                        columns=shown.columns)
     if text.shape[1] > MAX_COLUMNS and text.shape[0] <= MAX_COLUMNS:
         text = text.T.reset_index(names="")
     styler = text.style.hide(axis="index").set_table_styles([
@@ -99,6 +100,35 @@ def show(figure: Any) -> None:
     plt.show()
 
 
+def format_numbers(values: Sequence[Any], digits: int = 3) -> list[str]:
+    """A column's values in one format: whole numbers bare, other floats to the same decimals.
+
+    The decimals give ``digits`` significant digits to the column's largest magnitude, so that
+    1.5, 1.6 and 1.76 read 1.50, 1.60 and 1.76, and ESS 959.0 reads 959; text, yes/no and missing
+    values as :func:`format_number` writes them.
+
+    Examples
+    --------
+    >>> format_numbers([1.5, 1.6, 1.76])
+    ['1.50', '1.60', '1.76']
+    >>> format_numbers([959.0, 1203.0, float("nan")])
+    ['959', '1203', '–']
+    """
+    def finite_number(value: Any) -> bool:
+        return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+                and math.isfinite(float(value)))
+
+    numbers = [float(v) for v in values if finite_number(v)]
+    if not numbers:
+        return [format_number(v, digits) for v in values]
+    if all(n == round(n) for n in numbers):
+        decimals = 0
+    else:
+        largest = max(abs(n) for n in numbers)
+        decimals = max(0, digits - 1 - math.floor(math.log10(largest)))
+    return [f"{float(v):.{decimals}f}" if finite_number(v) else format_number(v, digits) for v in values]
+
+
 def drafter_colours(drafters: Sequence[str]) -> dict[str, Any]:
     """One colour per drafter (sorted names), the same in every figure of a report."""
     import matplotlib.pyplot as plt
@@ -110,7 +140,7 @@ def verdict(name: str, speedup: float, low: float, high: float, level: float, ga
             cost_label: str, best_gamma: int | None = None, best_speedup: float | None = None,
             break_even_cost_ratio: float | None = None) -> str:
     """One or two sentences a practitioner can act on (Markdown)."""
-    interval = f"{100 * level:.0f}% interval {low:.2f}-{high:.2f}"
+    interval = f"{100 * level:.0f}% interval {low:.2f} to {high:.2f}"
     if low >= 1:
         lead = f"**{name} is expected to be {speedup:.2f}x faster than plain decoding** ({interval}) at gamma {gamma}"
     elif high < 1:
