@@ -1094,9 +1094,20 @@ def loto_command(
                      f"{len(table)}; MAPE {with_probe['mean_absolute_percentage_error_probe']:.1f}%")
 
 
-@app.command("report")
+def _report_help() -> str:
+    from specsim.report.params import REPORT_PARAMETERS
+
+    listed = "\n\n".join(f"{name}: {', '.join(sorted(checks))}" for name, checks in REPORT_PARAMETERS.items())
+    return ("Render a report to one self-contained HTML file (Quarto if installed, else Jupyter).\n\n"
+            "main: the answer on the reference experiments (give posterior=FILE to skip its refit of a few "
+            "minutes); whatif: one drafter's acceptance on another workload; counts: an engine's counts (specsim "
+            "import) under your costs. Parameters (--param KEY=VALUE), checked as the options they mirror:\n\n"
+            + listed)
+
+
+@app.command("report", help=_report_help())
 def report_command(
-    name: str = typer.Argument(..., help="Report: main, whatif, or a path to a percent script."),
+    name: str = typer.Argument(..., help="Report: main, whatif, counts, or a path to a percent script."),
     param: list[str] | None = typer.Option(None, "--param", help="KEY=VALUE parameter override; repeatable."),
     out: Path = typer.Option(Path("out/reports"), help="Folder of the HTML file."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -1109,7 +1120,9 @@ def report_command(
     params = parse_params(param or [])
     find_report(name)
     check_output_dir(out, "--out")
-    with stderr.status(f"rendering {name} ({'quarto' if shutil.which('quarto') else 'jupyter kernel'})"):
+    refit = "; fitting the model first, a few minutes: posterior=FILE skips it" if (
+        name == "main" and not params.get("posterior")) else ""
+    with stderr.status(f"rendering {name} ({'quarto' if shutil.which('quarto') else 'jupyter kernel'}{refit})"):
         path = render_report(name, params, out)
     if json_output:
         print_json({"report": name, "html": str(path), "params": params})

@@ -31,7 +31,8 @@ _QUANTITIES = {
     "predicted_speedup": "simulator's exact expected speed-up of a measured cell",
     "best_speedup": "speed-up at the best draft length", "best_gamma": "draft length with the highest speed-up",
     "interval_level": "probability of the central interval",
-    "tokens_per_step": "expected tokens per draft-verify step, bonus token included (plain decoding = 1.00)",
+    "tokens_per_step": "expected tokens per draft-verify step, bonus token included (plain decoding = 1.00; vLLM's "
+                       "acceptance length)",
     "tokens_per_step_convention": "how tokens per step are counted",
     "sequence_speedup_quantiles": "quantiles of per-sequence speed-up (Monte Carlo)",
     "q05": "5% quantile", "q50": "median", "q95": "95% quantile",
@@ -62,7 +63,7 @@ _QUANTITIES = {
     "share_of_tokens_beyond_observed": "fraction of the workload's generated tokens past the measured positions",
     # keys of cells and groups
     "task": "task", "drafter": "drafter name", "drafter_kind": "generic, finetuned or untrained",
-    "temperature": "sampling temperature (0 = greedy)", "gamma": "draft length", "schedule": "draft-length schedule",
+    "temperature": "sampling temperature (0 = greedy)", "gamma": "draft length (vLLM's num_speculative_tokens, HF's num_assistant_tokens)", "schedule": "draft-length schedule",
     "gammas": "one row per draft length", "groups": "one row per group", "held_out_task": "task left out of the fit",
     "covered": "whether the interval covers the measured value",
     # errors and validation

@@ -80,6 +80,8 @@ def _front_matter_to_title(notebook) -> None:
         if cell.cell_type == "raw" and cell.source.strip().startswith("---"):
             header = yaml.safe_load(cell.source.strip().strip("-")) or {}
             notebook.cells[index] = nbformat.v4.new_markdown_cell(f"# {header.get('title', '')}")
+            if header.get("title"):
+                notebook.metadata["title"] = str(header["title"])  # the page's <title>, as Quarto sets it
             return
 
 
