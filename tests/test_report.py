@@ -51,6 +51,8 @@ def test_reports_render_in_a_real_browser(rendered, tmp_path, which):
     figures = len(re.findall(r'<img[^>]*src="data:image/png;base64', text))
     assert figures >= (6 if which == 0 else 1)
     assert "Traceback" not in text and 'class="ansi-red-fg"' not in text
+    title = re.search(r"<title>(.*?)</title>", text, flags=re.S).group(1).strip()
+    assert title and title != "Notebook", title  # the report's own title, as Quarto gives it
     assert "vnd.jupyter.stderr" not in re.sub(r"<style.*?</style>", "", text, flags=re.S)
     image = _screenshot(html, tmp_path / "shot.png")
     assert image.shape[0] >= 3000 and image.shape[1] >= 1280
@@ -152,3 +154,33 @@ def test_counts_report_from_an_engines_counts(tmp_path):
     assert "is expected to be" in text and "faster than plain decoding" in text
     assert "best draft length here is gamma" in text
     assert "per-position counts are over drafts" in text
+
+
+def test_figures_keep_legends_outside_plain_log_ticks_and_whole_draft_indices():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from specsim.report.present import show
+
+    figure, (left, right) = plt.subplots(1, 2)
+    for name in ("generic-4l", "finetuned-code"):
+        left.plot([0, 1, 2, 3], [0.8, 0.6, 0.5, 0.4], label=name)
+        right.plot([10, 100, 1000], [0.6, 4.0, 40.0], label=name)
+    left.set(xlabel="draft index", ylabel="conditional acceptance")
+    right.set(xlabel="context length", ylabel="seconds", xscale="log", yscale="log")
+    left.legend()
+    right.legend()
+    show(figure)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    for axes in (left, right):
+        legend_box = axes.get_legend().get_window_extent(renderer)
+        assert legend_box.x0 >= axes.get_window_extent(renderer).x1  # beside the axes, over no data mark
+    for axis in (right.xaxis, right.yaxis):  # plain numbers, not mathtext powers of ten
+        labels = [tick.get_text() for tick in axis.get_ticklabels() if tick.get_text()]
+        assert labels and all("$" not in label for label in labels) and all(float(label) > 0 for label in labels)
+    ticks = [tick for tick in left.get_xticks() if left.get_xlim()[0] <= tick <= left.get_xlim()[1]]
+    assert all(float(tick).is_integer() for tick in ticks)
+    plt.close(figure)

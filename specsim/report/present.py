@@ -89,15 +89,45 @@ def table(
 
 
 def show(figure: Any) -> None:
-    """Show ``figure`` after checking that every axis with data has both axis labels."""
+    """Show ``figure`` after checking and tidying its axes (the rules every report's figure keeps).
+
+    - Every axis with data has both axis labels (refused otherwise).
+    - Legends sit outside the axes, to their right, so that no legend covers a data mark.
+    - Log axes are labelled in plain numbers (0.6, 40), not powers of ten.
+    - Axes labelled in draft indices, draft lengths or gamma have whole-number ticks only.
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+
+    def plain(value: float, _position: Any) -> str:
+        return f"{value:g}"
 
     for axes in figure.axes:
         if not axes.has_data() or not axes.axison or getattr(axes, "_colorbar", None) is not None:
             continue  # empty panels and colour bars (labelled through their own label) need no axis labels
         if not axes.get_xlabel() or not axes.get_ylabel():
             raise ValueError(f"figure axes {axes.get_title()!r} lacks an axis label")
+        for axis, label in ((axes.xaxis, axes.get_xlabel()), (axes.yaxis, axes.get_ylabel())):
+            if axis.get_scale() == "log":
+                axis.set_major_formatter(FuncFormatter(plain))
+                axis.set_minor_formatter(NullFormatter())
+            if any(word in label.lower() for word in ("draft index", "draft length", "gamma")) and \
+                    axis.get_scale() == "linear" and _numeric_ticks(axis):
+                axis.set_major_locator(MaxNLocator(integer=True))
+        legend = axes.get_legend()
+        if legend is not None:
+            handles, labels = axes.get_legend_handles_labels()
+            axes.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                        fontsize=legend.get_texts()[0].get_fontsize() if legend.get_texts() else 8,
+                        title=legend.get_title().get_text() or None)
+    figure.tight_layout()
     plt.show()
+
+
+def _numeric_ticks(axis: Any) -> bool:
+    """Whether an axis shows numbers (not category names set with ``set_xticks(..., labels)``)."""
+    labels = [tick.get_text() for tick in axis.get_ticklabels() if tick.get_text()]
+    return all(label.replace("−", "-").replace(".", "", 1).lstrip("-").isdigit() for label in labels)
 
 
 def format_numbers(values: Sequence[Any], digits: int = 3) -> list[str]:
