@@ -63,7 +63,9 @@ _QUANTITIES = {
     "share_of_tokens_beyond_observed": "fraction of the workload's generated tokens past the measured positions",
     # keys of cells and groups
     "task": "task", "drafter": "drafter name", "drafter_kind": "generic, finetuned or untrained",
-    "temperature": "sampling temperature (0 = greedy)", "gamma": "draft length (vLLM's num_speculative_tokens, HF's num_assistant_tokens)", "schedule": "draft-length schedule",
+    "temperature": "sampling temperature (0 = greedy)",
+    "gamma": "draft length (vLLM's num_speculative_tokens, HF's num_assistant_tokens)",
+    "schedule": "draft-length schedule",
     "gammas": "one row per draft length", "groups": "one row per group", "held_out_task": "task left out of the fit",
     "covered": "whether the interval covers the measured value",
     # errors and validation
