@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup browser demo test test-fast test-all lint bench clean drafters
+.PHONY: setup browser demo test test-fast test-all lint bench clean drafters reports
 
 $(BIN)/.specsim-installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ drafters: setup
 	$(BIN)/python scripts/lengths/train_drafters.py --precision $(PRECISION)
 	$(BIN)/python scripts/reference/train_heads.py --precision $(PRECISION)
 	$(BIN)/python scripts/lengths/train_heads.py --precision $(PRECISION)
+
+# The reports on the shipped data, rendered with Jupyter into reports/_output/ (`quarto render
+# reports/` renders main and whatif the same way where Quarto is installed). main fits the model
+# first (a few minutes); counts reads the feature heads' traces as an engine's counts would be read.
+reports: setup
+	$(BIN)/specsim report main --out reports/_output
+	$(BIN)/specsim report whatif --out reports/_output
+	$(BIN)/specsim traces counts data/traces/reference-heads --out reports/_output/heads-counts.parquet
+	$(BIN)/specsim report counts --param counts=reports/_output/heads-counts.parquet --param lengths_from=qa \
+		--param task=qa --param drafter=head-generic --param gamma=4 --param cost_ratio=0.07 --out reports/_output
 
 # Debian's chromium for the browser check of rendered reports (skipped, with a reason, without it).
 browser:

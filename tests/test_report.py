@@ -184,3 +184,17 @@ def test_figures_keep_legends_outside_plain_log_ticks_and_whole_draft_indices():
     ticks = [tick for tick in left.get_xticks() if left.get_xlim()[0] <= tick <= left.get_xlim()[1]]
     assert all(float(tick).is_integer() for tick in ticks)
     plt.close(figure)
+
+
+def test_the_quarto_project_renders_the_package_sources():
+    import yaml
+
+    from specsim.report import report_sources
+
+    project = yaml.safe_load((REPO / "reports" / "_quarto.yml").read_text())
+    assert project["project"]["output-dir"] == "_output"
+    for page in project["project"]["render"]:
+        assert (REPO / "reports" / page).resolve() == (report_sources() / page).resolve()
+    # every shipped report has its page there (counts rendered with -P, as the project file says)
+    assert {p.name for p in report_sources().glob("*.py")} == {p.name for p in (REPO / "reports").glob("*.py")}
+    assert "reports:" in (REPO / "Makefile").read_text()

@@ -157,7 +157,7 @@ def render_report(name: str, params: Mapping[str, Any] | None = None, out_dir: s
     from specsim.traces.store import atomic_write_bytes
 
     source = find_report(name)
-    shipped = source.parent.resolve() == report_sources().resolve()
+    shipped = source.resolve().parent == report_sources().resolve()
     params = check_report_params(source.stem if shipped else None, dict(params or {}))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["table", "format_number", "format_numbers", "show", "drafter_colours", "verdict",
+__all__ = ["table", "format_number", "format_numbers", "shipped_path", "show", "drafter_colours", "verdict",
            "plot_acceptance_by_context", "MISSING", "MAX_COLUMNS"]
 
 #: How a missing value appears in a table (the caption says why).
@@ -157,6 +157,20 @@ def format_numbers(values: Sequence[Any], digits: int = 3) -> list[str]:
         largest = max(abs(n) for n in numbers)
         decimals = max(0, digits - 1 - math.floor(math.log10(largest)))
     return [f"{float(v):.{decimals}f}" if finite_number(v) else format_number(v, digits) for v in values]
+
+
+def shipped_path(path: str) -> str:
+    """``path`` as given where it exists; else, for a relative path, the same path under the parent folder.
+
+    The shipped sources name the shipped data relative to the repository (``data/traces/reference``);
+    ``quarto render reports/`` runs them from ``reports/``, one folder down.
+    """
+    from pathlib import Path
+
+    if not path or Path(path).exists() or Path(path).is_absolute():
+        return path
+    parent = Path("..") / path
+    return str(parent) if parent.exists() else path
 
 
 def drafter_colours(drafters: Sequence[str]) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from IPython.display import Markdown, display
 from specsim import workflow
 from specsim.imports import SOURCES
 from specsim.report.present import show, table, verdict
-from specsim.traces.counts import counts_by_index, read_counts, summarize_counts
+from specsim.traces.counts import counts_by_index, read_counts, read_counts_lengths, summarize_counts
 from specsim.traces.metrics import wilson_interval
 from specsim.workload import resolve_workload
 
@@ -65,7 +65,9 @@ def _tokenizer():
     return load_tokenizer(tokenizer)
 
 
-workload = resolve_workload(lengths_from, option="lengths_from", tokenizer=_tokenizer if tokenizer else None)
+# lengths_from: a lengths file, or a task whose lengths the counts file carries (specsim traces counts).
+workload = resolve_workload(lengths_from, read_counts_lengths(counts), option="lengths_from",
+                            tokenizer=_tokenizer if tokenizer else None)
 source = str(table_of_counts["source"].iloc[0])
 drafter = str(table_of_counts["drafter"].iloc[0])
 measured_gamma = int(table_of_counts["gamma"].iloc[0])

@@ -43,7 +43,7 @@ from specsim import workflow
 from specsim.lengths import divergence_matrix, length_table
 from specsim.model import aggregate_counts, fit_baseline, load_posterior
 from specsim.model.hierarchical import SUMMARY_PARAMETERS
-from specsim.report.present import drafter_colours, show, table, verdict
+from specsim.report.present import drafter_colours, shipped_path, show, table, verdict
 from specsim.traces import conditional_acceptance_by_index, read_traces, summarize
 from specsim.traces.metrics import measured_speedup_interval, wilson_interval
 from specsim.traces.select import select
@@ -51,6 +51,7 @@ from specsim.workload import Workload
 
 warnings.filterwarnings("ignore")
 pd.set_option("display.precision", 3)
+traces, lengths_traces = shipped_path(traces), shipped_path(lengths_traces)
 data = read_traces(traces)
 tokens = select(data.tokens, temperature=temperature)
 steps = select(data.steps, temperature=temperature)

@@ -39,7 +39,7 @@ from IPython.display import Markdown, display
 
 from specsim import workflow
 from specsim.model.data import drafter_reference_lengths
-from specsim.report.present import drafter_colours, show, table, verdict
+from specsim.report.present import drafter_colours, shipped_path, show, table, verdict
 from specsim.simulate.acceptance import profile_from_tokens
 from specsim.simulate.cost import read_cost_profile_batches
 from specsim.simulate.montecarlo import simulate_workload
@@ -47,6 +47,7 @@ from specsim.traces import read_traces
 from specsim.traces.select import select
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
+traces = shipped_path(traces)
 data = read_traces(traces)
 cost, cost_label = workflow.choose_cost(None if cost_ratio is None else float(cost_ratio), cost_profile or None,
                                        None if concurrency is None else float(concurrency))

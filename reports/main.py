@@ -1,0 +1,1 @@
+../specsim/report/sources/main.py
