@@ -86,8 +86,7 @@ def read_scrapes(path: Path, engine: str) -> tuple[list[dict[Series, float]], di
             if base not in _COUNTERS or not name.endswith("_total"):
                 continue
             if not math.isfinite(sample.value) or sample.value < 0:
-                raise InputError(f"{sample.name}: must be a finite count >= 0, got {sample.value}", path=path,
-                                 field=sample.name)
+                raise InputError(f"must be a finite count >= 0, got {sample.value}", path=path, field=sample.name)
             position = -1
             if base == "num_accepted_tokens_per_pos":
                 label = sample.labels.get("position", "")
