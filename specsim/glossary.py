@@ -117,6 +117,8 @@ _QUANTITIES = {
     "warnings": "one line per failed check", "max_r_hat": "largest R-hat", "min_ess_bulk": "smallest bulk ESS",
     "min_ess_tail": "smallest tail ESS", "divergences": "divergent transitions after tuning",
     "min_bfmi": "smallest E-BFMI", "max_pareto_k": "largest PSIS-LOO Pareto k",
+    "pareto_k_threshold": "Pareto k above which ArviZ calls a PSIS-LOO estimate unreliable (min(1 - 1/log10(S), 0.7))",
+    "pareto_k_high": "cells whose Pareto k is above the threshold", "loo_cells": "cells in the PSIS-LOO estimate",
     "posterior": "posterior summary (logit scale)", "parameter": "model parameter", "mean": "posterior mean",
     "sd": "posterior standard deviation", "hdi_5%": "lower end of the 90% HDI", "hdi_95%": "upper end of the 90% HDI",
     "mcse_mean": "Monte Carlo standard error of the mean", "mcse_sd": "Monte Carlo standard error of the sd",

@@ -228,7 +228,7 @@ def test_cli_whatif_and_validate(trace_dir, tmp_path, capsys):
     assert "no task 'nosuchtask'" in capsys.readouterr().err
     lengths.write_text("prompt_len,output\n1,2\n")
     assert main([*common, "--lengths-from", str(lengths)]) == 2
-    assert "output_len: missing column" in capsys.readouterr().err
+    assert "output_len: no output_len column (columns: prompt_len, output)" in capsys.readouterr().err
     assert main(["simulate", "validate", str(trace_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["mean_absolute_percentage_error"] < 10
 
