@@ -98,11 +98,11 @@ def _level_option(default: float = INTERVAL_LEVEL):
 
 
 def _open_unit(option: str):
-    """Typer callback: a probability strictly between 0 and 1 (an interval of level 0 or 1 says nothing)."""
+    """Typer callback: :func:`specsim.workflow.check_level` at parse time (an interval of level 0 or 1 says nothing)."""
     def check(value: float | None) -> float | None:
-        if value is not None and not (math.isfinite(value) and 0 < value < 1):
-            raise InputError(f"must be a number > 0 and < 1, got {value}", field=option)
-        return value
+        from specsim.workflow import check_level
+
+        return value if value is None else check_level(value, option)
     return check
 
 

@@ -58,7 +58,7 @@ MODELLED_KINDS = ("generic", "finetuned")
 def check_level(level: float, option: str = "--level") -> float:
     """``level`` if it is a probability strictly between 0 and 1, else :class:`InputError`."""
     if not (np.isfinite(level) and 0 < level < 1):
-        raise InputError(f"must be a probability in (0, 1), got {level}", field=option)
+        raise InputError(f"must be a number > 0 and < 1, got {level}", field=option)
     return float(level)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -184,7 +185,7 @@ def _type_problem(value: Any, hint: Any) -> str | None:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
         return None
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         problems = [_type_problem(value, arg) for arg in args]
         return None if any(p is None for p in problems) else problems[0]
     if hint is type(None):
