@@ -134,9 +134,10 @@ def _require_collect_extra(command: str) -> None:
                              "'specsim[collect]', with torch==2.13.0 or your CUDA build first)", field=command)
 
 
-_WORKLOAD_HELP = ("Task of the traces, lengths file (prompt_len and/or output_len; .csv/.parquet/.jsonl/.txt), "
-                  "text workload (JSONL of prompt/response or chats, or hf:DATASET?...&response=COLUMN; counted with "
-                  "--tokenizer) or a folder of plain-decoding runs (collect --baseline without a drafter).")
+_WORKLOAD_HELP = ("Task of the traces, lengths file (prompt_len and/or output_len; .csv, .parquet, .jsonl or .txt), "
+                  "text workload (JSONL of prompt/response or chats, or hf:DATASET with ?split=S &prompt=COLUMN "
+                  "&response=COLUMN; counted with --tokenizer) or a folder of plain-decoding runs (collect --baseline "
+                  "without a drafter).")
 _TOKENIZER_HELP = ("Tokenizer that counts a text workload's tokens (the target's alias, GGUF file, folder or hub "
                    "id; default: the target named in the traces).")
 
@@ -298,12 +299,14 @@ def collect_command(
     config_file: Path | None = typer.Option(None, "--config", help="YAML file with the options below."),
     target: str | None = typer.Option(None, help="Target model: alias (smollm2), GGUF file, local dir or hub id."),
     drafter: list[str] | None = typer.Option(
-        None, help="NAME=MODEL[,kind=generic|finetuned|untrained][,trained_on=DATASET]; repeatable. MODEL may be "
+        None, help="NAME=MODEL with optional ,kind=K (generic, finetuned or untrained) and ,trained_on=DATASET; "
+                   "repeatable. MODEL may be "
                    "prompt-lookup[:N] (transformers' prompt lookup, longest n-gram N, default 2) or "
                    "datastore:PATH (from specsim datastore build; fine-tuned on its tasks)."
     ),
     prompts: str | None = typer.Option(
-        None, help="Prompt file (.jsonl or .parquet) or hf:DATASET?split=S&prompt=COLUMN[&id=COLUMN][&task=T]."
+        None, help="Prompt file (.jsonl or .parquet) or hf:DATASET with ?split=S &prompt=COLUMN and optional "
+                   "&id=COLUMN &task=T (joined without spaces)."
     ),
     gamma: list[int] | None = typer.Option(None, help="Draft length; repeatable. Default 4."),
     temperature: list[float] | None = typer.Option(None, help="0 = greedy; repeatable. Default 0."),
@@ -434,7 +437,7 @@ def profile_command(
     context: list[int] | None = typer.Option(None, help="Context lengths (repeatable; default 64 256 1024).",
                                              min=2, max=1_000_000),
     repeats: int = typer.Option(5, help="Timed repeats per pass (the median is kept).", min=1, max=1000),
-    batch_size: list[str] | None = typer.Option(None, "--batch-size", "--batch-sizes", help="Batch sizes to time "
+    batch_size: list[str] | None = typer.Option(None, "--batch-size", help="Batch sizes to time "
                                                 "(repeatable or comma-separated, e.g. 1,2,4,8,16; default 1)."),
     seed: int = typer.Option(0, help="Seed of the random input tokens."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub."),
@@ -923,8 +926,8 @@ def fit_command(
     target_accept: float = typer.Option(0.95, "--target-accept", help="NUTS target acceptance (raise it if the "
                                         "diagnostics report divergent transitions).",
                                         callback=_finite("--target-accept", 0.0, 1.0)),
-    compare: bool = typer.Option(True, "--compare/--no-compare", help="Also fit the model without divergence "
-                                 "terms and compare both by PSIS-LOO."),
+    no_compare: bool = typer.Option(False, "--no-compare", help="Skip the fit without divergence terms and "
+                                    "its PSIS-LOO comparison (done by default)."),
     length_measure: str = typer.Option("js", "--length-measure", help="Length covariate: js (Jensen-Shannon of "
                                        "total lengths, default), w1_log (Wasserstein on log length), beyond_share "
                                        "(share of training tokens before the workload's positions), ..."),
@@ -941,7 +944,7 @@ def fit_command(
 
     check_output_file(out, ".nc", "--out")
     options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
-                                   target_accept=target_accept, compare=compare, mass_matrix=mass_matrix,
+                                   target_accept=target_accept, compare=not no_compare, mass_matrix=mass_matrix,
                                    parameterisation=parameterisation)
     if directory.suffix == ".parquet":
         with stderr.status("sampling the hierarchical model (compiles first)"):

@@ -103,3 +103,30 @@ def test_table_cells_share_one_format():
     assert format_column("speedup", [1.5, 1.6, 1.76]) == ["1.500", "1.600", "1.760"]
     assert format_column("passed", [True, False]) == ["yes", "no"]
     assert format_column("x", [float("nan"), None, "text"]) == ["-", "-", "text"]
+
+
+def _command_paths():
+    from typer.main import get_command
+
+    from specsim.cli import app
+
+    def walk(command, path):
+        yield path
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    return list(walk(get_command(app), []))
+
+
+def test_help_fits_80_columns_and_cuts_no_option(monkeypatch, capsys):
+    """Every command's --help on an 80-column terminal: no line wider, no name or cell cut with an ellipsis."""
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.delenv("TERMINAL_WIDTH", raising=False)
+    paths = _command_paths()
+    assert len(paths) > 15 and ["fit"] in paths and ["simulate", "whatif"] in paths
+    for path in paths:
+        assert main([*path, "--help"]) == 0, path
+        text = capsys.readouterr().out
+        assert "Usage:" in text, path
+        assert "…" not in text, (path, [line for line in text.splitlines() if "…" in line])
+        assert max(len(line) for line in text.splitlines()) <= 80, path
