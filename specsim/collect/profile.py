@@ -199,7 +199,10 @@ def measure_cost_profile(
     With ``batch_sizes`` beyond 1 each size's passes are timed too (``B`` rows of plain and
     drafter steps, ``B`` rows of ``g + 1`` verified tokens) and fitted into one cost model per
     size (``cost_models_by_batch``; times of whole-batch passes), with the target's roofline
-    (:func:`specsim.simulate.load.fit_roofline`) and the measured verify/plain ratios.
+    (:func:`specsim.simulate.load.fit_roofline`) and the measured verify/plain ratios. Those sizes
+    are timed in ``repeats`` rounds, each of one repeat of every size and context, and each pass's
+    repeats are reduced to their median: a slow spell of a shared machine then falls on every size
+    alike (in one round) rather than on the one size being timed.
     """
     import torch
 
@@ -229,7 +232,7 @@ def measure_cost_profile(
     motif = tokens[:_LOOKUP_MOTIF]
     repeating = (motif * (len(tokens) // len(motif) + 1))[:len(tokens)]
     rows: list[dict] = []
-    total = len(contexts) * len(set(batch_sizes) | {1})
+    total = len(contexts) * (1 + repeats * len(set(batch_sizes) - {1}))
     number = 0
     for number, context in enumerate(sorted(contexts)):
         prefix = tokens[:context]
@@ -278,12 +281,17 @@ def measure_cost_profile(
                      for s in _timed(target_lm.device, verify, repeats)]
         if progress is not None:
             progress(number + 1, total, f"context {context}")
-    for size in sorted(set(batch_sizes) - {1}):
-        for context in sorted(contexts):
-            rows += _batch_rows(target_lm, drafter_lm, lookup, tokens, repeating, context, size, gammas, repeats)
-            number += 1
-            if progress is not None:
-                progress(number + 1, total, f"batch {size}, context {context}")
+    # Batch sizes are timed in rounds of one repeat each (sizes and contexts inside a round), so that a
+    # slow spell of a shared machine falls on every batch size alike instead of on one of them.
+    sizes = sorted(set(batch_sizes) - {1})
+    for round_number in range(repeats if sizes else 0):
+        for size in sizes:
+            for context in sorted(contexts):
+                rows += _batch_rows(target_lm, drafter_lm, lookup, tokens, repeating, context, size, gammas, 1)
+                number += 1
+                if progress is not None:
+                    progress(number + 1, total, f"round {round_number + 1} of {repeats}, batch {size}, "
+                                                f"context {context}")
     for row in rows:
         row.setdefault("batch", 1)
     single = [row for row in rows if row["batch"] == 1]
