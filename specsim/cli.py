@@ -20,11 +20,10 @@ import typer
 from rich.console import Console
 
 from specsim.errors import InputError
-from specsim.glossary import INTERVAL_LEVEL
+from specsim.glossary import INTERVAL_LEVEL, TOKENS_PER_STEP_CONVENTION
 from specsim.outputs import check_output_dir, check_output_file
 
 #: How tokens per step are counted in every output.
-TOKENS_PER_STEP_CONVENTION = "bonus token included (vLLM, Spec-Bench; plain decoding = 1.00)"
 
 __all__ = ["app", "main", "run", "print_json", "print_table"]
 

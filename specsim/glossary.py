@@ -12,10 +12,25 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["INTERVAL_LEVEL", "GLOSSARY", "undefined_keys"]
+__all__ = ["INTERVAL_LEVEL", "TOKENS_PER_STEP_CONVENTION", "GLOSSARY", "central_quantiles", "undefined_keys"]
 
 #: Default probability of every interval specsim reports.
 INTERVAL_LEVEL = 0.9
+
+#: How tokens per step are counted, the value of every ``tokens_per_step_convention`` key.
+TOKENS_PER_STEP_CONVENTION = "bonus token included (vLLM, Spec-Bench; plain decoding = 1.00)"
+
+
+def central_quantiles(level: float = INTERVAL_LEVEL) -> tuple[float, float]:
+    """The probabilities of a central interval's ends: equal tails of ``(1 - level) / 2``.
+
+    Examples
+    --------
+    >>> tuple(round(q, 3) for q in central_quantiles(0.9))
+    (0.05, 0.95)
+    """
+    tail = (1 - level) / 2
+    return tail, 1 - tail
 
 _QUANTITIES = {
     # speed-up and tokens per step

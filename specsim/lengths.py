@@ -33,6 +33,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from specsim.errors import InputError
+from specsim.glossary import INTERVAL_LEVEL, central_quantiles
 
 __all__ = [
     "LENGTH_KINDS",
@@ -181,7 +182,7 @@ def divergences(
 
 
 def bootstrap_divergences(
-    a: np.ndarray, b: np.ndarray, *, n_resamples: int = 500, level: float = 0.9,
+    a: np.ndarray, b: np.ndarray, *, n_resamples: int = 500, level: float = INTERVAL_LEVEL,
     rng: np.random.Generator | int | None = None, progress: Callable[[], None] | None = None, **options,
 ) -> pd.DataFrame:
     """Divergences with percentile bootstrap intervals (both samples resampled).
@@ -202,11 +203,11 @@ def bootstrap_divergences(
         if progress is not None:
             progress()
     draws = pd.DataFrame(resampled)
-    tail = (1 - level) / 2
+    low_q, high_q = central_quantiles(level)
     return pd.DataFrame({
         "estimate": pd.Series(estimate),
-        "low": draws.quantile(tail),
-        "high": draws.quantile(1 - tail),
+        "low": draws.quantile(low_q),
+        "high": draws.quantile(high_q),
     }).loc[list(DIVERGENCES)]
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from specsim.errors import InputError
-from specsim.glossary import INTERVAL_LEVEL
+from specsim.glossary import INTERVAL_LEVEL, TOKENS_PER_STEP_CONVENTION, central_quantiles
 from specsim.lengths import divergences, length_table
 from specsim.simulate.acceptance import profile_from_tokens
 from specsim.simulate.cost import CostKey, CostModel, fit_cost_models
@@ -401,7 +401,7 @@ class CountsWhatIf:
         """JSON fields."""
         return {"speedup": self.speedup, "speedup_low": self.speedup_low, "speedup_high": self.speedup_high,
                 "interval_level": self.level, "tokens_per_step": self.tokens_per_step,
-                "tokens_per_step_convention": "bonus token included (vLLM, Spec-Bench; plain decoding = 1.00)",
+                "tokens_per_step_convention": TOKENS_PER_STEP_CONVENTION,
                 "positions_resolved": self.positions_resolved}
 
 
@@ -415,7 +415,12 @@ def what_if_counts(
     The interval draws each draft index's rate from its Beta(accepted + 1/2, rejected + 1/2)
     posterior (Jeffreys prior).
     """
-    from specsim.simulate.acceptance import AcceptanceProfile, counts_by_range, profile_from_counts_table
+    from specsim.simulate.acceptance import (
+        AcceptanceProfile,
+        counts_by_range,
+        jeffreys_rate_draws,
+        profile_from_counts_table,
+    )
     from specsim.traces.counts import counts_by_index, refuse_unmeasured
 
     check_level(level)
@@ -431,27 +436,25 @@ def what_if_counts(
         # drafts of any length kept as measured.
         column, edges, _ = by_range
         accepted, evaluated = column["accepted"], column["evaluated"]
-        pooled = rng.beta(accepted.sum(1) + 0.5, (evaluated - accepted).sum(1) + 0.5, size=(draws, len(accepted)))
-        cells = rng.beta(accepted + 0.5, evaluated - accepted + 0.5, size=(draws, *accepted.shape))
+        pooled = jeffreys_rate_draws(accepted.sum(1), evaluated.sum(1), rng, (draws, len(accepted)))
+        cells = jeffreys_rate_draws(accepted, evaluated, rng, (draws, *accepted.shape))
         cells = np.where(evaluated[None] > 0, cells, pooled[:, :, None])
         draws_of = [AcceptanceProfile(sample, edges, profile.continuation, profile.extension) for sample in cells]
     elif resolved:
         rows = counts_by_index(counts)
-        alpha = rows["accepted"].to_numpy() + 0.5
-        beta = (rows["evaluated"] - rows["accepted"]).to_numpy() + 0.5
-        samples = rng.beta(alpha, beta, size=(draws, len(rows)))
+        samples = jeffreys_rate_draws(rows["accepted"].to_numpy(), rows["evaluated"].to_numpy(), rng,
+                                      (draws, len(rows)))
     else:
         # Totals only: the i.i.d. rate's uncertainty from the drafted tokens (accepted of drafted).
         total = counts.sum(numeric_only=True)
         rate = float(profile.rates[0, 0])
         n = max(float(total["drafted"]), 1.0)
-        samples = np.repeat(rng.beta(rate * n + 0.5, (1 - rate) * n + 0.5, size=(draws, 1)), len(profile.rates), 1)
+        samples = np.repeat(jeffreys_rate_draws(rate * n, n, rng, (draws, 1)), len(profile.rates), 1)
     if by_range is None:
         draws_of = [AcceptanceProfile(sample[:, None], np.array([])) for sample in samples]
     speedups = [expected_workload(draw, cost, gamma, workload.prompt_lengths, workload.output_lengths).speedup
                 for draw in draws_of]
-    tail = (1 - level) / 2
-    low, high = np.quantile(speedups, [tail, 1 - tail])
+    low, high = np.quantile(speedups, central_quantiles(level))
     return CountsWhatIf(point.speedup, float(low), float(high), point.tokens_per_step, level, resolved)
 
 

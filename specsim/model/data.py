@@ -21,7 +21,8 @@ import pandas as pd
 
 from specsim.errors import InputError
 from specsim.lengths import divergences, length_table
-from specsim.simulate.acceptance import DEFAULT_POSITION_EDGES
+from specsim.traces.counts import token_step_positions
+from specsim.traces.schema import DEFAULT_POSITION_EDGES
 
 __all__ = ["AcceptanceCounts", "aggregate_counts", "aggregate_counts_table", "drafter_reference_lengths",
            "MIXTURE_NAMES"]
@@ -135,7 +136,7 @@ def aggregate_counts(
     sequences = sequences[sequences["drafter_kind"].isin(kinds)]
     if tokens.empty:
         raise InputError(f"no evaluated tokens of drafter kinds {', '.join(kinds)}", field="drafter_kind")
-    step_position = (tokens["position"] - tokens["draft_index"]).to_numpy()
+    step_position = token_step_positions(tokens)
     # Bins past the longest sequence would only add parameters the data cannot inform.
     edges = np.asarray(position_edges, dtype=float)
     edges = edges[edges <= step_position.max()]

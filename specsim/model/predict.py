@@ -18,6 +18,7 @@ import pandas as pd
 from scipy.special import expit
 
 from specsim.errors import InputError
+from specsim.glossary import INTERVAL_LEVEL, TOKENS_PER_STEP_CONVENTION, central_quantiles
 from specsim.lengths import DIVERGENCE_UPPER, divergences
 from specsim.model.artifact import Posterior, PosteriorMetadata
 from specsim.model.spec import FIXED_EFFECTS, linear_predictor
@@ -160,7 +161,7 @@ class SpeedupPrediction:
                 "speedup_high": self.high, "interval_level": self.level,
                 "speedup_estimator": "ratio of totals, posterior predictive mean",
                 "tokens_per_step": self.tokens_per_step_mean,
-                "tokens_per_step_convention": "bonus token included (vLLM, Spec-Bench; plain decoding = 1.00)",
+                "tokens_per_step_convention": TOKENS_PER_STEP_CONVENTION,
                 "acceptance_first_index": self.acceptance_index0_mean, "divergence": self.divergence,
                 **(self.extrapolation.to_dict() if self.extrapolation else {})}
 
@@ -179,7 +180,7 @@ def predict_speedup(
     drafter: str | None = None,
     probe: pd.DataFrame | None = None,
     n_draws: int = 400,
-    level: float = 0.9,
+    level: float = INTERVAL_LEVEL,
     rng: np.random.Generator | int | None = None,
     cost_log_sd: float = 0.0,
 ) -> SpeedupPrediction:
@@ -265,8 +266,7 @@ def predict_speedup(
     if cost_log_sd > 0:
         speedups = speedups * np.exp(rng.normal(0.0, cost_log_sd, len(speedups)))
     tokens = np.array([p[1] for p in predictions])
-    tail = (1 - level) / 2
-    low, high = np.quantile(speedups, [tail, 1 - tail])
+    low, high = np.quantile(speedups, central_quantiles(level))
     return SpeedupPrediction(float(speedups.mean()), float(np.median(speedups)), float(low), float(high), level,
                              float(np.mean(tokens)), float(rates[chosen, 0, :].mean()), float(divergence), speedups,
                              reach)

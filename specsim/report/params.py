@@ -65,7 +65,8 @@ _SEED = _number(0, 2**32 - 1, whole=True)
 REPORT_PARAMETERS: dict[str, dict[str, Check]] = {
     "main": {"traces": _path("folder"), "lengths_traces": _path("folder"), "posterior": _path("file"),
              "temperature": _TEMPERATURE, "gamma": _GAMMA, "draws": _number(1, 100_000, whole=True),
-             "cost_ratio": _COST_RATIO, "cost_profile": _path("file"), "seed": _SEED},
+             "cost_ratio": _COST_RATIO, "cost_profile": _path("file"), "load_profile": _path("file"),
+             "seed": _SEED},
     "whatif": {"traces": _path("folder"), "drafter": _text, "acceptance_from": _text, "lengths_from": _text,
                "gamma": _GAMMA, "temperature": _TEMPERATURE, "cost_ratio": _COST_RATIO,
                "cost_profile": _path("file"), "concurrency": _number(1, 65536, optional=True), "seed": _SEED},

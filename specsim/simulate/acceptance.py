@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 
 from specsim.errors import InputError
+from specsim.simulate.analytic import expected_tokens_per_step
+from specsim.traces.schema import DEFAULT_POSITION_EDGES
 
-__all__ = ["AcceptanceProfile", "profile_from_counts", "profile_from_tokens", "DEFAULT_POSITION_EDGES",
+__all__ = ["AcceptanceProfile", "profile_from_counts", "profile_from_tokens",
            "Extrapolation", "extrapolation", "iid_rate_from_tokens_per_step", "profile_from_counts_table",
-           "counts_by_range"]
+           "counts_by_range", "JEFFREYS_PRIOR", "jeffreys_rate_draws"]
 
-#: Interior edges of the default sequence-position bins (generated tokens so far).
-DEFAULT_POSITION_EDGES = np.array([32, 64, 128, 256, 512, 1024])
 
 
 @dataclass(frozen=True)
@@ -163,8 +163,27 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return np.clip(np.where(denominator > 0, cell, pooled), 0.0, 1.0)
 
 
+#: Jeffreys pseudo-count: Beta(0.5, 0.5) prior of every acceptance rate.
+JEFFREYS_PRIOR = 0.5
+
+
+def jeffreys_rate_draws(accepted: np.ndarray | float, evaluated: np.ndarray | float, rng: np.random.Generator,
+                        size: int | tuple[int, ...]) -> np.ndarray:
+    """Draws of acceptance rates from their Jeffreys posteriors, Beta(accepted + 1/2, rejected + 1/2).
+
+    Examples
+    --------
+    >>> draws = jeffreys_rate_draws(np.array([30.0]), np.array([100.0]), np.random.default_rng(0), (4000, 1))
+    >>> round(float(draws.mean()), 2)
+    0.3
+    """
+    accepted = np.asarray(accepted, dtype=float)
+    evaluated = np.asarray(evaluated, dtype=float)
+    return rng.beta(accepted + JEFFREYS_PRIOR, evaluated - accepted + JEFFREYS_PRIOR, size=size)
+
+
 def profile_from_counts(
-    accepted: np.ndarray, evaluated: np.ndarray, position_edges: np.ndarray, prior: float = 0.5,
+    accepted: np.ndarray, evaluated: np.ndarray, position_edges: np.ndarray, prior: float = JEFFREYS_PRIOR,
     drafted: np.ndarray | None = None, offered: np.ndarray | None = None, asked: np.ndarray | None = None,
 ) -> AcceptanceProfile:
     """Fit a profile from conditional counts with a Beta(prior, prior) pseudo-count.
@@ -227,7 +246,9 @@ def profile_from_tokens(
         counts = step_index_counts(steps, n_index, edges)
         return profile_from_counts(counts["accepted"], counts["evaluated"], edges, drafted=counts["drafted"],
                                    offered=counts["offered"], asked=counts["asked"])
-    step_position = (evaluated_rows["position"] - evaluated_rows["draft_index"]).to_numpy()
+    from specsim.traces.counts import token_step_positions
+
+    step_position = token_step_positions(evaluated_rows)
     bins = np.searchsorted(edges, step_position, side="right")
     index = np.minimum(evaluated_rows["draft_index"].to_numpy(), n_index - 1)
     shape = (n_index, len(edges) + 1)
@@ -287,14 +308,17 @@ def extrapolation(max_observed_position: int, output_lengths: np.ndarray) -> Ext
 
 
 def iid_rate_from_tokens_per_step(tokens_per_step: float, gamma: int) -> float:
-    """The i.i.d. acceptance ``a`` with ``(1 - a^(g+1)) / (1 - a)`` equal to ``tokens_per_step`` (bisection)."""
+    """The i.i.d. acceptance ``a`` whose Leviathan tokens per step equal ``tokens_per_step`` (bisection).
+
+    Tokens per step of ``a`` are :func:`specsim.simulate.analytic.expected_tokens_per_step`.
+    """
     if not 1 <= tokens_per_step <= gamma + 1:
         raise InputError(f"tokens per step {tokens_per_step:.3f} outside [1, gamma + 1 = {gamma + 1}]",
                          field="tokens_per_step")
     low, high = 0.0, 1.0
     for _ in range(60):
         middle = (low + high) / 2
-        value = gamma + 1 if middle == 1 else (1 - middle ** (gamma + 1)) / (1 - middle)
+        value = float(expected_tokens_per_step(middle, gamma))
         low, high = (middle, high) if value < tokens_per_step else (low, middle)
     return (low + high) / 2
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from specsim.errors import InputError
+from specsim.glossary import TOKENS_PER_STEP_CONVENTION
 from specsim.simulate.acceptance import AcceptanceProfile
 from specsim.simulate.cost import CostModel
 
@@ -121,7 +122,7 @@ class WorkloadPrediction:
     def to_dict(self) -> dict:
         """Headline figures as plain values."""
         return {"gamma": self.gamma, "speedup": self.speedup, "tokens_per_step": self.tokens_per_step,
-                "tokens_per_step_convention": "bonus token included (vLLM, Spec-Bench)",
+                "tokens_per_step_convention": TOKENS_PER_STEP_CONVENTION,
                 "n_sequences": int(len(self.spec_s)), "spec_s": float(self.spec_s.sum()),
                 "baseline_s": float(self.baseline_s.sum())}
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 
 from specsim.errors import InputError
-from specsim.simulate.acceptance import DEFAULT_POSITION_EDGES, profile_from_tokens
+from specsim.simulate.acceptance import profile_from_tokens
 from specsim.simulate.cost import fit_cost_models
 from specsim.simulate.exact import expected_workload
 from specsim.traces.metrics import measured_speedup
-from specsim.traces.schema import SEQUENCE_KEY
+from specsim.traces.schema import DEFAULT_POSITION_EDGES, SEQUENCE_KEY
 
 __all__ = ["validate_against_measured", "cost_transfer_errors", "VALIDATION_GROUP"]
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from specsim.glossary import INTERVAL_LEVEL, TOKENS_PER_STEP_CONVENTION, central_quantiles
 from specsim.simulate.acceptance import (
-    DEFAULT_POSITION_EDGES,
     AcceptanceProfile,
     Extrapolation,
     extrapolation,
@@ -25,6 +25,7 @@ from specsim.simulate.acceptance import (
 from specsim.simulate.cost import CostModel
 from specsim.simulate.exact import expected_workload
 from specsim.simulate.montecarlo import simulate_workload
+from specsim.traces.schema import DEFAULT_POSITION_EDGES
 
 __all__ = ["WhatIfResult", "what_if"]
 
@@ -64,7 +65,7 @@ class WhatIfResult:
         return {"speedup": self.speedup, "speedup_low": self.speedup_low, "speedup_high": self.speedup_high,
                 "interval_level": self.level, "speedup_estimator": "ratio of totals",
                 "tokens_per_step": self.tokens_per_step,
-                "tokens_per_step_convention": "bonus token included (vLLM, Spec-Bench)",
+                "tokens_per_step_convention": TOKENS_PER_STEP_CONVENTION,
                 "sequence_speedup_quantiles": self.sequence_speedup_quantiles, **self.inputs,
                 **(self.extrapolation.to_dict() if self.extrapolation else {})}
 
@@ -86,7 +87,7 @@ def what_if(
     output_lengths: np.ndarray,
     *,
     position_edges: np.ndarray = DEFAULT_POSITION_EDGES,
-    level: float = 0.9,
+    level: float = INTERVAL_LEVEL,
     n_resamples: int = 200,
     rng: np.random.Generator | int | None = None,
     inputs: dict | None = None,
@@ -148,8 +149,7 @@ def what_if(
                                            output_lengths[rows]).speedup)
         if progress is not None:
             progress(done + 1, n_resamples)
-    tail = (1 - level) / 2
-    low, high = np.quantile(resampled, [tail, 1 - tail])
+    low, high = np.quantile(resampled, central_quantiles(level))
     quantiles = np.quantile(simulated.sequence_speedups, [0.05, 0.5, 0.95])
     return WhatIfResult(
         speedup=point.speedup, speedup_low=float(low), speedup_high=float(high),

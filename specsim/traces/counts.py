@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from specsim.errors import InputError
+from specsim.traces.schema import DEFAULT_POSITION_EDGES
 
 __all__ = ["COUNTS_SCHEMA", "COUNTS_VERSION", "COUNTS_GROUP", "write_counts", "read_counts", "read_counts_lengths",
            "counts_from_traces", "summarize_counts", "counts_by_index", "with_optional_columns", "index_counts",
@@ -214,6 +215,15 @@ def read_counts_lengths(path: str | Path) -> pd.DataFrame | None:
     return frame
 
 
+def token_step_positions(tokens: pd.DataFrame) -> np.ndarray:
+    """Generated-token position at which each drafted token's step starts: ``position - draft_index``.
+
+    The same position as :func:`step_positions` gives a step from the steps table; the position
+    bins of counts, profiles and the model's cells are bins of it.
+    """
+    return (tokens["position"] - tokens["draft_index"]).to_numpy()
+
+
 def step_positions(steps: pd.DataFrame) -> np.ndarray:
     """Generated-token position at which each step of a steps table starts (its first drafted token)."""
     from specsim.traces.schema import SEQUENCE_KEY
@@ -294,10 +304,8 @@ def counts_from_traces(tokens: pd.DataFrame, steps: pd.DataFrame, sequences: pd.
     source : str
     position_edges : numpy.ndarray, optional
         Interior edges of the position ranges (a step's first drafted position); default
-        :data:`specsim.simulate.acceptance.DEFAULT_POSITION_EDGES`, the model's bins.
+        :data:`specsim.traces.schema.DEFAULT_POSITION_EDGES`, the model's bins.
     """
-    from specsim.simulate.acceptance import DEFAULT_POSITION_EDGES
-
     edges = np.asarray(DEFAULT_POSITION_EDGES if position_edges is None else position_edges, dtype=np.int64)
     group = ["task", "drafter", "drafter_kind", "temperature", "gamma"]
     bounds = np.concatenate([[0], edges, [np.iinfo(np.int64).max]])

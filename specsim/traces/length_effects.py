@@ -17,8 +17,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from specsim.glossary import INTERVAL_LEVEL
-from specsim.traces.metrics import wilson_interval
+from specsim.glossary import INTERVAL_LEVEL, central_quantiles
+from specsim.traces.metrics import bootstrap_weights, wilson_interval
 
 __all__ = ["regime_of", "acceptance_by_context", "per_prompt_acceptance", "bootstrap_difference", "length_effects",
            "content_effects", "regime_order"]
@@ -94,12 +94,11 @@ def bootstrap_difference(a: pd.DataFrame, b: pd.DataFrame, *, level: float = INT
     rng = np.random.default_rng(rng)
 
     def resampled(frame: pd.DataFrame) -> np.ndarray:
-        weights = rng.multinomial(len(frame), np.full(len(frame), 1 / len(frame)), size=resamples)
+        weights = bootstrap_weights(len(frame), resamples, rng)
         return (weights @ frame["accepted"].to_numpy()) / (weights @ frame["evaluated"].to_numpy())
 
     estimate = a["accepted"].sum() / a["evaluated"].sum() - b["accepted"].sum() / b["evaluated"].sum()
-    tail = (1 - level) / 2
-    low, high = np.quantile(resampled(a) - resampled(b), [tail, 1 - tail])
+    low, high = np.quantile(resampled(a) - resampled(b), central_quantiles(level))
     return float(estimate), float(low), float(high)
 
 

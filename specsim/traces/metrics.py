@@ -26,7 +26,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from specsim.errors import InputError
-from specsim.glossary import INTERVAL_LEVEL
+from specsim.glossary import INTERVAL_LEVEL, central_quantiles
 
 __all__ = [
     "acceptance_rate",
@@ -207,14 +207,13 @@ class BootstrapInterval:
         return dict(self.__dict__)
 
 
-def _multinomial_weights(n: int, n_resamples: int, rng: np.random.Generator | int | None) -> np.ndarray:
+def bootstrap_weights(n: int, n_resamples: int, rng: np.random.Generator | int | None) -> np.ndarray:
     """Bootstrap resampling counts of ``n`` units, shape (n_resamples, n)."""
     return np.random.default_rng(rng).multinomial(n, np.full(n, 1 / n), size=n_resamples)
 
 
 def _interval(estimate: float | np.ndarray, resampled: np.ndarray, level: float) -> BootstrapInterval:
-    tail = (1 - level) / 2
-    low, high = np.quantile(resampled, [tail, 1 - tail])
+    low, high = np.quantile(resampled, central_quantiles(level))
     return BootstrapInterval(float(estimate), float(low), float(high), level, len(resampled))
 
 
@@ -238,7 +237,7 @@ def bootstrap_ratio(
     denominator = np.asarray(denominator, dtype=float)
     if numerator.shape != denominator.shape or numerator.size == 0:
         raise InputError("need paired, non-empty values to bootstrap", field="sequences")
-    weights = _multinomial_weights(len(numerator), n_resamples, rng)
+    weights = bootstrap_weights(len(numerator), n_resamples, rng)
     return _interval(numerator.sum() / denominator.sum(), (weights @ numerator) / (weights @ denominator), level)
 
 
@@ -256,7 +255,7 @@ def measured_speedup_interval(
     columns = _speedup_columns(sequences)
     if not len(columns):
         raise InputError("no sequences with a baseline timing", field="baseline_wall_s")
-    weights = _multinomial_weights(len(columns), n_resamples, rng)
+    weights = bootstrap_weights(len(columns), n_resamples, rng)
     return _interval(_speedup_of_totals(columns.sum(axis=0)), _speedup_of_totals(weights @ columns), level)
 
 

@@ -19,9 +19,11 @@ its sequences file exists; the writer writes it last. Each Parquet file stores
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 __all__ = [
+    "DEFAULT_POSITION_EDGES",
     "BASELINE_FOLDER",
     "SCHEMA_VERSION",
     "TABLES",
@@ -40,6 +42,10 @@ __all__ = [
     "METADATA_VERSION_KEY",
     "METADATA_TABLE_KEY",
 ]
+
+#: Interior edges of the default sequence-position bins (generated tokens so far when a step
+#: starts): the bins of counts tables, acceptance profiles and the model's cells.
+DEFAULT_POSITION_EDGES = np.array([32, 64, 128, 256, 512, 1024])
 
 SCHEMA_VERSION = "2"
 #: Versions the reader accepts. Version 1 had no ``drafter_type`` column: every drafter was a

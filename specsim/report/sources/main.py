@@ -28,6 +28,7 @@ gamma = 4
 draws = 1000
 cost_ratio = None
 cost_profile = ""
+load_profile = "data/profiles/smollm2-cpu-batch-model.json"
 seed = 0
 
 # %%
@@ -40,11 +41,13 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from specsim import workflow
+from specsim.glossary import INTERVAL_LEVEL
 from specsim.lengths import divergence_matrix, length_table
 from specsim.model import aggregate_counts, fit_baseline, load_posterior
-from specsim.model.hierarchical import SUMMARY_PARAMETERS
+from specsim.model.hierarchical import DIAGNOSTIC_THRESHOLDS, SUMMARY_PARAMETERS
 from specsim.report.present import drafter_colours, shipped_path, show, table, verdict
 from specsim.traces import conditional_acceptance_by_index, read_traces, summarize
+from specsim.traces.counts import token_step_positions
 from specsim.traces.metrics import measured_speedup_interval, wilson_interval
 from specsim.traces.select import select
 from specsim.workload import Workload
@@ -134,7 +137,7 @@ show(fig)
 
 # %%
 by_index = conditional_acceptance_by_index(tokens[tokens["gamma"] == gamma], by=["drafter"])
-tok = tokens[tokens["evaluated"]].assign(step_position=lambda f: f["position"] - f["draft_index"])
+tok = tokens[tokens["evaluated"]].assign(step_position=token_step_positions)
 tok["position_bin"] = pd.cut(tok["step_position"], [-1, 15, 31, 63, 127, 255, 100_000],
                              labels=["0-15", "16-31", "32-63", "64-127", "128-255", "256+"])
 by_position = tok.groupby(["drafter", "position_bin"], observed=True)["accepted"].agg(["sum", "size"]).reset_index()
@@ -238,8 +241,8 @@ else:
 idata, meta = fitted.idata, fitted.metadata
 diagnostics = meta.diagnostics
 names = [n for n in SUMMARY_PARAMETERS if n in idata.posterior]
-posterior_table = az.summary(idata, var_names=names, hdi_prob=0.9)[["mean", "sd", "hdi_5%", "hdi_95%", "r_hat",
-                                                                      "ess_bulk", "ess_tail"]]
+posterior_table = az.summary(idata, var_names=names, hdi_prob=INTERVAL_LEVEL)[
+    ["mean", "sd", "hdi_5%", "hdi_95%", "r_hat", "ess_bulk", "ess_tail"]]
 baseline = fit_baseline(counts)
 side = posterior_table[["mean", "hdi_5%", "hdi_95%"]].join(
     baseline[["estimate", "low", "high"]].rename(columns={"estimate": "glm_estimate", "low": "glm_low",
@@ -250,10 +253,12 @@ display(table(side, intervals={"posterior mean (90% HDI)": ("mean", "hdi_5%", "h
               caption="Logit scale. A dash: the GLM has no such term (random effects and scales are the "
                       "hierarchical model's own)."))
 status = "passed" if diagnostics["passed"] else "FAILED: " + "; ".join(diagnostics["warnings"])
-display(Markdown(f"**Sampler diagnostics** ({status}): max R-hat {diagnostics['max_r_hat']:.3f} (gate 1.01), "
-                 f"min bulk ESS {diagnostics['min_ess_bulk']:.0f} and tail ESS {diagnostics['min_ess_tail']:.0f} "
-                 f"(gate 400), {diagnostics['divergences']} divergences (gate 0), min E-BFMI "
-                 f"{diagnostics['min_bfmi']:.2f}."))
+gates = DIAGNOSTIC_THRESHOLDS
+display(Markdown(f"**Sampler diagnostics** ({status}): max R-hat {diagnostics['max_r_hat']:.3f} (gate "
+                 f"{gates['max_r_hat']}), min bulk ESS {diagnostics['min_ess_bulk']:.0f} and tail ESS "
+                 f"{diagnostics['min_ess_tail']:.0f} (gates {gates['min_ess_bulk']} and {gates['min_ess_tail']}), "
+                 f"{diagnostics['divergences']} divergences (gate {gates['max_divergences']}), min E-BFMI "
+                 f"{diagnostics['min_bfmi']:.2f} (gate {gates['min_bfmi']})."))
 gaps = side.dropna(subset=["glm_estimate"]).set_index("parameter")
 disagree = [name for name in gaps.index
             if not (gaps.loc[name, "glm_low"] <= gaps.loc[name, "mean"] <= gaps.loc[name, "glm_high"])]
@@ -268,7 +273,7 @@ if disagree:
         "is the pooled association and the posterior's the adjusted one; the predictions use the posterior."))
 effects = [name for name in ("task_effect", "drafter_effect") if name in idata.posterior]
 if effects:
-    axes_forest = az.plot_forest(idata, var_names=effects, combined=True, hdi_prob=0.9,
+    axes_forest = az.plot_forest(idata, var_names=effects, combined=True, hdi_prob=INTERVAL_LEVEL,
                                  figsize=(7, 0.35 * sum(idata.posterior[n].shape[-1] for n in effects) + 1.5))
     axes_forest[0].set(xlabel="effect on logit acceptance (posterior mean, 90% HDI)", ylabel="task / drafter",
                        title="Task and drafter effects")
@@ -414,6 +419,63 @@ if zigzag:
         "hardware's. Gammas never measured take the linear fit through the measured ones."))
 
 # %% [markdown]
+# ## Under load
+# Acceptance does not depend on how many requests share a forward pass; cost does. Under the cost
+# profile `load_profile` (`specsim profile --batch-size 1,2,4,...`: the target's plain and verify
+# passes and a drafter's step timed with B requests together), each task x drafter's measured
+# acceptance and own lengths give the expected speed-up at each concurrency, at the best draft
+# length for that load, and the break-even concurrency above which speculation stops paying.
+
+# %%
+from pathlib import Path
+
+from specsim.simulate.cost import read_cost_profile_batches
+
+load_rows = []
+load_profile = shipped_path(load_profile)
+load_sizes = sorted(read_cost_profile_batches(load_profile)) if load_profile and Path(load_profile).is_file() else []
+if len(load_sizes) > 1:
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3 * len(tasks), 3), sharey=True, squeeze=False)
+    for task, drafter in tokens[["task", "drafter"]].drop_duplicates().itertuples(index=False):
+        load = workflow.load_sweep(data, drafter=drafter, acceptance_from=task, workload=task,
+                                   cost_profile=load_profile, temperature=temperature)
+        ax = axes[0][tasks.index(task)]
+        ax.plot(load.best["concurrency"], load.best["speedup"], marker=".", color=colors[drafter], label=drafter)
+        ax.set(xscale="log", title=task, xlabel="concurrency (log scale)", ylabel="speed-up, best gamma (x)")
+        first, last = load.best.iloc[0], load.best.iloc[-1]
+        load_rows.append({"task": task, "drafter": drafter, "speedup_first": float(first["speedup"]),
+                          "gamma_first": int(first["gamma"]), "speedup_last": float(last["speedup"]),
+                          "gamma_last": int(last["gamma"]),
+                          "pays_at": ", ".join(f"{c:g}" for c in load.pays_at) or "none",
+                          "break_even": load.break_even_concurrency})
+    for ax in axes[0]:
+        ax.axhline(1, color="black", linewidth=0.8, linestyle="--", label="plain decoding (1x)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    show(fig)
+    loads = pd.DataFrame(load_rows)
+    smallest, largest = load_sizes[0], load_sizes[-1]
+    display(table(loads, rename={"speedup_first": f"speed-up at {smallest} (x)",
+                                 "gamma_first": f"best gamma at {smallest}",
+                                 "speedup_last": f"speed-up at {largest} (x)", "gamma_last": f"best gamma at {largest}",
+                                 "pays_at": "faster at (batch sizes)", "break_even": "break-even concurrency"},
+                  caption=f"Costs of {load_profile} at batch sizes {', '.join(map(str, load_sizes))} (not the traces' "
+                          "own costs, which are batch size 1); linear between measured sizes. A dash: no crossing "
+                          "(faster at every size or at none)."))
+    paying = loads[loads["pays_at"] != "none"]
+    load_line = (f"- **Under load** ({load_profile}): {len(paying)} of {len(loads)} task x drafter cells are faster "
+                 f"than plain decoding at some concurrency between {smallest} and {largest}")
+    crossings = loads["break_even"].dropna()
+    load_line += (f"; where they stop paying, the break-even concurrency is {crossings.min():.1f} to "
+                  f"{crossings.max():.1f}." if len(crossings) else ".")
+    display(Markdown(load_line[2:]))
+else:
+    load_line = ""
+    display(Markdown(f"No load figure: `load_profile` (`{load_profile or 'not given'}`) must be a cost profile "
+                     "measured at several batch sizes (`specsim profile --batch-size 1,2,4,8,16`). A constant "
+                     "cost ratio assumes memory-bound passes at every load, and so no load effect."))
+
+# %% [markdown]
 # ## Measured vs predicted speed-up
 # *Simulator*: exact expectation from the cell's own acceptance, lengths and the drafter's cost model.
 # *Model*: posterior predictive mean and 90% interval for the cell's task and drafter.
@@ -459,8 +521,6 @@ display(Markdown(f"Simulator mean absolute percentage error: **{mape:.1f}%**; mo
 # intervals over prompts, no model.
 
 # %%
-from pathlib import Path
-
 from specsim.report.present import plot_acceptance_by_context
 from specsim.traces.length_effects import acceptance_by_context, content_effects, length_effects
 
@@ -540,6 +600,8 @@ if meta.loo_comparison:
     lines.append(f"- PSIS-LOO prefers the model **{loo['rank'].idxmin().replace('_', ' ')}** by "
                  f"{loo.loc[other, 'elpd_diff']:.1f} elpd (standard error {loo.loc[other, 'dse']:.1f}).")
 lines.extend(length_lines)
+if load_line:
+    lines.append(load_line)
 if not diagnostics["passed"]:
     lines.append("- **Warning:** the sampler diagnostics failed; treat the model figures with caution.")
 display(Markdown("\n".join(lines)))

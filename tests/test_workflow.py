@@ -1,0 +1,68 @@
+"""The workflow verbs themselves, called as the API (the CLI's tests call them through the commands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from specsim import workflow
+from specsim.glossary import central_quantiles
+from specsim.simulate import AcceptanceProfile, SyntheticWorkload, simulate_traces
+from specsim.simulate.acceptance import iid_rate_from_tokens_per_step, jeffreys_rate_draws
+from specsim.simulate.analytic import expected_tokens_per_step
+from specsim.traces import Traces
+from tests.conftest import TRUE_COST
+
+
+def _iid_traces(alpha: float, *, gamma: int = 8, sequences: int = 40, output_len: int = 1000) -> Traces:
+    """Traces of one drafter whose every drafted token is accepted with probability ``alpha``."""
+    cell = SyntheticWorkload("code", "humaneval", "iid", "generic", AcceptanceProfile.constant(alpha),
+                             np.full(sequences, 50), np.full(sequences, output_len), "mixture")
+    tables = simulate_traces([cell], TRUE_COST, gamma=gamma, rng=int(alpha * 100))
+    return Traces(Path("."), tables["tokens"], tables["steps"], tables["sequences"], {}, ())
+
+
+@pytest.mark.parametrize("alpha", [0.3, 0.6, 0.85])
+def test_break_even_cost_ratio_is_leviathans_closed_form(alpha):
+    # Under Leviathan's costs (target step 1, drafted token c, verification as one target step) a
+    # step yields tau(gamma) tokens for gamma c + 1, so speculation breaks even at c = (tau - 1) / gamma;
+    # the verb bisects the exact simulator instead, over gammas 1-8. Long outputs make the last,
+    # shortened steps of a sequence negligible; the closed form is taken at the traces' own rate.
+    traces = _iid_traces(alpha)
+    evaluated = traces.tokens[traces.tokens["evaluated"]]
+    measured = float(evaluated["accepted"].mean())
+    closed = max((float(expected_tokens_per_step(measured, g)) - 1) / g for g in range(1, 9))
+    found = workflow.break_even_cost_ratio(traces, drafter="iid", acceptance_from="code", workload="code")
+    assert found == pytest.approx(closed, rel=0.02)
+
+
+def test_break_even_cost_ratio_of_a_drafter_never_accepted_is_negligible():
+    # Every drafted token rejected: each (draft index, position bin) rate is only the Jeffreys
+    # pseudo-count's 0.5 / (n + 1), so speculation breaks even only at a c of that order (Leviathan
+    # at gamma 1: c = tau - 1 = a), never at a c any hardware has.
+    traces = _iid_traces(0.0, gamma=2, sequences=5, output_len=100)
+    evaluated = int(traces.tokens["evaluated"].sum())
+    found = workflow.break_even_cost_ratio(traces, drafter="iid", acceptance_from="code", workload="code")
+    assert 0.0 <= found < 0.01
+    assert found >= 0.5 / (evaluated + 1) * 0.9  # at least the pooled pseudo-count rate
+
+
+def test_iid_rate_inverts_leviathans_tokens_per_step():
+    for alpha in (0.05, 0.5, 0.9):
+        for gamma in (1, 4, 8):
+            tokens = float(expected_tokens_per_step(alpha, gamma))
+            assert iid_rate_from_tokens_per_step(tokens, gamma) == pytest.approx(alpha, abs=1e-9)
+
+
+def test_jeffreys_draws_match_the_beta_posterior():
+    # Beta(accepted + 1/2, rejected + 1/2): mean (a + 1/2) / (n + 1), and the central interval's
+    # ends at the Beta quantiles.
+    from scipy.stats import beta
+
+    draws = jeffreys_rate_draws(np.array([7.0]), np.array([20.0]), np.random.default_rng(0), (200_000, 1))[:, 0]
+    assert draws.mean() == pytest.approx(7.5 / 21, abs=3e-3)
+    low, high = np.quantile(draws, central_quantiles(0.9))
+    assert low == pytest.approx(beta.ppf(0.05, 7.5, 13.5), abs=5e-3)
+    assert high == pytest.approx(beta.ppf(0.95, 7.5, 13.5), abs=5e-3)
