@@ -9,8 +9,9 @@ predicted from 8 and 16 (verify passes and the plain step). Then, from the shipp
 acceptance and lengths, every drafter's speed-up at each batch size on each task (the best gamma
 1-8 at each load) and where it falls to 1.
 
-Run on a quiet machine: ``python benchmarks/bench_load.py [--repeats 3] [--out out/bench_load]``
-(prints JSON, writes both profiles). About 10 minutes on 2 cores.
+Run on a quiet machine: ``python benchmarks/bench_load.py [--repeats 5] [--out data/profiles]``
+(prints JSON, writes both profiles as ``smollm2-cpu-batch-{model,lookup}.json``: the shipped
+``data/profiles/`` are its output). About 15 minutes on 2 cores at 5 repeats.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def _break_even(traces_dir: Path, profile: Path, drafters: list[str] | None = No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=str(ROOT / "out" / "bench_load"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=str(ROOT / "data" / "profiles"))
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,7 @@ def main() -> None:
         started = time.perf_counter()
         document = measure_cost_profile("smollm2", drafter, gammas=(1, 2, 4, 6, 8), contexts=(64, 256),
                                         repeats=args.repeats, batch_sizes=BATCH_SIZES)
-        path = out / f"profile-{name}.json"
+        path = out / f"smollm2-cpu-batch-{name}.json"
         path.write_text(json.dumps(document, indent=1))
         models = document["cost_models_by_batch"]
         report[name] = {
@@ -86,9 +87,10 @@ def main() -> None:
                                            for b, r in document["verify_over_plain_by_batch"].items()},
             "interpolation_at_12": _interpolation_check(document),
         }
-    report["break_even"] = (_break_even(ROOT / "data" / "traces" / "reference", out / "profile-model.json",
+    traces = ROOT / "data" / "traces"
+    report["break_even"] = (_break_even(traces / "reference", out / "smollm2-cpu-batch-model.json",
                                         ["generic-4l", "finetuned-code", "finetuned-docsum", "untrained-4l"])
-                            + _break_even(ROOT / "data" / "traces" / "reference-lookup", out / "profile-lookup.json"))
+                            + _break_even(traces / "reference-lookup", out / "smollm2-cpu-batch-lookup.json"))
     report["break_even_note"] = ("datastore drafters use the prompt-lookup profile (both are host-side lookups "
                                  "of well under a millisecond per request)")
     print(json.dumps(report, indent=1, default=lambda v: None if isinstance(v, float) and np.isnan(v) else v))

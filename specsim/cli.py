@@ -945,15 +945,9 @@ def fit_command(
     options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
                                    target_accept=target_accept, compare=not no_compare, mass_matrix=mass_matrix,
                                    parameterisation=parameterisation)
-    if directory.suffix == ".parquet":
-        with stderr.status("sampling the hierarchical model (compiles first)"):
-            outcome = workflow.fit_counts(directory, temperature=temperature, divergence_measure=length_measure,
-                                          **options)
-    else:
-        traces = read_traces(directory)
-        with stderr.status("sampling the hierarchical model (compiles first)"):
-            outcome = workflow.fit(traces, temperature=0.0 if temperature is None else temperature,
-                                   divergence_measure=length_measure, **options)
+    source = directory if directory.suffix == ".parquet" else read_traces(directory)
+    with stderr.status("sampling the hierarchical model (compiles first)"):
+        outcome = workflow.fit(source, temperature=temperature, divergence_measure=length_measure, **options)
     for note in outcome.notes:
         stderr.print(f"note: {note}", markup=False)
     outcome.result.save(out)
@@ -978,6 +972,10 @@ def predict_command(
     drafter_kind: str | None = typer.Option(None, "--drafter-kind", help="generic or finetuned (default: the "
                                             "--drafter's fitted kind, else finetuned)."),
     drafter: str | None = typer.Option(None, help="A drafter of the fit: its effect, training lengths and costs."),
+    drafter_type: str | None = typer.Option(None, "--drafter-type", help="A new drafter's type: model, "
+                                            "feature-head or lookup (a fitted --drafter has its own)."),
+    own_content: bool | None = typer.Option(None, "--own-content/--other-content", help="The workload is (not) "
+                                            "the drafter's training content (default: a fitted task's own)."),
     divergence: float | None = typer.Option(None, help="Length divergence to the drafter's training data "
                                             "(default: computed from the drafter's training lengths).",
                                             callback=_finite("--divergence", 0.0)),
@@ -1019,7 +1017,8 @@ def predict_command(
                                                                        traces_dir=posterior.metadata.traces))
     prediction, resolved, cost_name = workflow.predict(
         posterior, workload=source, drafter_kind=drafter_kind, drafter=drafter, divergence=divergence, gamma=gamma,
-        cost=cost, cost_from=cost_from, level=level, seed=seed, probe=probe_rows)
+        cost=cost, cost_from=cost_from, level=level, seed=seed, probe=probe_rows, drafter_type=drafter_type,
+        own_content=own_content)
     meta = posterior.metadata
     cost_label = cost_label or f"fitted on the traces ({cost_name})"
     payload = {"drafter_kind": drafter_kind, "drafter": drafter, "gamma": gamma, "cost_model": cost_label,
@@ -1071,29 +1070,15 @@ def loto_command(
     traces = read_traces(directory)
     with _progress_bar("leave-one-task-out") as bar:
         task = bar.add_task("fitting", total=None)
-        table = workflow.leave_one_task_out(
+        result = workflow.leave_one_task_out(
             traces, temperature=temperature, gamma=gamma, draws=draws, seed=seed, level=level,
             divergence_measure=length_measure, probe_prompts=probe_prompts, mass_matrix=mass_matrix,
             progress=lambda done, total, name: bar.update(task, completed=done, total=total, description=name))
-    coverage = float(table["covered"].mean())
-    mape = float(table["error_pct"].abs().mean())
-    folds_passed = int(table.drop_duplicates("held_out_task")["diagnostics_passed"].sum())
-    folds = int(table["held_out_task"].nunique())
-    with_probe = {}
-    if probe_prompts:
-        with_probe = {"probe_prompts": probe_prompts, "coverage_probe": float(table["covered_probe"].mean()),
-                      "mean_absolute_percentage_error_probe": float(table["error_pct_probe"].abs().mean())}
     if json_output:
-        print_json({"directory": str(directory), "interval_level": level, "coverage": coverage,
-                    "mean_absolute_percentage_error": mape, "folds": folds, "folds_passing_diagnostics": folds_passed,
-                    **with_probe, "cells": table.to_dict("records")})
+        print_json({"directory": str(directory), **result.to_dict()})
         return
-    print_table("leave-one-task-out predictions", table.to_dict("records"))
-    stdout.print(f"{100 * level:.0f}% intervals cover {int(table['covered'].sum())} of {len(table)} held-out cells; "
-                 f"MAPE {mape:.1f}%; {folds_passed} of {folds} folds passed the diagnostics gate")
-    if with_probe:
-        stdout.print(f"with a probe of {probe_prompts} prompts: intervals cover {int(table['covered_probe'].sum())} of "
-                     f"{len(table)}; MAPE {with_probe['mean_absolute_percentage_error_probe']:.1f}%")
+    print_table("leave-one-task-out predictions", result.cells.to_dict("records"))
+    stdout.print(result.summary())
 
 
 def _report_help() -> str:

@@ -78,6 +78,10 @@ _QUANTITIES = {
     "share_of_tokens_beyond_observed": "fraction of the workload's generated tokens past the measured positions",
     # keys of cells and groups
     "task": "task", "drafter": "drafter name", "drafter_kind": "generic, finetuned or untrained",
+    "drafter_type": "how the drafter proposes: model (a separate small model), feature-head (EAGLE family) or lookup",
+    "own_content": "whether the workload is content the drafter was trained on",
+    "training_window": "longest sequence the drafter was trained on (tokens; null: trained on nothing)",
+    "beyond_window_max": "doublings of the workload's context past the training window, largest over position bins",
     "temperature": "sampling temperature (0 = greedy)",
     "gamma": "draft length (vLLM's num_speculative_tokens, HF's num_assistant_tokens)",
     "schedule": "draft-length schedule",
@@ -90,6 +94,8 @@ _QUANTITIES = {
     "mean_absolute_error_pct": "mean absolute error, percent",
     "worst_group_mean_error_pct": "largest absolute mean signed error of a group, percent",
     "coverage": "share of held-out cells inside their interval", "folds": "leave-one-out fits",
+    "cells_covered": "held-out cells inside their interval", "cells_covered_probe": "held-out cells inside their "
+    "interval with the probe", "by_drafter_type": "the same figures per drafter type (a pooled figure hides a type)",
     "cost_run_log_sd": "spread of the fitted costs between collection runs (log scale, leave one run out) that the "
                        "interval carries; 0 for given costs",
     "costs_from": "steps the held-out cell's cost model was fitted on: kept tasks (the held-out task's left out) or "

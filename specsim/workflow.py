@@ -47,7 +47,8 @@ from specsim.workload import Workload, resolve_workload
 
 __all__ = [
     "INTERVAL_LEVEL", "MODELLED_KINDS", "cost_models", "Validation", "validate", "what_if", "gamma_sweep",
-    "FitOutcome", "fit", "predict", "leave_one_task_out", "probe_from_traces", "cost_transfer", "check_level",
+    "FitOutcome", "fit", "traces_counts", "predict", "leave_one_task_out", "probe_from_traces", "cost_transfer",
+    "check_level", "LotoResult",
     "break_even_cost_ratio", "CountsWhatIf", "what_if_counts", "choose_cost", "LoadSweep", "load_sweep",
 ]
 
@@ -559,25 +560,36 @@ def _fit_notes(diagnostics: dict, baseline: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _sample(counts: Any, options: dict[str, Any], compare: bool, divergence_terms: bool = True,
-            parameterisation: str = "noncentred") -> tuple[Any, dict, list | None]:
-    """Fit the model to aggregated cells (and the comparison model without divergence terms)."""
+def _sample(counts: Any, options: dict[str, Any], compare: bool, parameterisation: str = "noncentred",
+            ) -> tuple[Any, dict, list | None]:
+    """Fit the model to aggregated cells, and by PSIS-LOO compare it with the model without each length term.
+
+    The comparison models leave out the divergence terms, and the window terms, where the fit
+    has them; ``loo_comparison`` ranks all of them.
+    """
     import arviz as az
 
     from specsim.model import ModelOptions, fit_model
 
-    result = fit_model(counts, ModelOptions(divergence_terms=divergence_terms, parameterisation=parameterisation),
-                       **options)
+    full_options = ModelOptions(parameterisation=parameterisation)
+    result = fit_model(counts, full_options, **options)
     comparison = None
     diagnostics = dict(result.diagnostics)
-    if compare and divergence_terms:
-        without = fit_model(counts, ModelOptions(divergence_terms=False, parameterisation=parameterisation),
-                            **options)
+    fitted = result.options
+    reduced = {}
+    if fitted.divergence_terms:
+        reduced["without_divergence"] = replace(fitted, divergence_terms=False)
+    if fitted.window_terms:
+        reduced["without_window"] = replace(fitted, window_terms=False)
+    if compare and reduced:
+        models = {"with_length_terms": result.idata}
+        models.update({name: fit_model(counts, reduced_options, **options).idata
+                       for name, reduced_options in reduced.items()})
         with warnings.catch_warnings():
             # ArviZ warns of each high Pareto k with its source line; the count is said once, in
             # specsim's words, by :func:`_fit_notes`.
             warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto", category=UserWarning)
-            table = az.compare({"with_divergence": result.idata, "without_divergence": without.idata})
+            table = az.compare(models)
             loo = az.loo(result.idata, pointwise=True)
         comparison = table[["rank", "elpd_loo", "p_loo", "elpd_diff", "dse", "weight"]].reset_index(
             names="model").to_dict("records")
@@ -622,91 +634,95 @@ def _task_lengths(lengths: pd.DataFrame | None) -> dict[str, dict[str, list[int]
             for task, group in length_table(lengths).groupby("task")}
 
 
-def fit(
-    traces: Traces, *, temperature: float = 0.0, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
-    sampler: str = "nutpie", target_accept: float = 0.95, compare: bool = True,
-    reference_lengths: dict[str, np.ndarray] | None = None, divergence_measure: str = "js",
-    parameterisation: str = "noncentred", mass_matrix: str = "diagonal",
-) -> FitOutcome:
-    """Fit the hierarchical model to one temperature of the traces.
+def traces_counts(traces: Traces, temperature: float = 0.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One temperature of the traces as the model reads every source: a counts table and length summaries.
 
-    ``divergence_measure`` names the length covariate (a key of
-    :func:`specsim.lengths.divergences`: ``js`` by default, ``w1_log``, ``beyond_share``, ...);
-    ``mass_matrix`` the NUTS mass matrix adaptation (:func:`specsim.model.fit_model`),
-    ``parameterisation`` that of the effects (:class:`specsim.model.ModelOptions`).
-
-    Also fits the model without divergence terms and compares both by PSIS-LOO (``compare``),
-    fits the statsmodels baseline, and stores in the posterior's metadata what prediction
-    needs: the fitted tasks' lengths, each drafter's cost model at ``temperature`` and the
-    absolute path of the traces.
+    The counts (:func:`specsim.traces.counts.counts_from_traces`) carry measured contexts and the
+    sequences behind each row; the lengths are the modelled drafters' sequences, one row each.
     """
-    from specsim.model import aggregate_counts, fit_baseline
+    from specsim.traces.counts import counts_from_traces
 
-    _check_sampler_options(sampler, draws, tune, chains, target_accept, mass_matrix, parameterisation)
     tokens = select(traces.tokens, temperature=temperature)
-    sequences = select(traces.sequences, temperature=temperature)
     if tokens.empty:
         raise InputError(f"no tokens at temperature {temperature}", field="--temperature")
-    _check_measure(divergence_measure)
-    counts = aggregate_counts(tokens, sequences, reference_lengths=reference_lengths,
-                              divergence_measure=divergence_measure)
-    options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
-                                   target_accept=target_accept, mass_matrix=mass_matrix)
-    result, diagnostics, comparison = _sample(counts, options, compare, parameterisation=parameterisation)
-    costs = {drafter: model.to_dict(diagnostics=False) for (drafter, temp), model in cost_models(traces).items()
-             if temp == temperature}
-    spread, transfer = cost_transfer(traces)
-    result.diagnostics = diagnostics
-    result.metadata = replace(result.metadata, diagnostics=diagnostics, temperature=float(temperature),
-                              traces=str(Path(traces.root).resolve()), task_lengths=_task_lengths(sequences),
-                              cost_models=costs, loo_comparison=comparison, cost_run_log_sd=spread,
-                              cost_transfer=transfer.to_dict("records"))
-    baseline = fit_baseline(counts)
-    return FitOutcome(result, baseline, counts, _fit_notes(diagnostics, baseline))
+    steps = select(traces.steps, temperature=temperature)
+    sequences = select(traces.sequences, temperature=temperature)
+    counts = counts_from_traces(tokens, steps, sequences)
+    modelled = sequences[sequences["drafter_kind"].isin(MODELLED_KINDS)]
+    return counts, length_table(modelled)[["task", "prompt_len", "output_len"]]
 
 
-def fit_counts(
-    path: str | Path, *, temperature: float | None = None, draws: int = 1000, tune: int = 1000, chains: int = 4,
-    seed: int = 0, sampler: str = "nutpie", target_accept: float = 0.95, compare: bool = True,
-    reference_lengths: dict[str, np.ndarray] | None = None, divergence_measure: str = "js",
-    mass_matrix: str = "diagonal", parameterisation: str = "noncentred",
-) -> FitOutcome:
-    """Fit the hierarchical model to a counts table (engines' aggregate data, or traces aggregated).
-
-    The cells are the same as the traces would give (:func:`specsim.model.aggregate_counts_table`).
-    Without length summaries in the file the model is fitted without divergence terms (and
-    without the LOO comparison); counts carry no timings, so the posterior stores no cost model
-    and ``predict`` needs ``--cost-ratio`` or ``--cost-profile``. ``FitOutcome.notes`` says what
-    was left out.
-    """
-    from specsim.model import aggregate_counts_table, fit_baseline
+def _counts_source(source: Traces | str | Path, temperature: float | None) -> tuple[pd.DataFrame, pd.DataFrame | None,
+                                                                                   float]:
+    """The counts, length summaries and temperature of a trace folder or a counts file."""
     from specsim.traces.counts import read_counts, read_counts_lengths, refuse_unmeasured
 
-    _check_sampler_options(sampler, draws, tune, chains, target_accept, mass_matrix, parameterisation)
-    table = read_counts(path)
-    lengths = read_counts_lengths(path)
+    if isinstance(source, Traces):
+        temperature = 0.0 if temperature is None else temperature
+        counts, lengths = traces_counts(source, temperature)
+        return counts, lengths, temperature
+    table = read_counts(source)
     if temperature is not None:
         table = table[np.isclose(table["temperature"].to_numpy(dtype=float), temperature)]
         if table.empty:
             raise InputError(f"no counts at temperature {temperature}", field="--temperature")
     elif table["temperature"].nunique(dropna=False) > 1:
         raise InputError("counts of several temperatures; choose one with --temperature", field="--temperature")
+    refuse_unmeasured(table, ("task", "drafter"), what=str(source))
+    temperatures = table["temperature"].dropna().unique()
+    return table, read_counts_lengths(source), float(temperatures[0]) if len(temperatures) else 0.0
+
+
+def fit(
+    source: Traces | str | Path, *, temperature: float | None = None, draws: int = 1000, tune: int = 1000,
+    chains: int = 4, seed: int = 0, sampler: str = "nutpie", target_accept: float = 0.95, compare: bool = True,
+    reference_lengths: dict[str, np.ndarray] | None = None, own_tasks: dict[str, list[str]] | None = None,
+    divergence_measure: str = "js", parameterisation: str = "noncentred", mass_matrix: str = "diagonal",
+) -> FitOutcome:
+    """Fit the hierarchical model to counts, whatever their source: traces or a counts file.
+
+    Traces become counts first (:func:`traces_counts`); a counts file (an engine's import, or
+    ``specsim traces counts``) is read and checked. Both reach the model through one aggregation
+    into cells (:func:`specsim.model.model_cells`), so the same data give the same cells whichever
+    route they took. ``temperature`` selects one (default 0 for traces; a counts file of one
+    temperature needs none).
+
+    ``divergence_measure`` names the length covariate (a key of
+    :func:`specsim.lengths.divergences`: ``js`` by default, ``w1_log``, ``beyond_share``, ...);
+    ``reference_lengths`` and ``own_tasks`` override each drafter's training lengths and tasks;
+    ``mass_matrix`` is the NUTS mass matrix adaptation (:func:`specsim.model.fit_model`),
+    ``parameterisation`` that of the effects (:class:`specsim.model.ModelOptions`).
+
+    Also fits the model without each length term (divergence, window) and compares them by
+    PSIS-LOO (``compare``), fits the statsmodels baseline, and stores in the posterior's metadata
+    what prediction needs: the fitted tasks' lengths and, from traces, each drafter's cost model
+    at that temperature and the cost drift between collection runs (counts carry no timings:
+    ``predict`` then needs ``--cost-ratio`` or ``--cost-profile``). ``FitOutcome.notes`` says
+    what was left out or assumed.
+    """
+    from specsim.model import fit_baseline, model_cells
+
+    _check_sampler_options(sampler, draws, tune, chains, target_accept, mass_matrix, parameterisation)
     _check_measure(divergence_measure)
-    refuse_unmeasured(table, ("task", "drafter"), what=str(path))
-    counts, notes = aggregate_counts_table(table, lengths, reference_lengths=reference_lengths,
-                                           divergence_measure=divergence_measure)
-    divergence_terms = bool(counts.reference_lengths)
+    counts_table, lengths, temperature = _counts_source(source, temperature)
+    counts, notes = model_cells(counts_table, lengths, reference_lengths=reference_lengths, own_tasks=own_tasks,
+                                divergence_measure=divergence_measure)
     options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
                                    target_accept=target_accept, mass_matrix=mass_matrix)
-    result, diagnostics, comparison = _sample(counts, options, compare, divergence_terms, parameterisation)
-    temperatures = table["temperature"].dropna().unique()
-    result.diagnostics = diagnostics
-    result.metadata = replace(result.metadata, diagnostics=diagnostics,
-                              temperature=float(temperatures[0]) if len(temperatures) else 0.0,
-                              traces=str(Path(path).resolve()), task_lengths=_task_lengths(lengths), cost_models={},
-                              loo_comparison=comparison)
-    baseline = fit_baseline(counts, divergence_terms=divergence_terms)
-    return FitOutcome(result, baseline, counts, notes + _fit_notes(diagnostics, baseline))
+    result, diagnostics, comparison = _sample(counts, options, compare, parameterisation=parameterisation)
+    costs: dict[str, dict] = {}
+    spread, transfer = DEFAULT_COST_RUN_LOG_SD, pd.DataFrame()
+    if isinstance(source, Traces):
+        costs = {drafter: model.to_dict(diagnostics=False) for (drafter, temp), model in cost_models(source).items()
+                 if temp == temperature}
+        spread, transfer = cost_transfer(source)
+    location = source.root if isinstance(source, Traces) else source
+    metadata = replace(result.metadata, diagnostics=diagnostics, temperature=float(temperature),
+                       traces=str(Path(location).resolve()), task_lengths=_task_lengths(lengths), cost_models=costs,
+                       loo_comparison=comparison, cost_run_log_sd=spread, cost_transfer=transfer.to_dict("records"))
+    result = replace(result, diagnostics=diagnostics, metadata=metadata)
+    baseline = fit_baseline(counts, result.options)
+    return FitOutcome(result, baseline, counts, notes + metadata.notes + _fit_notes(diagnostics, baseline))
 
 
 def _workload_for_posterior(posterior: Any, source: str) -> Workload:
@@ -749,6 +765,7 @@ def predict(
     posterior: Any, *, workload: str | Workload, drafter_kind: str | None = None, drafter: str | None = None,
     divergence: float | None = None, gamma: int = 4, cost: CostModel | None = None, cost_from: str | None = None,
     level: float = INTERVAL_LEVEL, seed: int = 0, n_draws: int = 400, probe: pd.DataFrame | None = None,
+    drafter_type: str | None = None, own_content: bool | None = None,
 ) -> tuple[Any, Workload, str]:
     """Posterior predictive speed-up of a workload for a generic or fine-tuned drafter.
 
@@ -777,6 +794,11 @@ def predict(
     probe : pandas.DataFrame, optional
         A probe of the workload by this drafter (``specsim probe``): updates the new task's
         effect, so the prediction sees the workload's content, not only its lengths.
+    drafter_type : str, optional
+        A new drafter's type (needed when the fit holds several); a fitted drafter's is its own.
+    own_content : bool, optional
+        The workload is the drafter's own training content (default: a fitted task among the
+        drafter's own tasks).
 
     Returns
     -------
@@ -811,7 +833,8 @@ def predict(
     prediction = predict_speedup(posterior, cost, gamma, workload.prompt_lengths, workload.output_lengths,
                                  finetuned=drafter_kind == "finetuned", divergence=divergence, drafter=drafter,
                                  task=task, level=level, rng=seed, n_draws=n_draws, reference_lengths=reference,
-                                 probe=probe, cost_log_sd=meta.cost_run_log_sd if cost_name != "given" else 0.0)
+                                 probe=probe, cost_log_sd=meta.cost_run_log_sd if cost_name != "given" else 0.0,
+                                 drafter_type=drafter_type, own_content=own_content)
     return prediction, workload, cost_name
 
 
@@ -828,13 +851,81 @@ def probe_from_traces(tokens: pd.DataFrame, prompt_ids: list[str]) -> pd.DataFra
                          "context_len": first["context_len"].to_numpy(), "agree": first["accepted"].to_numpy()})
 
 
+@dataclass(frozen=True)
+class LotoResult:
+    """Leave-one-task-out predictions and what they say about the intervals.
+
+    Attributes
+    ----------
+    cells : pandas.DataFrame
+        One row per held-out task x drafter (see :func:`leave_one_task_out`).
+    level : float
+        The intervals' probability.
+    probe_prompts : int
+        Prompts of each held-out cell used as its probe (0: no probe).
+    """
+
+    cells: pd.DataFrame
+    level: float
+    probe_prompts: int = 0
+
+    @staticmethod
+    def _figures(cells: pd.DataFrame, probe: bool) -> dict[str, Any]:
+        folds = cells.drop_duplicates("held_out_task")
+        figures: dict[str, Any] = {
+            "cells": len(cells), "cells_covered": int(cells["covered"].sum()),
+            "coverage": float(cells["covered"].mean()),
+            "mean_absolute_percentage_error": float(cells["error_pct"].abs().mean()),
+            "folds": int(len(folds)), "folds_passing_diagnostics": int(folds["diagnostics_passed"].sum())}
+        if probe:
+            figures.update({"cells_covered_probe": int(cells["covered_probe"].sum()),
+                            "coverage_probe": float(cells["covered_probe"].mean()),
+                            "mean_absolute_percentage_error_probe": float(cells["error_pct_probe"].abs().mean())})
+        return figures
+
+    def overall(self) -> dict[str, Any]:
+        """Coverage, MAPE and folds over every held-out cell (pooled: read :meth:`by_group` beside it)."""
+        return self._figures(self.cells, bool(self.probe_prompts))
+
+    def by_group(self, by: tuple[str, ...] = ("drafter_type",)) -> pd.DataFrame:
+        """The same figures per group of cells (default per drafter type): a pooled figure hides a type."""
+        rows = []
+        for key, group in self.cells.groupby(list(by), observed=True, sort=True):
+            values = key if isinstance(key, tuple) else (key,)
+            rows.append({**dict(zip(by, values, strict=True)), **self._figures(group, bool(self.probe_prompts))})
+        return pd.DataFrame(rows)
+
+    def summary(self) -> str:
+        """One line per drafter type and one pooled, as the CLI prints them."""
+        lines = []
+        for name, figures in [*((row["drafter_type"], row) for row in self.by_group().to_dict("records")),
+                              ("all types", self.overall())]:
+            line = (f"{name}: {100 * self.level:.0f}% intervals cover {figures['cells_covered']} of {figures['cells']} "
+                    f"held-out cells; MAPE {figures['mean_absolute_percentage_error']:.1f}%")
+            if self.probe_prompts:
+                line += (f"; with a probe of {self.probe_prompts} prompts {figures['cells_covered_probe']} of "
+                         f"{figures['cells']}, MAPE {figures['mean_absolute_percentage_error_probe']:.1f}%")
+            lines.append(line)
+        overall = self.overall()
+        lines.append(f"{overall['folds_passing_diagnostics']} of {overall['folds']} folds passed the diagnostics gate")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON of ``specsim loto --json``: pooled figures, figures per drafter type, every cell."""
+        overall = self.overall()
+        return {"interval_level": self.level, **{k: v for k, v in overall.items() if k != "cells"},
+                **({"probe_prompts": self.probe_prompts} if self.probe_prompts else {}),
+                "by_drafter_type": self.by_group().to_dict("records"), "cells": self.cells.to_dict("records")}
+
+
 def leave_one_task_out(
     traces: Traces, *, temperature: float = 0.0, gamma: int = 4, draws: int = 1000, seed: int = 0,
     target_accept: float = 0.95, level: float = INTERVAL_LEVEL, n_draws: int = 400,
     progress: Callable[[int, int, str], None] | None = None, divergence_measure: str = "js",
     reference_lengths: dict[str, np.ndarray] | None = None, parameterisation: str = "noncentred",
     probe_prompts: int = 0, mass_matrix: str = "low-rank", retry_target_accept: float | None = 0.99,
-) -> pd.DataFrame:
+    own_tasks: dict[str, list[str]] | None = None,
+) -> LotoResult:
     """Fit without each task in turn and predict every drafter's speed-up on it.
 
     The held-out task enters as a new task (its effect drawn from the task population); each
@@ -857,15 +948,16 @@ def leave_one_task_out(
 
     Returns
     -------
-    pandas.DataFrame
-        One row per held-out task x drafter: ``measured_speedup``, ``speedup`` (posterior
-        predictive mean), ``speedup_low``, ``speedup_high``, ``covered``, ``error_pct``,
-        ``divergence``, the fold's ``diagnostics_passed``, ``target_accept``, ``costs_from`` and
-        ``cost_run_log_sd`` (the kept traces' cost drift); with ``probe_prompts``, also
-        ``speedup_probe``, ``speedup_probe_low``, ``speedup_probe_high``, ``covered_probe``,
-        ``error_pct_probe`` and ``probe_tokens``.
+    LotoResult
+        Its ``cells``: one row per held-out task x drafter: ``drafter_type``, ``gamma``,
+        ``measured_speedup``, ``speedup`` (posterior predictive mean), ``speedup_low``,
+        ``speedup_high``, ``covered``, ``error_pct``, ``divergence``, the fold's
+        ``diagnostics_passed``, ``target_accept``, ``costs_from`` and ``cost_run_log_sd`` (the
+        kept traces' cost drift); with ``probe_prompts``, also ``speedup_probe``,
+        ``speedup_probe_low``, ``speedup_probe_high``, ``covered_probe``, ``error_pct_probe``
+        and ``probe_tokens``.
     """
-    from specsim.model import aggregate_counts, predict_speedup
+    from specsim.model import model_cells, predict_speedup
 
     check_level(level)
     if probe_prompts < 0:
@@ -885,8 +977,8 @@ def leave_one_task_out(
         raise InputError(f"no traces at gamma {gamma} (at temperature {temperature:g} they hold gamma "
                          f"{', '.join(map(str, gammas))})", field="--gamma")
     _check_measure(divergence_measure)
-    full = aggregate_counts(tokens, sequences, divergence_measure=divergence_measure,
-                            reference_lengths=reference_lengths)
+    full, _ = model_cells(*traces_counts(traces, temperature), divergence_measure=divergence_measure,
+                          reference_lengths=reference_lengths, own_tasks=own_tasks)
     all_costs = cost_models(traces)
     tasks = sorted(modelled["task"].unique())
     rows = []
@@ -900,7 +992,8 @@ def leave_one_task_out(
         for fold_accept in dict.fromkeys((target_accept, max(target_accept, retry_target_accept or 0.0))):
             outcome = fit(kept, temperature=temperature, draws=draws, tune=draws, seed=seed,
                           target_accept=fold_accept, compare=False, reference_lengths=full.reference_lengths,
-                          divergence_measure=divergence_measure, parameterisation=parameterisation,
+                          own_tasks=full.own_tasks, divergence_measure=divergence_measure,
+                          parameterisation=parameterisation,
                           mass_matrix=mass_matrix)
             if outcome.result.diagnostics["passed"]:
                 break
@@ -915,16 +1008,19 @@ def leave_one_task_out(
             if cell.empty:
                 continue
             lengths = length_table(cell)
-            divergence = divergences(full.reference_lengths[drafter], lengths["total_len"])[full.divergence_measure]
+            divergence = (divergences(full.reference_lengths[drafter], lengths["total_len"])[full.divergence_measure]
+                          if drafter in full.reference_lengths else 0.0)
             measured = measured_speedup(cell)
             kept_costs = drafter in fold_meta.cost_models
             costs_from = "kept tasks" if kept_costs else "all traces"
             cost = fold_meta.cost_model(drafter) if kept_costs else all_costs[(drafter, temperature)]
             arguments = (posterior, cost, gamma, lengths["prompt_len"].to_numpy(), lengths["output_len"].to_numpy())
             options = dict(finetuned=cell["drafter_kind"].iloc[0] == "finetuned", divergence=divergence,
-                           drafter=drafter, level=level, rng=seed, n_draws=n_draws, cost_log_sd=spread)
+                           drafter=drafter, own_content=task in full.own_tasks.get(drafter, []), level=level,
+                           rng=seed, n_draws=n_draws, cost_log_sd=spread)
             prediction = predict_speedup(*arguments, **options)
-            row = {"held_out_task": task, "drafter": drafter, "divergence": divergence,
+            row = {"held_out_task": task, "drafter": drafter, "drafter_type": str(cell["drafter_type"].iloc[0]),
+                   "gamma": gamma, "divergence": divergence,
                    "measured_speedup": measured, "speedup": prediction.mean, "speedup_low": prediction.low,
                    "speedup_high": prediction.high, "covered": bool(prediction.low <= measured <= prediction.high),
                    "error_pct": 100 * (prediction.mean - measured) / measured,
@@ -941,4 +1037,4 @@ def leave_one_task_out(
             rows.append(row)
     if progress is not None:
         progress(len(tasks), len(tasks), "")
-    return pd.DataFrame(rows)
+    return LotoResult(pd.DataFrame(rows), level, probe_prompts)

@@ -20,6 +20,7 @@ from specsim.collect.drafters import (
     DatastoreDrafter,
     ModelDrafter,
     PromptLookupDrafter,
+    lookup_copy_sources,
     read_datastore,
     write_datastore,
 )
@@ -68,6 +69,21 @@ def test_prompt_lookup_rejects_bad_sizes():
         parse_drafter("pl=prompt-lookup:0")
     assert parse_drafter("pl=prompt-lookup:3").drafter_type == "lookup"
     assert parse_drafter("pl=prompt-lookup").method == "prompt-lookup"
+
+
+def test_lookup_copy_sources_tell_prompt_from_output():
+    # Prompt [5 6 7 8]; the output repeats "6 7" (copied from the prompt), then makes "9 10" and
+    # repeats it (copied from its own output); the first step matches nothing.
+    prompt = [5, 6, 7, 8]
+    output = [1, 6, 7, 8, 9, 10, 2, 9, 10, 3]
+    sources = lookup_copy_sources(prompt, output, [0, 2, 8, 9])
+    # Contexts end ...8 1 (1 unseen: none), ...1 6 (6 seen in the prompt: "7 8" copied from it), ...2 9
+    # ("9" first seen in the output at context index 8: copied from the output), ...9 10 ("9 10" likewise).
+    assert sources == ["none", "prompt", "output", "output"]
+    # The replay is the drafter's own rule: a drafter asked at the same contexts copies the same tokens.
+    drafter = PromptLookupDrafter(2)
+    draft = drafter.propose([*prompt, *output[:2]], 4, None, None)
+    assert draft.tokens == [7, 8, 1, 6] and drafter.copied_from == 2
 
 
 def _store(path, sequences, tasks=None, **metadata):

@@ -14,7 +14,7 @@ from specsim.errors import InputError
 from specsim.glossary import undefined_keys
 from specsim.imports import import_source
 from specsim.lengths import length_table
-from specsim.model import aggregate_counts, aggregate_counts_table
+from specsim.model import model_cells
 from specsim.simulate.acceptance import profile_from_counts_table, profile_from_tokens
 from specsim.simulate.exact import expected_workload
 from specsim.traces import read_traces
@@ -152,13 +152,18 @@ def test_vllm_request_histogram_that_disagrees_is_one_line(tmp_path, capsys):
 
 
 def test_counts_file_gives_the_model_the_same_cells_as_traces(two_kind_traces, tmp_path):
+    # The route's invariant: traces written to a counts file and read back (what an engine's import gives
+    # the model) make the same cells, covariates and references as the traces themselves.
+    from specsim.workflow import traces_counts
+
     root, _ = two_kind_traces
     traces = read_traces(root)
     path = write_counts(counts_from_traces(traces.tokens, traces.steps, traces.sequences), tmp_path / "c.parquet",
                         lengths=length_table(traces.sequences))
-    from_counts, notes = aggregate_counts_table(read_counts(path), read_counts_lengths(path))
-    from_tokens = aggregate_counts(traces.tokens, traces.sequences)
-    assert notes == []
+    from_counts, notes = model_cells(read_counts(path), read_counts_lengths(path))
+    from_tokens, token_notes = model_cells(*traces_counts(traces))
+    assert notes == token_notes == []
+    assert {"content_match", "beyond", "prompts", "context_len_mean", "type_code"} <= set(from_counts.cells.columns)
     pd.testing.assert_frame_equal(from_counts.cells, from_tokens.cells, check_dtype=False, check_categorical=False)
     np.testing.assert_array_equal(from_counts.position_edges, from_tokens.position_edges)
     assert from_counts.observed_positions == from_tokens.observed_positions
@@ -166,7 +171,7 @@ def test_counts_file_gives_the_model_the_same_cells_as_traces(two_kind_traces, t
         np.testing.assert_array_equal(np.sort(from_counts.reference_lengths[drafter]), np.sort(reference))
     # Engines' counts without lengths: the model is told to leave the divergence terms out.
     imported = import_source("vllm", FIXTURES / "vllm_metrics.txt", gamma=None, **KEYS).counts
-    vllm, notes = aggregate_counts_table(imported)
+    vllm, notes = model_cells(imported)
     assert (vllm.cells["divergence"] == 0).all() and any("divergence covariate is 0" in n for n in notes)
 
 

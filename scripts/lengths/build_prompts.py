@@ -14,7 +14,11 @@ ctx-256    128           128         256
 ctx-512    256           256         512
 ctx-1024   768           256         1024
 ctx-2048   1792          256         2048
+ctx-4096   3840          256         4096
 =========  ============  ==========  ======================
+
+ctx-4096 was added after the first five were collected; it comes last in :data:`REGIMES`, so the
+seeded stream draws the first five regimes' prompts exactly as before.
 
 Writes ``data/prompts/lengths/heldout-<regime>.jsonl`` (the prompts traced, one file per regime
 since each regime has its own number of new tokens), ``heldout-<regime>-extra.jsonl`` (more prompts
@@ -41,7 +45,7 @@ OUT = ROOT / "data" / "prompts" / "lengths"
 SEED = 20261129
 #: regime name: (prompt tokens, new tokens)
 REGIMES = {"ctx-128": (64, 64), "ctx-256": (128, 128), "ctx-512": (256, 256), "ctx-1024": (768, 256),
-           "ctx-2048": (1792, 256)}
+           "ctx-2048": (1792, 256), "ctx-4096": (3840, 256)}
 HELDOUT_PER_REGIME = 12
 #: Extra held-out prompts of a regime, written to ``heldout-<regime>-extra.jsonl`` and collected as a
 #: stage of their own (the first 12 stay as collected): the shortest regime's 12 prompts give too

@@ -1,21 +1,26 @@
-"""Collect the length-controlled traces: three drafters crossed with five context-length regimes.
+"""Collect the length-controlled traces: drafters of three types crossed with six context-length regimes.
 
 Same content (held-out standard-library source files), same target (SmolLM2-135M-Instruct,
-float32, CPU), drafters ``generic-4l`` (first experiment, trained on the multitask mixture),
-``ft-short`` and ``ft-long`` (``scripts/lengths/train_drafters.py``: the generic drafter fine-tuned
-on 256- or 2048-token windows of the train-pool files). Stages, each resumable (re-running skips
-prompts already written; ``--limit N`` collects the first N prompts of a stage, the run id does not
-change):
+float32, CPU). Drafters, in three groups of stages:
 
-- ``greedy-<regime>``: every drafter, greedy, gamma 4, every held-out prompt of the regime, with
-  the regime's number of new tokens (64 to 256);
-- ``sampling-<regime>``: every drafter, temperature 0.7, gamma 4, the regime's first
-  :data:`SAMPLING_PROMPTS` prompts;
-- ``greedy-<regime>-extra``: as ``greedy-<regime>`` on the regime's extra held-out prompts
-  (``heldout-<regime>-extra.jsonl``, files the regime had not used).
+- separate models (stages ``greedy-<regime>``, ``sampling-<regime>``): ``generic-4l`` (first
+  experiment, trained on the multitask mixture), ``ft-short`` and ``ft-long``
+  (``scripts/lengths/train_drafters.py``: the generic drafter fine-tuned on 256- or 2048-token
+  windows of the train-pool files);
+- model-free lookup (``lookup-greedy-<regime>``, ``lookup-sampling-<regime>``): transformers'
+  prompt lookup, trained on nothing;
+- feature heads (``heads-greedy-<regime>``, ``heads-sampling-<regime>``): ``head-generic`` (the
+  first experiment's mixture head) and ``head-short``/``head-long`` (``scripts/lengths/train_heads.py``:
+  trained from scratch on 256- or 2048-token windows of the train-pool files).
+
+Each group: greedy, gamma 4, every held-out prompt of the regime, with the regime's number of new
+tokens (64 to 256); temperature 0.7, gamma 4, the regime's first :data:`SAMPLING_PROMPTS` prompts;
+``<group>greedy-<regime>-extra`` on a regime's extra held-out prompts (``heldout-<regime>-extra.jsonl``,
+files the regime had not used). Every stage is resumable (re-running skips prompts already
+written; ``--limit N`` collects the first N prompts of a stage, the run id does not change).
 
 Writes ``data/traces/lengths`` and its ``manifest.json``. Run:
-``python scripts/lengths/collect_lengths.py [STAGE ...] [--limit N]``.
+``python scripts/lengths/collect_lengths.py [STAGE ...] [--limit N]``; ``--list`` prints the stages.
 """
 
 from __future__ import annotations
@@ -38,30 +43,46 @@ PROMPTS = ROOT / "data" / "prompts" / "lengths"
 SAMPLING_PROMPTS = 4
 
 
-def stages() -> dict[str, CollectConfig]:
-    """Every stage's configuration, greedy stages first, short regimes first."""
-    manifest = json.loads((PROMPTS / "manifest.json").read_text())
+def drafter_groups() -> dict[str, tuple[DrafterSpec, ...]]:
+    """The drafters of each group of stages, by the prefix of their stage names."""
     work = cache_dir()
-    drafters = (
-        DrafterSpec("generic-4l", str(work / "reference" / "drafters" / "generic-4l"), "generic", "mixture"),
-        DrafterSpec("ft-short", str(work / "lengths" / "drafters" / "ft-short"), "finetuned", "stdlib-windows-256"),
-        DrafterSpec("ft-long", str(work / "lengths" / "drafters" / "ft-long"), "finetuned", "stdlib-windows-2048"),
-    )
+    heads = work / "reference" / "heads"
+    return {
+        "": (
+            DrafterSpec("generic-4l", str(work / "reference" / "drafters" / "generic-4l"), "generic", "mixture"),
+            DrafterSpec("ft-short", str(work / "lengths" / "drafters" / "ft-short"), "finetuned", "stdlib-windows-256"),
+            DrafterSpec("ft-long", str(work / "lengths" / "drafters" / "ft-long"), "finetuned", "stdlib-windows-2048"),
+        ),
+        "lookup-": (DrafterSpec("prompt-lookup", "prompt-lookup:2", "generic", None),),
+        "heads-": (
+            DrafterSpec("head-generic", str(heads / "head-generic"), "generic", "mixture"),
+            DrafterSpec("head-short", str(heads / "head-short"), "finetuned", "stdlib-windows-256"),
+            DrafterSpec("head-long", str(heads / "head-long"), "finetuned", "stdlib-windows-2048"),
+        ),
+    }
+
+
+def stages() -> dict[str, CollectConfig]:
+    """Every stage's configuration: per group, greedy stages first, short regimes first."""
+    manifest = json.loads((PROMPTS / "manifest.json").read_text())
     configs = {}
-    for temperature, prefix in ((0.0, "greedy"), (0.7, "sampling")):
-        for regime, sizes in manifest["regimes"].items():
-            prompts = PROMPTS / f"heldout-{regime}.jsonl"
-            if temperature > 0:
-                subset = PROMPTS / f"sampling-{regime}.jsonl"
-                write_prompts(read_prompts(prompts)[:SAMPLING_PROMPTS], subset)
-                prompts = subset
-            configs[f"{prefix}-{regime}"] = CollectConfig(
-                target="smollm2", drafters=drafters, prompts=str(prompts), out=str(OUT), gammas=(4,),
-                temperatures=(temperature,), max_new_tokens=sizes["new_tokens"], seed=0)
-    for regime in manifest.get("extra_heldout_prompts", {}):
-        configs[f"greedy-{regime}-extra"] = CollectConfig(
-            target="smollm2", drafters=drafters, prompts=str(PROMPTS / f"heldout-{regime}-extra.jsonl"), out=str(OUT),
-            gammas=(4,), temperatures=(0.0,), max_new_tokens=manifest["regimes"][regime]["new_tokens"], seed=0)
+    for prefix, drafters in drafter_groups().items():
+        for temperature, mode in ((0.0, "greedy"), (0.7, "sampling")):
+            for regime, sizes in manifest["regimes"].items():
+                prompts = PROMPTS / f"heldout-{regime}.jsonl"
+                if temperature > 0:
+                    subset = PROMPTS / f"sampling-{regime}.jsonl"
+                    if not subset.exists():
+                        write_prompts(read_prompts(prompts)[:SAMPLING_PROMPTS], subset)
+                    prompts = subset
+                configs[f"{prefix}{mode}-{regime}"] = CollectConfig(
+                    target="smollm2", drafters=drafters, prompts=str(prompts), out=str(OUT), gammas=(4,),
+                    temperatures=(temperature,), max_new_tokens=sizes["new_tokens"], seed=0)
+        for regime in manifest.get("extra_heldout_prompts", {}):
+            configs[f"{prefix}greedy-{regime}-extra"] = CollectConfig(
+                target="smollm2", drafters=drafters, prompts=str(PROMPTS / f"heldout-{regime}-extra.jsonl"),
+                out=str(OUT), gammas=(4,), temperatures=(0.0,),
+                max_new_tokens=manifest["regimes"][regime]["new_tokens"], seed=0)
     return configs
 
 
@@ -69,7 +90,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stages", nargs="*", help="stages to run (default: all, in order)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N prompts of each stage")
+    parser.add_argument("--list", action="store_true", help="print the stages and exit")
     args = parser.parse_args()
+    if args.list:
+        print("\n".join(stages()))
+        return
     for name, config in stages().items():
         if not args.stages or name in args.stages:
             run_stage(name, config, OUT, f"python scripts/lengths/collect_lengths.py {name}", args.limit)

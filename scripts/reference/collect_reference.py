@@ -14,7 +14,9 @@ written):
    every held-out prompt, greedy, gamma 4: transformers' prompt lookup (generic, trained on
    nothing) and datastores of the teacher completions the model drafters were distilled on
    (all tasks: generic, "mixture"; code only and docsum only: fine-tuned), built into
-   ``data/drafters/datastores`` when missing.
+   ``data/drafters/datastores`` when missing; ``lookup-news-greedy-gamma4`` the same on the news
+   prompts; ``lookup-greedy-gamma2-8`` prompt lookup at gamma 2 and 8; ``lookup-sampling-t0.7``
+   every lookup drafter at temperature 0.7 on the first :data:`SAMPLING_SUBSET` held-out prompts.
 6. ``heads-greedy-gamma4``, ``heads-news-greedy-gamma4`` and ``heads-greedy-gamma1-2`` (the generic head
    at gamma 1 and 2; into ``data/traces/reference-heads``):
    the feature heads of ``train_heads.py`` (generic, on the mixture; fine-tuned on code and on
@@ -54,6 +56,8 @@ TEACHER = Path("data") / "drafters" / "teacher_completions.parquet"
 PER_TASK = {"code": 12, "docsum": 12, "explain-long": 12, "explain-short": 24, "qa": 48}
 MAX_NEW_TOKENS = 96
 NEWS_PROMPTS = 24
+#: Held-out prompts (the first of the interleaved order, every task) of the temperature-0.7 lookup stage.
+SAMPLING_SUBSET = 40
 
 
 def heldout_file(counts: dict[str, int], name: str) -> Path:
@@ -104,17 +108,30 @@ def main() -> None:
     for name, config in stages.items():
         if not args.stages or name in args.stages:
             run_stage(name, config, OUT, f"python scripts/reference/collect_reference.py {name}", args.limit)
-    if not args.stages or "lookup-greedy-gamma4" in args.stages:
+    lookup_stages = ("lookup-greedy-gamma4", "lookup-news-greedy-gamma4", "lookup-greedy-gamma2-8",
+                     "lookup-sampling-t0.7")
+    if not args.stages or set(lookup_stages) & set(args.stages):
         os.chdir(ROOT)
         lookups = (DrafterSpec("prompt-lookup", "prompt-lookup:2", "generic", None),
                    DrafterSpec("datastore-mixture", datastore("mixture", None, "mixture"), "generic", "mixture"),
                    DrafterSpec("datastore-code", datastore("code", ["code"], "code"), "finetuned", "code"),
                    DrafterSpec("datastore-docsum", datastore("docsum", ["docsum"], "docsum"), "finetuned", "docsum"))
-        config = CollectConfig(target="smollm2", drafters=lookups, prompts=str(Path(prompts).relative_to(ROOT)),
-                               out=str(OUT_LOOKUP.relative_to(ROOT)), gammas=(4,), max_new_tokens=MAX_NEW_TOKENS,
-                               seed=0)
-        run_stage("lookup-greedy-gamma4", config, OUT_LOOKUP,
-                  "python scripts/reference/collect_reference.py lookup-greedy-gamma4", args.limit)
+        relative = str(Path(prompts).relative_to(ROOT))
+        sampling = PROMPTS / "reference_sampling_subset.jsonl"
+        write_prompts(read_prompts(prompts)[:SAMPLING_SUBSET], sampling)
+        lookup_configs = {
+            "lookup-greedy-gamma4": (lookups, relative, (4,), 0.0),
+            "lookup-news-greedy-gamma4": (lookups, str(Path(news).relative_to(ROOT)), (4,), 0.0),
+            "lookup-greedy-gamma2-8": (lookups[:1], relative, (2, 8), 0.0),
+            "lookup-sampling-t0.7": (lookups, str(sampling.relative_to(ROOT)), (4,), 0.7),
+        }
+        for name, (chosen, stage_prompts, gammas, temperature) in lookup_configs.items():
+            if args.stages and name not in args.stages:
+                continue
+            config = CollectConfig(target="smollm2", drafters=chosen, prompts=stage_prompts,
+                                   out=str(OUT_LOOKUP.relative_to(ROOT)), gammas=gammas, temperatures=(temperature,),
+                                   max_new_tokens=MAX_NEW_TOKENS, seed=0)
+            run_stage(name, config, OUT_LOOKUP, f"python scripts/reference/collect_reference.py {name}", args.limit)
     heads = (DrafterSpec("head-generic", str(HEADS / "head-generic"), "generic", "mixture"),
              DrafterSpec("head-code", str(HEADS / "head-code"), "finetuned", "code"),
              DrafterSpec("head-docsum", str(HEADS / "head-docsum"), "finetuned", "docsum"))

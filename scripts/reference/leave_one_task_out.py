@@ -27,16 +27,9 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--probe-prompts", type=int, default=0)
     args = parser.parse_args()
-    table = workflow.leave_one_task_out(read_traces(args.traces), gamma=args.gamma, draws=args.draws,
-                                        probe_prompts=args.probe_prompts)
-    extra = {}
-    if args.probe_prompts:
-        extra = {"coverage_90_probe": float(table["covered_probe"].mean()),
-                 "mean_absolute_percentage_error_probe": float(table["error_pct_probe"].abs().mean())}
-    print(json.dumps({"cells": table.to_dict("records"), "coverage_90": float(table["covered"].mean()), **extra,
-                      "mean_absolute_percentage_error": float(table["error_pct"].abs().mean()),
-                      "folds_passing_diagnostics": int(table.drop_duplicates("held_out_task")[
-                          "diagnostics_passed"].sum())}, indent=1))
+    result = workflow.leave_one_task_out(read_traces(args.traces), gamma=args.gamma, draws=args.draws,
+                                         probe_prompts=args.probe_prompts)
+    print(json.dumps(result.to_dict(), indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ __all__ = [
     "Drafter",
     "ModelDrafter",
     "PromptLookupDrafter",
+    "lookup_copy_sources",
     "DatastoreDrafter",
     "Datastore",
     "read_datastore",
@@ -179,11 +180,14 @@ class PromptLookupDrafter(Drafter):
     def reset(self) -> None:
         """Forget the sequence."""
         self.index = _NgramIndex(self.max_ngram)
+        #: Index in the context of the first token the last draft copied (None: nothing drafted).
+        self.copied_from: int | None = None
 
     def propose(self, tokens: list[int], n: int, warp: Any, generator: torch.Generator | None) -> Draft:
         """Copy up to ``n`` tokens after the leftmost earlier match of the longest matching n-gram."""
         length = len(tokens)
         self.index.extend(tokens)
+        self.copied_from = None
         for size in range(min(self.max_ngram, length - 1), 0, -1):
             start = self.index.first.get(tuple(tokens[length - size :]))
             # The leftmost occurrence; only the context's own last n-gram has no continuation.
@@ -191,8 +195,28 @@ class PromptLookupDrafter(Drafter):
                 continue
             chosen = tokens[start + size : min(start + size + n, length)]
             cut = next((i for i, token in enumerate(chosen) if token in self.eos_ids), None)
-            return Draft(chosen if cut is None else chosen[:cut])
+            chosen = chosen if cut is None else chosen[:cut]
+            self.copied_from = start + size if chosen else None
+            return Draft(chosen)
         return Draft([])
+
+
+def lookup_copy_sources(prompt_ids: list[int], output_ids: list[int], step_positions: list[int],
+                        max_ngram: int = 2, eos_ids: frozenset[int] = frozenset()) -> list[str]:
+    """Where prompt lookup copied each step's draft from: ``prompt``, ``output`` or ``none`` (no draft).
+
+    Replays :class:`PromptLookupDrafter` on the sequence's own context at each step (the prompt
+    and the output generated before the step's first drafted position): a draft copied from
+    before the prompt's end repeats the prompt, one from after it repeats the model's own output.
+    Lookup is deterministic, so the replay is the collection's lookup, step for step.
+    """
+    drafter = PromptLookupDrafter(max_ngram, eos_ids)
+    sources = []
+    for position in step_positions:
+        drafter.propose([*prompt_ids, *output_ids[:position]], 1, None, None)
+        start = drafter.copied_from
+        sources.append("none" if start is None else "prompt" if start < len(prompt_ids) else "output")
+    return sources
 
     def options(self) -> dict[str, Any]:
         """The method and its n-gram size."""

@@ -5,14 +5,13 @@ Importing this package does not import PyMC; :func:`fit_model` and :func:`build_
 
 from specsim.model.artifact import Posterior, PosteriorMetadata, load_posterior, save_posterior
 from specsim.model.baseline import fit_baseline
-from specsim.model.data import AcceptanceCounts, aggregate_counts, aggregate_counts_table
+from specsim.model.data import AcceptanceCounts, model_cells
 from specsim.model.hierarchical import FitResult, ModelOptions, build_model, diagnose, fit_model
 from specsim.model.predict import SpeedupPrediction, predict_speedup
 
 __all__ = [
     "AcceptanceCounts",
-    "aggregate_counts",
-    "aggregate_counts_table",
+    "model_cells",
     "fit_baseline",
     "FitResult",
     "ModelOptions",

@@ -29,10 +29,11 @@ __all__ = ["ARTIFACT_FORMAT", "ARTIFACT_VERSION", "PosteriorMetadata", "Posterio
            "save_posterior", "load_posterior", "REQUIRED_VARIABLES"]
 
 ARTIFACT_FORMAT = "specsim-posterior"
-ARTIFACT_VERSION = 2
+ARTIFACT_VERSION = 3
 #: Posterior variables prediction reads.
-REQUIRED_VARIABLES = ("intercept", "b_finetuned", "b_index_finetuned", "b_position_finetuned", "index_effect",
-                      "position_effect", "task_effect", "drafter_effect", "sigma_task", "sigma_drafter")
+REQUIRED_VARIABLES = ("intercept", "type_effect", "b_finetuned", "b_index_finetuned", "b_position_finetuned",
+                      "index_effect", "position_effect", "task_effect", "drafter_effect", "sigma_task",
+                      "sigma_drafter")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,17 @@ class PosteriorMetadata:
         is then empty). Predictions under the stored costs carry it.
     cost_transfer : list of dict
         The per-run figures behind ``cost_run_log_sd`` (empty: the default was used).
+    drafter_types : list of str
+        The fitted drafter types, in the order of the model's type axis.
+    drafter_type_of : dict of str to str
+        Each fitted drafter's type.
+    windows : dict of str to float
+        Training window (tokens) of each drafter that has one (a drafter trained on nothing
+        has none and is absent).
+    own_tasks : dict of str to list of str
+        The fitted tasks each drafter was trained on.
+    notes : list of str
+        What the fit left out or assumed (terms the data cannot identify, estimated covariates).
     """
 
     tasks: list[str]
@@ -105,6 +117,11 @@ class PosteriorMetadata:
     observed_positions: dict[str, int] = field(default_factory=dict)
     cost_run_log_sd: float = 0.0
     cost_transfer: list[dict[str, Any]] = field(default_factory=list)
+    drafter_types: list[str] = field(default_factory=lambda: ["model"])
+    drafter_type_of: dict[str, str] = field(default_factory=dict)
+    windows: dict[str, float] = field(default_factory=dict)
+    own_tasks: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     format: str = ARTIFACT_FORMAT
     version: int = ARTIFACT_VERSION
 
@@ -167,6 +184,14 @@ class PosteriorMetadata:
                      "untrained")
         if self.n_draft_index < 1:
             fail("n_draft_index", f"must be >= 1, got {self.n_draft_index}")
+        if not self.drafter_types or len(set(self.drafter_types)) != len(self.drafter_types):
+            fail("drafter_types", f"must be a non-empty list of distinct names, got {self.drafter_types!r}")
+        for drafter, kind in self.drafter_type_of.items():
+            if drafter not in self.drafters or kind not in self.drafter_types:
+                fail("drafter_type_of", f"{drafter!r}: {kind!r} is not a fitted drafter's fitted type")
+        for drafter, window in self.windows.items():
+            if drafter not in self.drafters or not (math.isfinite(window) and window > 0):
+                fail("windows", f"{drafter!r}: {window!r} is not a fitted drafter's finite window > 0")
         edges = self.position_edges
         if any(not math.isfinite(e) for e in edges) or list(edges) != sorted(set(edges)):
             fail("position_edges", "must be finite and increasing")

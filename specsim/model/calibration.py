@@ -1,12 +1,15 @@
-"""Simulation-based calibration (Talts et al. 2018) of a reduced acceptance model.
+"""Simulation-based calibration (Talts et al. 2018) of the acceptance model :func:`build_model` returns.
 
-The reduced model keeps the fixed effects that answer the research question (intercept,
-fine-tuned, divergence, interaction) with the full model's priors and a binomial likelihood
-on aggregated counts. Each simulation draws parameters from the prior, counts from the
-likelihood, and fits them with NUTS (nutpie, compiled once; only the data change between
-simulations); the rank of each true parameter among ``n_ranks - 1`` thinned posterior draws
-is uniform on ``0 .. n_ranks - 1`` when the inference is calibrated. Uniformity is checked
-by a chi-square test on the rank histogram per parameter.
+The model is the real one (every term, the beta-binomial likelihood with its per-prompt
+concentration), built on a design of counts (default: a small synthetic design with two drafter
+types, fine-tuned drafters on and off their own tasks and contexts past some training windows,
+:func:`specsim.model.synthetic_counts.synthetic_counts`). PyMC draws parameters and counts from
+the model's own prior predictive, so the simulated data and the fitted model cannot drift apart;
+nutpie compiles the model once and each simulation only swaps the observed counts
+(``accepted_count``). The rank of each true parameter among ``n_ranks - 1`` thinned posterior
+draws is uniform on ``0 .. n_ranks - 1`` when the inference is calibrated; uniformity is checked
+by a chi-square test on the rank histogram of every checked parameter (each element of a vector
+over drafter types).
 """
 
 from __future__ import annotations
@@ -17,22 +20,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
-from scipy.special import expit
 
 from specsim.model.backend import configure_pytensor
-from specsim.model.spec import PRIORS, linear_predictor
+from specsim.model.data import AcceptanceCounts
+from specsim.model.hierarchical import ModelOptions, build_model
 
-__all__ = ["SBCResult", "REDUCED_PARAMETERS", "simulation_based_calibration"]
+__all__ = ["SBCResult", "CHECKED_PARAMETERS", "simulation_based_calibration", "sbc_design"]
 
-#: Parameters of the reduced model; their priors are the full model's (:data:`specsim.model.spec.PRIORS`).
-REDUCED_PARAMETERS = ("intercept", "b_finetuned", "b_divergence", "b_interaction")
-
-
-def _reduced_predictor(parameters: dict, design: dict, zeros: Any) -> Any:
-    """The full model's linear predictor with every effect but the reduced model's at zero."""
-    full = {**parameters, "b_index_finetuned": 0.0, "b_position_finetuned": 0.0, "index_effect": zeros,
-            "position_effect": zeros, "task_effect": zeros, "drafter_effect": zeros}
-    return linear_predictor(full, design, 1, 1)
+#: Parameters whose ranks are checked: every fixed effect and scale of the linear predictor.
+CHECKED_PARAMETERS = ("intercept", "type_effect", "b_finetuned", "b_content", "b_divergence", "b_interaction",
+                      "b_beyond", "b_beyond_finetuned", "b_index_finetuned", "b_position_finetuned", "sigma_task",
+                      "kappa")
 
 
 @dataclass(frozen=True)
@@ -49,69 +47,86 @@ class SBCResult:
         return pd.DataFrame({name: np.histogram(self.ranks[name], edges)[0] for name in self.ranks.columns})
 
 
-def _design(n_cells: int, rng: np.random.Generator) -> pd.DataFrame:
-    finetuned = np.arange(n_cells) % 2
-    return pd.DataFrame({"finetuned": finetuned.astype(float), "divergence": rng.uniform(0, 0.8, n_cells),
-                         "evaluated": rng.integers(30, 300, n_cells)})
+def sbc_design(seed: int = 0) -> AcceptanceCounts:
+    """A small design for SBC: 4 tasks, two types of three drafters, 3 draft indices, 2 position bins.
+
+    Only its layout and covariates matter (the counts are replaced by prior predictive draws).
+    """
+    from specsim.model.synthetic_counts import TRUE_PARAMETERS, synthetic_counts
+
+    parameters = {**TRUE_PARAMETERS, "index_effect": TRUE_PARAMETERS["index_effect"][:, :3],
+                  "position_effect": TRUE_PARAMETERS["position_effect"][:2]}
+    counts, _ = synthetic_counts(parameters, n_tasks=4, evaluated_per_cell=150, position_edges=np.array([64.0]),
+                                 rng=seed)
+    return counts
+
+
+def _flat(values: np.ndarray, name: str, labels: list[str] | None) -> dict[str, np.ndarray]:
+    """One entry per element of a parameter's draws (leading axis: draws)."""
+    if values.ndim == 1:
+        return {name: values}
+    return {f"{name}[{labels[i] if labels else i}]": values[:, i] for i in range(values.shape[1])}
 
 
 def simulation_based_calibration(
-    n_simulations: int = 100, *, n_cells: int = 16, n_ranks: int = 20, seed: int = 0, bins: int = 5,
+    n_simulations: int = 100, *, counts: AcceptanceCounts | None = None, options: ModelOptions = ModelOptions(),
+    n_ranks: int = 20, seed: int = 0, bins: int = 5, draws_per_chain: int = 500, tune: int = 400, chains: int = 2,
 ) -> SBCResult:
-    """Run SBC of the reduced model.
+    """Run SBC of the model :func:`build_model` returns on ``counts``' design.
 
     Parameters
     ----------
     n_simulations : int
         Prior draws fitted.
-    n_cells : int
-        Cells of counts per simulated data set.
+    counts : AcceptanceCounts, optional
+        The design (its counts are not used); default :func:`sbc_design`.
+    options : ModelOptions
+        The model's terms (the terms the design cannot identify are left out, as in a fit).
     n_ranks : int
         Rank resolution: ``n_ranks - 1`` posterior draws kept per fit (thinned).
     seed : int
     bins : int
         Bins of the chi-square test on ranks.
+    draws_per_chain, tune, chains : int
+        NUTS settings of each fit.
 
     Returns
     -------
     SBCResult
+        Ranks of every checked parameter (elements of vectors named ``b_finetuned[lookup]``).
     """
     configure_pytensor()
     import nutpie
     import pymc as pm
-    import pytensor.tensor as pt
 
+    counts = sbc_design(seed) if counts is None else counts
     rng = np.random.default_rng(seed)
-    design = _design(n_cells, rng)
-    cell_codes = {name: np.zeros(n_cells, dtype=int) for name in ("draft_index", "position_bin", "task", "drafter")}
-    with pm.Model() as model:
-        finetuned = pm.Data("finetuned", design["finetuned"].to_numpy())
-        divergence = pm.Data("divergence", design["divergence"].to_numpy())
-        observed = pm.Data("observed", np.zeros(n_cells, dtype=np.int64))
-        coefficients = {name: PRIORS[name].pymc(name) for name in REDUCED_PARAMETERS}
-        eta = _reduced_predictor(coefficients, {**cell_codes, "finetuned": finetuned, "divergence": divergence},
-                                 pt.zeros(1))
-        pm.Binomial("accepted", n=design["evaluated"].to_numpy(), p=pm.math.invlogit(eta), observed=observed)
+    model = build_model(counts, options)
+    with model:
+        prior = pm.sample_prior_predictive(draws=n_simulations, random_seed=int(rng.integers(2**31)))
     compiled = nutpie.compile_pymc_model(model)
-    draws_per_chain = 500
-    keep = np.linspace(0, 2 * draws_per_chain - 1, n_ranks - 1).astype(int)
+    names = [name for name in CHECKED_PARAMETERS if name in prior.prior]
+    types = list(counts.drafter_types)
+    keep = np.linspace(0, chains * draws_per_chain - 1, n_ranks - 1).astype(int)
     rows = []
-    for _ in range(n_simulations):
-        truth = {name: float(PRIORS[name].draw(rng)) for name in REDUCED_PARAMETERS}
-        eta = _reduced_predictor(truth, {**cell_codes, "finetuned": design["finetuned"].to_numpy(),
-                                         "divergence": design["divergence"].to_numpy()}, np.zeros(1))
-        counts = rng.binomial(design["evaluated"].to_numpy(), expit(eta))
-        trace = nutpie.sample(compiled.with_data(observed=counts), draws=draws_per_chain, tune=300, chains=2,
-                              seed=int(rng.integers(2**31)), progress_bar=False)
-        ranks = {}
-        for name in REDUCED_PARAMETERS:
-            posterior = trace.posterior[name].values.reshape(-1)
+    for simulation in range(n_simulations):
+        observed = prior.prior_predictive["accepted"].values[0, simulation].astype(np.int64)
+        trace = nutpie.sample(compiled.with_data(accepted_count=observed), draws=draws_per_chain, tune=tune,
+                              chains=chains, seed=int(rng.integers(2**31)), progress_bar=False)
+        ranks: dict[str, Any] = {}
+        for name in names:
+            truth = prior.prior[name].values[0, simulation]
+            drawn = trace.posterior[name].values
+            drawn = drawn.reshape(drawn.shape[0] * drawn.shape[1], *drawn.shape[2:])
+            labels = types if drawn.ndim > 1 else None
+            truths = _flat(np.atleast_1d(truth)[None, :] if drawn.ndim > 1 else np.array([truth]), name, labels)
             # Thinning to nearly independent draws keeps the ranks' histogram valid.
-            ranks[name] = int(np.sum(posterior[keep] < truth[name]))
+            for element, values in _flat(drawn, name, labels).items():
+                ranks[element] = int(np.sum(values[keep] < truths[element][0]))
         rows.append(ranks)
-    ranks = pd.DataFrame(rows)
+    ranks_table = pd.DataFrame(rows)
     p_values = {}
-    for name in REDUCED_PARAMETERS:
-        counts_per_bin = np.histogram(ranks[name], np.linspace(0, n_ranks, bins + 1))[0]
+    for name in ranks_table.columns:
+        counts_per_bin = np.histogram(ranks_table[name], np.linspace(0, n_ranks, bins + 1))[0]
         p_values[name] = float(stats.chisquare(counts_per_bin).pvalue)
-    return SBCResult(ranks, n_ranks, p_values)
+    return SBCResult(ranks_table, n_ranks, p_values)

@@ -1,19 +1,25 @@
-"""Aggregated acceptance counts and covariates for the hierarchical model.
+"""Model cells from counts: the one route from traces and engines into the hierarchical model.
 
-One row per task x drafter x draft index x position bin: tokens evaluated and accepted
-(conditional acceptance), with the drafter's kind, the length divergence between the
-drafter's training data and the task, and the indices the model needs. Never one row per
-token.
+Per-token traces become a counts table first (:func:`specsim.traces.counts.counts_from_traces`),
+engines' output is imported into one (:mod:`specsim.imports`); :func:`model_cells` turns any counts
+table into cells: one row per task x drafter x draft index x position bin with tokens evaluated and
+accepted (conditional acceptance) and the covariates of :mod:`specsim.model.spec`:
 
-The divergence reference of a drafter is the length distribution of its training data:
-given explicitly (``reference_lengths``), or else the tasks named by its
-``drafter_trained_on`` in the traces (a generic drafter trained on a ``mixture`` pools every
-task).
+- ``finetuned`` and ``drafter_type`` (a separate model, a feature head or a lookup);
+- ``content_match``: the task is one the drafter was trained on (its ``drafter_trained_on``
+  names, ``+``-separated, or ``own_tasks``);
+- ``divergence``: the length divergence between the drafter's training data and the task, from
+  the tasks' length summaries (a ``mixture`` drafter's training data pool every task);
+- ``beyond``: doublings of the cell's mean context length past the drafter's training window (the
+  longest of its training sequences; a drafter trained on nothing has none);
+- ``prompts``: the sequences behind the cell (the over-dispersion scales with it).
+
+Never one row per token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,14 +27,14 @@ import pandas as pd
 
 from specsim.errors import InputError
 from specsim.lengths import divergences, length_table
-from specsim.traces.counts import token_step_positions
-from specsim.traces.schema import DEFAULT_POSITION_EDGES
 
-__all__ = ["AcceptanceCounts", "aggregate_counts", "aggregate_counts_table", "drafter_reference_lengths",
-           "MIXTURE_NAMES"]
+__all__ = ["AcceptanceCounts", "model_cells", "training_windows", "beyond_window", "MIXTURE_NAMES",
+           "UNSPECIFIED_TYPE"]
 
 #: ``drafter_trained_on`` values that mean "all tasks pooled".
-MIXTURE_NAMES = ("mixture", "all", "")
+MIXTURE_NAMES = ("mixture", "all")
+#: Drafter type of counts whose source does not say (engines' counters).
+UNSPECIFIED_TYPE = "unspecified"
 
 
 @dataclass(frozen=True)
@@ -39,19 +45,24 @@ class AcceptanceCounts:
     ----------
     cells : pandas.DataFrame
         One row per task x drafter x draft_index x position_bin with ``evaluated``,
-        ``accepted``, ``finetuned`` (0/1), ``divergence`` and integer codes ``task_code``,
-        ``drafter_code``.
-    tasks, drafters : list of str
+        ``accepted``, ``finetuned`` (0/1), ``drafter_type``, ``content_match`` (0/1),
+        ``divergence``, ``beyond``, ``context_len_mean``, ``prompts`` and integer codes
+        ``task_code``, ``drafter_code``, ``type_code``.
+    tasks, drafters, drafter_types : list of str
         Names behind the codes.
     position_edges : numpy.ndarray
         Interior edges of the position bins.
     divergence_measure, length_kind : str
         How the divergence was computed.
     reference_lengths : dict of str to numpy.ndarray
-        The training-data total lengths used for each drafter.
+        The training-data lengths used for each drafter (empty: no divergence covariate).
     observed_positions : dict of str to int
-        Largest generated-token position each drafter's traces decoded (longest output minus
+        Largest generated-token position each drafter's data decoded (longest output minus
         one): predictions for positions beyond it extrapolate.
+    windows : dict of str to float
+        Each drafter's training window in tokens (``inf``: trained on nothing, no window).
+    own_tasks : dict of str to list of str
+        The tasks each drafter was trained on (its own content).
     """
 
     cells: pd.DataFrame
@@ -62,6 +73,9 @@ class AcceptanceCounts:
     length_kind: str
     reference_lengths: dict[str, np.ndarray]
     observed_positions: dict[str, int] = field(default_factory=dict)
+    drafter_types: list[str] = field(default_factory=lambda: ["model"])
+    windows: dict[str, float] = field(default_factory=dict)
+    own_tasks: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def n_draft_index(self) -> int:
@@ -74,119 +88,65 @@ class AcceptanceCounts:
         return len(self.position_edges) + 1
 
 
-def drafter_reference_lengths(
-    sequences: pd.DataFrame, length_kind: str = "total_len",
-    reference_lengths: Mapping[str, np.ndarray] | None = None,
-) -> dict[str, np.ndarray]:
-    """Training-data lengths of each drafter (see the module docstring)."""
-    references = {}
-    for drafter, group in sequences.groupby("drafter", observed=True):
-        if reference_lengths and drafter in reference_lengths:
-            references[drafter] = np.asarray(reference_lengths[drafter], dtype=float)
+def training_windows(reference_lengths: Mapping[str, np.ndarray], drafters: Sequence[str]) -> dict[str, float]:
+    """Each drafter's training window: the longest of its training sequences (``inf`` without any)."""
+    return {d: float(np.max(reference_lengths[d])) if d in reference_lengths and len(reference_lengths[d])
+            else float("inf") for d in drafters}
+
+
+def beyond_window(context_len: np.ndarray | float, window: np.ndarray | float) -> np.ndarray:
+    """Doublings of context past a training window: ``max(0, log2(context / window))`` (0 without a window).
+
+    Examples
+    --------
+    >>> beyond_window(np.array([100.0, 256.0, 1024.0]), 256.0).tolist()
+    [0.0, 0.0, 2.0]
+    """
+    context = np.asarray(context_len, dtype=float)
+    window = np.broadcast_to(np.asarray(window, dtype=float), context.shape)
+    with np.errstate(divide="ignore"):
+        doublings = np.log2(context / window)
+    return np.where(np.isfinite(window) & (window > 0), np.maximum(doublings, 0.0), 0.0)
+
+
+def _trained_names(trained_on: object) -> list[str]:
+    name = "" if trained_on is None or pd.isna(trained_on) else str(trained_on)
+    return [part.strip() for part in name.split("+") if part.strip()]
+
+
+def _own_tasks(trained_on: pd.Series, tasks: Sequence[str], own_tasks: Mapping[str, Sequence[str]] | None
+               ) -> dict[str, list[str]]:
+    own = {}
+    for drafter, name in trained_on.items():
+        if own_tasks and drafter in own_tasks:
+            own[str(drafter)] = [str(t) for t in own_tasks[drafter]]
             continue
-        trained_on = group["drafter_trained_on"].iloc[0]
-        trained_on = "" if pd.isna(trained_on) else str(trained_on)
-        if trained_on in MIXTURE_NAMES:
-            rows = sequences
-        else:
-            names = [name.strip() for name in trained_on.split("+")]
-            rows = sequences[sequences["task"].isin(names) | sequences["dataset"].isin(names)]
-            if rows.empty:
-                raise InputError(
-                    f"drafter {drafter!r} was trained on {trained_on!r}, which is no task or dataset in the traces; "
-                    "give its training lengths (reference lengths)", field="drafter_trained_on")
-        rows = length_table(rows)
-        references[drafter] = rows[length_kind].to_numpy(dtype=float)
+        names = _trained_names(name)
+        own[str(drafter)] = list(tasks) if set(names) & set(MIXTURE_NAMES) else [t for t in names if t in tasks]
+    return own
+
+
+def _references(trained_on: pd.Series, task_lengths: Mapping[str, np.ndarray],
+                reference_lengths: Mapping[str, np.ndarray] | None, notes: list[str]) -> dict[str, np.ndarray]:
+    """Training lengths per drafter; empty (no divergence covariate) where one cannot be resolved."""
+    references = {}
+    for drafter, name in trained_on.items():
+        if reference_lengths and drafter in reference_lengths:
+            references[str(drafter)] = np.asarray(reference_lengths[drafter], dtype=float)
+            continue
+        names = _trained_names(name)
+        if not names:
+            continue  # trained on nothing (prompt lookup): no training lengths, no window
+        names = list(task_lengths) if set(names) & set(MIXTURE_NAMES) else names
+        if not set(names) <= set(task_lengths):
+            notes.append(f"drafter {drafter!r} trained on {name!r}, which is no task of the data and has no "
+                         "training lengths given: the divergence covariate is 0 (fit without divergence terms)")
+            return {}
+        references[str(drafter)] = np.concatenate([task_lengths[n] for n in names])
     return references
 
 
-def aggregate_counts(
-    tokens: pd.DataFrame,
-    sequences: pd.DataFrame,
-    *,
-    position_edges: np.ndarray = DEFAULT_POSITION_EDGES,
-    max_draft_index: int | None = None,
-    divergence_measure: str = "js",
-    length_kind: str = "total_len",
-    reference_lengths: Mapping[str, np.ndarray] | None = None,
-    kinds: tuple[str, ...] = ("generic", "finetuned"),
-) -> AcceptanceCounts:
-    """Aggregate evaluated/accepted tokens into model cells with covariates.
-
-    Parameters
-    ----------
-    tokens, sequences : pandas.DataFrame
-        Tables of one temperature (filter first).
-    position_edges : numpy.ndarray
-        Interior edges of the sequence-position bins (position of the step's first token).
-    max_draft_index : int, optional
-        Pool draft indices at or beyond this into the last one.
-    divergence_measure : str
-        Key of :func:`specsim.lengths.divergences` used as the covariate.
-    length_kind : str
-        ``prompt_len``, ``output_len`` or ``total_len``.
-    reference_lengths : mapping, optional
-        Training-data lengths per drafter, overriding the ``drafter_trained_on`` default.
-    kinds : tuple of str
-        Drafter kinds to keep (the untrained baseline is left out by default).
-    """
-    if tokens["temperature"].nunique() > 1:
-        raise InputError("tokens of several temperatures; fit one temperature at a time", field="temperature")
-    tokens = tokens[tokens["drafter_kind"].isin(kinds) & tokens["evaluated"]]
-    sequences = sequences[sequences["drafter_kind"].isin(kinds)]
-    if tokens.empty:
-        raise InputError(f"no evaluated tokens of drafter kinds {', '.join(kinds)}", field="drafter_kind")
-    step_position = token_step_positions(tokens)
-    # Bins past the longest sequence would only add parameters the data cannot inform.
-    edges = np.asarray(position_edges, dtype=float)
-    edges = edges[edges <= step_position.max()]
-    cells = _cells(tokens, np.searchsorted(edges, step_position, side="right"), np.ones(len(tokens), np.int64),
-                   max_draft_index)
-    references = drafter_reference_lengths(sequences, length_kind, reference_lengths)
-    table = length_table(sequences)
-    task_lengths = {task: group[length_kind].to_numpy(dtype=float) for task, group in table.groupby("task")}
-    # The generated positions the traces decoded (the longest output of each drafter).
-    observed = sequences.groupby("drafter", observed=True)["output_len"].max() - 1
-    return _with_covariates(cells, edges, task_lengths, references, divergence_measure, length_kind,
-                            {str(d): int(p) for d, p in observed.items()})
-
-
-def _cells(rows: pd.DataFrame, position_bin: np.ndarray, evaluated: np.ndarray,
-           max_draft_index: int | None) -> pd.DataFrame:
-    """Evaluated and accepted drafted tokens summed per task x drafter x kind x draft index x position bin."""
-    index = rows["draft_index"].to_numpy()
-    if max_draft_index is not None:
-        index = np.minimum(index, max_draft_index)
-    frame = pd.DataFrame({
-        "task": rows["task"].to_numpy(), "drafter": rows["drafter"].to_numpy(),
-        "drafter_kind": rows["drafter_kind"].to_numpy(), "draft_index": index, "position_bin": position_bin,
-        "evaluated": evaluated, "accepted": rows["accepted"].to_numpy(dtype=np.int64),
-    })
-    return frame.groupby(["task", "drafter", "drafter_kind", "draft_index", "position_bin"], observed=True)[
-        ["evaluated", "accepted"]].sum().reset_index()
-
-
-def _with_covariates(cells: pd.DataFrame, edges: np.ndarray, task_lengths: Mapping[str, np.ndarray] | None,
-                     references: dict[str, np.ndarray], divergence_measure: str, length_kind: str,
-                     observed_positions: dict[str, int]) -> AcceptanceCounts:
-    """Add the divergence covariate (0 without task lengths), the fine-tuned flag and the codes."""
-    if task_lengths is None:
-        cells["divergence"] = 0.0
-    else:
-        divergence = {
-            (task, drafter): divergences(references[drafter], task_lengths[task])[divergence_measure]
-            for task, drafter in cells[["task", "drafter"]].drop_duplicates().itertuples(index=False)
-        }
-        cells["divergence"] = [divergence[(t, d)] for t, d in zip(cells["task"], cells["drafter"], strict=True)]
-    cells["finetuned"] = (cells["drafter_kind"] == "finetuned").astype(int)
-    tasks, drafters = sorted(cells["task"].unique()), sorted(cells["drafter"].unique())
-    cells["task_code"] = cells["task"].map({t: i for i, t in enumerate(tasks)})
-    cells["drafter_code"] = cells["drafter"].map({d: i for i, d in enumerate(drafters)})
-    return AcceptanceCounts(cells, tasks, drafters, edges, divergence_measure, length_kind, references,
-                            observed_positions)
-
-
-def aggregate_counts_table(
+def model_cells(
     counts: pd.DataFrame,
     lengths: pd.DataFrame | None = None,
     *,
@@ -194,30 +154,45 @@ def aggregate_counts_table(
     divergence_measure: str = "js",
     length_kind: str = "total_len",
     reference_lengths: Mapping[str, np.ndarray] | None = None,
+    own_tasks: Mapping[str, Sequence[str]] | None = None,
     kinds: tuple[str, ...] = ("generic", "finetuned"),
 ) -> tuple[AcceptanceCounts, list[str]]:
-    """Model cells from a counts table (:mod:`specsim.traces.counts`), the same cells as from traces.
+    """Model cells from a counts table (:mod:`specsim.traces.counts`), whatever its source.
 
     Parameters
     ----------
     counts : pandas.DataFrame
-        A counts table of one temperature (:func:`specsim.traces.counts.read_counts`).
+        A counts table of one temperature (:func:`specsim.traces.counts.read_counts` or
+        :func:`specsim.traces.counts.counts_from_traces`).
     lengths : pandas.DataFrame, optional
-        The tasks' sequence lengths (``task``, ``prompt_len``, ``output_len``; the counts file's
-        length summaries). Without them (or without training lengths for a drafter) the
-        divergence covariate is 0 for every cell: fit without divergence terms.
-    max_draft_index, divergence_measure, length_kind, reference_lengths, kinds
-        As for :func:`aggregate_counts`.
+        The tasks' sequence lengths (``task``, ``prompt_len``, ``output_len``; one row per
+        sequence). Without them (or without training lengths for a drafter) the divergence
+        covariate is 0 for every cell: fit without divergence terms.
+    max_draft_index : int, optional
+        Pool draft indices at or beyond this into the last one.
+    divergence_measure : str
+        Key of :func:`specsim.lengths.divergences` used as the covariate.
+    length_kind : str
+        ``prompt_len``, ``output_len`` or ``total_len``.
+    reference_lengths : mapping, optional
+        Training-data lengths per drafter (``length_kind``), overriding the ``drafter_trained_on``
+        default; they also set each drafter's training window.
+    own_tasks : mapping, optional
+        The tasks each drafter was trained on, overriding its ``drafter_trained_on`` names (a
+        drafter trained on windows of a corpus that the tasks cut at several lengths).
+    kinds : tuple of str
+        Drafter kinds to keep (the untrained baseline is left out by default).
 
     Returns
     -------
     counts : AcceptanceCounts
     notes : list of str
-        What was left out or assumed (groups with totals only, no length summaries).
+        What was left out or assumed (groups with totals only, no length summaries, no context
+        lengths or prompt counts).
     """
     from specsim.traces.counts import with_optional_columns
 
-    notes = []
+    notes: list[str] = []
     counts = with_optional_columns(counts)
     if counts["temperature"].nunique(dropna=False) > 1:
         raise InputError("counts of several temperatures; fit one temperature at a time", field="temperature")
@@ -228,7 +203,7 @@ def aggregate_counts_table(
     if len(totals_only):
         notes.append(f"{len(totals_only)} group(s) with totals only (no draft index) left out: "
                      + ", ".join(f"{r.task}/{r.drafter}" for r in totals_only.itertuples()))
-    rows = counts[counts["draft_index"] >= 0]
+    rows = counts[counts["draft_index"] >= 0].copy()
     if rows.empty:
         raise InputError(f"no per-draft-index counts (draft_index >= 0) of drafter kinds {', '.join(kinds)}: the "
                          "model needs resolved positions", field="draft_index")
@@ -236,35 +211,92 @@ def aggregate_counts_table(
     if np.isnan(starts).any() and not np.isnan(starts).all():
         raise InputError("some rows have a position range and some pool every position; give one kind",
                          field="position_start")
-    edges = np.unique(starts[starts > 0]) if not np.isnan(starts).all() else np.array([])
-    cells = _cells(rows, np.searchsorted(edges, np.nan_to_num(starts), side="right"),
-                   rows["evaluated"].to_numpy(dtype=np.int64), max_draft_index)
-    cells = cells[cells["evaluated"] > 0].reset_index(drop=True)
-    task_lengths, references = None, {}
-    tasks = set(cells["task"])
-    if lengths is None or not tasks <= set(lengths["task"]):
+    positions_resolved = not np.isnan(starts).all()
+    edges = np.unique(starts[starts > 0]) if positions_resolved else np.array([])
+    rows["position_bin"] = np.searchsorted(edges, np.nan_to_num(starts), side="right")
+    if max_draft_index is not None:
+        rows["draft_index"] = np.minimum(rows["draft_index"], max_draft_index)
+    rows["drafter_type"] = rows["drafter_type"].where(rows["drafter_type"].notna(), UNSPECIFIED_TYPE)
+    task_lengths = None
+    tasks = sorted(rows["task"].unique())
+    if lengths is None or not set(tasks) <= set(lengths["task"]):
         notes.append("no length summaries for every task: the divergence covariate is 0 (fit without "
                      "divergence terms)")
     else:
         table = length_table(lengths[lengths["task"].isin(tasks)])
-        task_lengths = {task: g[length_kind].to_numpy(dtype=float) for task, g in table.groupby("task")}
-        trained_on = rows.drop_duplicates("drafter").set_index("drafter")["drafter_trained_on"]
-        for drafter, name in trained_on.items():
-            if reference_lengths and drafter in reference_lengths:
-                references[drafter] = np.asarray(reference_lengths[drafter], dtype=float)
-                continue
-            name = "" if pd.isna(name) else str(name)
-            names = list(task_lengths) if name in MIXTURE_NAMES else [n.strip() for n in name.split("+")]
-            if not set(names) <= set(task_lengths):
-                notes.append(f"drafter {drafter!r} trained on {name!r}, which is no task of the counts: the "
-                             "divergence covariate is 0 (fit without divergence terms)")
-                task_lengths, references = None, {}
-                break
-            references[drafter] = np.concatenate([task_lengths[n] for n in names])
-    observed = {}
-    if not np.isnan(starts).all():
+        task_lengths = {str(task): g[length_kind].to_numpy(dtype=float) for task, g in table.groupby("task")}
+    trained_on = rows.drop_duplicates("drafter").set_index("drafter")["drafter_trained_on"]
+    references = _references(trained_on, task_lengths or {}, reference_lengths, notes) if task_lengths else (
+        {str(d): np.asarray(v, dtype=float) for d, v in (reference_lengths or {}).items() if d in trained_on.index})
+    windows = training_windows(references, [str(d) for d in trained_on.index])
+    rows["context_len_mean"] = _context_lengths(rows, lengths, notes)
+    rows["prompts"] = _prompts(rows, notes)
+    # Sums over sources and draft lengths; context lengths weighted by evaluated tokens.
+    rows["evaluated"] = rows["evaluated"].astype(np.int64)
+    rows["context_weight"] = rows["context_len_mean"] * rows["evaluated"]
+    keys = ["task", "drafter", "drafter_kind", "drafter_type", "draft_index", "position_bin"]
+    cells = rows.groupby(keys, observed=True)[["evaluated", "accepted", "context_weight", "prompts"]].sum(
+        min_count=1).reset_index()
+    cells = cells[cells["evaluated"] > 0].reset_index(drop=True)
+    cells["context_len_mean"] = cells.pop("context_weight") / cells["evaluated"]
+    cells["accepted"] = cells["accepted"].astype(np.int64)
+    cells["prompts"] = cells["prompts"].fillna(1).clip(lower=1).astype(np.int64)
+    if task_lengths is None or not references:
+        cells["divergence"] = 0.0
+    else:
+        # A drafter trained on nothing (prompt lookup) has no training lengths to diverge from.
+        divergence = {(task, drafter): divergences(references[drafter], task_lengths[task])[divergence_measure]
+                      if drafter in references else 0.0
+                      for task, drafter in cells[["task", "drafter"]].drop_duplicates().itertuples(index=False)}
+        cells["divergence"] = [divergence[(t, d)] for t, d in zip(cells["task"], cells["drafter"], strict=True)]
+    cells["beyond"] = np.where(cells["context_len_mean"].notna(),
+                               beyond_window(cells["context_len_mean"].fillna(1.0).to_numpy(),
+                                             cells["drafter"].map(windows).to_numpy(dtype=float)), 0.0)
+    own = _own_tasks(trained_on, tasks, own_tasks)
+    cells["finetuned"] = (cells["drafter_kind"] == "finetuned").astype(int)
+    cells["content_match"] = [int(t in own.get(d, [])) for t, d in zip(cells["task"], cells["drafter"], strict=True)]
+    drafters = sorted(cells["drafter"].unique())
+    types = sorted(cells["drafter_type"].unique())
+    cells["task_code"] = cells["task"].map({t: i for i, t in enumerate(tasks)})
+    cells["drafter_code"] = cells["drafter"].map({d: i for i, d in enumerate(drafters)})
+    cells["type_code"] = cells["drafter_type"].map({t: i for i, t in enumerate(types)})
+    observed: dict[str, int] = {}
+    if positions_resolved:
         observed = {str(d): int(v) - 1 for d, v in rows.groupby("drafter")["position_stop"].max().items()}
     elif lengths is not None:
         longest = int(lengths["output_len"].max()) - 1
-        observed = {str(d): longest for d in cells["drafter"].unique()}
-    return _with_covariates(cells, edges, task_lengths, references, divergence_measure, length_kind, observed), notes
+        observed = {str(d): longest for d in drafters}
+    return AcceptanceCounts(cells, tasks, drafters, edges, divergence_measure, length_kind, references, observed,
+                            types, {d: windows[d] for d in drafters}, {d: own.get(d, []) for d in drafters}), notes
+
+
+def _context_lengths(rows: pd.DataFrame, lengths: pd.DataFrame | None, notes: list[str]) -> pd.Series:
+    """Each row's mean context length: measured (traces), else the task's mean prompt plus the range's middle."""
+    measured = pd.to_numeric(rows["context_len_mean"], errors="coerce")
+    missing = measured.isna() & (rows["evaluated"] > 0)
+    if not missing.any():
+        return measured
+    if lengths is None or not set(rows.loc[missing, "task"]) <= set(lengths["task"]):
+        notes.append("no context lengths for some rows and no length summaries to estimate them: those cells are "
+                     "taken as inside every training window")
+        return measured
+    table = length_table(lengths)
+    prompt = table.groupby("task")["prompt_len"].mean()
+    output = table.groupby("task")["output_len"].mean()
+    start = rows["position_start"].astype(float).fillna(0.0)
+    stop = np.minimum(rows["position_stop"].astype(float).fillna(np.inf), rows["task"].map(output).astype(float))
+    middle = (start + np.maximum(stop, start)) / 2
+    notes.append("context lengths estimated from the tasks' mean prompt length and the middle of each position "
+                 "range (the source gives no per-row context)")
+    return measured.fillna(rows["task"].map(prompt).astype(float) + middle).clip(lower=1.0)
+
+
+def _prompts(rows: pd.DataFrame, notes: list[str]) -> pd.Series:
+    """Sequences behind each row: its own count, else the group's sequences, else 1."""
+    own = pd.to_numeric(rows["prompts"], errors="coerce")
+    if own.notna().all():
+        return own
+    group = pd.to_numeric(rows["sequences"], errors="coerce")
+    if own.isna().any() and group[own.isna()].isna().any():
+        notes.append("no sequence counts for some rows: their over-dispersion is taken per cell, not per prompt")
+    return own.fillna(group).fillna(1.0)

@@ -1,15 +1,21 @@
-"""Hierarchical model of conditional acceptance: fine-tuning, length divergence, and their interaction.
+"""Hierarchical model of conditional acceptance: drafter types, fine-tuning, content, length and window.
 
 The linear predictor and the priors are defined once in :mod:`specsim.model.spec`; this
 module turns them into a PyMC model on aggregated counts, samples it and diagnoses the
-sampler. For cell ``c`` with ``n_c`` evaluated and ``y_c`` accepted drafted tokens::
+sampler. For cell ``c`` with ``n_c`` evaluated and ``y_c`` accepted drafted tokens from ``m_c``
+sequences::
 
-    y_c ~ BetaBinomial(n_c, a_c * kappa, (1 - a_c) * kappa)     (Binomial without over-dispersion)
+    y_c ~ BetaBinomial(n_c, a_c * kappa * m_c, (1 - a_c) * kappa * m_c)   (Binomial without over-dispersion)
 
-with ``logit a_c`` from :func:`specsim.model.spec.linear_predictor`. ``index_effect`` and
-``position_effect`` are first-order Gaussian random walks pinned at 0 for the first index and
-bin; task and drafter effects are normal random effects that sum to zero (drafters: within each
-kind), so the intercept and ``b_finetuned`` are identified by the data (:class:`ModelOptions`).
+with ``logit a_c`` from :func:`specsim.model.spec.linear_predictor`. ``kappa`` is the
+concentration of one prompt's acceptance around the cell's: the mean of ``m`` prompts' rates
+varies ``m`` times less, so a cell of 12 prompts is not as over-dispersed as a cell of one
+(``kappa * m`` is exact for equal tokens per prompt; :class:`ModelOptions`). ``index_effect``
+(one walk per drafter type) and ``position_effect`` are first-order Gaussian random walks pinned at
+0 for the first index and bin; type effects sum to zero; task and drafter effects are normal
+random effects that sum to zero (drafters: within each kind and type), so the intercept and
+``b_finetuned`` are identified by the data (:class:`ModelOptions`). Terms the data cannot
+identify are left out and said so (:func:`identified_options`).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import inspect
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +37,19 @@ from specsim.glossary import INTERVAL_LEVEL
 from specsim.model.artifact import Posterior, PosteriorMetadata, posterior_from_idata, save_posterior
 from specsim.model.backend import configure_pytensor
 from specsim.model.data import AcceptanceCounts
-from specsim.model.spec import FIXED_EFFECTS, PRIORS, SCALE_PARAMETERS, linear_predictor
+from specsim.model.spec import PRIORS, SCALE_PARAMETERS, linear_predictor
 
 __all__ = ["ModelOptions", "FitResult", "build_model", "fit_model", "diagnose", "DIAGNOSTIC_THRESHOLDS",
-           "MASS_MATRICES", "PARAMETERISATIONS", "SUMMARY_PARAMETERS"]
+           "MASS_MATRICES", "PARAMETERISATIONS", "SUMMARY_PARAMETERS", "identified_options", "drafter_type_of"]
 
 #: Parameters listed by summaries (CLI, reports), in this order.
-SUMMARY_PARAMETERS = (*FIXED_EFFECTS[:4], "divergence_slope_finetuned", *FIXED_EFFECTS[4:], *SCALE_PARAMETERS)
+SUMMARY_PARAMETERS = ("intercept", "type_effect", "b_finetuned", "b_content", "b_divergence", "b_interaction",
+                      "divergence_slope_finetuned", "b_beyond", "b_beyond_finetuned", "beyond_slope_finetuned",
+                      "b_index_finetuned", "b_position_finetuned", *SCALE_PARAMETERS)
 
 #: Deterministic transforms of the sampled parameters (left out of the diagnostics).
 DETERMINISTICS = ("acceptance", "index_effect", "position_effect", "task_effect", "drafter_effect",
-                  "divergence_slope_finetuned")
+                  "divergence_slope_finetuned", "beyond_slope_finetuned")
 
 #: Gate on the sampler's output (Vehtari et al. 2021; PyMC and ArviZ conventions).
 #: NUTS mass matrix adaptations of :func:`fit_model`.
@@ -68,9 +76,16 @@ class ModelOptions:
         non-centred form correlates ``z`` with ``sigma``). ``auto`` takes the centred form when
         every task and drafter has at least :data:`CENTRED_MIN_EVALUATED` evaluated tokens. The
         centred form also draws the random walks' steps directly from ``Normal(0, sigma)``.
+    content_term : bool
+        Include ``b_content`` (a fine-tuned drafter on its own training task).
+    window_terms : bool
+        Include ``b_beyond`` and ``b_beyond_finetuned`` (context beyond the training window).
+    prompt_dispersion : bool
+        Scale the beta-binomial concentration by the sequences behind each cell (off: one
+        concentration for every cell, whatever the prompts behind it).
     zero_sum : bool
-        Task effects sum to zero, and drafter effects sum to zero within each drafter kind (a kind
-        with one drafter gives it effect 0), so that the intercept and ``b_finetuned`` are the
+        Task effects sum to zero, and drafter effects sum to zero within each drafter kind and type
+        (a group with one drafter gives it effect 0), so that the intercept and ``b_finetuned`` are the
         measured tasks' and drafters' means rather than sharing them with the effects along a ridge
         that only the priors bound (the same model up to the intercept's prior: effects drawn
         i.i.d. and centred). Prediction for a new task or drafter then adds the uncertainty of the
@@ -83,6 +98,32 @@ class ModelOptions:
     overdispersion: bool = True
     parameterisation: str = "noncentred"
     zero_sum: bool = True
+    content_term: bool = True
+    window_terms: bool = True
+    prompt_dispersion: bool = True
+
+
+def identified_options(counts: AcceptanceCounts, options: ModelOptions) -> tuple[ModelOptions, list[str]]:
+    """``options`` without the terms the cells cannot identify, and a note for each one left out.
+
+    The content term needs fine-tuned cells on and off their own tasks (where every fine-tuned
+    cell is on its own content, ``b_content`` and ``b_finetuned`` are one number); the window
+    terms need a cell past some drafter's training window; the divergence terms need training
+    lengths (:func:`specsim.model.model_cells`).
+    """
+    cells = counts.cells
+    notes = []
+    finetuned = cells[cells["finetuned"] == 1]
+    if options.content_term and finetuned["content_match"].nunique() < 2:
+        options = replace(options, content_term=False)
+        notes.append("no fine-tuned drafter is measured both on and off its own tasks: the content term is left "
+                     "out (b_finetuned carries own content)")
+    if options.window_terms and not (cells["beyond"] > 0).any():
+        options = replace(options, window_terms=False)
+        notes.append("no cell reaches past a drafter's training window: the window terms are left out")
+    if options.divergence_terms and cells["divergence"].nunique() < 2:
+        options = replace(options, divergence_terms=False)  # no training lengths (model_cells said so)
+    return options, notes
 
 
 #: Evaluated tokens every task and drafter needs for ``parameterisation="auto"`` to centre their effects.
@@ -102,6 +143,12 @@ def resolved_parameterisation(counts: AcceptanceCounts, options: ModelOptions) -
 def drafter_kinds(counts: AcceptanceCounts) -> pd.Series:
     """Each drafter's kind, indexed by drafter in the order of ``counts.drafters``."""
     kind = counts.cells.drop_duplicates("drafter").set_index("drafter")["drafter_kind"]
+    return kind.loc[list(counts.drafters)]
+
+
+def drafter_type_of(counts: AcceptanceCounts) -> pd.Series:
+    """Each drafter's type, indexed by drafter in the order of ``counts.drafters``."""
+    kind = counts.cells.drop_duplicates("drafter").set_index("drafter")["drafter_type"]
     return kind.loc[list(counts.drafters)]
 
 
@@ -137,55 +184,85 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
     ----------
     counts : AcceptanceCounts
     options : ModelOptions
+        Terms the cells cannot identify are left out first (:func:`identified_options`).
 
     Returns
     -------
     pymc.Model
-        With coords ``task``, ``drafter``, ``draft_index``, ``position_bin``, ``cell``.
+        With coords ``task``, ``drafter``, ``drafter_type``, ``draft_index``, ``position_bin``,
+        ``cell``; the observed counts are the data variable ``accepted_count`` (so that a
+        compiled model takes other counts, as simulation-based calibration does).
     """
     configure_pytensor()
     import pymc as pm
     import pytensor.tensor as pt
 
+    options, _ = identified_options(counts, options)
     cells = counts.cells
-    n_index, n_bins = counts.n_draft_index, counts.n_position_bins
-    coords = {"task": counts.tasks, "drafter": counts.drafters, "draft_index": np.arange(n_index),
-              "position_bin": np.arange(n_bins), "cell": np.arange(len(cells))}
+    n_index, n_bins, n_types = counts.n_draft_index, counts.n_position_bins, len(counts.drafter_types)
+    coords = {"task": counts.tasks, "drafter": counts.drafters, "drafter_type": counts.drafter_types,
+              "draft_index": np.arange(n_index), "position_bin": np.arange(n_bins), "cell": np.arange(len(cells))}
     with pm.Model(coords=coords) as model:
-        finetuned = pm.Data("finetuned", cells["finetuned"].to_numpy(float), dims="cell")
-        divergence = pm.Data("divergence", cells["divergence"].to_numpy(float), dims="cell")
-        draft_index = pm.Data("draft_index_of_cell", cells["draft_index"].to_numpy(), dims="cell")
-        position_bin = pm.Data("position_bin_of_cell", cells["position_bin"].to_numpy(), dims="cell")
-        task = pm.Data("task_of_cell", cells["task_code"].to_numpy(), dims="cell")
-        drafter = pm.Data("drafter_of_cell", cells["drafter_code"].to_numpy(), dims="cell")
+        design = {
+            "finetuned": pm.Data("finetuned", cells["finetuned"].to_numpy(float), dims="cell"),
+            "drafter_type": pm.Data("type_of_cell", cells["type_code"].to_numpy(), dims="cell"),
+            "content_match": pm.Data("content_match", cells["content_match"].to_numpy(float), dims="cell"),
+            "divergence": pm.Data("divergence", cells["divergence"].to_numpy(float), dims="cell"),
+            "beyond": pm.Data("beyond", cells["beyond"].to_numpy(float), dims="cell"),
+            "draft_index": pm.Data("draft_index_of_cell", cells["draft_index"].to_numpy(), dims="cell"),
+            "position_bin": pm.Data("position_bin_of_cell", cells["position_bin"].to_numpy(), dims="cell"),
+            "task": pm.Data("task_of_cell", cells["task_code"].to_numpy(), dims="cell"),
+            "drafter": pm.Data("drafter_of_cell", cells["drafter_code"].to_numpy(), dims="cell"),
+        }
         evaluated = pm.Data("evaluated", cells["evaluated"].to_numpy(), dims="cell")
+        observed = pm.Data("accepted_count", cells["accepted"].to_numpy(), dims="cell")
 
         # Variables are created in a fixed order (it fixes the sampler's parameter vector).
-        params: dict[str, Any] = {name: PRIORS[name].pymc(name) for name in ("intercept", "b_finetuned")}
+        params: dict[str, Any] = {"intercept": PRIORS["intercept"].pymc("intercept")}
+        if n_types > 1:
+            params["type_effect"] = pm.ZeroSumNormal("type_effect", sigma=PRIORS["type_effect"].parameters[1],
+                                                     dims="drafter_type")
+        else:
+            params["type_effect"] = pm.Deterministic("type_effect", pt.zeros(1), dims="drafter_type")
+        params["b_finetuned"] = PRIORS["b_finetuned"].pymc("b_finetuned", dims="drafter_type")
+        if options.content_term:
+            params["b_content"] = PRIORS["b_content"].pymc("b_content")
         if options.divergence_terms:
             params["b_divergence"] = PRIORS["b_divergence"].pymc("b_divergence")
             params["b_interaction"] = PRIORS["b_interaction"].pymc("b_interaction")
             # Slope of logit acceptance in divergence for fine-tuned drafters.
             pm.Deterministic("divergence_slope_finetuned", params["b_divergence"] + params["b_interaction"])
+        if options.window_terms:
+            params["b_beyond"] = PRIORS["b_beyond"].pymc("b_beyond", dims="drafter_type")
+            params["b_beyond_finetuned"] = PRIORS["b_beyond_finetuned"].pymc("b_beyond_finetuned",
+                                                                             dims="drafter_type")
+            # Change per doubling of context beyond the window for fine-tuned drafters of each type.
+            pm.Deterministic("beyond_slope_finetuned", params["b_beyond"] + params["b_beyond_finetuned"],
+                             dims="drafter_type")
 
         centred = resolved_parameterisation(counts, options) == "centred"
 
-        def random_walk(name: str, size: int, dim: str) -> Any:
-            if size == 1:
-                return pm.Deterministic(name, pt.zeros(1), dims=dim)
+        def random_walk(name: str, shape: tuple[int, ...], dims: tuple[str, ...]) -> Any:
+            """Walks along the last axis, pinned at 0 at its first element (one walk per leading index)."""
+            if shape[-1] == 1:
+                return pm.Deterministic(name, pt.zeros(shape), dims=dims)
             scale = PRIORS[f"sigma_{name}"].pymc(f"sigma_{name}")
+            steps_shape = (*shape[:-1], shape[-1] - 1)
             if centred:
-                steps = pm.Normal(f"{name}_steps", 0.0, scale, shape=size - 1)
-                return pm.Deterministic(name, pt.concatenate([pt.zeros(1), pt.cumsum(steps)]), dims=dim)
-            steps = pm.Normal(f"{name}_steps", 0.0, 1.0, shape=size - 1)
-            return pm.Deterministic(name, pt.concatenate([pt.zeros(1), pt.cumsum(steps * scale)]), dims=dim)
+                steps = pm.Normal(f"{name}_steps", 0.0, scale, shape=steps_shape)
+            else:
+                steps = pm.Normal(f"{name}_steps", 0.0, 1.0, shape=steps_shape) * scale
+            walk = pt.concatenate([pt.zeros((*shape[:-1], 1)), pt.cumsum(steps, axis=-1)], axis=-1)
+            return pm.Deterministic(name, walk, dims=dims)
 
-        params["index_effect"] = random_walk("index_effect", n_index, "draft_index")
-        params["position_effect"] = random_walk("position_effect", n_bins, "position_bin")
+        params["index_effect"] = random_walk("index_effect", (n_types, n_index), ("drafter_type", "draft_index"))
+        params["position_effect"] = random_walk("position_effect", (n_bins,), ("position_bin",))
         for name in ("b_index_finetuned", "b_position_finetuned"):
             params[name] = PRIORS[name].pymc(name)
+        kinds = drafter_kinds(counts).to_numpy()
+        types = np.asarray([counts.drafter_types.index(t) for t in drafter_type_of(counts).to_numpy()])
         groups_of = {"task": np.zeros(len(counts.tasks), dtype=int),
-                     "drafter": pd.factorize(drafter_kinds(counts).to_numpy())[0]}
+                     "drafter": pd.factorize(pd.Series([f"{k}/{t}" for k, t in zip(kinds, types, strict=True)]))[0]}
         for group in ("task", "drafter"):
             sigma = PRIORS[f"sigma_{group}"].pymc(f"sigma_{group}")
             if options.zero_sum:
@@ -197,13 +274,12 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
             else:
                 params[f"{group}_effect"] = pm.Deterministic(
                     f"{group}_effect", sigma * pm.Normal(f"{group}_z", 0.0, 1.0, dims=group), dims=group)
-        design = {"finetuned": finetuned, "divergence": divergence, "draft_index": draft_index,
-                  "position_bin": position_bin, "task": task, "drafter": drafter}
         eta = linear_predictor(params, design, n_index, n_bins)
         rate = pm.Deterministic("acceptance", pm.math.invlogit(eta), dims="cell")
-        observed = cells["accepted"].to_numpy()
         if options.overdispersion:
             kappa = PRIORS["kappa"].pymc("kappa")
+            if options.prompt_dispersion:
+                kappa = kappa * pm.Data("prompts", cells["prompts"].to_numpy(float), dims="cell")
             pm.BetaBinomial("accepted", n=evaluated, alpha=rate * kappa, beta=(1 - rate) * kappa, observed=observed,
                             dims="cell")
         else:
@@ -211,7 +287,7 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
     return model
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitResult:
     """A sampled model with its diagnostics.
 
@@ -361,6 +437,7 @@ def fit_model(
         raise InputError("need at least two cells of counts to fit", field="tokens")
     if mass_matrix not in MASS_MATRICES:
         raise InputError(f"must be one of {', '.join(MASS_MATRICES)}", field="--mass-matrix")
+    options, notes = identified_options(counts, options)
     model = build_model(counts, options)
     used = sampler
     with model, warnings.catch_warnings():
@@ -389,5 +466,8 @@ def fit_model(
         reference_lengths={k: [float(x) for x in v] for k, v in counts.reference_lengths.items()},
         options=asdict(options), sampler=used, diagnostics=diagnostics, draws=draws, tune=tune, chains=chains,
         seed=seed, target_accept=target_accept, observed_positions=dict(counts.observed_positions),
+        drafter_types=list(counts.drafter_types), drafter_type_of=drafter_type_of(counts).to_dict(),
+        windows={d: float(w) for d, w in counts.windows.items() if np.isfinite(w)},
+        own_tasks={d: list(t) for d, t in counts.own_tasks.items()}, notes=notes,
     )
     return FitResult(idata, diagnostics, options, used, metadata)

@@ -21,12 +21,13 @@ from specsim.errors import InputError
 from specsim.glossary import INTERVAL_LEVEL, TOKENS_PER_STEP_CONVENTION, central_quantiles
 from specsim.lengths import DIVERGENCE_UPPER, divergences
 from specsim.model.artifact import Posterior, PosteriorMetadata
-from specsim.model.spec import FIXED_EFFECTS, linear_predictor
+from specsim.model.spec import FIXED_EFFECTS, TYPED_EFFECTS, linear_predictor
 from specsim.simulate.acceptance import AcceptanceProfile, Extrapolation, extrapolation
 from specsim.simulate.cost import CostModel
 from specsim.simulate.exact import expected_workload
 
-__all__ = ["SpeedupPrediction", "predict_speedup", "acceptance_draws", "new_member_scale"]
+__all__ = ["SpeedupPrediction", "predict_speedup", "acceptance_draws", "new_member_scale", "DrafterSpec",
+           "drafter_spec", "workload_beyond"]
 
 
 def _probe_task_effect(base_eta: np.ndarray, sigma_task: np.ndarray, kappa: np.ndarray | None,
@@ -73,15 +74,87 @@ def new_member_scale(metadata: PosteriorMetadata, n_members: int) -> float:
     return float(np.sqrt(1.0 + 1.0 / n_members))
 
 
+@dataclass(frozen=True)
+class DrafterSpec:
+    """What the model needs to know of the drafter a prediction is for.
+
+    Parameters
+    ----------
+    finetuned : bool
+    drafter_type : str
+        One of the fitted drafter types.
+    name : str, optional
+        A fitted drafter (its effect is used), or None for a new one (drawn from its kind and
+        type's population).
+    window : float, optional
+        Training window in tokens (None: trained on nothing, no window).
+    own_content : bool
+        The workload is content the drafter was trained on.
+    """
+
+    finetuned: bool
+    drafter_type: str
+    name: str | None = None
+    window: float | None = None
+    own_content: bool = False
+
+
+def drafter_spec(meta: PosteriorMetadata, *, finetuned: bool, drafter: str | None = None,
+                 drafter_type: str | None = None, task: str | None = None, own_content: bool | None = None,
+                 reference_lengths: np.ndarray | None = None) -> DrafterSpec:
+    """The :class:`DrafterSpec` of a fitted drafter (from the fit) or of a new one (from the arguments).
+
+    A fitted drafter's type, window and own tasks come from the fit (a contradicting
+    ``drafter_type`` is refused); a new drafter needs its type unless the fit holds one type, and
+    its window is the longest of ``reference_lengths`` when given. ``own_content`` defaults to
+    whether ``task`` is one of the drafter's fitted own tasks (False for a new task).
+    """
+    known = drafter is not None and drafter in meta.drafters
+    if drafter is not None and known:
+        fitted_type = meta.drafter_type_of.get(drafter, meta.drafter_types[0])
+        if drafter_type is not None and drafter_type != fitted_type:
+            raise InputError(f"drafter {drafter!r} was fitted as a {fitted_type!r} drafter, not {drafter_type!r}",
+                             field="--drafter-type")
+        drafter_type = fitted_type
+        window = meta.windows.get(drafter)
+    else:
+        if drafter_type is None:
+            if len(meta.drafter_types) > 1:
+                raise InputError(f"a new drafter needs its type: the fit holds {', '.join(meta.drafter_types)}",
+                                 field="--drafter-type")
+            drafter_type = meta.drafter_types[0]
+        window = float(np.max(reference_lengths)) if reference_lengths is not None and len(reference_lengths) else None
+    if drafter_type not in meta.drafter_types:
+        raise InputError(f"{drafter_type!r} is no fitted drafter type (fitted: {', '.join(meta.drafter_types)})",
+                         field="--drafter-type")
+    if own_content is None:
+        own_content = bool(known and task is not None and task in meta.own_tasks.get(drafter or "", []))
+    return DrafterSpec(finetuned, drafter_type, drafter if known else None, window, own_content)
+
+
+def _typed_parameters(posterior: Posterior) -> dict[str, np.ndarray]:
+    """The fixed effects per draw, shaped for :func:`specsim.model.spec.linear_predictor`."""
+    d = posterior.draws
+    params = {name: (d[name] if name in TYPED_EFFECTS else d[name][:, None]) for name in FIXED_EFFECTS if name in d}
+    for name in ("type_effect", "index_effect", "position_effect"):
+        params[name] = d[name]
+    return params
+
+
 def acceptance_draws(
-    posterior: Posterior, *, finetuned: bool, divergence: float, task: str | None = None,
-    drafter: str | None = None, rng: np.random.Generator | int | None = None, extra_bins: int = 0,
+    posterior: Posterior, spec: DrafterSpec, *, divergence: float, task: str | None = None,
+    beyond: np.ndarray | None = None, rng: np.random.Generator | int | None = None, extra_bins: int = 0,
     probe: pd.DataFrame | None = None,
 ) -> np.ndarray:
     """Conditional acceptance per draw, draft index and position bin.
 
     Parameters
     ----------
+    spec : DrafterSpec
+        The drafter (:func:`drafter_spec`).
+    beyond : numpy.ndarray, optional
+        Doublings of context past the drafter's training window in each position bin (fitted and
+        extra bins; 0 when not given).
     extra_bins : int
         Position bins beyond the fitted ones (extrapolation): their effects continue the
         position random walk with steps drawn from its fitted scale, so the spread of the
@@ -99,45 +172,81 @@ def acceptance_draws(
     d = posterior.draws
     n = posterior.n_draws
     meta = posterior.metadata
-    params = {name: d[name][:, None] for name in FIXED_EFFECTS if name in d}
-    params["index_effect"], params["position_effect"] = d["index_effect"], d["position_effect"]
+    params = _typed_parameters(posterior)
     n_bins = d["position_effect"].shape[1]
     if extra_bins:
         scale = d.get("sigma_position_effect", np.zeros(n))[:, None]
         steps = rng.normal(0, 1, (n, extra_bins)) * scale
         params["position_effect"] = np.concatenate(
             [d["position_effect"], d["position_effect"][:, -1:] + np.cumsum(steps, axis=1)], axis=1)
-    # A known task or drafter keeps its effect; a new one draws from its population.
-    kind = "finetuned" if finetuned else "generic"
+    # A known task or drafter keeps its effect; a new one draws from its population (drafters: its
+    # kind and type).
+    kind = "finetuned" if spec.finetuned else "generic"
     task_scale = d["sigma_task"] * new_member_scale(meta, len(meta.tasks))
-    drafter_scale = d["sigma_drafter"] * new_member_scale(meta, list(meta.drafter_kinds.values()).count(kind))
+    peers = [r for r in meta.drafters if meta.drafter_kinds.get(r) == kind
+             and meta.drafter_type_of.get(r, meta.drafter_types[0]) == spec.drafter_type]
+    drafter_scale = d["sigma_drafter"] * new_member_scale(meta, len(peers))
     if task is not None and task in meta.tasks:
         params["task_effect"] = d["task_effect"][:, [meta.tasks.index(task)]]
     else:
         params["task_effect"] = (rng.normal(0, 1, n) * task_scale)[:, None]
-    if drafter is not None and drafter in meta.drafters:
-        params["drafter_effect"] = d["drafter_effect"][:, [meta.drafters.index(drafter)]]
+    if spec.name is not None:
+        params["drafter_effect"] = d["drafter_effect"][:, [meta.drafters.index(spec.name)]]
     else:
         params["drafter_effect"] = (rng.normal(0, 1, n) * drafter_scale)[:, None]
-    n_index = d["index_effect"].shape[1]
-    index, position = np.meshgrid(np.arange(n_index), np.arange(n_bins + extra_bins), indexing="ij")
-    design = {"finetuned": float(finetuned), "divergence": divergence, "draft_index": index.reshape(-1),
-              "position_bin": position.reshape(-1), "task": np.zeros(index.size, dtype=int),
-              "drafter": np.zeros(index.size, dtype=int)}
+    n_index = d["index_effect"].shape[-1]
+    total_bins = n_bins + extra_bins
+    beyond = np.zeros(total_bins) if beyond is None else np.asarray(beyond, dtype=float)
+    index, position = np.meshgrid(np.arange(n_index), np.arange(total_bins), indexing="ij")
+    zeros = np.zeros(index.size, dtype=int)
+    type_code = meta.drafter_types.index(spec.drafter_type)
+    design = {"finetuned": float(spec.finetuned), "drafter_type": zeros + type_code,
+              "content_match": float(spec.own_content), "divergence": divergence,
+              "beyond": beyond[position.reshape(-1)], "draft_index": index.reshape(-1),
+              "position_bin": position.reshape(-1), "task": zeros, "drafter": zeros}
     if probe is not None and (task is None or task not in meta.tasks):
         edges = np.asarray(meta.position_edges, dtype=float)
         bins = np.searchsorted(edges, probe["position"].to_numpy(), side="right")
-        bins = np.minimum(bins, n_bins + extra_bins - 1)
-        agreed = np.bincount(bins, weights=probe["agree"].to_numpy(float), minlength=n_bins + extra_bins)
-        probed = np.bincount(bins, minlength=n_bins + extra_bins).astype(float)
+        bins = np.minimum(bins, total_bins - 1)
+        agreed = np.bincount(bins, weights=probe["agree"].to_numpy(float), minlength=total_bins)
+        probed = np.bincount(bins, minlength=total_bins).astype(float)
         without_task = {**params, "task_effect": np.zeros((n, 1))}
-        index0 = {**design, "draft_index": np.zeros(n_bins + extra_bins, dtype=int),
-                  "position_bin": np.arange(n_bins + extra_bins), "task": np.zeros(n_bins + extra_bins, dtype=int),
-                  "drafter": np.zeros(n_bins + extra_bins, dtype=int)}
+        first = np.zeros(total_bins, dtype=int)
+        index0 = {**design, "draft_index": first, "position_bin": np.arange(total_bins), "task": first,
+                  "drafter": first, "drafter_type": first + type_code,
+                  "beyond": beyond}
         base = linear_predictor(without_task, index0, n_index, n_bins)
-        params["task_effect"] = _probe_task_effect(base, task_scale, d.get("kappa"), agreed, probed, rng)[:, None]
+        kappa = d.get("kappa")
+        if kappa is not None and meta.options.get("prompt_dispersion", False):
+            kappa = kappa * max(int(probe["prompt_id"].nunique()) if "prompt_id" in probe else 1, 1)
+        params["task_effect"] = _probe_task_effect(base, task_scale, kappa, agreed, probed, rng)[:, None]
     eta = linear_predictor(params, design, n_index, n_bins)
-    return expit(eta).reshape(n, n_index, n_bins + extra_bins)
+    return expit(eta).reshape(n, n_index, total_bins)
+
+
+def workload_beyond(prompt_lengths: np.ndarray, output_lengths: np.ndarray, edges: np.ndarray,
+                    window: float | None, weights: np.ndarray | None = None) -> np.ndarray:
+    """Doublings past ``window`` of the workload's mean context in each position bin (as the fit's cells).
+
+    A bin's mean context is the mean, over the generated tokens of every sequence that reaches
+    the bin, of prompt length plus position; a bin no sequence reaches takes its first position
+    after the mean prompt.
+    """
+    from specsim.model.data import beyond_window
+
+    prompt = np.asarray(prompt_lengths, dtype=float)
+    output = np.asarray(output_lengths, dtype=float)
+    weights = np.ones_like(prompt) if weights is None else np.asarray(weights, dtype=float)
+    bounds = np.concatenate([[0.0], np.asarray(edges, dtype=float), [np.inf]])
+    context = np.empty(len(bounds) - 1)
+    for b in range(len(context)):
+        start, stop = bounds[b], np.minimum(bounds[b + 1], output)
+        tokens = np.clip(stop - start, 0, None) * weights
+        middle = (start + np.maximum(stop, start) - 1) / 2
+        reached = tokens.sum()
+        context[b] = (((prompt + middle) * tokens).sum() / reached if reached
+                      else np.average(prompt, weights=weights) + start)
+    return beyond_window(np.maximum(context, 1.0), np.inf if window is None else window)
 
 
 @dataclass(frozen=True)
@@ -154,6 +263,8 @@ class SpeedupPrediction:
     divergence: float
     draws: np.ndarray
     extrapolation: Extrapolation | None = None
+    drafter: DrafterSpec | None = None
+    beyond_window_max: float = 0.0
 
     def to_dict(self) -> dict:
         """Plain dictionary for JSON (without the draws)."""
@@ -163,6 +274,9 @@ class SpeedupPrediction:
                 "tokens_per_step": self.tokens_per_step_mean,
                 "tokens_per_step_convention": TOKENS_PER_STEP_CONVENTION,
                 "acceptance_first_index": self.acceptance_index0_mean, "divergence": self.divergence,
+                **({"drafter_type": self.drafter.drafter_type, "own_content": self.drafter.own_content,
+                    "training_window": self.drafter.window, "beyond_window_max": self.beyond_window_max}
+                   if self.drafter else {}),
                 **(self.extrapolation.to_dict() if self.extrapolation else {})}
 
 
@@ -178,6 +292,8 @@ def predict_speedup(
     reference_lengths: np.ndarray | None = None,
     task: str | None = None,
     drafter: str | None = None,
+    drafter_type: str | None = None,
+    own_content: bool | None = None,
     probe: pd.DataFrame | None = None,
     n_draws: int = 400,
     level: float = INTERVAL_LEVEL,
@@ -204,6 +320,12 @@ def predict_speedup(
         Training-data lengths of the drafter.
     task, drafter : str, optional
         Known task or drafter of the fit (their effects are used); otherwise new ones.
+    drafter_type : str, optional
+        A new drafter's type (``model``, ``feature-head``, ``lookup``); a fitted drafter's comes
+        from the fit.
+    own_content : bool, optional
+        The workload is the drafter's own training content (default: the fitted task is one of
+        the drafter's own tasks; False for a new task).
     probe : pandas.DataFrame, optional
         Probe rows of this drafter on the new workload (see :func:`acceptance_draws`).
     n_draws : int
@@ -223,6 +345,8 @@ def predict_speedup(
     prompt_lengths = np.asarray(prompt_lengths, dtype=float)
     output_lengths = np.asarray(output_lengths)
     meta = posterior.metadata
+    spec = drafter_spec(meta, finetuned=finetuned, drafter=drafter, drafter_type=drafter_type, task=task,
+                        own_content=own_content, reference_lengths=reference_lengths)
     if divergence is not None:
         upper = DIVERGENCE_UPPER.get(meta.divergence_measure, np.inf)
         if not (np.isfinite(divergence) and 0 <= divergence <= upper):
@@ -251,12 +375,14 @@ def predict_speedup(
         new = 2.0 ** np.arange(np.ceil(np.log2(start + 1)), np.floor(np.log2(max(reach.workload_max_position, 1))) + 1)
         edges = np.concatenate([edges, new[new > start]])
     extra_bins = len(edges) - len(meta.position_edges)
-    rates = acceptance_draws(posterior, finetuned=finetuned, divergence=divergence, task=task, drafter=drafter,
-                             rng=rng, extra_bins=extra_bins, probe=probe)
-    chosen = rng.choice(len(rates), size=min(n_draws, len(rates)), replace=False)
     # Each draw needs only the workload's distinct (prompt, output) pairs, weighted by their counts,
     # and keeps two numbers: memory stays one workload's size, whatever the number of draws.
     pairs, counts = np.unique(np.column_stack([prompt_lengths, output_lengths]), axis=0, return_counts=True)
+    beyond = (workload_beyond(pairs[:, 0], pairs[:, 1], edges, spec.window, counts)
+              if meta.options.get("window_terms", False) else None)
+    rates = acceptance_draws(posterior, spec, divergence=divergence, task=task, beyond=beyond, rng=rng,
+                             extra_bins=extra_bins, probe=probe)
+    chosen = rng.choice(len(rates), size=min(n_draws, len(rates)), replace=False)
     predictions = []
     for i in chosen:
         draw = expected_workload(AcceptanceProfile(rates[i], edges), cost, gamma, pairs[:, 0], pairs[:, 1].astype(int),
@@ -269,4 +395,4 @@ def predict_speedup(
     low, high = np.quantile(speedups, central_quantiles(level))
     return SpeedupPrediction(float(speedups.mean()), float(np.median(speedups)), float(low), float(high), level,
                              float(np.mean(tokens)), float(rates[chosen, 0, :].mean()), float(divergence), speedups,
-                             reach)
+                             reach, spec, float(np.max(beyond)) if beyond is not None else 0.0)

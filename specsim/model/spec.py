@@ -1,16 +1,27 @@
 """The acceptance model written once: its priors and its linear predictor.
 
-For cell ``c`` (task ``t``, drafter ``r``, draft index ``i``, position bin ``b``)::
+For cell ``c`` (task ``t``, drafter ``r`` of type ``y`` -- a separate model, a feature head or a
+lookup -- draft index ``i``, position bin ``b``)::
 
-    logit a_c = intercept
-              + b_finetuned * f_r + b_divergence * d_tr + b_interaction * f_r * d_tr
-              + index_effect[i] + b_index_finetuned * f_r * (i - mean i)
+    logit a_c = intercept + type_effect[y]
+              + b_finetuned[y] * f_r                                   fine-tuned vs generic, within the type
+              + b_content * f_r * m_tr                                 own-content match
+              + b_divergence * d_tr + b_interaction * f_r * d_tr       length divergence (optional)
+              + (b_beyond[y] + b_beyond_finetuned[y] * f_r) * h_c      context beyond the training window
+              + index_effect[y, i] + b_index_finetuned * f_r * (i - mean i)
               + position_effect[b] + b_position_finetuned * f_r * (b - mean b)
               + task_effect[t] + drafter_effect[r]
 
-``f_r`` is 1 for a fine-tuned drafter and ``d_tr`` the length divergence between the drafter's
-training data and the task. :func:`linear_predictor` is the one implementation of this line:
-model building (PyTensor tensors), posterior prediction, synthetic data and simulation-based
+``f_r`` is 1 for a fine-tuned drafter; ``m_tr`` is 1 where task ``t`` is one the drafter was
+trained on (its own content: a fine-tuned drafter's bonus there is ``b_content``, apart from any
+length term); ``d_tr`` the length divergence between the drafter's training data and the task;
+``h_c = max(0, log2(context_c / window_r))`` the doublings of the cell's mean context length
+beyond the longest sequence the drafter was trained on (0 inside it, and for a drafter trained on
+nothing), so ``b_beyond[y]`` is the change of logit acceptance per doubling of context beyond the
+window for a generic drafter of type ``y`` and ``b_beyond[y] + b_beyond_finetuned[y]`` for a
+fine-tuned one. Each drafter type has its own draft-index random walk (a head's acceptance falls
+with the draft index, lookup's rises). :func:`linear_predictor` is the one implementation of this
+line: model building (PyTensor tensors), posterior prediction, synthetic data and simulation-based
 calibration (NumPy arrays with a leading draw axis) all call it, and :data:`PRIORS` is the one
 table of priors they share.
 
@@ -33,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Prior", "PRIORS", "FIXED_EFFECTS", "SCALE_PARAMETERS", "linear_predictor", "centred"]
+__all__ = ["Prior", "PRIORS", "FIXED_EFFECTS", "TYPED_EFFECTS", "SCALE_PARAMETERS", "linear_predictor", "centred"]
 
 
 @dataclass(frozen=True)
@@ -77,22 +88,32 @@ class Prior:
 
 #: The priors of every model parameter (random-walk steps and standardised effects are N(0, 1)).
 PRIORS: dict[str, Prior] = {
-    "intercept": Prior("normal", (0.0, 1.5), "logit acceptance, measured generic drafters, mean task, divergence 0"),
-    "b_finetuned": Prior("normal", (0.0, 1.0), "measured fine-tuned minus generic drafters at divergence 0"),
+    "intercept": Prior("normal", (0.0, 1.5), "logit acceptance, measured generic drafters, mean type and task, "
+                                             "divergence 0, inside the training window"),
+    "type_effect": Prior("normal", (0.0, 1.0), "a drafter type against the types' mean (effects sum to zero)"),
+    "b_finetuned": Prior("normal", (0.0, 1.0), "fine-tuned minus generic drafters of a type, off their own "
+                                               "content, at divergence 0"),
+    "b_content": Prior("normal", (0.0, 1.0), "a fine-tuned drafter on its own training task against other tasks"),
     "b_divergence": Prior("normal", (0.0, 2.0), "slope in length divergence (generic drafters)"),
     "b_interaction": Prior("normal", (0.0, 2.0), "extra slope in divergence for fine-tuned drafters"),
-    "sigma_index_effect": Prior("gamma", (2.0, 10.0), "step scale of the draft-index random walk"),
+    "b_beyond": Prior("normal", (0.0, 0.5), "change per doubling of context beyond the training window, generic "
+                                            "drafters of a type"),
+    "b_beyond_finetuned": Prior("normal", (0.0, 0.5), "extra change per doubling beyond the window for fine-tuned "
+                                                      "drafters of a type"),
+    "sigma_index_effect": Prior("gamma", (2.0, 10.0), "step scale of the draft-index random walks"),
     "sigma_position_effect": Prior("gamma", (2.0, 10.0), "step scale of the position random walk"),
     "b_index_finetuned": Prior("normal", (0.0, 0.5), "fine-tuned change of the draft-index trend"),
     "b_position_finetuned": Prior("normal", (0.0, 0.5), "fine-tuned change of the position trend"),
     "sigma_task": Prior("gamma", (2.0, 5.0), "spread of task effects"),
     "sigma_drafter": Prior("gamma", (2.0, 10.0), "spread of drafter effects"),
-    "kappa": Prior("gamma", (2.0, 0.02), "beta-binomial concentration (over-dispersion)"),
+    "kappa": Prior("gamma", (2.0, 0.04), "beta-binomial concentration per prompt behind a cell (over-dispersion)"),
 }
 
-#: Scalar coefficients of the linear predictor, in the order summaries list them.
-FIXED_EFFECTS = ("intercept", "b_finetuned", "b_divergence", "b_interaction", "b_index_finetuned",
-                 "b_position_finetuned")
+#: Coefficients of the linear predictor that are one number (or one per drafter type), in the
+#: order summaries list them. ``TYPED_EFFECTS`` are vectors over drafter types.
+FIXED_EFFECTS = ("intercept", "b_finetuned", "b_content", "b_divergence", "b_interaction", "b_beyond",
+                 "b_beyond_finetuned", "b_index_finetuned", "b_position_finetuned")
+TYPED_EFFECTS = ("type_effect", "b_finetuned", "b_beyond", "b_beyond_finetuned")
 #: Scale parameters reported beside the fixed effects.
 SCALE_PARAMETERS = ("sigma_task", "sigma_drafter", "kappa")
 
@@ -110,15 +131,18 @@ def linear_predictor(parameters: Mapping[str, Any], design: Mapping[str, Any], n
     Parameters
     ----------
     parameters : mapping
-        Scalars (``intercept``, ``b_finetuned``, ``b_index_finetuned``,
-        ``b_position_finetuned``; optional ``b_divergence`` and ``b_interaction``) and
-        vectors (``index_effect`` over draft indices, ``position_effect`` over position
-        bins, ``task_effect`` over tasks, ``drafter_effect`` over drafters). For draws, give
-        scalars the shape ``(n_draws, 1)`` and vectors ``(n_draws, K)``.
+        Scalars ``intercept``, ``b_index_finetuned``, ``b_position_finetuned`` and the optional
+        ``b_content``, ``b_divergence``, ``b_interaction``; vectors over drafter types
+        ``type_effect``, ``b_finetuned`` and the optional ``b_beyond``, ``b_beyond_finetuned``;
+        ``index_effect`` over drafter types x draft indices; vectors ``position_effect`` over
+        position bins, ``task_effect`` over tasks, ``drafter_effect`` over drafters. For draws,
+        give scalars the shape ``(n_draws, 1)``, vectors ``(n_draws, K)`` and ``index_effect``
+        ``(n_draws, n_types, n_index)``. An optional term whose parameters are absent is left out.
     design : mapping
-        Per-cell arrays of shape ``(n_cells,)``: ``finetuned`` (0/1), ``divergence``,
+        Per-cell arrays of shape ``(n_cells,)``: ``finetuned`` (0/1), ``drafter_type``,
         ``draft_index``, ``position_bin``, ``task`` and ``drafter`` (integer codes into the
-        effect vectors).
+        effect vectors), and for the optional terms ``content_match`` (0/1), ``divergence`` and
+        ``beyond`` (doublings of context beyond the training window).
     n_index, n_bins : int
         Number of draft indices and position bins (centres of the fine-tuned trends).
 
@@ -128,12 +152,17 @@ def linear_predictor(parameters: Mapping[str, Any], design: Mapping[str, Any], n
     """
     p = parameters
     f = design["finetuned"]
+    kind = design["drafter_type"]
     index, position = design["draft_index"], design["position_bin"]
-    eta = p["intercept"] + p["b_finetuned"] * f
+    eta = p["intercept"] + p["type_effect"][..., kind] + p["b_finetuned"][..., kind] * f
+    if "b_content" in p:
+        eta = eta + p["b_content"] * f * design["content_match"]
     if "b_divergence" in p:
         d = design["divergence"]
         eta = eta + p["b_divergence"] * d + p["b_interaction"] * f * d
+    if "b_beyond" in p:
+        eta = eta + (p["b_beyond"][..., kind] + p["b_beyond_finetuned"][..., kind] * f) * design["beyond"]
     return (eta
-            + p["index_effect"][..., index] + p["b_index_finetuned"] * f * centred(index, n_index)
+            + p["index_effect"][..., kind, index] + p["b_index_finetuned"] * f * centred(index, n_index)
             + p["position_effect"][..., position] + p["b_position_finetuned"] * f * centred(position, n_bins)
             + p["task_effect"][..., design["task"]] + p["drafter_effect"][..., design["drafter"]])

@@ -1,102 +1,146 @@
-"""Counts simulated from the hierarchical model with known parameters (parameter recovery, SBC)."""
+"""Counts simulated from the hierarchical model with known parameters (parameter recovery, SBC).
+
+The generative process is the model's own (:func:`specsim.model.spec.linear_predictor`, a
+beta-binomial whose concentration grows with the prompts behind a cell), over a design that holds
+what the model must tell apart: drafter types with opposite draft-index profiles, fine-tuned
+drafters on and off their own tasks, tasks whose contexts reach past some drafters' training
+windows, and length divergences that do not follow the content match.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from specsim.model.data import AcceptanceCounts
+from specsim.model.data import AcceptanceCounts, beyond_window
 from specsim.model.spec import linear_predictor
 
-__all__ = ["TRUE_PARAMETERS", "synthetic_counts", "zero_sum_truth"]
+__all__ = ["TRUE_PARAMETERS", "SyntheticDrafter", "DEFAULT_DRAFTERS", "synthetic_counts"]
 
-#: Parameters of a plausible drafter population (logit scale).
-TRUE_PARAMETERS = {
-    "intercept": 0.6, "b_finetuned": 0.5, "b_divergence": -1.2, "b_interaction": -1.5,
-    "index_effect": np.array([0.0, -0.3, -0.5, -0.6]), "position_effect": np.array([0.0, 0.1, 0.15]),
+#: Parameters of a plausible population of two drafter types (logit scale), in the order of the
+#: types ``feature-head``, ``lookup``: a head's acceptance falls with the draft index and with context
+#: past its training window, a lookup's rises with the draft index. Effects that the model makes sum
+#: to zero (types) are given summing to zero.
+TRUE_PARAMETERS: dict[str, Any] = {
+    "intercept": 0.2, "type_effect": np.array([0.25, -0.25]), "b_finetuned": np.array([0.4, 0.3]),
+    "b_content": 0.6, "b_divergence": -0.8, "b_interaction": -0.6,
+    "b_beyond": np.array([-0.45, 0.0]), "b_beyond_finetuned": np.array([0.3, 0.0]),
+    "index_effect": np.array([[0.0, -0.3, -0.5, -0.6], [0.0, 0.6, 0.9, 1.1]]),
+    "position_effect": np.array([0.0, 0.1, 0.15]),
     "b_index_finetuned": 0.05, "b_position_finetuned": 0.1, "sigma_task": 0.3, "sigma_drafter": 0.15,
-    "kappa": 200.0,
+    "kappa": 40.0,
 }
+TYPES = ["feature-head", "lookup"]
+
+
+@dataclass(frozen=True)
+class SyntheticDrafter:
+    """One simulated drafter: its name, kind, type, training window (tokens; None: none) and own tasks."""
+
+    name: str
+    kind: str
+    drafter_type: str
+    window: float | None = None
+    own_tasks: tuple[int, ...] = ()
+
+
+#: Per type a generic drafter and two fine-tuned ones, each on its own task; the heads' windows are
+#: short (256), medium (512) and long (2048), the lookups have none.
+DEFAULT_DRAFTERS = (
+    SyntheticDrafter("head-generic", "generic", "feature-head", 512.0),
+    SyntheticDrafter("head-a", "finetuned", "feature-head", 256.0, (0,)),
+    SyntheticDrafter("head-b", "finetuned", "feature-head", 2048.0, (1,)),
+    SyntheticDrafter("lookup-generic", "generic", "lookup"),
+    SyntheticDrafter("lookup-a", "finetuned", "lookup", None, (0,)),
+    SyntheticDrafter("lookup-b", "finetuned", "lookup", None, (1,)),
+)
+
+
+def _zero_sum(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """``values`` minus their group's mean (a group of one gets 0), as the model identifies effects."""
+    out = np.asarray(values, dtype=float).copy()
+    for group in np.unique(groups):
+        out[groups == group] -= out[groups == group].mean()
+    return out
 
 
 def synthetic_counts(
     parameters: dict | None = None,
     *,
     n_tasks: int = 6,
-    drafters: tuple[tuple[str, str], ...] = (("generic", "generic"), ("ft-a", "finetuned"), ("ft-b", "finetuned")),
+    drafters: Sequence[SyntheticDrafter] = DEFAULT_DRAFTERS,
     evaluated_per_cell: int = 400,
+    prompts_per_cell: int = 12,
+    position_edges: np.ndarray = np.array([64.0, 128.0]),
     overdispersion: bool = True,
     rng: np.random.Generator | int | None = None,
 ) -> tuple[AcceptanceCounts, dict]:
     """Simulate aggregated counts from the model's generative process.
 
-    Divergences are drawn uniformly in [0, 0.1] for generic drafters (their mixture is close to
-    every task) and in [0, 0.9] for fine-tuned ones. Task and drafter effects are drawn from
-    their population distributions.
+    Task ``k``'s prompts are ``64 * 2**k`` tokens long, so its contexts reach past a window of
+    256 from task 2 on and past 2048 at task 5; a cell's context is the prompt plus the middle of
+    its position bin. Divergences are 0 on a fine-tuned drafter's own task, uniform in
+    [0.2, 0.9] elsewhere, and in [0, 0.1] for generic drafters. Task and drafter effects are
+    drawn from their populations and centred as the model identifies them (tasks on their mean,
+    drafters on their kind and type's mean), so ``truth`` holds the parameters a fit recovers.
 
     Returns
     -------
     counts : AcceptanceCounts
     truth : dict
-        The parameters used, with the drawn ``task_effect`` and ``drafter_effect``.
+        The parameters used, with the drawn ``task_effect`` and ``drafter_effect`` (drafters in
+        sorted name order, as the counts' codes).
     """
     rng = np.random.default_rng(rng)
-    truth = dict(TRUE_PARAMETERS if parameters is None else parameters)
-    index_effect, position_effect = np.asarray(truth["index_effect"]), np.asarray(truth["position_effect"])
-    truth["task_effect"] = rng.normal(0, truth["sigma_task"], n_tasks)
-    truth["drafter_effect"] = rng.normal(0, truth["sigma_drafter"], len(drafters))
-    parameters_now = {**truth, "index_effect": index_effect, "position_effect": position_effect}
-    index, position = (grid.reshape(-1) for grid in np.meshgrid(
-        np.arange(len(index_effect)), np.arange(len(position_effect)), indexing="ij"))
+    truth: dict[str, Any] = {k: np.asarray(v, dtype=float) if isinstance(v, np.ndarray) else v
+             for k, v in (TRUE_PARAMETERS if parameters is None else parameters).items()}
+    drafters = sorted(drafters, key=lambda d: d.name)
+    types = sorted({d.drafter_type for d in drafters})
+    n_index = truth["index_effect"].shape[-1]
+    n_bins = len(truth["position_effect"])
+    truth["task_effect"] = _zero_sum(rng.normal(0, truth["sigma_task"], n_tasks), np.zeros(n_tasks))
+    groups = np.array([f"{d.kind}/{d.drafter_type}" for d in drafters])
+    truth["drafter_effect"] = _zero_sum(rng.normal(0, truth["sigma_drafter"], len(drafters)), groups)
+    # The last bin is as wide as the one before it (the first bin's width with one edge).
+    edges = np.asarray(position_edges, dtype=float)
+    bounds = np.concatenate([[0.0], edges, [2 * edges[-1] - (edges[-2] if len(edges) > 1 else 0.0)]])
+    middles = (bounds[:-1] + bounds[1:]) / 2
+    index, position = (grid.reshape(-1) for grid in np.meshgrid(np.arange(n_index), np.arange(n_bins), indexing="ij"))
     rows = []
-    # Draws interleave per task x drafter (divergence, then each cell's rate and count): the stream is fixed.
     for task in range(n_tasks):
-        for code, (name, kind) in enumerate(drafters):
-            finetuned = int(kind == "finetuned")
-            divergence = rng.uniform(0, 0.9 if finetuned else 0.1)
-            design = {"finetuned": finetuned, "divergence": divergence, "draft_index": index,
-                      "position_bin": position, "task": np.full(index.size, task), "drafter": np.full(index.size, code)}
-            rates = expit(linear_predictor(parameters_now, design, len(index_effect), len(position_effect)))
-            for i, p, rate in zip(index, position, rates, strict=True):
+        context = 64.0 * 2 ** task + middles[position]
+        for code, drafter in enumerate(drafters):
+            finetuned = int(drafter.kind == "finetuned")
+            own = int(task in drafter.own_tasks)
+            divergence = 0.0 if own else rng.uniform(0.2, 0.9) if finetuned else rng.uniform(0, 0.1)
+            beyond = beyond_window(context, np.inf if drafter.window is None else drafter.window)
+            type_code = types.index(drafter.drafter_type)
+            design = {"finetuned": finetuned, "drafter_type": np.full(index.size, type_code),
+                      "content_match": own, "divergence": divergence, "beyond": beyond, "draft_index": index,
+                      "position_bin": position, "task": np.full(index.size, task),
+                      "drafter": np.full(index.size, code)}
+            rates = expit(linear_predictor(truth, design, n_index, n_bins))
+            for i, p, rate, cell_context, cell_beyond in zip(index, position, rates, context, beyond, strict=True):
                 if overdispersion:
-                    rate = rng.beta(rate * truth["kappa"], (1 - rate) * truth["kappa"])
+                    concentration = truth["kappa"] * prompts_per_cell
+                    rate = rng.beta(rate * concentration, (1 - rate) * concentration)
                 n = max(1, int(evaluated_per_cell * 0.8 ** i))
-                rows.append({"task": f"task{task}", "drafter": name, "drafter_kind": kind, "draft_index": int(i),
-                             "position_bin": int(p), "evaluated": n, "accepted": int(rng.binomial(n, rate)),
-                             "divergence": divergence, "finetuned": finetuned, "task_code": task,
-                             "drafter_code": code})
+                rows.append({"task": f"task{task}", "drafter": drafter.name, "drafter_kind": drafter.kind,
+                             "drafter_type": drafter.drafter_type, "draft_index": int(i), "position_bin": int(p),
+                             "evaluated": n, "accepted": int(rng.binomial(n, rate)),
+                             "context_len_mean": float(cell_context), "prompts": prompts_per_cell,
+                             "divergence": divergence, "beyond": float(cell_beyond), "finetuned": finetuned,
+                             "content_match": own, "task_code": task, "drafter_code": code,
+                             "type_code": type_code})
     cells = pd.DataFrame(rows)
-    drafter_names = [name for name, _ in drafters]
-    # Drafter codes must follow sorted names, as aggregate_counts assigns them.
-    order = {name: i for i, name in enumerate(sorted(drafter_names))}
-    truth["drafter_effect"] = np.array([truth["drafter_effect"][drafter_names.index(n)] for n in sorted(drafter_names)])
-    cells["drafter_code"] = cells["drafter"].map(order)
-    counts = AcceptanceCounts(cells, [f"task{t}" for t in range(n_tasks)], sorted(drafter_names),
-                              np.arange(1, len(position_effect)) * 64.0, "js", "total_len", {})
+    names = [d.name for d in drafters]
+    counts = AcceptanceCounts(
+        cells, [f"task{t}" for t in range(n_tasks)], names, np.asarray(position_edges, dtype=float), "js",
+        "total_len", {}, {}, types, {d.name: np.inf if d.window is None else d.window for d in drafters},
+        {d.name: [f"task{t}" for t in d.own_tasks] for d in drafters})
     return counts, truth
-
-
-def zero_sum_truth(truth: dict, drafter_kinds: list[str]) -> dict:
-    """The true parameters as the zero-sum model identifies them (:class:`specsim.model.ModelOptions`).
-
-    Task effects are centred on their mean and drafter effects on their kind's mean; the
-    intercept takes the task mean and the generic drafters' mean, ``b_finetuned`` the difference
-    between the fine-tuned and the generic drafters' means. The cells' rates are unchanged.
-
-    Parameters
-    ----------
-    truth : dict
-        As returned by :func:`synthetic_counts` (``drafter_effect`` in sorted drafter order).
-    drafter_kinds : list of str
-        ``generic`` or ``finetuned`` per drafter, in the same order.
-    """
-    kinds = np.asarray(drafter_kinds)
-    drafter = np.asarray(truth["drafter_effect"], dtype=float)
-    task = np.asarray(truth["task_effect"], dtype=float)
-    kind_mean = {kind: drafter[kinds == kind].mean() if np.any(kinds == kind) else 0.0
-                 for kind in ("generic", "finetuned")}
-    return {**truth, "intercept": truth["intercept"] + task.mean() + kind_mean["generic"],
-            "b_finetuned": truth["b_finetuned"] + kind_mean["finetuned"] - kind_mean["generic"],
-            "task_effect": task - task.mean(),
-            "drafter_effect": drafter - np.array([kind_mean[kind] for kind in kinds])}

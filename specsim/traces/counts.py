@@ -21,6 +21,13 @@ one row per source x task x drafter x temperature x gamma x draft index:
   generated-token positions of the verify steps the row counts (the position of a step's first
   drafted token); empty when the source pools every position. ``steps`` repeats the group's
   number of verify steps on every row.
+- ``drafter_type`` (optional, version 4): ``model``, ``feature-head`` or ``lookup``
+  (:data:`specsim.traces.schema.DRAFTER_TYPES`); empty where the source does not say.
+- ``context_len_mean`` (optional, version 4): the mean context length (prompt plus generated
+  tokens when the step started) over the row's evaluated tokens; the model places a row against
+  its drafter's training window with it. ``prompts`` (optional, version 4): the sequences whose
+  steps contributed an evaluated token to the row (the model's over-dispersion scales with it);
+  ``sequences`` is the group's number of sequences, repeated on every row.
 
 Optional length summaries travel in the file's metadata (``specsim.lengths``: per task, the
 prompt and output length of every sequence), written where the source has them (specsim's own
@@ -44,17 +51,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from specsim.errors import InputError
-from specsim.traces.schema import DEFAULT_POSITION_EDGES
+from specsim.traces.schema import DEFAULT_POSITION_EDGES, DRAFTER_TYPES
 
 __all__ = ["COUNTS_SCHEMA", "COUNTS_VERSION", "COUNTS_GROUP", "write_counts", "read_counts", "read_counts_lengths",
            "counts_from_traces", "summarize_counts", "counts_by_index", "with_optional_columns", "index_counts",
            "check_counts", "MAX_GAMMA", "measured_tokens", "refuse_unmeasured"]
 
-COUNTS_VERSION = "3"
+COUNTS_VERSION = "4"
 #: The longest draft a counts table may hold (what ``--gamma`` allows everywhere).
 MAX_GAMMA = 64
-#: Versions :func:`read_counts` accepts (version 1 had no position range, 2 no offered/asked).
-READABLE_VERSIONS = (b"1", b"2", b"3")
+#: Versions :func:`read_counts` accepts (version 1 had no position range, 2 no offered/asked, 3 no
+#: drafter type, context or prompts per row).
+READABLE_VERSIONS = (b"1", b"2", b"3", b"4")
+#: Columns each earlier version lacks (read as empty).
+_ABSENT_IN = {b"1": ("position_start", "position_stop", "offered", "asked"), b"2": ("offered", "asked"), b"3": ()}
+_VERSION_4_COLUMNS = ("drafter_type", "context_len_mean", "prompts")
 #: Columns that identify one group of counts (one acceptance profile).
 COUNTS_GROUP = ["source", "task", "drafter", "drafter_kind", "temperature", "gamma"]
 COUNTS_SCHEMA = pa.schema([
@@ -62,6 +73,7 @@ COUNTS_SCHEMA = pa.schema([
     pa.field("task", pa.string(), nullable=False),
     pa.field("drafter", pa.string(), nullable=False),
     pa.field("drafter_kind", pa.string(), nullable=False),
+    pa.field("drafter_type", pa.string(), nullable=True),
     pa.field("drafter_trained_on", pa.string(), nullable=True),
     pa.field("temperature", pa.float64(), nullable=True),
     pa.field("gamma", pa.int32(), nullable=False),
@@ -76,6 +88,8 @@ COUNTS_SCHEMA = pa.schema([
     pa.field("asked", pa.int64(), nullable=True),
     pa.field("output_tokens", pa.int64(), nullable=True),
     pa.field("sequences", pa.int64(), nullable=True),
+    pa.field("context_len_mean", pa.float64(), nullable=True),
+    pa.field("prompts", pa.int64(), nullable=True),
 ], metadata={b"specsim.schema_version": COUNTS_VERSION.encode(), b"specsim.table": b"counts"})
 
 
@@ -108,6 +122,14 @@ def _validated(frame: pd.DataFrame, path: str | Path) -> pd.DataFrame:
             "drafted", "exceeds steps x gamma")
     kinds = frame["drafter_kind"].isin(("generic", "finetuned", "untrained")).to_numpy()
     require(~kinds, "drafter_kind", "must be generic, finetuned or untrained")
+    types = frame["drafter_type"]
+    require((types.notna() & ~types.isin(DRAFTER_TYPES)).to_numpy(), "drafter_type",
+            f"must be one of {', '.join(DRAFTER_TYPES)} (or empty)")
+    context = frame["context_len_mean"].to_numpy(dtype=float)
+    require(~np.isnan(context) & ~(np.isfinite(context) & (context >= 1)), "context_len_mean",
+            "must be a finite length >= 1 (or empty)")
+    prompts = frame["prompts"].to_numpy(dtype=float)
+    require(~np.isnan(prompts) & ~(prompts >= 0), "prompts", "must be >= 0 (or empty)")
     start, stop = frame["position_start"].to_numpy(dtype=float), frame["position_stop"].to_numpy(dtype=float)
     require(np.isnan(start) != np.isnan(stop), "position_stop", "position_start and position_stop go together")
     require(start < 0, "position_start", "must be >= 0")
@@ -127,10 +149,10 @@ def check_counts(frame: pd.DataFrame, path: str | Path) -> pd.DataFrame:
 def with_optional_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with every optional column of :data:`COUNTS_SCHEMA` (empty where absent), categories as values."""
     for name in ("position_start", "position_stop", "evaluated", "drafter_trained_on", "temperature",
-                 "output_tokens", "sequences", "offered", "asked"):
+                 "output_tokens", "sequences", "offered", "asked", "drafter_type", "context_len_mean", "prompts"):
         if name not in frame.columns:
-            frame = frame.assign(**{name: np.nan if name.startswith("position") or name in ("offered", "asked")
-                                    else None})
+            numeric = name.startswith("position") or name in ("offered", "asked", "context_len_mean", "prompts")
+            frame = frame.assign(**{name: np.nan if numeric else None})
     categorical = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
     return frame.astype({c: object for c in categorical}) if categorical else frame
 
@@ -184,8 +206,7 @@ def read_counts(path: str | Path) -> pd.DataFrame:
     if version not in READABLE_VERSIONS:
         raise InputError(f"counts schema version {version!r}, expected one of "
                          f"{', '.join(v.decode() for v in READABLE_VERSIONS)}", path=path)
-    optional = (("position_start", "position_stop", "offered", "asked") if version == b"1"
-                else ("offered", "asked") if version == b"2" else ())
+    optional = (*_ABSENT_IN.get(version, ()), *(_VERSION_4_COLUMNS if version != b"4" else ()))
     missing = [f.name for f in COUNTS_SCHEMA if f.name not in table.column_names and f.name not in optional]
     if missing:
         raise InputError("missing column", path=path, field=missing[0])
@@ -244,13 +265,19 @@ def step_index_counts(steps: pd.DataFrame, n_index: int, position_edges: np.ndar
     ``D > d``, ``evaluated`` ``D > d and K >= d``, ``accepted`` ``K > d``, ``offered``
     ``A > d and K >= d``, ``asked`` ``A > d and D >= d``. Indices past ``n_index - 1`` fold
     into the last, as :func:`specsim.simulate.acceptance.profile_from_tokens` folds tokens.
+    Two more arrays describe the evaluated tokens: ``context_len_sum`` (their steps' context
+    lengths summed; divide by ``evaluated`` for the mean) and ``prompts`` (distinct sequences
+    among them).
 
     Returns
     -------
     dict of str to numpy.ndarray, each shape (n_index, len(position_edges) + 1)
     """
+    from specsim.traces.schema import SEQUENCE_KEY
+
     edges = np.asarray(position_edges, dtype=float)
     shape = (n_index, len(edges) + 1)
+    size = int(np.prod(shape))
     asked = steps["n_asked"].to_numpy(np.int64)[:, None]
     drafted = steps["n_drafted"].to_numpy(np.int64)[:, None]
     accepted = steps["n_accepted"].to_numpy(np.int64)[:, None]
@@ -258,10 +285,19 @@ def step_index_counts(steps: pd.DataFrame, n_index: int, position_edges: np.ndar
     index = np.arange(width)[None, :]
     bins = np.broadcast_to(np.searchsorted(edges, step_positions(steps), side="right")[:, None],
                            (len(steps), width))
-    flat = np.ravel_multi_index((np.broadcast_to(np.minimum(index, n_index - 1), bins.shape), bins), shape).ravel()
+    cell = np.ravel_multi_index((np.broadcast_to(np.minimum(index, n_index - 1), bins.shape), bins), shape)
+    flat = cell.ravel()
     masks = _step_conditions(asked, drafted, accepted, index)
-    return {name: np.bincount(flat, weights=mask.ravel().astype(float), minlength=int(np.prod(shape)))
-            .reshape(shape).astype(np.int64) for name, mask in masks.items()}
+    counts = {name: np.bincount(flat, weights=mask.ravel().astype(float), minlength=size).reshape(shape)
+              .astype(np.int64) for name, mask in masks.items()}
+    evaluated = masks["evaluated"]
+    context = np.broadcast_to(steps["context_len"].to_numpy(float)[:, None], evaluated.shape)
+    counts["context_len_sum"] = np.bincount(cell[evaluated], weights=context[evaluated], minlength=size).reshape(shape)
+    sequence = np.broadcast_to(pd.factorize(pd.MultiIndex.from_frame(steps[SEQUENCE_KEY].astype(str)))[0][:, None],
+                               evaluated.shape)
+    pairs = np.unique(np.column_stack([cell[evaluated], sequence[evaluated]]), axis=0)
+    counts["prompts"] = np.bincount(pairs[:, 0], minlength=size).reshape(shape).astype(np.int64)
+    return counts
 
 
 def _step_conditions(asked: np.ndarray, drafted: np.ndarray, accepted: np.ndarray,
@@ -313,18 +349,24 @@ def counts_from_traces(tokens: pd.DataFrame, steps: pd.DataFrame, sequences: pd.
     lengths = sequences.groupby(group, observed=True).agg(
         output_tokens=("output_len", "sum"), sequences=("prompt_id", "size"),
         drafter_trained_on=("drafter_trained_on", "first"))
+    types = steps.groupby(group, observed=True)["drafter_type"].first() if "drafter_type" in steps else None
     rows = []
     for key, cell in steps.groupby(group, observed=True):
         gamma = int(key[-1])
         counts = step_index_counts(cell, gamma, edges)
+        context_sum, prompts = counts.pop("context_len_sum"), counts.pop("prompts")
         # Ranges end where the group's data end: no step starts at or past its longest output.
         end = int(longest.get(key, np.iinfo(np.int64).max))
         for d, b in zip(*np.nonzero(counts["asked"]), strict=True):
             start = int(bounds[b])
+            evaluated = int(counts["evaluated"][d, b])
             rows.append({**dict(zip(group, key, strict=True)), "draft_index": int(d), "position_start": start,
                          "position_stop": max(start + 1, min(int(bounds[b + 1]), end)), "steps": len(cell),
                          **{name: int(values[d, b]) for name, values in counts.items()},
-                         **lengths.loc[key].to_dict()})
+                         **lengths.loc[key].to_dict(),
+                         "drafter_type": None if types is None else str(types.loc[key]),
+                         "context_len_mean": float(context_sum[d, b]) / evaluated if evaluated else None,
+                         "prompts": int(prompts[d, b])})
     frame = pd.DataFrame(rows)
     frame.insert(0, "source", source)
     return frame

@@ -43,7 +43,7 @@ from IPython.display import Markdown, display
 from specsim import workflow
 from specsim.glossary import INTERVAL_LEVEL
 from specsim.lengths import divergence_matrix, length_table
-from specsim.model import aggregate_counts, fit_baseline, load_posterior
+from specsim.model import fit_baseline, load_posterior, model_cells
 from specsim.model.hierarchical import DIAGNOSTIC_THRESHOLDS, SUMMARY_PARAMETERS
 from specsim.report.present import drafter_colours, shipped_path, show, table, verdict
 from specsim.traces import conditional_acceptance_by_index, read_traces, summarize
@@ -216,7 +216,7 @@ show(fig)
 # drafters are left out. Prior predictive check first: acceptance rates the priors allow.
 
 # %%
-counts = aggregate_counts(tokens, sequences)
+counts, _ = model_cells(*workflow.traces_counts(data, temperature))
 import pymc as pm  # noqa: E402
 
 from specsim.model import build_model  # noqa: E402

@@ -38,7 +38,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from specsim import workflow
-from specsim.model.data import drafter_reference_lengths
+from specsim.model import model_cells
 from specsim.report.present import drafter_colours, shipped_path, show, table, verdict
 from specsim.simulate.acceptance import profile_from_tokens
 from specsim.simulate.cost import read_cost_profile_batches
@@ -61,7 +61,7 @@ sweep = workflow.gamma_sweep(data, drafter=drafter, acceptance_from=acceptance_f
 best = sweep[sweep["best"]].iloc[0]
 break_even = workflow.break_even_cost_ratio(data, drafter=drafter, acceptance_from=acceptance_from, workload=workload,
                                             temperature=temperature)
-training = drafter_reference_lengths(select(data.sequences, temperature=temperature)).get(drafter)
+training = model_cells(*workflow.traces_counts(data, temperature))[0].reference_lengths.get(drafter)
 reach = result.extrapolation
 lines = [verdict(f"{drafter} on {workload.name}", result.speedup, result.speedup_low, result.speedup_high,
                  result.level, gamma, cost_label, int(best["gamma"]), float(best["speedup"]), break_even)]
