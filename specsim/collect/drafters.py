@@ -200,6 +200,10 @@ class PromptLookupDrafter(Drafter):
             return Draft(chosen)
         return Draft([])
 
+    def options(self) -> dict[str, Any]:
+        """The method and its n-gram size."""
+        return {"method": "prompt-lookup", "max_ngram": self.max_ngram}
+
 
 def lookup_copy_sources(prompt_ids: list[int], output_ids: list[int], step_positions: list[int],
                         max_ngram: int = 2, eos_ids: frozenset[int] = frozenset()) -> list[str]:
@@ -217,10 +221,6 @@ def lookup_copy_sources(prompt_ids: list[int], output_ids: list[int], step_posit
         start = drafter.copied_from
         sources.append("none" if start is None else "prompt" if start < len(prompt_ids) else "output")
     return sources
-
-    def options(self) -> dict[str, Any]:
-        """The method and its n-gram size."""
-        return {"method": "prompt-lookup", "max_ngram": self.max_ngram}
 
 
 class _ContinuationTable:
