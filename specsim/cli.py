@@ -258,24 +258,15 @@ def traces_summary(
     without it. Measured speed-up is plain over speculative wall time per generated token, a
     ratio of totals.
     """
-    from specsim.traces import read_traces, summarize
-    from specsim.traces.metrics import SUMMARY_GROUP, acceptance_by_draft_index
+    from specsim import workflow
+    from specsim.traces import read_traces
 
     traces = read_traces(directory)  # every reader validates the whole directory, as `traces check` does
-    summary = summarize(traces.steps, traces.sequences)
-    rows = summary.to_dict(orient="records")
+    summary = workflow.summarize_traces(traces)
     if json_output:
-        per_index = acceptance_by_draft_index(traces.tokens, SUMMARY_GROUP)
-        for row in rows:
-            mask = np.ones(len(per_index), dtype=bool)
-            for key in SUMMARY_GROUP:
-                mask &= (per_index[key] == row[key]).to_numpy()
-            row["acceptance_by_draft_index"] = per_index.loc[mask, [
-                "draft_index", "drafted", "evaluated", "accepted", "acceptance_rate_conditional",
-                "acceptance_rate_unconditional"]].to_dict("records")
-        print_json({"directory": str(directory), "speedup_estimator": "ratio of totals, time per generated token",
-                    "groups": rows})
+        print_json({"directory": str(directory), **summary.to_dict()})
         return
+    rows = summary.groups.to_dict(orient="records")
     print_table(
         f"{directory}",
         rows,
@@ -547,54 +538,19 @@ def lengths_command(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Length quantiles per group and the divergence between every pair of groups."""
-    from specsim.lengths import (
-        DIVERGENCES,
-        LENGTH_KINDS,
-        bootstrap_divergences,
-        divergence_matrix,
-        length_quantiles,
-        length_table,
-    )
+    from specsim import workflow
     from specsim.traces import read_traces
 
-    if kind not in LENGTH_KINDS:
-        raise InputError(f"must be one of {', '.join(LENGTH_KINDS)}", field="--kind")
-    if measure not in DIVERGENCES:
-        raise InputError(f"must be one of {', '.join(DIVERGENCES)}", field="--measure")
-    if by not in ("task", "dataset"):
-        raise InputError("must be task or dataset", field="--by")
     traces = read_traces(directory)  # every reader validates the whole directory, as `traces check` does
-    table = length_table(traces.sequences, by=by)
-    quantiles = length_quantiles(table, by=by)
-    samples = {name: group[kind].to_numpy() for name, group in table.groupby(by)}
-    matrix = divergence_matrix(samples, measure)
-    pairs = []
-    names = list(samples)
-    n_pairs = len(names) * (len(names) - 1) // 2
     with _progress_bar("lengths") as bar:
-        task = bar.add_task("bootstrap", total=n_pairs * bootstrap or None)
-        for i, a in enumerate(names):
-            for b in names[i + 1 :]:
-                if bootstrap:
-                    frame = bootstrap_divergences(samples[a], samples[b], n_resamples=bootstrap, rng=seed,
-                                                  level=level, progress=lambda: bar.advance(task))
-                    values = {m: {"estimate": frame.loc[m, "estimate"], "low": frame.loc[m, "low"],
-                                  "high": frame.loc[m, "high"]} for m in DIVERGENCES}
-                else:
-                    from specsim.lengths import divergences
-
-                    values = {m: {"estimate": v} for m, v in divergences(samples[a], samples[b]).items()}
-                pairs.append({"a": a, "b": b, **values})
+        task = bar.add_task("bootstrap", total=None)
+        result = workflow.lengths(traces, by=by, kind=kind, measure=measure, bootstrap=bootstrap, seed=seed,
+                                  level=level, progress=lambda: bar.advance(task))
     if json_output:
-        print_json({"directory": str(directory), "by": by, "kind": kind, "quantiles": quantiles.to_dict("records"),
-                    "matrix_measure": measure, "pairs": pairs,
-                    "matrix": [{"a": a, "b": b, "value": float(matrix.loc[a, b])} for a in matrix.index
-                               for b in matrix.columns],
-                    "interval_level": level if bootstrap else None,
-                    "binning": "4 logarithmic bins per doubling of length (js, kl, tv)"})
+        print_json({"directory": str(directory), **result.to_dict()})
         return
-    print_table(f"{directory}: length quantiles by {by}", quantiles.to_dict("records"))
-    rows = [{by: name, **{str(k): float(v) for k, v in row.items()}} for name, row in matrix.iterrows()]
+    print_table(f"{directory}: length quantiles by {by}", result.quantiles.to_dict("records"))
+    rows = [{by: name, **{str(k): float(v) for k, v in row.items()}} for name, row in result.matrix.iterrows()]
     print_table(f"{measure} divergence of {kind} (row vs column)", rows)
 
 
@@ -1129,43 +1085,29 @@ def demo_command(
 ) -> None:
     """The main job: check the shipped traces, summarise, validate the simulator, fit, report."""
     from specsim import workflow
-    from specsim.report import render_report
-    from specsim.traces import read_traces, summarize
+    from specsim.traces import read_traces
 
     check_output_dir(out, "--out")
     traces = read_traces(traces_dir)
-    greedy = traces.sequences[traces.sequences["temperature"] == 0]
-    summary = summarize(traces.steps[traces.steps["temperature"] == 0], greedy)
-    validation = workflow.validate(traces)
     if not json_output:
         stdout.rule("specsim demo")
         stdout.print(f"traces {traces_dir}: valid, {len(traces.sequences)} sequences, {len(traces.tokens)} drafted "
                      f"tokens, run(s) {', '.join(sorted(traces.runs))}")
-        print_table("greedy acceptance and measured speed-up", summary.to_dict("records"), [
-            "task", "drafter", "gamma", "sequences", "acceptance_rate", "acceptance_length_with_bonus",
-            "measured_speedup"])
-        stdout.print(f"simulator vs measured speed-up: mean absolute percentage error {validation.mape:.2f}% over "
-                     f"{len(validation.cells)} cells (largest drafter x temperature x gamma bias "
-                     f"{validation.worst_group_bias:.2f}%)")
-    posterior = out / "posterior.nc"
-    with stderr.status("sampling the hierarchical model (compiles first)"):
-        outcome = workflow.fit(traces, draws=draws, tune=draws)
-    outcome.result.save(posterior)
-    if not json_output:
-        print_table("posterior (logit scale)", outcome.to_dict()["posterior"])
-    if not outcome.result.diagnostics["passed"]:
-        stderr.print("warning: sampler diagnostics failed: " + "; ".join(outcome.result.diagnostics["warnings"]),
-                     markup=False)
-    with stderr.status("rendering the main report"):
-        gamma = int(greedy["gamma"].mode().iloc[0])  # the report's figures at the traces' most common draft length
-        html = render_report("main", {"traces": str(traces_dir), "posterior": str(posterior), "gamma": gamma}, out)
+    result = workflow.demo(traces, out, draws=draws, stage=lambda name: stderr.print(f"{name} ...", markup=False))
     if json_output:
-        print_json({"traces": str(traces_dir), "sequences": len(traces.sequences), "drafted": len(traces.tokens),
-                    "summary": summary.to_dict("records"), "simulator_mape": validation.mape,
-                    "simulator_worst_group_bias": validation.worst_group_bias, "posterior": str(posterior),
-                    "fit": outcome.to_dict(), "report": str(html.resolve())})
+        print_json(result.to_dict())
         return
-    stdout.print(f"report: {html.resolve()}")
+    print_table("greedy acceptance and measured speed-up", result.summary.to_dict("records"), [
+        "task", "drafter", "gamma", "sequences", "acceptance_rate", "acceptance_length_with_bonus", "measured_speedup"])
+    validation = result.validation
+    stdout.print(f"simulator vs measured speed-up: mean absolute percentage error {validation.mape:.2f}% over "
+                 f"{len(validation.cells)} cells (largest drafter x temperature x gamma bias "
+                 f"{validation.worst_group_bias:.2f}%)")
+    print_table("posterior (logit scale)", result.fit.to_dict()["posterior"])
+    diagnostics = result.fit.result.diagnostics
+    if not diagnostics["passed"]:
+        stderr.print("warning: sampler diagnostics failed: " + "; ".join(diagnostics["warnings"]), markup=False)
+    stdout.print(f"report: {result.report.resolve()}")
 
 
 def main(argv: list[str] | None = None) -> int:

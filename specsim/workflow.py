@@ -34,6 +34,7 @@ import pandas as pd
 from specsim.errors import InputError
 from specsim.glossary import INTERVAL_LEVEL, TOKENS_PER_STEP_CONVENTION, central_quantiles
 from specsim.lengths import divergences, length_table
+from specsim.model.data import MODELLED_KINDS
 from specsim.simulate.acceptance import profile_from_tokens
 from specsim.simulate.cost import CostKey, CostModel, fit_cost_models
 from specsim.simulate.exact import expected_grid, expected_workload
@@ -48,12 +49,13 @@ from specsim.workload import Workload, resolve_workload
 __all__ = [
     "INTERVAL_LEVEL", "MODELLED_KINDS", "cost_models", "Validation", "validate", "what_if", "gamma_sweep",
     "FitOutcome", "fit", "traces_counts", "predict", "leave_one_task_out", "probe_from_traces", "cost_transfer",
-    "check_level", "LotoResult",
+    "check_level", "LotoResult", "TracesSummary", "summarize_traces", "LengthsResult", "lengths", "DemoResult",
+    "demo",
     "break_even_cost_ratio", "CountsWhatIf", "what_if_counts", "choose_cost", "LoadSweep", "load_sweep",
 ]
 
-#: Drafter kinds the hierarchical model describes (the untrained baseline is not a drafter population).
-MODELLED_KINDS = ("generic", "finetuned")
+#: NUTS target acceptance a leave-one-out fold that failed the diagnostics gate is fitted again at.
+RETRY_TARGET_ACCEPT = 0.99
 
 
 def check_level(level: float, option: str = "--level") -> float:
@@ -102,6 +104,117 @@ def validate(traces: Traces) -> Validation:
     groups = cells.groupby(["drafter", "temperature", "gamma"], observed=True)["error_pct"].agg(
         cells="size", mean_error_pct="mean", mean_absolute_error_pct=lambda e: e.abs().mean()).reset_index()
     return Validation(cells, groups)
+
+
+@dataclass(frozen=True)
+class TracesSummary:
+    """Per task x drafter x temperature x gamma: the headline figures, and acceptance by draft index.
+
+    Attributes
+    ----------
+    groups : pandas.DataFrame
+        :func:`specsim.traces.summarize` (acceptance rate, tokens per step both ways, measured
+        speed-up with its bootstrap interval).
+    by_draft_index : pandas.DataFrame
+        :func:`specsim.traces.metrics.acceptance_by_draft_index` (conditional and unconditional
+        rates; needs the per-token table).
+    """
+
+    groups: pd.DataFrame
+    by_draft_index: pd.DataFrame
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON of ``specsim traces summary --json``: each group with its per-index rows."""
+        from specsim.traces.metrics import SUMMARY_GROUP
+
+        columns = ["draft_index", "drafted", "evaluated", "accepted", "acceptance_rate_conditional",
+                   "acceptance_rate_unconditional"]
+        per_index = {key: group[columns].to_dict("records")
+                     for key, group in self.by_draft_index.groupby(SUMMARY_GROUP, observed=True, dropna=False)}
+        rows = self.groups.to_dict(orient="records")
+        for row in rows:
+            row["acceptance_by_draft_index"] = per_index.get(tuple(row[k] for k in SUMMARY_GROUP), [])
+        return {"speedup_estimator": "ratio of totals, time per generated token", "groups": rows}
+
+
+def summarize_traces(traces: Traces) -> TracesSummary:
+    """Headline figures and acceptance by draft index of every group of the traces."""
+    from specsim.traces import summarize
+    from specsim.traces.metrics import SUMMARY_GROUP, acceptance_by_draft_index
+
+    return TracesSummary(summarize(traces.steps, traces.sequences),
+                         acceptance_by_draft_index(traces.tokens, SUMMARY_GROUP))
+
+
+@dataclass(frozen=True)
+class LengthsResult:
+    """Length quantiles per group and the divergences between every pair of groups.
+
+    Attributes
+    ----------
+    by, kind, measure : str
+        Grouping column, length kind, and the divergence of ``matrix``.
+    quantiles : pandas.DataFrame
+    matrix : pandas.DataFrame
+        ``measure`` between every pair of groups (row vs column).
+    pairs : list of dict
+        Every divergence of every pair, with bootstrap intervals when ``level`` is set.
+    level : float or None
+        The intervals' probability (None: no bootstrap).
+    """
+
+    by: str
+    kind: str
+    measure: str
+    quantiles: pd.DataFrame
+    matrix: pd.DataFrame
+    pairs: list[dict]
+    level: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON of ``specsim lengths --json``."""
+        return {"by": self.by, "kind": self.kind, "quantiles": self.quantiles.to_dict("records"),
+                "matrix_measure": self.measure, "pairs": self.pairs,
+                "matrix": [{"a": a, "b": b, "value": float(self.matrix.loc[a, b])} for a in self.matrix.index
+                           for b in self.matrix.columns],
+                "interval_level": self.level,
+                "binning": "4 logarithmic bins per doubling of length (js, kl, tv)"}
+
+
+def lengths(
+    traces: Traces, *, by: str = "task", kind: str = "total_len", measure: str = "js", bootstrap: int = 200,
+    seed: int = 0, level: float = INTERVAL_LEVEL, progress: Callable[[], None] | None = None,
+) -> LengthsResult:
+    """Length quantiles per task (or dataset) and the divergence of every pair, with bootstrap intervals.
+
+    ``bootstrap`` resamples both groups of a pair (0: point estimates only); ``progress`` is
+    called once per resample.
+    """
+    from specsim.lengths import DIVERGENCES, LENGTH_KINDS, bootstrap_divergences, divergence_matrix, length_quantiles
+
+    if kind not in LENGTH_KINDS:
+        raise InputError(f"must be one of {', '.join(LENGTH_KINDS)}", field="--kind")
+    if measure not in DIVERGENCES:
+        raise InputError(f"must be one of {', '.join(DIVERGENCES)}", field="--measure")
+    if by not in ("task", "dataset"):
+        raise InputError("must be task or dataset", field="--by")
+    check_level(level)
+    table = length_table(traces.sequences, by=by)
+    samples = {name: group[kind].to_numpy() for name, group in table.groupby(by)}
+    names = list(samples)
+    pairs = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if bootstrap:
+                frame = bootstrap_divergences(samples[a], samples[b], n_resamples=bootstrap, rng=seed, level=level,
+                                              progress=progress)
+                values = {m: {"estimate": frame.loc[m, "estimate"], "low": frame.loc[m, "low"],
+                              "high": frame.loc[m, "high"]} for m in DIVERGENCES}
+            else:
+                values = {m: {"estimate": v} for m, v in divergences(samples[a], samples[b]).items()}
+            pairs.append({"a": a, "b": b, **values})
+    return LengthsResult(by, kind, measure, length_quantiles(table, by=by), divergence_matrix(samples, measure),
+                         pairs, level if bootstrap else None)
 
 
 def measured_draft_indices(traces: Traces, drafter: str, task: str, temperature: float = 0.0) -> int:
@@ -923,8 +1036,7 @@ def leave_one_task_out(
     target_accept: float = 0.95, level: float = INTERVAL_LEVEL, n_draws: int = 400,
     progress: Callable[[int, int, str], None] | None = None, divergence_measure: str = "js",
     reference_lengths: dict[str, np.ndarray] | None = None, parameterisation: str = "noncentred",
-    probe_prompts: int = 0, mass_matrix: str = "low-rank", retry_target_accept: float | None = 0.99,
-    own_tasks: dict[str, list[str]] | None = None,
+    probe_prompts: int = 0, mass_matrix: str = "low-rank", own_tasks: dict[str, list[str]] | None = None,
 ) -> LotoResult:
     """Fit without each task in turn and predict every drafter's speed-up on it.
 
@@ -943,7 +1055,7 @@ def leave_one_task_out(
 
     Folds use nutpie's low-rank mass matrix by default (every fold of both reference
     experiments passes with it). A fold whose fit fails the diagnostics gate is fitted once more
-    at ``retry_target_accept`` (smaller NUTS steps; ``None`` turns the retry off); each row says
+    at :data:`RETRY_TARGET_ACCEPT` (smaller NUTS steps); each row says
     the ``target_accept`` its fold ended with.
 
     Returns
@@ -989,7 +1101,7 @@ def leave_one_task_out(
                       traces.steps[traces.steps["task"] != task], traces.sequences[traces.sequences["task"] != task],
                       traces.runs, traces.incomplete_shards)
         fold_accept = target_accept
-        for fold_accept in dict.fromkeys((target_accept, max(target_accept, retry_target_accept or 0.0))):
+        for fold_accept in dict.fromkeys((target_accept, max(target_accept, RETRY_TARGET_ACCEPT))):
             outcome = fit(kept, temperature=temperature, draws=draws, tune=draws, seed=seed,
                           target_accept=fold_accept, compare=False, reference_lengths=full.reference_lengths,
                           own_tasks=full.own_tasks, divergence_measure=divergence_measure,
@@ -1008,8 +1120,9 @@ def leave_one_task_out(
             if cell.empty:
                 continue
             lengths = length_table(cell)
-            divergence = (divergences(full.reference_lengths[drafter], lengths["total_len"])[full.divergence_measure]
-                          if drafter in full.reference_lengths else 0.0)
+            reference = full.reference_lengths.get(drafter)
+            divergence = (0.0 if reference is None
+                          else divergences(reference, lengths[full.length_kind])[full.divergence_measure])
             measured = measured_speedup(cell)
             kept_costs = drafter in fold_meta.cost_models
             costs_from = "kept tasks" if kept_costs else "all traces"
@@ -1038,3 +1151,49 @@ def leave_one_task_out(
     if progress is not None:
         progress(len(tasks), len(tasks), "")
     return LotoResult(pd.DataFrame(rows), level, probe_prompts)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What ``specsim demo`` did on a trace folder: checked, summarised, validated, fitted, reported."""
+
+    traces: Traces
+    summary: pd.DataFrame
+    validation: Validation
+    fit: FitOutcome
+    posterior: Path
+    report: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON of ``specsim demo --json``."""
+        return {"traces": str(self.traces.root), "sequences": len(self.traces.sequences),
+                "drafted": len(self.traces.tokens), "summary": self.summary.to_dict("records"),
+                "simulator_mape": self.validation.mape, "simulator_worst_group_bias": self.validation.worst_group_bias,
+                "posterior": str(self.posterior), "fit": self.fit.to_dict(), "report": str(self.report.resolve())}
+
+
+def demo(traces: Traces, out: str | Path, *, draws: int = 1000,
+         stage: Callable[[str], None] | None = None) -> DemoResult:
+    """The main job on a trace folder: greedy summary, simulator validation, the model's fit, the main report.
+
+    ``stage`` is told the name of each long step as it starts (the CLI shows it); the posterior
+    and the report go to ``out``.
+    """
+    from specsim.report import render_report
+    from specsim.traces import summarize
+
+    out = Path(out)
+    greedy = traces.sequences[traces.sequences["temperature"] == 0]
+    summary = summarize(traces.steps[traces.steps["temperature"] == 0], greedy)
+    if stage is not None:
+        stage("validating the simulator against the measured cells")
+    validation = validate(traces)
+    if stage is not None:
+        stage("sampling the hierarchical model (compiles first)")
+    outcome = fit(traces, draws=draws, tune=draws)
+    posterior = outcome.result.save(out / "posterior.nc")
+    if stage is not None:
+        stage("rendering the main report")
+    gamma = int(greedy["gamma"].mode().iloc[0])  # the report's figures at the traces' most common draft length
+    html = render_report("main", {"traces": str(traces.root), "posterior": str(posterior), "gamma": gamma}, out)
+    return DemoResult(traces, summary, validation, outcome, posterior, Path(html))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from specsim import workflow
@@ -66,3 +67,31 @@ def test_jeffreys_draws_match_the_beta_posterior():
     low, high = np.quantile(draws, central_quantiles(0.9))
     assert low == pytest.approx(beta.ppf(0.05, 7.5, 13.5), abs=5e-3)
     assert high == pytest.approx(beta.ppf(0.95, 7.5, 13.5), abs=5e-3)
+
+
+def test_loto_figures_are_coverage_and_mape_by_hand():
+    # Five held-out cells of two drafter types from three folds: the figures recomputed by hand.
+    cells = pd.DataFrame({
+        "held_out_task": ["a", "a", "b", "b", "c"],
+        "drafter": ["h", "l", "h", "l", "h"],
+        "drafter_type": ["feature-head", "lookup", "feature-head", "lookup", "feature-head"],
+        "measured_speedup": [1.0, 2.0, 1.5, 1.2, 0.8],
+        "speedup": [1.1, 1.8, 1.5, 1.5, 0.8],
+        "covered": [True, False, True, True, False],
+        "diagnostics_passed": [True, True, False, False, True],
+    })
+    cells["error_pct"] = 100 * (cells["speedup"] - cells["measured_speedup"]) / cells["measured_speedup"]
+    result = workflow.LotoResult(cells, level=0.9)
+    overall = result.overall()
+    assert overall["cells_covered"] == 3 and overall["coverage"] == pytest.approx(3 / 5)
+    # |errors|: 10%, 10%, 0%, 25%, 0% -> mean 9%
+    assert overall["mean_absolute_percentage_error"] == pytest.approx(9.0)
+    assert overall["folds"] == 3 and overall["folds_passing_diagnostics"] == 2
+    by_type = result.by_group().set_index("drafter_type")
+    assert by_type.loc["feature-head", "coverage"] == pytest.approx(2 / 3)
+    assert by_type.loc["feature-head", "mean_absolute_percentage_error"] == pytest.approx(10 / 3)
+    assert by_type.loc["lookup", "coverage"] == pytest.approx(1 / 2)
+    assert by_type.loc["lookup", "mean_absolute_percentage_error"] == pytest.approx(17.5)
+    payload = result.to_dict()
+    assert payload["coverage"] == overall["coverage"] and len(payload["by_drafter_type"]) == 2
+    assert "lookup: 90% intervals cover 1 of 2 held-out cells; MAPE 17.5%" in result.summary()

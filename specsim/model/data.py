@@ -29,10 +29,14 @@ from specsim.errors import InputError
 from specsim.lengths import divergences, length_table
 
 __all__ = ["AcceptanceCounts", "model_cells", "training_windows", "beyond_window", "MIXTURE_NAMES",
-           "UNSPECIFIED_TYPE"]
+           "UNSPECIFIED_TYPE", "MODELLED_KINDS", "LENGTH_KIND"]
 
 #: ``drafter_trained_on`` values that mean "all tasks pooled".
 MIXTURE_NAMES = ("mixture", "all")
+#: Drafter kinds the model describes (the untrained baseline is not a drafter population).
+MODELLED_KINDS = ("generic", "finetuned")
+#: The lengths the divergence covariate and the training windows are taken of: prompt plus output.
+LENGTH_KIND = "total_len"
 #: Drafter type of counts whose source does not say (engines' counters).
 UNSPECIFIED_TYPE = "unspecified"
 
@@ -150,12 +154,9 @@ def model_cells(
     counts: pd.DataFrame,
     lengths: pd.DataFrame | None = None,
     *,
-    max_draft_index: int | None = None,
     divergence_measure: str = "js",
-    length_kind: str = "total_len",
     reference_lengths: Mapping[str, np.ndarray] | None = None,
     own_tasks: Mapping[str, Sequence[str]] | None = None,
-    kinds: tuple[str, ...] = ("generic", "finetuned"),
 ) -> tuple[AcceptanceCounts, list[str]]:
     """Model cells from a counts table (:mod:`specsim.traces.counts`), whatever its source.
 
@@ -168,20 +169,17 @@ def model_cells(
         The tasks' sequence lengths (``task``, ``prompt_len``, ``output_len``; one row per
         sequence). Without them (or without training lengths for a drafter) the divergence
         covariate is 0 for every cell: fit without divergence terms.
-    max_draft_index : int, optional
-        Pool draft indices at or beyond this into the last one.
     divergence_measure : str
-        Key of :func:`specsim.lengths.divergences` used as the covariate.
-    length_kind : str
-        ``prompt_len``, ``output_len`` or ``total_len``.
+        Key of :func:`specsim.lengths.divergences` used as the covariate (of total lengths,
+        :data:`LENGTH_KIND`).
     reference_lengths : mapping, optional
-        Training-data lengths per drafter (``length_kind``), overriding the ``drafter_trained_on``
-        default; they also set each drafter's training window.
+        Training-data total lengths per drafter, overriding the ``drafter_trained_on`` default;
+        they also set each drafter's training window.
     own_tasks : mapping, optional
         The tasks each drafter was trained on, overriding its ``drafter_trained_on`` names (a
         drafter trained on windows of a corpus that the tasks cut at several lengths).
-    kinds : tuple of str
-        Drafter kinds to keep (the untrained baseline is left out by default).
+
+    The untrained baseline (``drafter_kind`` untrained) is no drafter population and is left out.
 
     Returns
     -------
@@ -196,6 +194,8 @@ def model_cells(
     counts = with_optional_columns(counts)
     if counts["temperature"].nunique(dropna=False) > 1:
         raise InputError("counts of several temperatures; fit one temperature at a time", field="temperature")
+    kinds = MODELLED_KINDS
+    length_kind = LENGTH_KIND
     counts = counts[counts["drafter_kind"].isin(kinds)]
     group = ["source", "task", "drafter", "drafter_kind", "gamma"]
     resolved_groups = counts.groupby(group, observed=True)["draft_index"].transform("max") >= 0
@@ -214,8 +214,6 @@ def model_cells(
     positions_resolved = not np.isnan(starts).all()
     edges = np.unique(starts[starts > 0]) if positions_resolved else np.array([])
     rows["position_bin"] = np.searchsorted(edges, np.nan_to_num(starts), side="right")
-    if max_draft_index is not None:
-        rows["draft_index"] = np.minimum(rows["draft_index"], max_draft_index)
     rows["drafter_type"] = rows["drafter_type"].where(rows["drafter_type"].notna(), UNSPECIFIED_TYPE)
     task_lengths = None
     tasks = sorted(rows["task"].unique())

@@ -83,21 +83,17 @@ class ModelOptions:
     prompt_dispersion : bool
         Scale the beta-binomial concentration by the sequences behind each cell (off: one
         concentration for every cell, whatever the prompts behind it).
-    zero_sum : bool
-        Task effects sum to zero, and drafter effects sum to zero within each drafter kind and type
-        (a group with one drafter gives it effect 0), so that the intercept and ``b_finetuned`` are the
-        measured tasks' and drafters' means rather than sharing them with the effects along a ridge
-        that only the priors bound (the same model up to the intercept's prior: effects drawn
-        i.i.d. and centred). Prediction for a new task or drafter then adds the uncertainty of the
-        population mean, ``sigma * sqrt(1 + 1/n)`` (:mod:`specsim.model.predict`). Drafter effects
-        are always non-centred here: a kind holds a handful of drafters whose spread the data
-        barely fix.
+
+    Task effects always sum to zero, and drafter effects within each drafter kind and type (a
+    group of one drafter gives it effect 0), so that the intercept, the type effects and
+    ``b_finetuned`` are the measured tasks' and drafters' means rather than sharing them with the
+    effects along a ridge that only the priors bound. Prediction for a new task or drafter then adds
+    the uncertainty of the population mean, ``sigma * sqrt(1 + 1/n)`` (:mod:`specsim.model.predict`).
     """
 
     divergence_terms: bool = True
     overdispersion: bool = True
     parameterisation: str = "noncentred"
-    zero_sum: bool = True
     content_term: bool = True
     window_terms: bool = True
     prompt_dispersion: bool = True
@@ -265,15 +261,9 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
                      "drafter": pd.factorize(pd.Series([f"{k}/{t}" for k, t in zip(kinds, types, strict=True)]))[0]}
         for group in ("task", "drafter"):
             sigma = PRIORS[f"sigma_{group}"].pymc(f"sigma_{group}")
-            if options.zero_sum:
-                # Drafters stay non-centred (see ModelOptions.zero_sum).
-                params[f"{group}_effect"] = zero_sum_effects(group, sigma, groups_of[group],
-                                                             centred and group == "task")
-            elif centred:
-                params[f"{group}_effect"] = pm.Normal(f"{group}_effect", 0.0, sigma, dims=group)
-            else:
-                params[f"{group}_effect"] = pm.Deterministic(
-                    f"{group}_effect", sigma * pm.Normal(f"{group}_z", 0.0, 1.0, dims=group), dims=group)
+            # Drafters stay non-centred: a kind and type holds a handful of drafters whose spread the
+            # data barely fix.
+            params[f"{group}_effect"] = zero_sum_effects(group, sigma, groups_of[group], centred and group == "task")
         eta = linear_predictor(params, design, n_index, n_bins)
         rate = pm.Deterministic("acceptance", pm.math.invlogit(eta), dims="cell")
         if options.overdispersion:
@@ -349,8 +339,9 @@ def quiet_arviz_shape_checks() -> Iterator[None]:
         log.setLevel(level)
 
 
-def diagnose(idata, thresholds: dict = DIAGNOSTIC_THRESHOLDS) -> dict:
-    """Convergence diagnostics of the free parameters and the gate's verdict."""
+def diagnose(idata) -> dict:
+    """Convergence diagnostics of the free parameters and the verdict of the gate :data:`DIAGNOSTIC_THRESHOLDS`."""
+    thresholds = DIAGNOSTIC_THRESHOLDS
     import arviz as az
 
     # The sampled parameters only: deterministic transforms add nothing, and their pinned elements
@@ -401,8 +392,6 @@ def fit_model(
     seed: int = 0,
     sampler: str = "nutpie",
     target_accept: float = 0.95,
-    progressbar: bool = False,
-    log_likelihood: bool = True,
     mass_matrix: str = "diagonal",
 ) -> FitResult:
     """Sample the model (nutpie by default, PyMC's NUTS as fallback) and diagnose it.
@@ -418,9 +407,6 @@ def fit_model(
     sampler : {"nutpie", "pymc"}
     target_accept : float
         NUTS step-size adaptation target.
-    progressbar : bool
-    log_likelihood : bool
-        Store pointwise log likelihood (for LOO).
     mass_matrix : {"diagonal", "low-rank"}
         NUTS mass matrix adaptation. ``low-rank`` (nutpie only; the PyMC sampler adapts a diagonal
         one) adds to the diagonal a low-rank update that follows the strongest posterior
@@ -442,7 +428,7 @@ def fit_model(
     used = sampler
     with model, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        kwargs = dict(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=progressbar,
+        kwargs = dict(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=False,
                       target_accept=target_accept)
         if "quiet" in inspect.signature(pm.sample).parameters:
             kwargs["quiet"] = True  # PyMC's "Only N samples per chain" line: the gate below says what matters
@@ -455,8 +441,7 @@ def fit_model(
         except ImportError:
             used = "pymc"
             idata = pm.sample(cores=1, compute_convergence_checks=False, **kwargs)
-        if log_likelihood:
-            pm.compute_log_likelihood(idata, progressbar=False)
+        pm.compute_log_likelihood(idata, progressbar=False)  # pointwise, for PSIS-LOO
     diagnostics = diagnose(idata)
     metadata = PosteriorMetadata(
         tasks=list(counts.tasks), drafters=list(counts.drafters),

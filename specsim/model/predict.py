@@ -63,15 +63,13 @@ def _probe_task_effect(base_eta: np.ndarray, sigma_task: np.ndarray, kappa: np.n
 
 
 def new_member_scale(metadata: PosteriorMetadata, n_members: int) -> float:
-    """Factor on ``sigma`` for a new task's or drafter's effect: ``sqrt(1 + 1/n)`` under zero-sum effects.
+    """Factor on ``sigma`` for a new task's or drafter's effect: ``sqrt(1 + 1/n)``.
 
-    With effects that sum to zero over the ``n`` fitted members (:class:`specsim.model.ModelOptions`),
-    the intercept is their mean, so a new member differs from it by its own effect and by the
-    mean's uncertainty, ``sigma / sqrt(n)``. 1 for free effects (older posterior files) or ``n = 0``.
+    Effects sum to zero over the ``n`` fitted members of their group
+    (:class:`specsim.model.ModelOptions`), so the intercept is their mean and a new member differs
+    from it by its own effect and by the mean's uncertainty, ``sigma / sqrt(n)``; 1 for ``n = 0``.
     """
-    if not metadata.options.get("zero_sum", False) or n_members == 0:
-        return 1.0
-    return float(np.sqrt(1.0 + 1.0 / n_members))
+    return float(np.sqrt(1.0 + 1.0 / n_members)) if n_members else 1.0
 
 
 @dataclass(frozen=True)
