@@ -12,9 +12,10 @@ gamma = 4
 import numpy as np
 
 from specsim import workflow
+from specsim.analysis import summarize
 from specsim.lengths import divergences, length_table
 from specsim.simulate.analytic import walltime_improvement
-from specsim.traces import read_traces, summarize
+from specsim.traces import read_traces
 from specsim.traces.select import select
 
 data = read_traces(traces)

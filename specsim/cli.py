@@ -708,7 +708,7 @@ def import_command(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Import a serving engine's or benchmark's acceptance data as a counts table."""
-    from specsim.imports import SOURCES, import_source
+    from specsim.engines import SOURCES, import_source
     from specsim.traces.counts import summarize_counts, write_counts
 
     check_output_file(out, ".parquet", "--out", inputs=[source])

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from specsim.analysis.metrics import measured_speedup
 from specsim.errors import InputError
 from specsim.glossary import INTERVAL_LEVEL, TOKENS_PER_STEP_CONVENTION, central_quantiles
 from specsim.lengths import divergences, length_table
@@ -41,7 +42,6 @@ from specsim.simulate.exact import expected_grid, expected_workload
 from specsim.simulate.validation import validate_against_measured
 from specsim.simulate.whatif import WhatIfResult
 from specsim.simulate.whatif import what_if as simulate_what_if
-from specsim.traces.metrics import measured_speedup
 from specsim.traces.select import select
 from specsim.traces.store import Traces
 from specsim.workload import Workload, resolve_workload
@@ -116,7 +116,7 @@ class TracesSummary:
         :func:`specsim.traces.summarize` (acceptance rate, tokens per step both ways, measured
         speed-up with its bootstrap interval).
     by_draft_index : pandas.DataFrame
-        :func:`specsim.traces.metrics.acceptance_by_draft_index` (conditional and unconditional
+        :func:`specsim.analysis.metrics.acceptance_by_draft_index` (conditional and unconditional
         rates; needs the per-token table).
     """
 
@@ -125,7 +125,7 @@ class TracesSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON of ``specsim traces summary --json``: each group with its per-index rows."""
-        from specsim.traces.metrics import SUMMARY_GROUP
+        from specsim.analysis.metrics import SUMMARY_GROUP
 
         columns = ["draft_index", "drafted", "evaluated", "accepted", "acceptance_rate_conditional",
                    "acceptance_rate_unconditional"]
@@ -139,8 +139,8 @@ class TracesSummary:
 
 def summarize_traces(traces: Traces) -> TracesSummary:
     """Headline figures and acceptance by draft index of every group of the traces."""
-    from specsim.traces import summarize
-    from specsim.traces.metrics import SUMMARY_GROUP, acceptance_by_draft_index
+    from specsim.analysis import summarize
+    from specsim.analysis.metrics import SUMMARY_GROUP, acceptance_by_draft_index
 
     return TracesSummary(summarize(traces.steps, traces.sequences),
                          acceptance_by_draft_index(traces.tokens, SUMMARY_GROUP))
@@ -1179,8 +1179,8 @@ def demo(traces: Traces, out: str | Path, *, draws: int = 1000,
     ``stage`` is told the name of each long step as it starts (the CLI shows it); the posterior
     and the report go to ``out``.
     """
+    from specsim.analysis import summarize
     from specsim.report import render_report
-    from specsim.traces import summarize
 
     out = Path(out)
     greedy = traces.sequences[traces.sequences["temperature"] == 0]

@@ -90,7 +90,7 @@ def _regime_tokens(rates: dict[str, float], prompts: int = 12, per_prompt: int =
 
 
 def test_length_effect_and_context_bins_recover_known_rates():
-    from specsim.traces.length_effects import acceptance_by_context, content_effects, length_effects
+    from specsim.analysis.length_effects import acceptance_by_context, content_effects, length_effects
 
     tokens = _regime_tokens({"ctx-128": 0.6, "ctx-512": 0.5, "ctx-2048": 0.4})
     effect = length_effects(tokens).iloc[0]

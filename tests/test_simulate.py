@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from specsim.analysis.metrics import bootstrap_ratio, measured_speedup_interval
 from specsim.cli import main
 from specsim.simulate import AcceptanceProfile, CostModel, fit_cost_model, profile_from_tokens, simulate_traces
 from specsim.simulate.analytic import (
@@ -23,7 +24,6 @@ from specsim.simulate.exact import accepted_count_probabilities, expected_worklo
 from specsim.simulate.montecarlo import simulate_workload
 from specsim.simulate.validation import cost_transfer_errors, validate_against_measured
 from specsim.simulate.whatif import what_if
-from specsim.traces.metrics import bootstrap_ratio, measured_speedup_interval
 from tests.conftest import TRUE_COST, small_workloads
 
 FALLING = AcceptanceProfile(np.array([[0.85, 0.6, 0.5], [0.75, 0.55, 0.45], [0.7, 0.5, 0.4], [0.6, 0.45, 0.35]]),
@@ -159,7 +159,7 @@ def test_bootstrap_ratio_interval_covers_estimate():
 def test_measured_interval_and_whatif_cover_the_truth():
     # Known truth: traces simulated from known acceptance and costs; the intervals must contain
     # the exact expected speed-up of the process that generated them.
-    from specsim.traces.metrics import measured_speedup
+    from specsim.analysis.metrics import measured_speedup
 
     workloads = small_workloads(n_sequences=40, seed=4)
     tables = simulate_traces(workloads, TRUE_COST, gamma=4, rng=5)

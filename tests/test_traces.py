@@ -10,16 +10,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from specsim.cli import main
-from specsim.errors import InputError
-from specsim.simulate import AcceptanceProfile, SyntheticWorkload, simulate_traces
-from specsim.traces import SCHEMAS, TraceWriter, read_traces, summarize
-from specsim.traces.metrics import (
+from specsim.analysis import summarize
+from specsim.analysis.metrics import (
     acceptance_length_with_bonus,
     acceptance_rate,
     conditional_acceptance_by_index,
     unconditional_acceptance_by_index,
 )
+from specsim.cli import main
+from specsim.errors import InputError
+from specsim.simulate import AcceptanceProfile, SyntheticWorkload, simulate_traces
+from specsim.traces import SCHEMAS, TraceWriter, read_traces
 from specsim.traces.schema import METADATA_VERSION_KEY
 from specsim.traces.store import atomic_write_table, to_arrow
 from tests.conftest import TRUE_COST

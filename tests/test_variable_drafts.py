@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from specsim.analysis.metrics import measured_speedup
 from specsim.simulate import AcceptanceProfile, CostModel, profile_from_tokens, simulate_traces
 from specsim.simulate.acceptance import profile_from_counts_table
 from specsim.simulate.exact import expected_workload
 from specsim.simulate.montecarlo import simulate_workload
 from specsim.simulate.synthetic_traces import SyntheticWorkload
 from specsim.traces.counts import counts_from_traces, read_counts, step_index_counts, write_counts
-from specsim.traces.metrics import measured_speedup
 
 EDGES = np.array([40])
 SHORT_EDGES = np.array([8])

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from specsim import workflow
+from specsim.analysis.length_effects import regime_of
 from specsim.model import ModelOptions, fit_model, model_cells
 from specsim.traces import read_traces
-from specsim.traces.length_effects import regime_of
 from specsim.traces.store import Traces
 
 ROOT = Path(__file__).resolve().parents[2]

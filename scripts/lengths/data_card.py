@@ -24,16 +24,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from specsim.report.present import format_number, plot_acceptance_by_context
-from specsim.traces import read_traces
-from specsim.traces.length_effects import (
+from specsim.analysis.length_effects import (
     acceptance_by_context,
     content_effects,
     length_effects,
     regime_of,
     regime_order,
 )
-from specsim.traces.metrics import measured_speedup_interval, wilson_interval
+from specsim.analysis.metrics import measured_speedup_interval, wilson_interval
+from specsim.report.present import format_number, plot_acceptance_by_context
+from specsim.traces import read_traces
 from specsim.traces.select import select
 
 ROOT = Path(__file__).resolve().parents[2]

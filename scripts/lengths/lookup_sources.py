@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from specsim.analysis.length_effects import regime_of, regime_order
 from specsim.collect.drafters import lookup_copy_sources
 from specsim.collect.models import load_model
 from specsim.collect.prompts import encode_prompt, read_prompts
 from specsim.traces import read_traces
 from specsim.traces.counts import step_positions
-from specsim.traces.length_effects import regime_of, regime_order
 from specsim.traces.schema import SEQUENCE_KEY
 
 ROOT = Path(__file__).resolve().parents[2]

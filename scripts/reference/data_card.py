@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from specsim.analysis import summarize
+from specsim.analysis.metrics import bootstrap_ratio, measured_speedup_interval
 from specsim.lengths import length_quantiles, length_table
-from specsim.traces import read_traces, summarize
-from specsim.traces.metrics import bootstrap_ratio, measured_speedup_interval
+from specsim.traces import read_traces
 from specsim.traces.select import select
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -191,8 +191,8 @@ def collect() -> None:
 
 def compare() -> None:
     """Measured against predicted, per drafter, without and with the probe."""
+    from specsim.analysis.metrics import measured_speedup_interval
     from specsim.traces import read_traces
-    from specsim.traces.metrics import measured_speedup_interval
 
     sequences = read_traces(OUT / "traces").sequences
     steps = read_traces(OUT / "traces").steps

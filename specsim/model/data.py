@@ -1,7 +1,7 @@
 """Model cells from counts: the one route from traces and engines into the hierarchical model.
 
 Per-token traces become a counts table first (:func:`specsim.traces.counts.counts_from_traces`),
-engines' output is imported into one (:mod:`specsim.imports`); :func:`model_cells` turns any counts
+engines' output is imported into one (:mod:`specsim.engines`); :func:`model_cells` turns any counts
 table into cells: one row per task x drafter x draft index x position bin with tokens evaluated and
 accepted (conditional acceptance) and the covariates of :mod:`specsim.model.spec`:
 

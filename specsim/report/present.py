@@ -205,7 +205,7 @@ def verdict(name: str, speedup: float, low: float, high: float, level: float, ga
 def plot_acceptance_by_context(ax: Any, by_context: Any, colours: Mapping[str, Any] | None = None) -> None:
     """Conditional acceptance against context position (log scale), one line per drafter with its interval.
 
-    ``by_context`` is :func:`specsim.traces.length_effects.acceptance_by_context`'s table.
+    ``by_context`` is :func:`specsim.analysis.length_effects.acceptance_by_context`'s table.
     """
     for drafter, group in by_context.groupby("drafter"):
         ax.errorbar(group["context_start"] + 1, group["acceptance"],

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from specsim.analysis.metrics import measured_speedup
 from specsim.errors import InputError
 from specsim.simulate.acceptance import profile_from_tokens
 from specsim.simulate.cost import fit_cost_models
 from specsim.simulate.exact import expected_workload
-from specsim.traces.metrics import measured_speedup
 from specsim.traces.schema import DEFAULT_POSITION_EDGES, SEQUENCE_KEY
 
 __all__ = ["validate_against_measured", "cost_transfer_errors", "VALIDATION_GROUP"]
@@ -26,7 +26,7 @@ def validate_against_measured(
 
     One row per task x drafter x temperature x gamma x schedule with sequences that have a
     baseline: ``predicted_speedup`` (exact expectation; :func:`specsim.simulate.cost.fit_cost_models`),
-    ``measured_speedup`` (:func:`specsim.traces.metrics.measured_speedup`) and ``error_pct``
+    ``measured_speedup`` (:func:`specsim.analysis.metrics.measured_speedup`) and ``error_pct``
     (signed, relative to measured).
     Lengths are each sequence's own prompt and output length. ``costs`` (by drafter and
     temperature) replaces the costs fitted on these traces; cells without one are skipped.

@@ -1,14 +1,9 @@
-"""The trace store: schema, crash-safe writer, validating reader, and acceptance metrics."""
+"""The trace contract: schema, crash-safe writer, validating reader, row selection and counts tables.
 
-from specsim.traces.metrics import (
-    acceptance_length_with_bonus,
-    acceptance_rate,
-    accepted_per_step_without_bonus,
-    conditional_acceptance_by_index,
-    emitted_per_step,
-    summarize,
-    unconditional_acceptance_by_index,
-)
+What the traces measured (acceptance conventions, speed-ups, length effects) is
+:mod:`specsim.analysis`.
+"""
+
 from specsim.traces.schema import SCHEMA_VERSION, SCHEMAS, SEQUENCE_KEY, STEP_KEY
 from specsim.traces.store import Traces, TraceWriter, read_traces
 
@@ -20,11 +15,4 @@ __all__ = [
     "Traces",
     "TraceWriter",
     "read_traces",
-    "summarize",
-    "acceptance_rate",
-    "acceptance_length_with_bonus",
-    "accepted_per_step_without_bonus",
-    "emitted_per_step",
-    "conditional_acceptance_by_index",
-    "unconditional_acceptance_by_index",
 ]

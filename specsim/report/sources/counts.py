@@ -40,10 +40,10 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from specsim import workflow
-from specsim.imports import SOURCES
+from specsim.analysis.metrics import wilson_interval
+from specsim.engines import SOURCES
 from specsim.report.present import show, table, verdict
 from specsim.traces.counts import counts_by_index, read_counts, read_counts_lengths, summarize_counts
-from specsim.traces.metrics import wilson_interval
 from specsim.workload import resolve_workload
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -41,14 +41,15 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from specsim import workflow
+from specsim.analysis import conditional_acceptance_by_index, summarize
+from specsim.analysis.metrics import measured_speedup_interval, wilson_interval
 from specsim.glossary import INTERVAL_LEVEL
 from specsim.lengths import divergence_matrix, length_table
 from specsim.model import fit_baseline, load_posterior, model_cells
 from specsim.model.hierarchical import DIAGNOSTIC_THRESHOLDS, SUMMARY_PARAMETERS
 from specsim.report.present import drafter_colours, shipped_path, show, table, verdict
-from specsim.traces import conditional_acceptance_by_index, read_traces, summarize
+from specsim.traces import read_traces
 from specsim.traces.counts import token_step_positions
-from specsim.traces.metrics import measured_speedup_interval, wilson_interval
 from specsim.traces.select import select
 from specsim.workload import Workload
 
@@ -521,8 +522,8 @@ display(Markdown(f"Simulator mean absolute percentage error: **{mape:.1f}%**; mo
 # intervals over prompts, no model.
 
 # %%
+from specsim.analysis.length_effects import acceptance_by_context, content_effects, length_effects
 from specsim.report.present import plot_acceptance_by_context
-from specsim.traces.length_effects import acceptance_by_context, content_effects, length_effects
 
 length_lines = []
 effects = pd.DataFrame()

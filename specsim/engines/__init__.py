@@ -1,4 +1,4 @@
-"""Importers: serving engines' and benchmarks' acceptance data as a counts table.
+"""Serving engines' and benchmarks' acceptance data read into a counts table (``specsim import``).
 
 Each source kind has one reader, written from the engine's own code (the version read is named
 in its module), and returns an :class:`ImportResult`: the counts, the per-request lengths where
@@ -26,12 +26,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from specsim.engines.common import ImportResult
+from specsim.engines.prometheus import import_scrape
+from specsim.engines.sglang import import_sglang
+from specsim.engines.specbench import import_specbench
+from specsim.engines.vllm import import_aiperf, import_vllm_bench, import_vllm_log, import_vllm_requests
 from specsim.errors import InputError
-from specsim.imports.common import ImportResult
-from specsim.imports.prometheus import import_scrape
-from specsim.imports.sglang import import_sglang
-from specsim.imports.specbench import import_specbench
-from specsim.imports.vllm import import_aiperf, import_vllm_bench, import_vllm_log, import_vllm_requests
 from specsim.traces.counts import check_counts
 
 __all__ = ["SOURCES", "ImportResult", "import_source", "import_scrape", "import_vllm_requests", "import_vllm_bench",

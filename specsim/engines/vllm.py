@@ -35,8 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from specsim.errors import InputError
-from specsim.imports.common import (
+from specsim.engines.common import (
     ImportResult,
     chain_rows,
     count_keys,
@@ -45,6 +44,7 @@ from specsim.imports.common import (
     read_records,
     whole_number,
 )
+from specsim.errors import InputError
 
 __all__ = ["import_vllm_requests", "import_vllm_bench", "import_vllm_log", "import_aiperf", "request_counts"]
 

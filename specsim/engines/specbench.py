@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from specsim.engines.common import ImportResult, chain_rows, count_keys, read_records, whole_number
 from specsim.errors import InputError
-from specsim.imports.common import ImportResult, chain_rows, count_keys, read_records, whole_number
 
 __all__ = ["import_specbench", "TREE_METHODS", "VARIABLE_METHODS"]
 

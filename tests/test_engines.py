@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from specsim.cli import main
+from specsim.engines import import_source
 from specsim.errors import InputError
 from specsim.glossary import undefined_keys
-from specsim.imports import import_source
 from specsim.lengths import length_table
 from specsim.model import model_cells
 from specsim.simulate.acceptance import profile_from_counts_table, profile_from_tokens

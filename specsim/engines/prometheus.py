@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from specsim.engines.common import ImportResult, chain_rows, count_keys, pooled_rows
 from specsim.errors import InputError
-from specsim.imports.common import ImportResult, chain_rows, count_keys, pooled_rows
 
 __all__ = ["import_scrape", "read_scrapes"]
 

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from specsim.analysis.metrics import bootstrap_weights, wilson_interval
 from specsim.glossary import INTERVAL_LEVEL, central_quantiles
-from specsim.traces.metrics import bootstrap_weights, wilson_interval
 
 __all__ = ["regime_of", "acceptance_by_context", "per_prompt_acceptance", "bootstrap_difference", "length_effects",
            "content_effects", "regime_order"]
