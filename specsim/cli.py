@@ -868,8 +868,9 @@ _MASS_MATRIX_HELP = ("NUTS mass matrix: diagonal or low-rank (nutpie's diagonal 
 
 @app.command("fit")
 def fit_command(
-    directory: Path = typer.Argument(..., help="Trace directory, or a counts table (.parquet: specsim import, "
-                                     "specsim traces counts)."),
+    directories: list[Path] = typer.Argument(..., help="Trace directories (several are fitted as one: an "
+                                             "experiment's model, lookup and head drafters), or counts tables "
+                                             "(.parquet: specsim import, specsim traces counts)."),
     out: Path = typer.Option(..., help="Posterior file to write (.nc, ArviZ InferenceData)."),
     temperature: float | None = typer.Option(None, help="Temperature to fit (default: 0 for traces, the only "
                                              "one for counts).", callback=_finite("--temperature", 0.0)),
@@ -901,7 +902,13 @@ def fit_command(
     options: dict[str, Any] = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
                                    target_accept=target_accept, compare=not no_compare, mass_matrix=mass_matrix,
                                    parameterisation=parameterisation)
-    source = directory if directory.suffix == ".parquet" else read_traces(directory)
+    from specsim.traces.store import combine_traces
+
+    counts_files = [path for path in directories if path.suffix == ".parquet"]
+    if counts_files and len(counts_files) < len(directories):
+        raise InputError("give trace directories or counts tables, not both (specsim traces counts turns a trace "
+                         "directory into a table)", field="DIRECTORIES")
+    source: Any = counts_files or combine_traces([read_traces(path) for path in directories])
     with stderr.status("sampling the hierarchical model (compiles first)"):
         outcome = workflow.fit(source, temperature=temperature, divergence_measure=length_measure, **options)
     for note in outcome.notes:

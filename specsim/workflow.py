@@ -765,37 +765,41 @@ def traces_counts(traces: Traces, temperature: float = 0.0) -> tuple[pd.DataFram
     return counts, length_table(modelled)[["task", "prompt_len", "output_len"]]
 
 
-def _counts_source(source: Traces | str | Path, temperature: float | None) -> tuple[pd.DataFrame, pd.DataFrame | None,
-                                                                                   float]:
-    """The counts, length summaries and temperature of a trace folder or a counts file."""
+def _counts_source(source: Traces | str | Path | list[str | Path], temperature: float | None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame | None, float]:
+    """The counts, length summaries and temperature of a trace folder or of one or more counts files."""
     from specsim.traces.counts import read_counts, read_counts_lengths, refuse_unmeasured
 
     if isinstance(source, Traces):
         temperature = 0.0 if temperature is None else temperature
         counts, lengths = traces_counts(source, temperature)
         return counts, lengths, temperature
-    table = read_counts(source)
+    paths = [source] if isinstance(source, (str, Path)) else list(source)
+    table = pd.concat([read_counts(path) for path in paths], ignore_index=True)
+    summaries = [read_counts_lengths(path) for path in paths]
+    lengths = None if any(s is None for s in summaries) else pd.concat(summaries, ignore_index=True)
     if temperature is not None:
         table = table[np.isclose(table["temperature"].to_numpy(dtype=float), temperature)]
         if table.empty:
             raise InputError(f"no counts at temperature {temperature}", field="--temperature")
     elif table["temperature"].nunique(dropna=False) > 1:
         raise InputError("counts of several temperatures; choose one with --temperature", field="--temperature")
-    refuse_unmeasured(table, ("task", "drafter"), what=str(source))
+    refuse_unmeasured(table, ("task", "drafter"), what=", ".join(map(str, paths)))
     temperatures = table["temperature"].dropna().unique()
-    return table, read_counts_lengths(source), float(temperatures[0]) if len(temperatures) else 0.0
+    return table, lengths, float(temperatures[0]) if len(temperatures) else 0.0
 
 
 def fit(
-    source: Traces | str | Path, *, temperature: float | None = None, draws: int = 1000, tune: int = 1000,
-    chains: int = 4, seed: int = 0, sampler: str = "nutpie", target_accept: float = 0.95, compare: bool = True,
-    reference_lengths: dict[str, np.ndarray] | None = None, own_tasks: dict[str, list[str]] | None = None,
+    source: Traces | str | Path | list[str | Path], *, temperature: float | None = None, draws: int = 1000,
+    tune: int = 1000, chains: int = 4, seed: int = 0, sampler: str = "nutpie", target_accept: float = 0.95,
+    compare: bool = True, reference_lengths: dict[str, np.ndarray] | None = None, own_tasks: dict[str, list[str]] | None = None,
     divergence_measure: str = "js", parameterisation: str = "noncentred", mass_matrix: str = "diagonal",
 ) -> FitOutcome:
-    """Fit the hierarchical model to counts, whatever their source: traces or a counts file.
+    """Fit the hierarchical model to counts, whatever their source: traces or counts files.
 
-    Traces become counts first (:func:`traces_counts`); a counts file (an engine's import, or
-    ``specsim traces counts``) is read and checked. Both reach the model through one aggregation
+    Traces become counts first (:func:`traces_counts`; several folders:
+    :func:`specsim.traces.store.combine_traces`); counts files (an engine's import, or ``specsim
+    traces counts``; several are concatenated) are read and checked. Both reach the model through one aggregation
     into cells (:func:`specsim.model.model_cells`), so the same data give the same cells whichever
     route they took. ``temperature`` selects one (default 0 for traces; a counts file of one
     temperature needs none).
@@ -829,10 +833,12 @@ def fit(
         costs = {drafter: model.to_dict(diagnostics=False) for (drafter, temp), model in cost_models(source).items()
                  if temp == temperature}
         spread, transfer = cost_transfer(source)
-    location = source.root if isinstance(source, Traces) else source
+    locations = [source.root] if isinstance(source, Traces) else (
+        [source] if isinstance(source, (str, Path)) else list(source))
     metadata = replace(result.metadata, diagnostics=diagnostics, temperature=float(temperature),
-                       traces=str(Path(location).resolve()), task_lengths=_task_lengths(lengths), cost_models=costs,
-                       loo_comparison=comparison, cost_run_log_sd=spread, cost_transfer=transfer.to_dict("records"))
+                       traces=" + ".join(str(Path(location).resolve()) for location in locations),
+                       task_lengths=_task_lengths(lengths), cost_models=costs, loo_comparison=comparison,
+                       cost_run_log_sd=spread, cost_transfer=transfer.to_dict("records"))
     result = replace(result, diagnostics=diagnostics, metadata=metadata)
     baseline = fit_baseline(counts, result.options)
     return FitOutcome(result, baseline, counts, notes + metadata.notes + _fit_notes(diagnostics, baseline))

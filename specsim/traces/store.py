@@ -38,6 +38,7 @@ __all__ = [
     "Traces",
     "TraceWriter",
     "read_traces",
+    "combine_traces",
     "atomic_write_bytes",
     "atomic_write_table",
     "to_arrow",
@@ -418,3 +419,29 @@ def read_traces(
     if validate:
         validate_traces(traces, loaded=wanted)
     return traces
+
+
+def combine_traces(parts: list[Traces]) -> Traces:
+    """Several trace directories as one (e.g. an experiment's model, lookup and head drafters).
+
+    Tables are concatenated and run metadata merged; the result's ``root`` is the first
+    directory's. A drafter name must mean one drafter: the same name with another kind, type or
+    training data in two directories is refused.
+    """
+    if not parts:
+        raise InputError("no trace directories to combine", field="traces")
+    if len(parts) == 1:
+        return parts[0]
+    keys = ["drafter", "drafter_kind", "drafter_type", "drafter_trained_on"]
+    identities = pd.concat([p.sequences[keys].astype(str).drop_duplicates().assign(root=str(p.root)) for p in parts])
+    clash = identities.groupby("drafter")[keys[1:]].nunique().max(axis=1)
+    if (clash > 1).any():
+        name = clash[clash > 1].index[0]
+        roots = sorted(identities.loc[identities["drafter"] == name, "root"].unique())
+        raise InputError(f"drafter {name!r} means different drafters in {' and '.join(roots)}: rename one",
+                         field="drafter")
+    frames = {name: pd.concat([getattr(p, name) for p in parts], ignore_index=True)
+              for name in ("tokens", "steps", "sequences")}
+    runs = {run: meta for p in parts for run, meta in p.runs.items()}
+    return Traces(parts[0].root, frames["tokens"], frames["steps"], frames["sequences"], runs,
+                  tuple(shard for p in parts for shard in p.incomplete_shards))
