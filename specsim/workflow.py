@@ -792,8 +792,9 @@ def _counts_source(source: Traces | str | Path | list[str | Path], temperature: 
 def fit(
     source: Traces | str | Path | list[str | Path], *, temperature: float | None = None, draws: int = 1000,
     tune: int = 1000, chains: int = 4, seed: int = 0, sampler: str = "nutpie", target_accept: float = 0.95,
-    compare: bool = True, reference_lengths: dict[str, np.ndarray] | None = None, own_tasks: dict[str, list[str]] | None = None,
-    divergence_measure: str = "js", parameterisation: str = "noncentred", mass_matrix: str = "diagonal",
+    compare: bool = True, reference_lengths: dict[str, np.ndarray] | None = None,
+    own_tasks: dict[str, list[str]] | None = None, divergence_measure: str = "js",
+    parameterisation: str = "noncentred", mass_matrix: str = "diagonal",
 ) -> FitOutcome:
     """Fit the hierarchical model to counts, whatever their source: traces or counts files.
 
