@@ -6,18 +6,23 @@ none of them prints. Cost models always come from :func:`cost_models` (one model
 and temperature, :func:`specsim.simulate.cost.fit_cost_models`), workloads from
 :func:`specsim.workload.resolve_workload`, and intervals default to :data:`INTERVAL_LEVEL`.
 
-========================  ==============================================================
-verb                      what it answers
-========================  ==============================================================
-:func:`validate`          does the simulator reproduce each measured cell?
-:func:`what_if`           one task's measured acceptance on another workload's lengths
-:func:`gamma_sweep`       expected speed-up at each draft length; the best one
-:func:`load_sweep`        speed-up against concurrency; best gamma and break-even load
-:func:`choose_cost`       the hardware's cost model: a ratio, a profile (at a concurrency)
-:func:`fit`               the hierarchical model, its baseline GLM and the LOO comparison
-:func:`predict`           posterior predictive speed-up of a workload
-:func:`leave_one_task_out`  predictions of held-out tasks: coverage of the intervals
-========================  ==============================================================
+=============================  =========================================================
+verb                           what it answers
+=============================  =========================================================
+:func:`summarize_traces`       acceptance and measured speed-up of every group
+:func:`lengths`                length quantiles and divergences between groups
+:func:`validate`               does the simulator reproduce each measured cell?
+:func:`what_if`                one task's measured acceptance on another workload's lengths
+:func:`gamma_sweep`            expected speed-up at each draft length; the best one
+:func:`load_sweep`             speed-up against concurrency; best gamma and break-even load
+:func:`choose_cost`            the hardware's cost model: a ratio, a profile (at a concurrency)
+:func:`traces_counts`          traces as the model reads every source: counts and lengths
+:func:`fit`                    the hierarchical model, its baseline GLM and the LOO comparison
+:func:`predict`                posterior predictive speed-up of a workload
+:func:`length_effects_by_type` speed-up per doubling past the window and per divergence, per type
+:func:`leave_one_task_out`     predictions of held-out tasks: coverage of the intervals
+:func:`demo`                   the main job on a trace folder, report included
+=============================  =========================================================
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ from specsim.workload import Workload, resolve_workload
 __all__ = [
     "INTERVAL_LEVEL", "MODELLED_KINDS", "cost_models", "Validation", "validate", "what_if", "gamma_sweep",
     "FitOutcome", "fit", "traces_counts", "predict", "leave_one_task_out", "probe_from_traces", "cost_transfer",
-    "check_level", "LotoResult", "TracesSummary", "summarize_traces", "LengthsResult", "lengths", "DemoResult",
+    "check_level", "LotoResult", "length_effects_by_type", "TracesSummary", "summarize_traces", "LengthsResult",
+    "lengths", "DemoResult",
     "demo",
     "break_even_cost_ratio", "CountsWhatIf", "what_if_counts", "choose_cost", "LoadSweep", "load_sweep",
 ]
@@ -1204,3 +1210,71 @@ def demo(traces: Traces, out: str | Path, *, draws: int = 1000,
     gamma = int(greedy["gamma"].mode().iloc[0])  # the report's figures at the traces' most common draft length
     html = render_report("main", {"traces": str(traces.root), "posterior": str(posterior), "gamma": gamma}, out)
     return DemoResult(traces, summary, validation, outcome, posterior, Path(html))
+
+
+def length_effects_by_type(
+    posterior: Any, *, workload: Workload, gamma: int = 4, cost: CostModel, level: float = INTERVAL_LEVEL,
+    divergence_step: float = 0.1, n_draws: int = 400, seed: int = 0,
+) -> pd.DataFrame:
+    """How speed-up changes with length, per drafter type and kind: the research question's answer.
+
+    For each fitted drafter type and kind (generic, fine-tuned), a new drafter of that type and
+    kind on a new task decodes ``workload`` under ``cost``; the speed-up is computed draw by draw
+    (i) inside the training window and one doubling of context past it (``beyond`` 0 and 1 in
+    every position bin), and (ii) at divergence 0 and ``divergence_step``. Their ratios isolate the
+    acceptance side of each length effect (the workload's lengths and the costs are the same in
+    both arms). Ratios below 1: the speed-up falls.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per type x kind: ``per_doubling`` and ``per_divergence_step`` (posterior mean of the
+        speed-up ratio) with ``_low``/``_high`` interval ends, the logit slopes ``beyond_slope``
+        and ``divergence_slope`` (posterior means), ``window_terms`` and ``divergence_terms``
+        (whether the fit has them: a ratio of exactly 1 without them is no measurement), and the
+        measured drafters of that type and kind.
+    """
+    from specsim.model.predict import DrafterSpec, acceptance_draws
+    from specsim.simulate.acceptance import AcceptanceProfile
+
+    check_level(level)
+    meta = posterior.metadata
+    rng = np.random.default_rng(seed)
+    edges = np.asarray(meta.position_edges, dtype=float)
+    n_bins = len(edges) + 1
+    pairs, weights = np.unique(np.column_stack([workload.prompt_lengths, workload.output_lengths]), axis=0,
+                               return_counts=True)
+    chosen = rng.choice(posterior.n_draws, size=min(n_draws, posterior.n_draws), replace=False)
+    d = posterior.draws
+    rows = []
+    for drafter_type in meta.drafter_types:
+        for kind in MODELLED_KINDS:
+            spec = DrafterSpec(kind == "finetuned", drafter_type)
+            arms = {"inside": (np.zeros(n_bins), 0.0), "beyond": (np.ones(n_bins), 0.0),
+                    "diverged": (np.zeros(n_bins), divergence_step)}
+            speedups = {}
+            for arm, (beyond, divergence) in arms.items():
+                # The same seed in every arm: the new task's and drafter's effects are the same draws.
+                rates = acceptance_draws(posterior, spec, divergence=divergence, beyond=beyond, rng=seed)
+                speedups[arm] = np.array([
+                    expected_workload(AcceptanceProfile(rates[i], edges), cost, gamma, pairs[:, 0],
+                                      pairs[:, 1].astype(int), weights=weights).speedup for i in chosen])
+            type_code = meta.drafter_types.index(drafter_type)
+            finetuned = float(kind == "finetuned")
+            row: dict[str, Any] = {"drafter_type": drafter_type, "drafter_kind": kind}
+            for name, ratio in (("per_doubling", speedups["beyond"] / speedups["inside"]),
+                                ("per_divergence_step", speedups["diverged"] / speedups["inside"])):
+                low, high = np.quantile(ratio, central_quantiles(level))
+                row.update({name: float(ratio.mean()), f"{name}_low": float(low), f"{name}_high": float(high)})
+            slope = d["b_beyond"][:, type_code] + finetuned * d["b_beyond_finetuned"][:, type_code] if (
+                "b_beyond" in d) else np.zeros(1)
+            row["beyond_slope"] = float(slope.mean())
+            row["divergence_slope"] = (float((d["b_divergence"] + finetuned * d["b_interaction"]).mean())
+                                       if "b_divergence" in d else 0.0)
+            row["window_terms"] = "b_beyond" in d
+            row["divergence_terms"] = "b_divergence" in d
+            row["measured_drafters"] = ", ".join(
+                r for r in meta.drafters if meta.drafter_kinds.get(r) == kind
+                and meta.drafter_type_of.get(r, meta.drafter_types[0]) == drafter_type) or "none"
+            rows.append(row)
+    return pd.DataFrame(rows)
