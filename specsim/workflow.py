@@ -1213,13 +1213,15 @@ def demo(traces: Traces, out: str | Path, *, draws: int = 1000,
 
 
 def length_effects_by_type(
-    posterior: Any, *, workload: Workload, gamma: int = 4, cost: CostModel, level: float = INTERVAL_LEVEL,
+    posterior: Any, *, workload: Workload, gamma: int = 4, cost: CostModel | dict[str, CostModel],
+    level: float = INTERVAL_LEVEL,
     divergence_step: float = 0.1, n_draws: int = 400, seed: int = 0,
 ) -> pd.DataFrame:
     """How speed-up changes with length, per drafter type and kind: the research question's answer.
 
     For each fitted drafter type and kind (generic, fine-tuned), a new drafter of that type and
-    kind on a new task decodes ``workload`` under ``cost``; the speed-up is computed draw by draw
+    kind on a new task decodes ``workload`` under ``cost`` (one for every type, or one per type);
+    the speed-up is computed draw by draw
     (i) inside the training window and one doubling of context past it (``beyond`` 0 and 1 in
     every position bin), and (ii) at divergence 0 and ``divergence_step``. Their ratios isolate the
     acceptance side of each length effect (the workload's lengths and the costs are the same in
@@ -1256,8 +1258,9 @@ def length_effects_by_type(
             for arm, (beyond, divergence) in arms.items():
                 # The same seed in every arm: the new task's and drafter's effects are the same draws.
                 rates = acceptance_draws(posterior, spec, divergence=divergence, beyond=beyond, rng=seed)
+                costs = cost[drafter_type] if isinstance(cost, dict) else cost
                 speedups[arm] = np.array([
-                    expected_workload(AcceptanceProfile(rates[i], edges), cost, gamma, pairs[:, 0],
+                    expected_workload(AcceptanceProfile(rates[i], edges), costs, gamma, pairs[:, 0],
                                       pairs[:, 1].astype(int), weights=weights).speedup for i in chosen])
             type_code = meta.drafter_types.index(drafter_type)
             finetuned = float(kind == "finetuned")
