@@ -20,7 +20,9 @@ written):
 6. ``heads-greedy-gamma4``, ``heads-news-greedy-gamma4`` and ``heads-greedy-gamma1-2`` (the generic head
    at gamma 1 and 2; into ``data/traces/reference-heads``):
    the feature heads of ``train_heads.py`` (generic, on the mixture; fine-tuned on code and on
-   docsum) on every held-out prompt and on the news prompts, greedy, gamma 4.
+   docsum) on every held-out prompt and on the news prompts, greedy, gamma 4; ``heads-greedy-gamma8`` the
+   generic head at gamma 8; ``heads-sampling-t0.7`` every head at temperature 0.7 on the first
+   :data:`SAMPLING_SUBSET` held-out prompts.
 
 Writes ``data/traces/reference`` and its ``manifest.json`` (commands, versions, collector commit,
 hardware, time taken). Needs the drafters of ``train_drafters.py``.
@@ -140,13 +142,20 @@ def main() -> None:
             config = CollectConfig(target="smollm2", drafters=heads, prompts=stage_prompts, out=str(OUT_HEADS),
                                    gammas=(4,), max_new_tokens=MAX_NEW_TOKENS, seed=0)
             run_stage(name, config, OUT_HEADS, f"python scripts/reference/collect_reference.py {name}", args.limit)
-    if not args.stages or "heads-greedy-gamma1-2" in args.stages:
-        # The simulator's best gamma for the generic head on this CPU is 1 (the verify pass of 5 tokens costs
-        # 1.6 plain steps here): gamma 1 and 2 measured, so that the prediction is checked, not assumed.
-        config = CollectConfig(target="smollm2", drafters=heads[:1], prompts=prompts, out=str(OUT_HEADS),
-                               gammas=(1, 2), max_new_tokens=MAX_NEW_TOKENS, seed=0)
-        run_stage("heads-greedy-gamma1-2", config, OUT_HEADS,
-                  "python scripts/reference/collect_reference.py heads-greedy-gamma1-2", args.limit)
+    # The simulator's best gamma for the generic head on this CPU is 1 (the verify pass of 5 tokens costs
+    # 1.6 plain steps here): gamma 1 and 2 measured, so that the prediction is checked, not assumed; gamma 8
+    # for the far end of the draft-index profile; temperature 0.7 for every head on a subset.
+    sampling = PROMPTS / "reference_sampling_subset.jsonl"
+    write_prompts(read_prompts(prompts)[:SAMPLING_SUBSET], sampling)
+    head_stages = {"heads-greedy-gamma1-2": (heads[:1], prompts, (1, 2), 0.0),
+                   "heads-greedy-gamma8": (heads[:1], prompts, (8,), 0.0),
+                   "heads-sampling-t0.7": (heads, str(sampling), (4,), 0.7)}
+    for name, (chosen, stage_prompts, gammas, temperature) in head_stages.items():
+        if not args.stages or name in args.stages:
+            config = CollectConfig(target="smollm2", drafters=chosen, prompts=stage_prompts, out=str(OUT_HEADS),
+                                   gammas=gammas, temperatures=(temperature,), max_new_tokens=MAX_NEW_TOKENS,
+                                   seed=0)
+            run_stage(name, config, OUT_HEADS, f"python scripts/reference/collect_reference.py {name}", args.limit)
 
 
 if __name__ == "__main__":
