@@ -56,6 +56,23 @@ def _path(kind: str) -> Check:
     return check
 
 
+def _paths(kind: str) -> Check:
+    """One or more existing files or folders (``kind``), comma-separated."""
+    single = _path(kind)
+
+    def check(name: str, value: Any) -> Any:
+        _text(name, value)
+        if not value:
+            return value  # optional where the report makes it so
+        parts = [part.strip() for part in value.split(",")]
+        if not all(parts):
+            raise InputError(f"an empty entry in the comma-separated list {value!r}", field=f"--param {name}")
+        for part in parts:
+            single(name, part)
+        return value
+    return check
+
+
 _GAMMA = _number(1, 64, whole=True)
 _TEMPERATURE = _number(0, 100)
 _COST_RATIO = _number(0, None, optional=True)
@@ -63,9 +80,9 @@ _SEED = _number(0, 2**32 - 1, whole=True)
 
 #: Per shipped report, each parameter's check (the bounds of the option it mirrors).
 REPORT_PARAMETERS: dict[str, dict[str, Check]] = {
-    "main": {"traces": _path("folder"), "lengths_traces": _path("folder"), "posterior": _path("file"),
+    "main": {"traces": _paths("folder"), "lengths_traces": _path("folder"), "posterior": _path("file"),
              "temperature": _TEMPERATURE, "gamma": _GAMMA, "draws": _number(1, 100_000, whole=True),
-             "cost_ratio": _COST_RATIO, "cost_profile": _path("file"), "load_profile": _path("file"),
+             "cost_ratio": _COST_RATIO, "cost_profile": _path("file"), "load_profile": _paths("file"),
              "seed": _SEED},
     "whatif": {"traces": _path("folder"), "drafter": _text, "acceptance_from": _text, "lengths_from": _text,
                "gamma": _GAMMA, "temperature": _TEMPERATURE, "cost_ratio": _COST_RATIO,

@@ -20,7 +20,8 @@
 # plain-decoding wall time over summed speculative wall time).
 
 # %% tags=["parameters"]
-traces = "data/traces/reference"
+# Trace folders fitted as one experiment (comma-separated): the model drafters, the lookups, the heads.
+traces = "data/traces/reference,data/traces/reference-lookup,data/traces/reference-heads"
 lengths_traces = "data/traces/lengths"
 posterior = ""
 temperature = 0.0
@@ -28,7 +29,8 @@ gamma = 4
 draws = 1000
 cost_ratio = None
 cost_profile = ""
-load_profile = "data/profiles/smollm2-cpu-batch-model.json"
+# Batch profiles (comma-separated), each for the drafters of its own drafter's type (model, lookup, feature-head).
+load_profile = "data/profiles/smollm2-cpu-batch-model.json,data/profiles/smollm2-cpu-batch-lookup.json"
 seed = 0
 
 # %%
@@ -51,22 +53,26 @@ from specsim.report.present import drafter_colours, shipped_path, show, table, v
 from specsim.traces import read_traces
 from specsim.traces.counts import token_step_positions
 from specsim.traces.select import select
+from specsim.traces.store import combine_traces
 from specsim.workload import Workload
 
 warnings.filterwarnings("ignore")
 pd.set_option("display.precision", 3)
-traces, lengths_traces = shipped_path(traces), shipped_path(lengths_traces)
-data = read_traces(traces)
+folders = [shipped_path(folder.strip()) for folder in traces.split(",")]
+lengths_traces = shipped_path(lengths_traces)
+data = combine_traces([read_traces(folder) for folder in folders])
+traces = ", ".join(folders)
 tokens = select(data.tokens, temperature=temperature)
 steps = select(data.steps, temperature=temperature)
 sequences = select(data.sequences, temperature=temperature)
 drafters = sorted(sequences["drafter"].unique())
 tasks = sorted(sequences["task"].unique())
 kinds = sequences.drop_duplicates("drafter").set_index("drafter")["drafter_kind"].to_dict()
+types = sequences.drop_duplicates("drafter").set_index("drafter")["drafter_type"].to_dict()
 colors = drafter_colours(drafters)
 display(Markdown(f"Traces: `{traces}`: {len(sequences)} sequences, {len(steps)} steps, {len(tokens)} drafted tokens "
                  f"at temperature {temperature}; tasks {', '.join(tasks)}; drafters "
-                 + ", ".join(f"{d} ({kinds[d]})" for d in drafters) + "."))
+                 + ", ".join(f"{d} ({types[d]}, {kinds[d]})" for d in drafters) + "."))
 
 # %% [markdown]
 # ## Verdict
@@ -296,28 +302,32 @@ cost_models = {d: model for (d, t), model in workflow.cost_models(data).items() 
 pooled_lengths = length_table(sequences)
 pooled = Workload(pooled_lengths["prompt_len"].to_numpy(), pooled_lengths["output_len"].to_numpy(), "pooled", "file")
 grid = np.linspace(0, max(0.05, counts.cells["divergence"].max()), 9)
-fig, ax = plt.subplots(figsize=(8, 4))
+fitted_types = list(fitted.metadata.drafter_types)
+fig, axes = plt.subplots(1, len(fitted_types), figsize=(4.5 * len(fitted_types), 3.8), sharey=True, squeeze=False)
 curves = {}
-for kind, color in (("generic", "tab:blue"), ("finetuned", "tab:red")):
-    members = [d for d in drafters if kinds[d] == kind]
-    if not members:
-        continue
-    cost = cost_models[members[0]]
-    preds = [workflow.predict(fitted, workload=pooled, drafter_kind=kind, divergence=float(x), gamma=gamma, cost=cost,
-                              n_draws=200, seed=seed)[0] for x in grid]
-    curves[kind] = preds
-    ax.plot(grid, [p.mean for p in preds], color=color, label=f"{kind} (posterior mean)")
-    ax.fill_between(grid, [p.low for p in preds], [p.high for p in preds], color=color, alpha=0.2,
-                    label=f"{kind} 90% band")
+for drafter_type, ax in zip(fitted_types, axes[0], strict=True):
+    for kind, color in (("generic", "tab:blue"), ("finetuned", "tab:red")):
+        members = [d for d in drafters if kinds[d] == kind and types[d] == drafter_type and d in cost_models]
+        if not members:
+            continue
+        cost = cost_models[members[0]]
+        preds = [workflow.predict(fitted, workload=pooled, drafter_kind=kind, drafter_type=drafter_type,
+                                  divergence=float(x), gamma=gamma, cost=cost, n_draws=200, seed=seed)[0] for x in grid]
+        curves[(drafter_type, kind)] = preds
+        ax.plot(grid, [p.mean for p in preds], color=color, label=f"{kind} (posterior mean)")
+        ax.fill_between(grid, [p.low for p in preds], [p.high for p in preds], color=color, alpha=0.2,
+                        label=f"{kind} 90% band")
+    ax.axhline(1, color="black", linewidth=0.8, linestyle="--", label="plain decoding (1x)")
+    ax.set(xlabel="JS divergence of total length", ylabel="speed-up (x)", title=drafter_type)
 cell_divergence = counts.cells.drop_duplicates(["task", "drafter"]).set_index(["task", "drafter"])["divergence"]
 for _, row in measured.iterrows():
-    if (row["task"], row["drafter"]) in cell_divergence.index:
+    if (row["task"], row["drafter"]) in cell_divergence.index and types[row["drafter"]] in fitted_types:
+        ax = axes[0][fitted_types.index(types[row["drafter"]])]
         ax.scatter(cell_divergence[(row["task"], row["drafter"])], row["speedup"],
                    color="tab:red" if kinds[row["drafter"]] == "finetuned" else "tab:blue", edgecolor="black", zorder=3)
-ax.axhline(1, color="black", linewidth=0.8, linestyle="--", label="plain decoding (1x)")
-ax.set(xlabel="JS divergence of total length (drafter training data vs workload)", ylabel="speed-up (x)",
-       title=f"Speed-up vs length divergence (gamma {gamma})")
-ax.legend(fontsize=8)
+axes[0][-1].legend(fontsize=8)
+fig.suptitle(f"Speed-up vs length divergence per drafter type (gamma {gamma}; each type's own fitted costs)")
+fig.tight_layout()
 show(fig)
 
 # %% [markdown]
@@ -422,24 +432,38 @@ if zigzag:
 # %% [markdown]
 # ## Under load
 # Acceptance does not depend on how many requests share a forward pass; cost does. Under the cost
-# profile `load_profile` (`specsim profile --batch-size 1,2,4,...`: the target's plain and verify
-# passes and a drafter's step timed with B requests together), each task x drafter's measured
+# profiles `load_profile` (`specsim profile --batch-size 1,2,4,...`: the target's plain and verify
+# passes and a drafter's step timed with B requests together; each profile for the drafters of its
+# own drafter's type, a type without one left out), each task x drafter's measured
 # acceptance and own lengths give the expected speed-up at each concurrency, at the best draft
 # length for that load, and the break-even concurrency above which speculation stops paying.
 
 # %%
+import json
 from pathlib import Path
 
 from specsim.simulate.cost import read_cost_profile_batches
 
 load_rows = []
-load_profile = shipped_path(load_profile)
-load_sizes = sorted(read_cost_profile_batches(load_profile)) if load_profile and Path(load_profile).is_file() else []
+
+
+def profile_type(path: str) -> str:
+    """The drafter type a batch profile timed (its drafter's method: a lookup, a head, else a model)."""
+    method = json.loads(Path(path).read_text()).get("drafter", {}).get("method", "model")
+    return {"prompt-lookup": "lookup", "datastore": "lookup", "feature-head": "feature-head"}.get(method, "model")
+
+
+load_profiles = {profile_type(path): path for path in (shipped_path(p.strip()) for p in load_profile.split(","))
+                 if path and Path(path).is_file()}
+load_sizes = sorted(set.intersection(*(set(read_cost_profile_batches(p)) for p in load_profiles.values()))
+                    ) if load_profiles else []
 if len(load_sizes) > 1:
     fig, axes = plt.subplots(1, len(tasks), figsize=(3 * len(tasks), 3), sharey=True, squeeze=False)
     for task, drafter in tokens[["task", "drafter"]].drop_duplicates().itertuples(index=False):
+        if types[drafter] not in load_profiles:
+            continue  # no batch profile of this drafter type: its costs under load were not measured
         load = workflow.load_sweep(data, drafter=drafter, acceptance_from=task, workload=task,
-                                   cost_profile=load_profile, temperature=temperature)
+                                   cost_profile=load_profiles[types[drafter]], temperature=temperature)
         ax = axes[0][tasks.index(task)]
         ax.plot(load.best["concurrency"], load.best["speedup"], marker=".", color=colors[drafter], label=drafter)
         ax.set(xscale="log", title=task, xlabel="concurrency (log scale)", ylabel="speed-up, best gamma (x)")
@@ -460,7 +484,8 @@ if len(load_sizes) > 1:
                                  "gamma_first": f"best gamma at {smallest}",
                                  "speedup_last": f"speed-up at {largest} (x)", "gamma_last": f"best gamma at {largest}",
                                  "pays_at": "faster at (batch sizes)", "break_even": "break-even concurrency"},
-                  caption=f"Costs of {load_profile} at batch sizes {', '.join(map(str, load_sizes))} (not the traces' "
+                  caption=f"Costs of {', '.join(load_profiles.values())} (each for its drafter type; a type without "
+                          "a profile is left out) at batch sizes {', '.join(map(str, load_sizes))} (not the traces' "
                           "own costs, which are batch size 1); linear between measured sizes. A dash: no crossing "
                           "(faster at every size or at none)."))
     paying = loads[loads["pays_at"] != "none"]
@@ -509,6 +534,48 @@ mape = compared["error_pct"].abs().mean()
 display(Markdown(f"Simulator mean absolute percentage error: **{mape:.1f}%**; model intervals cover "
                  f"{int(compared['model_covers'].sum())} of {int(compared['model_low'].notna().sum())} cells "
                  "(in-sample; `specsim loto` gives the out-of-sample coverage)."))
+
+# %% [markdown]
+# ## How length changes each drafter type's speed-up
+# For each drafter type and kind, a new drafter of that type on a new task decodes the pooled
+# workload under its type's fitted costs; the speed-up ratio between one doubling of context past the
+# drafter's training window and inside it, and between length divergence 0.1 and 0, isolates the
+# acceptance side of each length effect (the lengths and costs are the same in both arms). From
+# this fit and, where it has been run, from the length-controlled experiment's
+# (`python scripts/drafter_types.py lengths`, `data/eval/drafter-types/lengths.json`), where content
+# is fixed and only the context moves. A ratio of exactly 1 where the fit has no such term is no
+# measurement.
+
+# %%
+type_effects = workflow.length_effects_by_type(
+    fitted, workload=pooled, gamma=gamma, seed=seed, n_draws=200,
+    cost={t: cost_models[next(d for d in drafters if types[d] == t and d in cost_models)] for t in fitted_types})
+sources = {"this fit": type_effects}
+controlled_answer = Path(shipped_path("data/eval/drafter-types/lengths.json"))
+if controlled_answer.is_file():
+    sources["length-controlled experiment"] = pd.DataFrame(json.loads(controlled_answer.read_text())["length_effects"])
+type_rows = pd.concat([frame.assign(source=name) for name, frame in sources.items()], ignore_index=True)
+display(table(type_rows[["source", "drafter_type", "drafter_kind", "per_doubling", "per_doubling_low",
+                         "per_doubling_high", "per_divergence_step", "per_divergence_step_low",
+                         "per_divergence_step_high", "window_terms", "measured_drafters"]],
+              intervals={"speed-up ratio per doubling past the window (90%)": ("per_doubling", "per_doubling_low",
+                                                                               "per_doubling_high"),
+                         "speed-up ratio per +0.1 divergence (90%)": ("per_divergence_step",
+                                                                      "per_divergence_step_low",
+                                                                      "per_divergence_step_high")},
+              rename={"drafter_type": "type", "drafter_kind": "kind", "window_terms": "window terms fitted",
+                      "measured_drafters": "measured drafters"},
+              caption="Ratios below 1: the speed-up falls. Acceptance side only (same lengths and costs in both "
+                      "arms)."))
+type_lines = []
+for row in type_rows.itertuples(index=False):
+    if not row.window_terms:
+        continue
+    resolved = not (row.per_doubling_low <= 1 <= row.per_doubling_high)
+    type_lines.append(f"- **{row.drafter_kind} {row.drafter_type}** ({row.source}): each doubling of context past "
+                      f"its training window multiplies the speed-up by {row.per_doubling:.3f} (90% "
+                      f"{row.per_doubling_low:.3f} to {row.per_doubling_high:.3f})"
+                      + ("" if resolved else "; not distinguishable from no change") + ".")
 
 # %% [markdown]
 # ## The length effect alone: a length-controlled experiment
@@ -562,15 +629,17 @@ else:
 # %%
 post = idata.posterior
 lines = []
-if {"generic", "finetuned"} <= set(curves):
-    ft, gen = curves["finetuned"][0], curves["generic"][0]
-    lines.append(f"- **Fine-tuned against generic**, on the pooled workload at gamma {gamma} and no length shift: "
-                 f"{ft.mean:.2f}x (90% {ft.low:.2f} to {ft.high:.2f}) against {gen.mean:.2f}x ({gen.low:.2f} to "
-                 f"{gen.high:.2f}); at divergence {grid[-1]:.2f} {curves['finetuned'][-1].mean:.2f}x against "
-                 f"{curves['generic'][-1].mean:.2f}x.")
-for kind, preds in curves.items():
-    lines.append(f"- Predicted speed-up of a **{kind}** drafter on the pooled workload: {preds[0].mean:.2f}x "
-                 f"(90% {preds[0].low:.2f} to {preds[0].high:.2f}) at divergence {grid[0]:.2f}, "
+for drafter_type in fitted_types:
+    if {(drafter_type, "generic"), (drafter_type, "finetuned")} <= set(curves):
+        ft, gen = curves[(drafter_type, "finetuned")][0], curves[(drafter_type, "generic")][0]
+        lines.append(f"- **{drafter_type}: fine-tuned against generic**, on the pooled workload at gamma {gamma} and "
+                     f"no length shift: {ft.mean:.2f}x (90% {ft.low:.2f} to {ft.high:.2f}) against {gen.mean:.2f}x "
+                     f"({gen.low:.2f} to {gen.high:.2f}); at divergence {grid[-1]:.2f} "
+                     f"{curves[(drafter_type, 'finetuned')][-1].mean:.2f}x against "
+                     f"{curves[(drafter_type, 'generic')][-1].mean:.2f}x.")
+for (drafter_type, kind), preds in curves.items():
+    lines.append(f"- Predicted speed-up of a **{kind} {drafter_type}** drafter on the pooled workload: "
+                 f"{preds[0].mean:.2f}x (90% {preds[0].low:.2f} to {preds[0].high:.2f}) at divergence {grid[0]:.2f}, "
                  f"{preds[-1].mean:.2f}x ({preds[-1].low:.2f} to {preds[-1].high:.2f}) at {grid[-1]:.2f}.")
 lines.append(f"- Measured speed-ups at gamma {gamma} range from {measured['speedup'].min():.2f}x to "
              f"{measured['speedup'].max():.2f}x on this hardware.")
@@ -597,9 +666,10 @@ if "sigma_task" in post:
                  "`specsim probe` on 5-10 of its prompts and `predict --probe` measure it instead.")
 if meta.loo_comparison:
     loo = pd.DataFrame(meta.loo_comparison).set_index("model")
-    other = "without_divergence" if loo["rank"].idxmin() == "with_divergence" else "with_divergence"
-    lines.append(f"- PSIS-LOO prefers the model **{loo['rank'].idxmin().replace('_', ' ')}** by "
-                 f"{loo.loc[other, 'elpd_diff']:.1f} elpd (standard error {loo.loc[other, 'dse']:.1f}).")
+    others = ", ".join(f"{name.replace('_', ' ')} by {loo.loc[name, 'elpd_diff']:.1f} elpd (standard error "
+                       f"{loo.loc[name, 'dse']:.1f})" for name in loo.index if name != loo["rank"].idxmin())
+    lines.append(f"- PSIS-LOO prefers the model **{loo['rank'].idxmin().replace('_', ' ')}**; it leads {others}.")
+lines.extend(type_lines)
 lines.extend(length_lines)
 if load_line:
     lines.append(load_line)
