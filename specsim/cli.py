@@ -1080,12 +1080,15 @@ def report_command(
     stdout.print(f"wrote {path}")
 
 
-_REFERENCE_TRACES = Path("data/traces/reference")
+#: The shipped reference experiment: separate-model, lookup and feature-head drafters on the same prompts.
+_REFERENCE_TRACES = [Path("data/traces/reference"), Path("data/traces/reference-lookup"),
+                     Path("data/traces/reference-heads")]
 
 
 @app.command("demo")
 def demo_command(
-    traces_dir: Path = typer.Option(_REFERENCE_TRACES, "--traces", help="Trace directory."),
+    traces_dirs: list[Path] = typer.Option(_REFERENCE_TRACES, "--traces", help="Trace directory (repeatable: "
+                                           "fitted as one experiment; default: the three reference folders)."),
     out: Path = typer.Option(Path("out/demo"), help="Folder for the posterior and the report."),
     draws: int = typer.Option(1000, help="Posterior draws per chain.", min=1, max=100_000),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -1093,14 +1096,16 @@ def demo_command(
     """The main job: check the shipped traces, summarise, validate the simulator, fit, report."""
     from specsim import workflow
     from specsim.traces import read_traces
+    from specsim.traces.store import combine_traces
 
     check_output_dir(out, "--out")
-    traces = read_traces(traces_dir)
+    traces = combine_traces([read_traces(folder) for folder in traces_dirs])
     if not json_output:
         stdout.rule("specsim demo")
-        stdout.print(f"traces {traces_dir}: valid, {len(traces.sequences)} sequences, {len(traces.tokens)} drafted "
-                     f"tokens, run(s) {', '.join(sorted(traces.runs))}")
-    result = workflow.demo(traces, out, draws=draws, stage=lambda name: stderr.print(f"{name} ...", markup=False))
+        stdout.print(f"traces {', '.join(map(str, traces_dirs))}: valid, {len(traces.sequences)} sequences, "
+                     f"{len(traces.tokens)} drafted tokens, run(s) {', '.join(sorted(traces.runs))}")
+    result = workflow.demo(traces, out, draws=draws, folders=traces_dirs,
+                           stage=lambda name: stderr.print(f"{name} ...", markup=False))
     if json_output:
         print_json(result.to_dict())
         return

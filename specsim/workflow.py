@@ -1185,12 +1185,13 @@ class DemoResult:
                 "posterior": str(self.posterior), "fit": self.fit.to_dict(), "report": str(self.report.resolve())}
 
 
-def demo(traces: Traces, out: str | Path, *, draws: int = 1000,
+def demo(traces: Traces, out: str | Path, *, draws: int = 1000, folders: Iterable[str | Path] | None = None,
          stage: Callable[[str], None] | None = None) -> DemoResult:
-    """The main job on a trace folder: greedy summary, simulator validation, the model's fit, the main report.
+    """The main job on an experiment: greedy summary, simulator validation, the model's fit, the main report.
 
-    ``stage`` is told the name of each long step as it starts (the CLI shows it); the posterior
-    and the report go to ``out``.
+    ``traces`` may combine several folders (``folders``, handed on to the report; default its
+    root). ``stage`` is told the name of each long step as it starts (the CLI shows it); the
+    posterior and the report go to ``out``.
     """
     from specsim.analysis import summarize
     from specsim.report import render_report
@@ -1208,7 +1209,8 @@ def demo(traces: Traces, out: str | Path, *, draws: int = 1000,
     if stage is not None:
         stage("rendering the main report")
     gamma = int(greedy["gamma"].mode().iloc[0])  # the report's figures at the traces' most common draft length
-    html = render_report("main", {"traces": str(traces.root), "posterior": str(posterior), "gamma": gamma}, out)
+    sources = ",".join(str(folder) for folder in (folders or [traces.root]))
+    html = render_report("main", {"traces": sources, "posterior": str(posterior), "gamma": gamma}, out)
     return DemoResult(traces, summary, validation, outcome, posterior, Path(html))
 
 
