@@ -78,10 +78,11 @@ def test_tables_fit_80_columns_and_cut_no_cell(trace_dir, monkeypatch):
     from rich.console import Console
 
     import specsim.cli as cli
+    from specsim.cli import common
 
     for width in (80, 120):
         screen = io.StringIO()
-        monkeypatch.setattr(cli, "stdout", Console(width=width, file=screen))
+        monkeypatch.setattr(common, "stdout", Console(width=width, file=screen))
         assert cli.main(["traces", "summary", str(trace_dir)]) == 0
         assert cli.main(["simulate", "best-gamma", "--traces", str(trace_dir), "--drafter", "generic-4l",
                          "--acceptance-from", "code", "--lengths-from", "code"]) == 0

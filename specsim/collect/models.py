@@ -31,6 +31,8 @@ from typing import Any
 from specsim.errors import InputError
 
 __all__ = [
+    "check_device",
+    "DEVICE_PATTERN",
     "ModelInfo",
     "LoadedModel",
     "load_model",
@@ -41,6 +43,18 @@ __all__ = [
     "cache_dir",
     "DTYPES",
 ]
+
+#: Devices a model may be placed on: ``cpu``, ``cuda`` or ``cuda:N``, ``mps``, ``xpu`` or ``xpu:N``.
+DEVICE_PATTERN = r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?"
+
+
+def check_device(device: str, field: str = "--device") -> str:
+    """``device`` when it names a device specsim places models on; one clear error otherwise."""
+    import re
+
+    if not re.fullmatch(DEVICE_PATTERN, device):
+        raise InputError(f"must be cpu, cuda, cuda:N, mps or xpu, got {device!r}", field=field)
+    return device
 
 ALIASES = {"smollm2-135m-instruct": "smollm2", "smollm2": "smollm2"}
 DTYPES = ("float32", "bfloat16", "float16", "auto")

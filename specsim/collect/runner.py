@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from specsim.collect.models import check_device
 from specsim.collect.prompts import Prompt, encode_prompt, load_prompts, prompts_digest
 from specsim.errors import InputError
 from specsim.traces.schema import BASELINE_FOLDER, DRAFTER_KINDS, SCHEDULES, SCHEMA_VERSION
@@ -189,8 +190,7 @@ class CollectConfig:
             raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}", field="--schedule")
         if self.limit is not None and self.limit < 1:
             raise InputError(f"limit must be >= 1, got {self.limit}", field="--limit")
-        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?", self.device):
-            raise InputError(f"device must be cpu, cuda, cuda:N, mps or xpu, got {self.device!r}", field="--device")
+        check_device(self.device)
         if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
             raise InputError(f"dtype must be float32, bfloat16, float16 or auto, got {self.dtype!r}", field="--dtype")
 
