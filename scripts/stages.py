@@ -52,3 +52,18 @@ def run_stage(name: str, config: CollectConfig, out: Path, command: str, limit: 
     out.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest, indent=1, default=str) + "\n")
     return result
+
+
+def run_stages(stages: dict, description: str) -> None:
+    """Command line of a staged script: run the stages named (default: all, in order); unknown ones refused."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("stages", nargs="*", help=f"stages to run: {', '.join(stages)} (default: all, in order)")
+    args = parser.parse_args()
+    unknown = set(args.stages) - set(stages)
+    if unknown:
+        parser.error(f"unknown stage(s) {sorted(unknown)}")
+    for name, stage in stages.items():
+        if not args.stages or name in args.stages:
+            stage()

@@ -28,7 +28,6 @@ reference drafters (``scripts/reference/train_drafters.py``).
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import re
@@ -47,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_prompts import paragraph_chunks  # noqa: E402
 from data_card import markdown  # noqa: E402
-from stages import collector_commit, run_stage  # noqa: E402
+from stages import collector_commit, run_stage, run_stages  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "data" / "eval" / "sysdoc"
@@ -231,15 +230,7 @@ STAGES = {"prompts": build_prompts, "probe": probe, "predict": predict, "collect
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stages", nargs="*", help=f"stages to run: {', '.join(STAGES)} (default: all, in order)")
-    args = parser.parse_args()
-    unknown = set(args.stages) - set(STAGES)
-    if unknown:
-        parser.error(f"unknown stage(s) {sorted(unknown)}")
-    for name, stage in STAGES.items():
-        if not args.stages or name in args.stages:
-            stage()
+    run_stages(STAGES, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

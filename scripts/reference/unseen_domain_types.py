@@ -24,7 +24,6 @@ Run: ``python scripts/reference/unseen_domain_types.py [STAGE ...]``. Needs the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -40,7 +39,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 import drafter_types  # noqa: E402
 from data_card import markdown  # noqa: E402
-from stages import collector_commit, run_stage  # noqa: E402
+from stages import collector_commit, run_stage, run_stages  # noqa: E402
 from unseen_domain import GAMMA, LEVEL, MAX_NEW_TOKENS  # noqa: E402
 from unseen_domain import OUT as SYSDOC  # noqa: E402
 
@@ -170,15 +169,7 @@ STAGES = {"probe": probe, "predict": predict, "collect": collect, "compare": com
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stages", nargs="*", help=f"stages to run: {', '.join(STAGES)} (default: all, in order)")
-    args = parser.parse_args()
-    unknown = set(args.stages) - set(STAGES)
-    if unknown:
-        parser.error(f"unknown stage(s) {sorted(unknown)}")
-    for name, stage in STAGES.items():
-        if not args.stages or name in args.stages:
-            stage()
+    run_stages(STAGES, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

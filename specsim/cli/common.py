@@ -209,3 +209,14 @@ def _ranges(values: list[int]) -> str:
 
 _MASS_MATRIX_HELP = ("NUTS mass matrix: diagonal or low-rank (nutpie's diagonal plus a low-rank update that "
                      "follows strong posterior correlations; for millions of tokens, with --parameterisation auto).")
+
+
+def traces_and_workload(traces_dir: Path, lengths_from: str, temperature: float, tokenizer: str | None):
+    """The trace directory and the workload ``--lengths-from`` names (a task of it, a file or text)."""
+    from specsim.traces import read_traces
+    from specsim.workload import resolve_workload
+
+    traces = read_traces(traces_dir)
+    lengths = resolve_workload(lengths_from, traces.sequences, temperature=temperature, option="--lengths-from",
+                               tokenizer=_tokenizer_loader(tokenizer, traces))
+    return traces, lengths

@@ -241,7 +241,7 @@ def datastore_build(
         print_json(card)
         return
     common.stdout.print(f"{card['path']}: {card['train_sequences']} completions, {card['train_tokens']} tokens of "
-                 f"{', '.join(card['tasks'])} (max n-gram {card['max_ngram']})")
+                        f"{', '.join(card['tasks'])} (max n-gram {card['max_ngram']})")
 
 
 @app.command("profile")
@@ -295,12 +295,12 @@ def profile_command(
     drafter_cost = (f"drafter step {1000 * cost['draft_base_s']:.1f} ms (c = {summary['cost_ratio']:.3f})"
                     if cost["draft_base_s"] > 0 else f"lookup step {1000 * cost['draft_step_s']:.3f} ms")
     common.stdout.print(f"wrote {out}: target step {1000 * cost['target_base_s']:.1f} ms, {drafter_cost} "
-                 f"on {document['device_name']}")
+                        f"on {document['device_name']}")
     if "target_roofline" in document:
         roofline = document["target_roofline"]
         common.stdout.print(f"batch sizes {', '.join(map(str, document['batch_sizes']))}: the target's passes turn "
-                     f"compute-bound near {roofline['knee_tokens']:.0f} tokens per pass (roofline floor "
-                     f"{1000 * roofline['floor_s']:.1f} ms, {1000 * roofline['per_token_s']:.2f} ms per token)")
+                            f"compute-bound near {roofline['knee_tokens']:.0f} tokens per pass (roofline floor "
+                            f"{1000 * roofline['floor_s']:.1f} ms, {1000 * roofline['per_token_s']:.2f} ms per token)")
 
 
 @app.command("probe")
@@ -349,7 +349,7 @@ def probe_command(
         return
     for row in per_drafter:
         common.stdout.print(f"{row['drafter']}: teacher-forced agreement {row['acceptance_rate_conditional']:.3f} over "
-                     f"{row['tokens']} tokens (greedy acceptance of a token whose prefix was accepted)")
+                            f"{row['tokens']} tokens (greedy acceptance of a token whose prefix was accepted)")
     common.stdout.print(f"wrote {out}")
 
 
@@ -419,5 +419,5 @@ def import_command(
     for note in result.notes:
         common.stderr.print(f"note: {note}", markup=False, highlight=False)
     common.stdout.print(f"wrote {out}: acceptance rate {summary['acceptance_rate']:.3f} (accepted/drafted), "
-                 f"{summary['tokens_per_step']:.3f} tokens per step (bonus included), {summary['steps']} steps; "
-                 f"{SOURCES[kind]}")
+                        f"{summary['tokens_per_step']:.3f} tokens per step (bonus included), {summary['steps']} steps; "
+                        f"{SOURCES[kind]}")

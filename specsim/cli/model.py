@@ -87,7 +87,7 @@ def fit_command(
         common.stdout.print(f"wrote {out}")
     if not outcome.result.diagnostics["passed"]:
         common.stderr.print("warning: sampler diagnostics failed: " + "; ".join(outcome.result.diagnostics["warnings"]),
-                     markup=False)
+                            markup=False)
 
 
 @app.command("predict")
@@ -156,7 +156,7 @@ def predict_command(
     _warn_draft_indices(gamma, meta.n_draft_index, "fitted")
     if prediction.extrapolation is not None and prediction.extrapolation.extrapolates:
         common.stderr.print(prediction.extrapolation.warning() + " (the interval widens: the position random walk "
-                     "continues one bin per doubling)", markup=False, soft_wrap=True)
+                            "continues one bin per doubling)", markup=False, soft_wrap=True)
     if json_output:
         print_json(payload)
     else:

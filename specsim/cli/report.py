@@ -70,7 +70,7 @@ def demo_command(
     if not json_output:
         common.stdout.rule("specsim demo")
         common.stdout.print(f"traces {', '.join(map(str, traces_dirs))}: valid, {len(traces.sequences)} sequences, "
-                     f"{len(traces.tokens)} drafted tokens, run(s) {', '.join(sorted(traces.runs))}")
+                            f"{len(traces.tokens)} drafted tokens, run(s) {', '.join(sorted(traces.runs))}")
     result = workflow.demo(traces, out, draws=draws, folders=traces_dirs,
                            stage=lambda name: common.stderr.print(f"{name} ...", markup=False))
     if json_output:
@@ -80,8 +80,8 @@ def demo_command(
         "task", "drafter", "gamma", "sequences", "acceptance_rate", "acceptance_length_with_bonus", "measured_speedup"])
     validation = result.validation
     common.stdout.print(f"simulator vs measured speed-up: mean absolute percentage error {validation.mape:.2f}% over "
-                 f"{len(validation.cells)} cells (largest drafter x temperature x gamma bias "
-                 f"{validation.worst_group_bias:.2f}%)")
+                        f"{len(validation.cells)} cells (largest drafter x temperature x gamma bias "
+                        f"{validation.worst_group_bias:.2f}%)")
     print_table("posterior (logit scale)", result.fit.to_dict()["posterior"])
     diagnostics = result.fit.result.diagnostics
     if not diagnostics["passed"]:

@@ -24,6 +24,7 @@ from specsim.cli.common import (
     print_json,
     print_table,
     simulate_app,
+    traces_and_workload,
 )
 from specsim.errors import InputError
 from specsim.glossary import TOKENS_PER_STEP_CONVENTION
@@ -53,7 +54,7 @@ def simulate_analytic(
         print_json(result)
         return
     common.stdout.print(f"tokens per step {tokens:.3f} (bonus included), speed-up {speedup:.3f}x; "
-                 f"best gamma {best.gamma} gives {best.speedup:.3f}x")
+                        f"best gamma {best.gamma} gives {best.speedup:.3f}x")
 
 
 @simulate_app.command("whatif")
@@ -77,13 +78,9 @@ def simulate_whatif(
 ) -> None:
     """One task's measured acceptance decoding another workload's lengths (bootstrap interval)."""
     from specsim import workflow
-    from specsim.traces import read_traces
-    from specsim.workload import resolve_workload
 
     cost, cost_label = _cost_choice(cost_ratio, cost_profile, concurrency)
-    traces = read_traces(traces_dir)
-    lengths = resolve_workload(lengths_from, traces.sequences, temperature=temperature, option="--lengths-from",
-                               tokenizer=_tokenizer_loader(tokenizer, traces))
+    traces, lengths = traces_and_workload(traces_dir, lengths_from, temperature, tokenizer)
     with _progress_bar("whatif") as bar:
         task = bar.add_task("bootstrap", total=resamples)
         result, workload = workflow.what_if(
@@ -93,7 +90,7 @@ def simulate_whatif(
     cost_label = cost_label or f"fitted on the traces ({drafter}, temperature {temperature:g})"
     if result.extrapolation is not None and result.extrapolation.extrapolates:
         common.stderr.print(result.extrapolation.warning() + " (this interval does not widen for it; `specsim predict` "
-                     "does)", markup=False, soft_wrap=True)
+                            "does)", markup=False, soft_wrap=True)
     indices = workflow.measured_draft_indices(traces, drafter, acceptance_from, temperature)
     _warn_draft_indices(gamma, indices, "measured")
     if json_output:
@@ -146,7 +143,7 @@ def simulate_counts(
     result = workflow.what_if_counts(counts, workload=workload, cost=cost, gamma=gamma, level=level, seed=seed)
     if not result.positions_resolved:
         common.stderr.print("warning: the source has totals only: i.i.d. acceptance over draft positions is assumed",
-                     markup=False)
+                            markup=False)
     measured_gamma = int(counts["gamma"].iloc[0])
     _warn_draft_indices(gamma or measured_gamma, measured_gamma, "counted")
     if json_output:
@@ -157,9 +154,9 @@ def simulate_counts(
         return
     verdict = "faster than plain decoding" if result.speedup >= 1 else "slower than plain decoding"
     common.stdout.print(f"{counts['drafter'].iloc[0]} ({counts['source'].iloc[0]}) on {workload.name}: speed-up "
-                 f"{result.speedup:.3f}x ({verdict}; {100 * result.level:.0f}% interval {result.speedup_low:.3f} to "
-                 f"{result.speedup_high:.3f}), {result.tokens_per_step:.2f} tokens per step (bonus included); costs: "
-                 f"{cost_label}")
+                        f"{result.speedup:.3f}x ({verdict}; {100 * result.level:.0f}% interval "
+                        f"{result.speedup_low:.3f} to {result.speedup_high:.3f}), {result.tokens_per_step:.2f} tokens "
+                        f"per step (bonus included); costs: {cost_label}")
 
 
 @simulate_app.command("best-gamma")
@@ -180,13 +177,9 @@ def simulate_best_gamma(
 ) -> None:
     """Expected speed-up at every draft length 1..max-gamma for a workload, and the best one."""
     from specsim import workflow
-    from specsim.traces import read_traces
-    from specsim.workload import resolve_workload
 
     cost, cost_label = _cost_choice(cost_ratio, cost_profile, concurrency)
-    traces = read_traces(traces_dir)
-    lengths = resolve_workload(lengths_from, traces.sequences, temperature=temperature, option="--lengths-from",
-                               tokenizer=_tokenizer_loader(tokenizer, traces))
+    traces, lengths = traces_and_workload(traces_dir, lengths_from, temperature, tokenizer)
     table = workflow.gamma_sweep(traces, drafter=drafter, acceptance_from=acceptance_from, workload=lengths,
                                  gammas=range(1, max_gamma + 1), temperature=temperature, cost=cost)
     best = table[table["best"]].iloc[0]
@@ -202,8 +195,8 @@ def simulate_best_gamma(
     unmeasured = table.loc[~table["acceptance_measured"], "gamma"].tolist()
     if unmeasured:
         common.stderr.print(f"note: gamma {_ranges(unmeasured)} drafts past the measured draft indices (0-"
-                     f"{int(table['gamma'][table['acceptance_measured']].max()) - 1}): the last index's rate is "
-                     "reused", markup=False, highlight=False)
+                            f"{int(table['gamma'][table['acceptance_measured']].max()) - 1}): the last index's rate is "
+                            "reused", markup=False, highlight=False)
     extrapolated = table.loc[table["verify_cost"] == "extrapolated", "gamma"].tolist()
     if extrapolated:
         common.stderr.print(f"note: the verify cost at gamma {_ranges(extrapolated)} was not measured at that draft "
@@ -212,7 +205,7 @@ def simulate_best_gamma(
                             markup=False, highlight=False)
     if best["speedup"] < 1:
         common.stdout.print(f"slower than plain decoding at every draft length up to {max_gamma} (best gamma "
-                     f"{int(best['gamma'])}: {best['speedup']:.3f}x); costs: {cost_label}")
+                            f"{int(best['gamma'])}: {best['speedup']:.3f}x); costs: {cost_label}")
     else:
         caveat = "" if best["acceptance_measured"] and best["verify_cost"] != "extrapolated" else \
             " (an extrapolation: see the notes)"
@@ -237,14 +230,10 @@ def simulate_load(
 ) -> None:
     """Speed-up against concurrency: the best gamma at each load and where speculation stops paying."""
     from specsim import workflow
-    from specsim.traces import read_traces
-    from specsim.workload import resolve_workload
 
     for value in concurrency or []:
         _finite("--concurrency", 1.0, 65536.0)(value)
-    traces = read_traces(traces_dir)
-    lengths = resolve_workload(lengths_from, traces.sequences, temperature=temperature, option="--lengths-from",
-                               tokenizer=_tokenizer_loader(tokenizer, traces))
+    traces, lengths = traces_and_workload(traces_dir, lengths_from, temperature, tokenizer)
     sweep = workflow.load_sweep(traces, drafter=drafter, acceptance_from=acceptance_from, workload=lengths,
                                 cost_profile=cost_profile, concurrencies=concurrency,
                                 gammas=range(1, max_gamma + 1), temperature=temperature)
@@ -274,4 +263,4 @@ def simulate_validate(
     print_table(f"{directory}: predicted vs measured speed-up", validation.cells.to_dict("records"))
     print_table("mean error by drafter x temperature x gamma (%)", validation.groups.to_dict("records"))
     common.stdout.print(f"mean absolute percentage error {validation.mape:.2f}% over {len(validation.cells)} cells; "
-                 f"largest group bias {validation.worst_group_bias:.2f}%")
+                        f"largest group bias {validation.worst_group_bias:.2f}%")
