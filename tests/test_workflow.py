@@ -17,7 +17,7 @@ from specsim.traces import Traces
 from tests.conftest import TRUE_COST
 
 
-def _iid_traces(alpha: float, *, gamma: int = 8, sequences: int = 40, output_len: int = 1000) -> Traces:
+def _iid_traces(alpha: float, *, gamma: int = 8, sequences: int = 20, output_len: int = 600) -> Traces:
     """Traces of one drafter whose every drafted token is accepted with probability ``alpha``."""
     cell = SyntheticWorkload("code", "humaneval", "iid", "generic", AcceptanceProfile.constant(alpha),
                              np.full(sequences, 50), np.full(sequences, output_len), "mixture")

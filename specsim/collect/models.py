@@ -53,7 +53,7 @@ def check_device(device: str, field: str = "--device") -> str:
     import re
 
     if not re.fullmatch(DEVICE_PATTERN, device):
-        raise InputError(f"must be cpu, cuda, cuda:N, mps or xpu, got {device!r}", field=field)
+        raise InputError(f"device must be cpu, cuda, cuda:N, mps or xpu, got {device!r}", field=field)
     return device
 
 ALIASES = {"smollm2-135m-instruct": "smollm2", "smollm2": "smollm2"}

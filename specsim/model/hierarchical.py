@@ -305,7 +305,9 @@ class FitResult:
         """ArviZ summary of the main parameters."""
         import arviz as az
 
-        names = var_names or [n for n in SUMMARY_PARAMETERS if n in self.idata.posterior]
+        posterior = self.idata.posterior
+        # A parameter fixed at one value (the type effect of a fit with one drafter type) has no summary.
+        names = [n for n in var_names or SUMMARY_PARAMETERS if n in posterior and np.ptp(posterior[n].values) > 0]
         with quiet_arviz_shape_checks():
             return az.summary(self.idata, var_names=names, hdi_prob=hdi_prob)
 
@@ -348,7 +350,10 @@ def diagnose(idata) -> dict:
     # (the first index and position effect is exactly 0) have no variance to diagnose.
     # Centred task and drafter effects (no ``*_z`` variable) are sampled, so they are diagnosed.
     sampled = {f"{g}_effect" for g in ("task", "drafter") if f"{g}_z" not in idata.posterior.data_vars}
-    names = [n for n in idata.posterior.data_vars if n not in DETERMINISTICS or n in sampled]
+    # A variable whose every draw is the same number (the type effect of a fit with one drafter type)
+    # has nothing to diagnose.
+    names = [n for n in idata.posterior.data_vars if (n not in DETERMINISTICS or n in sampled)
+             and np.ptp(idata.posterior[n].values) > 0]
     with quiet_arviz_shape_checks():
         r_hat = az.rhat(idata, var_names=names)
         ess_bulk = az.ess(idata, var_names=names, method="bulk")

@@ -247,7 +247,7 @@ else:
                           compare=False).result.posterior()
 idata, meta = fitted.idata, fitted.metadata
 diagnostics = meta.diagnostics
-names = [n for n in SUMMARY_PARAMETERS if n in idata.posterior]
+names = [n for n in SUMMARY_PARAMETERS if n in idata.posterior and np.ptp(idata.posterior[n].values) > 0]
 posterior_table = az.summary(idata, var_names=names, hdi_prob=INTERVAL_LEVEL)[
     ["mean", "sd", "hdi_5%", "hdi_95%", "r_hat", "ess_bulk", "ess_tail"]]
 baseline = fit_baseline(counts)
