@@ -58,8 +58,9 @@ def main() -> None:
     for task in sorted(traces.sequences["task"].unique()):
         speedups = {}
         for name, cost in (("fitted", fitted), ("profile", profiled)):
-            result, _ = workflow.what_if(traces, drafter=args.drafter, acceptance_from=task, workload=task,
+            outcome = workflow.what_if(traces, drafter=args.drafter, acceptance_from=task, workload=task,
                                          gamma=args.gamma, cost=cost, resamples=1)
+            result = outcome.result
             speedups[name] = result.speedup
         rows.append({"task": task, "speedup_fitted_costs": speedups["fitted"],
                      "speedup_profile_costs": speedups["profile"],

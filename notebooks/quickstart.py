@@ -36,8 +36,9 @@ greedy = select(data.sequences, temperature=0.0)
 drafter = sorted(greedy["drafter"].unique())[0]
 tasks = sorted(greedy["task"].unique())
 source, workload = tasks[0], tasks[-1]
-result, lengths = workflow.what_if(data, drafter=drafter, acceptance_from=source, workload=workload, gamma=gamma,
+outcome = workflow.what_if(data, drafter=drafter, acceptance_from=source, workload=workload, gamma=gamma,
                                    resamples=50, seed=0)
+result, lengths = outcome.result, outcome.workload
 shift = divergences(length_table(select(greedy, task=source))["total_len"], lengths.total_lengths)
 print(f"{drafter}: {source}'s acceptance on {workload}'s lengths (JS {shift['js']:.2f}): "
       f"{result.speedup:.3f}x [{result.speedup_low:.3f}, {result.speedup_high:.3f}]")

@@ -52,7 +52,8 @@ from specsim.traces.store import Traces
 from specsim.workload import Workload, resolve_workload
 
 __all__ = [
-    "INTERVAL_LEVEL", "MODELLED_KINDS", "cost_models", "Validation", "validate", "what_if", "gamma_sweep",
+    "INTERVAL_LEVEL", "MODELLED_KINDS", "cost_models", "Validation", "validate", "WhatIf", "what_if", "gamma_sweep",
+    "Prediction",
     "FitOutcome", "fit", "traces_counts", "predict", "leave_one_task_out", "probe_from_traces", "cost_transfer",
     "check_level", "LotoResult", "length_effects_by_type", "TracesSummary", "summarize_traces", "LengthsResult",
     "lengths", "DemoResult",
@@ -259,11 +260,32 @@ def _cost_of(traces: Traces, drafter: str, temperature: float) -> CostModel:
     return models[(drafter, temperature)]
 
 
+@dataclass(frozen=True)
+class WhatIf:
+    """One task's measured acceptance on a workload: the simulator's answer and the workload it read."""
+
+    result: WhatIfResult
+    workload: Workload
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON fields: the simulator's figures and the workload's description."""
+        return {**self.result.to_dict(), **self.workload.describe()}
+
+    def summary(self) -> str:
+        """One line, as the CLI prints it (without the costs' label)."""
+        r = self.result
+        verdict = "faster than plain decoding" if r.speedup >= 1 else "slower than plain decoding"
+        return (f"{r.inputs.get('drafter')} with {r.inputs.get('acceptance_from')}'s acceptance on "
+                f"{self.workload.name}'s lengths, gamma {r.inputs.get('gamma')}: speed-up {r.speedup:.3f}x ({verdict}; "
+                f"{100 * r.level:.0f}% interval {r.speedup_low:.3f} to {r.speedup_high:.3f}), "
+                f"{r.tokens_per_step:.2f} tokens per step (bonus included)")
+
+
 def what_if(
     traces: Traces, *, drafter: str, acceptance_from: str, workload: str | Workload, gamma: int,
     temperature: float = 0.0, cost: CostModel | None = None, level: float = INTERVAL_LEVEL, resamples: int = 200,
     seed: int = 0, progress: Callable[[int, int], None] | None = None,
-) -> tuple[WhatIfResult, Workload]:
+) -> WhatIf:
     """A drafter's measured acceptance on one task, decoding another workload's lengths.
 
     Parameters
@@ -299,8 +321,8 @@ def what_if(
                               n_resamples=resamples, level=level, rng=seed, progress=progress,
                               steps=_acceptance_steps(traces, drafter, acceptance_from, temperature),
                               inputs={"drafter": drafter, "acceptance_from": acceptance_from,
-                                      "lengths_from": workload.name, "temperature": temperature})
-    return result, workload
+                                      "lengths_from": workload.name, "temperature": temperature, "gamma": gamma})
+    return WhatIf(result, workload)
 
 
 def gamma_sweep(
@@ -887,12 +909,33 @@ def drafter_kind_of(meta: Any, drafter: str | None, drafter_kind: str | None) ->
     return fitted
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """A posterior predictive speed-up, the workload it is for and whose costs it used."""
+
+    speedup: Any
+    workload: Workload
+    cost_name: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON fields: the prediction's figures and the workload's description."""
+        return {**self.workload.describe(), **self.speedup.to_dict()}
+
+    def summary(self, kind: str) -> str:
+        """One line, as the CLI prints it (without the costs' label)."""
+        p = self.speedup
+        verdict = "faster than plain decoding" if p.mean >= 1 else "slower than plain decoding"
+        return (f"{kind} drafter on {self.workload.name} (divergence {p.divergence:.3f}): speed-up {p.mean:.3f}x "
+                f"({verdict}; {100 * p.level:.0f}% interval {p.low:.3f} to {p.high:.3f}); "
+                f"{p.tokens_per_step_mean:.2f} tokens per step (bonus included)")
+
+
 def predict(
     posterior: Any, *, workload: str | Workload, drafter_kind: str | None = None, drafter: str | None = None,
     divergence: float | None = None, gamma: int = 4, cost: CostModel | None = None, cost_from: str | None = None,
     level: float = INTERVAL_LEVEL, seed: int = 0, n_draws: int = 400, probe: pd.DataFrame | None = None,
     drafter_type: str | None = None, own_content: bool | None = None,
-) -> tuple[Any, Workload, str]:
+) -> Prediction:
     """Posterior predictive speed-up of a workload for a generic or fine-tuned drafter.
 
     Parameters
@@ -928,10 +971,9 @@ def predict(
 
     Returns
     -------
-    prediction : specsim.model.SpeedupPrediction
-    workload : Workload
-    cost_name : str
-        Whose cost model was used (``given`` for ``cost``).
+    Prediction
+        ``speedup`` (:class:`specsim.model.SpeedupPrediction`), the ``workload`` and ``cost_name``
+        (whose cost model was used; ``given`` for ``cost``).
     """
     from specsim.model import predict_speedup
 
@@ -961,7 +1003,7 @@ def predict(
                                  task=task, level=level, rng=seed, n_draws=n_draws, reference_lengths=reference,
                                  probe=probe, cost_log_sd=meta.cost_run_log_sd if cost_name != "given" else 0.0,
                                  drafter_type=drafter_type, own_content=own_content)
-    return prediction, workload, cost_name
+    return Prediction(prediction, workload, cost_name)
 
 
 def probe_from_traces(tokens: pd.DataFrame, prompt_ids: list[str]) -> pd.DataFrame:

@@ -151,10 +151,10 @@ def predict(path: Path = OUT / "predictions.json", note: str = "made before the 
     rows = []
     for drafter in MODELLED:
         for with_probe in (False, True):
-            prediction, _, cost_name = workflow.predict(
+            prediction = workflow.predict(
                 posterior, workload=workload, drafter_kind=drafter.kind, drafter=drafter.name, gamma=GAMMA,
                 level=LEVEL, seed=0, probe=table[table["drafter"] == drafter.name] if with_probe else None)
-            rows.append({"drafter": drafter.name, "probe": with_probe, **prediction.to_dict(),
+            rows.append({"drafter": drafter.name, "probe": with_probe, **prediction.speedup.to_dict(),
                          "probe_agreement": float(table.loc[table["drafter"] == drafter.name, "agree"].mean())})
     record = {"made_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": collector_commit(),
               "note": note, "cost_run_log_sd": posterior.metadata.cost_run_log_sd,

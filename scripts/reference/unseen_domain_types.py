@@ -107,10 +107,10 @@ def predict() -> None:
     rows = []
     for drafter in DRAFTERS:
         for with_probe in (False, True):
-            prediction, _, cost_name = workflow.predict(
+            prediction = workflow.predict(
                 posterior, workload=workload, drafter=drafter.name, gamma=GAMMA, level=LEVEL, seed=0,
                 probe=table[table["drafter"] == drafter.name] if with_probe else None, own_content=False)
-            rows.append({"drafter": drafter.name, "probe": with_probe, **prediction.to_dict(),
+            rows.append({"drafter": drafter.name, "probe": with_probe, **prediction.speedup.to_dict(),
                          "probe_agreement": float(table.loc[table["drafter"] == drafter.name, "agree"].mean())})
     record = {"made_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": collector_commit(),
               "note": "made before the measured prompts were decoded by these drafters",

@@ -140,18 +140,19 @@ def predict_command(
     if is_lengths_file(workload):
         source = resolve_workload(workload, tokenizer=_tokenizer_loader(tokenizer,
                                                                        traces_dir=posterior.metadata.traces))
-    prediction, resolved, cost_name = workflow.predict(
+    predicted = workflow.predict(
         posterior, workload=source, drafter_kind=drafter_kind, drafter=drafter, divergence=divergence, gamma=gamma,
         cost=cost, cost_from=cost_from, level=level, seed=seed, probe=probe_rows, drafter_type=drafter_type,
         own_content=own_content)
     meta = posterior.metadata
+    prediction, cost_name = predicted.speedup, predicted.cost_name
     cost_label = cost_label or f"fitted on the traces ({cost_name})"
     payload = {"drafter_kind": drafter_kind, "drafter": drafter, "gamma": gamma, "cost_model": cost_label,
                "concurrency": concurrency or 1,
                "cost_run_log_sd": meta.cost_run_log_sd if cost_name != "given" else 0.0,
                "content": (f"probe of {len(probe_rows)} tokens" if probe_rows is not None else
                            "assumed like the measured tasks (no probe)"),
-               **resolved.describe(), **prediction.to_dict(), "diagnostics_passed": meta.diagnostics["passed"],
+               **predicted.to_dict(), "diagnostics_passed": meta.diagnostics["passed"],
                "draft_index_extrapolates": gamma > meta.n_draft_index}
     _warn_draft_indices(gamma, meta.n_draft_index, "fitted")
     if prediction.extrapolation is not None and prediction.extrapolation.extrapolates:
@@ -160,12 +161,7 @@ def predict_command(
     if json_output:
         print_json(payload)
     else:
-        verdict = "faster than plain decoding" if prediction.mean >= 1 else "slower than plain decoding"
-        common.stdout.print(
-            f"{drafter_kind} drafter on {resolved.name} (divergence {prediction.divergence:.3f}), gamma {gamma}: "
-            f"speed-up {prediction.mean:.3f}x ({verdict}; {100 * level:.0f}% interval {prediction.low:.3f} to "
-            f"{prediction.high:.3f}); {prediction.tokens_per_step_mean:.2f} tokens per step (bonus included); "
-            f"costs: {cost_label}")
+        common.stdout.print(f"{predicted.summary(drafter_kind)}, gamma {gamma}; costs: {cost_label}")
     if not meta.diagnostics["passed"]:
         common.stderr.print("warning: the fit failed its sampler diagnostics: " + "; ".join(
             meta.diagnostics["warnings"]), markup=False)

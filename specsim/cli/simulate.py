@@ -83,10 +83,11 @@ def simulate_whatif(
     traces, lengths = traces_and_workload(traces_dir, lengths_from, temperature, tokenizer)
     with _progress_bar("whatif") as bar:
         task = bar.add_task("bootstrap", total=resamples)
-        result, workload = workflow.what_if(
+        outcome = workflow.what_if(
             traces, drafter=drafter, acceptance_from=acceptance_from, workload=lengths, gamma=gamma,
             temperature=temperature, cost=cost, level=level, resamples=resamples, seed=seed,
             progress=lambda done, total: bar.update(task, completed=done))
+    result = outcome.result
     cost_label = cost_label or f"fitted on the traces ({drafter}, temperature {temperature:g})"
     if result.extrapolation is not None and result.extrapolation.extrapolates:
         common.stderr.print(result.extrapolation.warning() + " (this interval does not widen for it; `specsim predict` "
@@ -94,16 +95,10 @@ def simulate_whatif(
     indices = workflow.measured_draft_indices(traces, drafter, acceptance_from, temperature)
     _warn_draft_indices(gamma, indices, "measured")
     if json_output:
-        print_json({**result.to_dict(), **workload.describe(), "cost_model": cost_label,
-                    "concurrency": concurrency or 1, "draft_index_extrapolates": gamma > indices})
+        print_json({**outcome.to_dict(), "cost_model": cost_label, "concurrency": concurrency or 1,
+                    "draft_index_extrapolates": gamma > indices})
         return
-    verdict = "faster than plain decoding" if result.speedup >= 1 else "slower than plain decoding"
-    common.stdout.print(
-        f"{drafter} with {acceptance_from}'s acceptance on {workload.name}'s lengths, gamma {gamma}: "
-        f"speed-up {result.speedup:.3f}x ({verdict}; {100 * result.level:.0f}% interval {result.speedup_low:.3f} to "
-        f"{result.speedup_high:.3f}), {result.tokens_per_step:.2f} tokens per step (bonus included); costs: "
-        f"{cost_label}"
-    )
+    common.stdout.print(f"{outcome.summary()}; costs: {cost_label}")
 
 
 @simulate_app.command("counts")

@@ -312,7 +312,8 @@ for drafter_type, ax in zip(fitted_types, axes[0], strict=True):
             continue
         cost = cost_models[members[0]]
         preds = [workflow.predict(fitted, workload=pooled, drafter_kind=kind, drafter_type=drafter_type,
-                                  divergence=float(x), gamma=gamma, cost=cost, n_draws=200, seed=seed)[0] for x in grid]
+                                  divergence=float(x), gamma=gamma, cost=cost, n_draws=200, seed=seed).speedup
+                 for x in grid]
         curves[(drafter_type, kind)] = preds
         ax.plot(grid, [p.mean for p in preds], color=color, label=f"{kind} (posterior mean)")
         ax.fill_between(grid, [p.low for p in preds], [p.high for p in preds], color=color, alpha=0.2,
@@ -349,7 +350,7 @@ for drafter in [d for d in fitted.metadata.drafters if d in cost_models]:
                           np.maximum(np.rint(pooled.output_lengths * factor), 1).astype(int), f"pooled x{factor}",
                           "file")
         prediction = workflow.predict(fitted, workload=scaled, drafter_kind=kinds[drafter], drafter=drafter,
-                                      gamma=gamma, cost=cost_models[drafter], n_draws=100, seed=seed)[0]
+                                      gamma=gamma, cost=cost_models[drafter], n_draws=100, seed=seed).speedup
         extrapolates = bool(prediction.extrapolation is not None and prediction.extrapolation.extrapolates)
         points.append((factor, prediction, extrapolates))
         scaled_rows.append({"drafter": drafter, "length factor": factor, "covariate": prediction.divergence,
@@ -519,7 +520,7 @@ for _, row in validation.iterrows():
     prediction = workflow.predict(fitted, workload=cell_workload, drafter_kind=kinds[row["drafter"]],
                                   drafter=row["drafter"], gamma=gamma, cost=cost_models[row["drafter"]],
                                   divergence=float(cell_divergence.get((row["task"], row["drafter"]), 0.0)),
-                                  n_draws=200, seed=seed)[0]
+                                  n_draws=200, seed=seed).speedup
     model_rows.append({"model_mean": prediction.mean, "model_low": prediction.low, "model_high": prediction.high})
 compared = pd.concat([validation.reset_index(drop=True), pd.DataFrame(model_rows)], axis=1)
 compared["model_covers"] = (compared["model_low"] <= compared["measured_speedup"]) & (

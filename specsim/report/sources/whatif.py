@@ -54,8 +54,9 @@ cost, cost_label = workflow.choose_cost(None if cost_ratio is None else float(co
 cost_label = cost_label or (
     f"fitted on the traces' own machine ({drafter}, temperature {temperature:g}; "
     f"{data.runs[next(iter(data.runs))].get('device_name', 'unknown device') if data.runs else 'unknown'})")
-result, workload = workflow.what_if(data, drafter=drafter, acceptance_from=acceptance_from, workload=lengths_from,
+outcome = workflow.what_if(data, drafter=drafter, acceptance_from=acceptance_from, workload=lengths_from,
                                    gamma=gamma, temperature=temperature, cost=cost, seed=seed)
+result, workload = outcome.result, outcome.workload
 sweep = workflow.gamma_sweep(data, drafter=drafter, acceptance_from=acceptance_from, workload=workload,
                              temperature=temperature, cost=cost)
 best = sweep[sweep["best"]].iloc[0]
@@ -118,8 +119,9 @@ rows = [{"costs": "chosen" if cost is not None else "the traces' own", "speedup"
          "best_gamma": int(best["gamma"]), "best_speedup": float(best["speedup"])}]
 if cost is not None:
     # The same acceptance under the traces' own machine costs, side by side with the chosen hardware.
-    own, _ = workflow.what_if(data, drafter=drafter, acceptance_from=acceptance_from, workload=workload, gamma=gamma,
+    outcome = workflow.what_if(data, drafter=drafter, acceptance_from=acceptance_from, workload=workload, gamma=gamma,
                               temperature=temperature, seed=seed)
+    own = outcome.result
     own_sweep = workflow.gamma_sweep(data, drafter=drafter, acceptance_from=acceptance_from, workload=workload,
                                      temperature=temperature)
     own_best = own_sweep[own_sweep["best"]].iloc[0]
