@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,7 @@ __all__ = [
     "check_level", "LotoResult", "length_effects_by_type", "TracesSummary", "summarize_traces", "LengthsResult",
     "lengths", "DemoResult",
     "demo",
-    "break_even_cost_ratio", "CountsWhatIf", "what_if_counts", "choose_cost", "LoadSweep", "load_sweep",
+    "break_even_cost_ratio", "CountsWhatIf", "what_if_counts", "CostChoice", "choose_cost", "LoadSweep", "load_sweep",
 ]
 
 #: NUTS target acceptance a leave-one-out fold that failed the diagnostics gate is fitted again at.
@@ -366,8 +366,15 @@ def gamma_sweep(
     return table
 
 
+class CostChoice(NamedTuple):
+    """The hardware's cost model and the label every output shows for it (both None: the traces' own costs)."""
+
+    model: CostModel | None
+    label: str | None
+
+
 def choose_cost(cost_ratio: float | None = None, cost_profile: str | Path | None = None,
-                concurrency: float | None = None) -> tuple[CostModel | None, str | None]:
+                concurrency: float | None = None) -> CostChoice:
     """The hardware's cost model and its label, or ``(None, None)`` for the traces' own fitted costs.
 
     Parameters
@@ -397,18 +404,19 @@ def choose_cost(cost_ratio: float | None = None, cost_profile: str | Path | None
         label = f"constant cost ratio c = {cost_ratio:g} (Leviathan et al.)"
         if concurrency not in (None, 1):
             label += f"; at concurrency {concurrency:g} it assumes memory-bound passes (no load effect)"
-        return leviathan_cost_model(cost_ratio), label
+        return CostChoice(leviathan_cost_model(cost_ratio), label)
     if cost_profile is not None:
         models = read_cost_profile_batches(cost_profile)
         if concurrency is None or concurrency == 1:
-            return models[1], f"cost profile {cost_profile}"
-        return cost_model_at_concurrency(models, concurrency), f"cost profile {cost_profile} at concurrency " \
-            f"{concurrency:g}" + ("" if concurrency in models else
-                                  f" (interpolated between batch sizes {', '.join(map(str, sorted(models)))})")
+            return CostChoice(models[1], f"cost profile {cost_profile}")
+        between = "" if concurrency in models else \
+            f" (interpolated between batch sizes {', '.join(map(str, sorted(models)))})"
+        return CostChoice(cost_model_at_concurrency(models, concurrency),
+                          f"cost profile {cost_profile} at concurrency {concurrency:g}{between}")
     if concurrency not in (None, 1):
         raise InputError("the traces' fitted costs are at batch size 1: for a concurrency give --cost-profile "
                          "(specsim profile --batch-size 1,2,4,...)", field="--concurrency")
-    return None, None
+    return CostChoice(None, None)
 
 
 @dataclass(frozen=True)
