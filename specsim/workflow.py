@@ -1285,8 +1285,9 @@ def length_effects_by_type(
         One row per type x kind: ``per_doubling`` and ``per_divergence_step`` (posterior mean of the
         speed-up ratio) with ``_low``/``_high`` interval ends, the logit slopes ``beyond_slope``
         and ``divergence_slope`` (posterior means), ``window_terms`` and ``divergence_terms``
-        (whether the fit has them: a ratio of exactly 1 without them is no measurement), and the
-        measured drafters of that type and kind.
+        (whether the fit has them: a ratio of exactly 1 without them is no measurement),
+        ``window_measured`` (whether cells of the type reach past a window: otherwise the ratio
+        is the prior's), and the measured drafters of that type and kind.
     """
     from specsim.model.predict import DrafterSpec, acceptance_draws
     from specsim.simulate.acceptance import AcceptanceProfile
@@ -1327,6 +1328,8 @@ def length_effects_by_type(
             row["divergence_slope"] = (float((d["b_divergence"] + finetuned * d["b_interaction"]).mean())
                                        if "b_divergence" in d else 0.0)
             row["window_terms"] = "b_beyond" in d
+            # A type none of whose cells reaches past a window has only its prior's slope.
+            row["window_measured"] = "b_beyond" in d and drafter_type in meta.types_past_window
             row["divergence_terms"] = "b_divergence" in d
             row["measured_drafters"] = ", ".join(
                 r for r in meta.drafters if meta.drafter_kinds.get(r) == kind

@@ -360,3 +360,24 @@ def test_probe_from_greedy_traces_is_first_drafted_token_agreement(two_kind_trac
     assert set(probe["prompt_id"]) == set(prompt_ids)
     assert probe["agree"].mean() == first["accepted"].mean()
     assert first["evaluated"].all()
+
+
+@pytest.mark.integration
+def test_length_effects_by_type_read_the_window_slopes(recovery_fit):
+    # The answer per type: the generic head loses speed-up past its window (the truth: -0.45 logit per
+    # doubling), the fine-tuned head less (-0.15); the lookups have no window, so their ratio is no
+    # measurement and says so.
+    from specsim.workflow import length_effects_by_type
+    from specsim.workload import Workload
+
+    _, truth, result = recovery_fit
+    workload = Workload(np.full(20, 300), np.full(20, 120), "w", "file")
+    effects = length_effects_by_type(result.posterior(), workload=workload, gamma=4, cost=TRUE_COST, n_draws=100)
+    rows = effects.set_index(["drafter_type", "drafter_kind"])
+    generic, finetuned = rows.loc[("feature-head", "generic")], rows.loc[("feature-head", "finetuned")]
+    assert generic["window_measured"] and generic["per_doubling_high"] < 1
+    assert generic["per_doubling"] < finetuned["per_doubling"] < 1
+    assert generic["beyond_slope"] == pytest.approx(truth["b_beyond"][0], abs=0.1)
+    assert not rows.loc[("lookup", "generic"), "window_measured"]
+    # Fine-tuned drafters lose more per unit of divergence (truth -1.4 against -0.8 logit).
+    assert finetuned["per_divergence_step"] < generic["per_divergence_step"] < 1

@@ -348,3 +348,17 @@ def test_validator_rejects_exactly_the_mutations_that_break_invariants(tmp_path_
             read_traces(root)
     else:
         read_traces(root)
+
+
+def test_combine_traces_refuses_one_name_for_two_drafters(two_kind_traces):
+    from specsim.traces.store import combine_traces
+
+    root, _ = two_kind_traces
+    one = read_traces(root)
+    both = combine_traces([one, one])
+    assert len(both.tokens) == 2 * len(one.tokens) and set(both.runs) == set(one.runs)
+    other = one.sequences.assign(drafter_kind=one.sequences["drafter_kind"].map(
+        {"generic": "finetuned", "finetuned": "generic"}))
+    renamed = type(one)(root.parent / "other", one.tokens, one.steps, other, one.runs)
+    with pytest.raises(InputError, match="means different drafters"):
+        combine_traces([one, renamed])

@@ -89,6 +89,9 @@ class PosteriorMetadata:
         has none and is absent).
     own_tasks : dict of str to list of str
         The fitted tasks each drafter was trained on.
+    types_past_window : list of str
+        The drafter types with measured cells past a drafter's training window (the others' window
+        slopes are their priors').
     notes : list of str
         What the fit left out or assumed (terms the data cannot identify, estimated covariates).
     """
@@ -121,6 +124,7 @@ class PosteriorMetadata:
     drafter_type_of: dict[str, str] = field(default_factory=dict)
     windows: dict[str, float] = field(default_factory=dict)
     own_tasks: dict[str, list[str]] = field(default_factory=dict)
+    types_past_window: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     format: str = ARTIFACT_FORMAT
     version: int = ARTIFACT_VERSION

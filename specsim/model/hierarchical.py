@@ -459,5 +459,6 @@ def fit_model(
         drafter_types=list(counts.drafter_types), drafter_type_of=drafter_type_of(counts).to_dict(),
         windows={d: float(w) for d, w in counts.windows.items() if np.isfinite(w)},
         own_tasks={d: list(t) for d, t in counts.own_tasks.items()}, notes=notes,
+        types_past_window=sorted(counts.cells.loc[counts.cells["beyond"] > 0, "drafter_type"].unique().tolist()),
     )
     return FitResult(idata, diagnostics, options, used, metadata)
