@@ -185,3 +185,27 @@ def test_collect_reads_the_head_folder(tmp_path, smol_tokenizer):
         ["temperature"])["n_emitted"].cumsum() + traces.steps["n_emitted"])).all()
     meta = json.loads(next((tmp_path / "traces" / "runs").glob("*.json")).read_text())
     assert meta["drafters"]["h"]["method"] == "feature-head" and meta["drafters"]["h"]["window"] == 256
+
+
+def test_profile_times_a_head_per_drafted_token(tmp_path, smol_tokenizer, capsys):
+    """`specsim profile` with a head folder: its prefill and one pass of its layer per drafted token, timed."""
+    from transformers import AutoModelForCausalLM
+
+    from specsim.cli import main
+    from tests.models import save_tiny_drafter
+
+    target_dir = save_tiny_drafter(tmp_path / "target", smol_tokenizer, seed=0)
+    head = _head(AutoModelForCausalLM.from_pretrained(target_dir), list(range(0, len(smol_tokenizer), 7)))
+    folder = save_feature_head(head, tmp_path / "head", {"kind": "generic", "trained_on": "mixture", "window": 64})
+    out = tmp_path / "profile.json"
+    assert main(["profile", "--target", str(target_dir), "--drafter", str(folder), "--out", str(out), "--gamma", "2",
+                 "--context", "16", "--context", "64", "--repeats", "3", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    document = json.loads(out.read_text())
+    kinds = {row["kind"] for row in document["measurements"]}
+    assert "draft" in kinds and "draft_step" not in kinds and document["drafter"]["method"] == "feature-head"
+    assert summary["draft_base_s"] > 0 and summary["target_base_s"] > 0
+    # Batch sizes above 1 are refused in one line (a head drafts one sequence at a time).
+    assert main(["profile", "--target", str(target_dir), "--drafter", str(folder), "--out", str(tmp_path / "b.json"),
+                 "--batch-size", "1,2"]) == 2
+    assert "batch size 1 only" in capsys.readouterr().err

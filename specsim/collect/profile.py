@@ -72,6 +72,23 @@ def _lookup_step(drafter: Any, context: list[int], gamma: int) -> None:
     drafter.propose(context, gamma, None, None)
 
 
+def _head_prefill(drafter: Any, context: list[int], features: Any) -> None:
+    """A feature head's start of a sequence: the prompt's target features, every pair encoded (one draft)."""
+    from specsim.collect.decoding import Warp
+
+    drafter.reset()
+    drafter.prefill(context, features[: len(context) - 1])
+    drafter.propose(context, 1, Warp(0.0, 1.0), None)
+
+
+def _head_step(drafter: Any, context: list[int], features: Any) -> None:
+    """One drafted token: the verified token's feature taken, its pair encoded, one token drafted."""
+    from specsim.collect.decoding import Warp
+
+    drafter.accept(context[-1:], features[len(context) - 2: len(context) - 1])
+    drafter.propose(context, 1, Warp(0.0, 1.0), None)
+
+
 def _batch_rows(target_lm: Any, drafter_lm: Any, lookup: Any, tokens: list[int], repeating: list[int], context: int,
                 size: int, gammas: Sequence[int], repeats: int) -> list[dict]:
     """Timing rows of ``size`` requests decoded together at ``context`` (prefill untimed)."""
@@ -218,13 +235,17 @@ def measure_cost_profile(
     spec = DrafterSpec("drafter", drafter)
     built, drafter_info = build_drafter(spec, target_model, _eos_ids(target_model), dtype=dtype, device=device,
                                         trust_remote_code=trust_remote_code)
-    lookup = None if spec.method == "model" else built
+    head = built if spec.method == "feature-head" else None
+    lookup = built if spec.method in ("prompt-lookup", "datastore") else None
+    if head is not None and set(batch_sizes) - {1}:
+        raise InputError("a feature head is timed at batch size 1 only (it drafts one sequence at a time)",
+                         field="--batch-size")
     max_positions = getattr(target_model.model.config, "max_position_embeddings", None)
     if max_positions and max(contexts) + max(gammas) + 1 > max_positions:
         raise InputError(f"contexts up to {max(contexts)} exceed the target's {max_positions} positions",
                          field="--context")
     target_lm = CachedLM(target_model.model)
-    drafter_lm = built.lm if lookup is None else None  # a ModelDrafter's own cached LM
+    drafter_lm = built.lm if lookup is None and head is None else None  # a ModelDrafter's own cached LM
     vocabulary = int(target_model.model.config.vocab_size)
     tokens = np.random.default_rng(seed).integers(0, vocabulary, max(contexts) + max(gammas) + 2).tolist()
     # A lookup drafter's time depends on what it finds: it searches a context that repeats a random
@@ -242,7 +263,13 @@ def measure_cost_profile(
             lm.forward(ids, keep=1)
 
         target_prefill = _timed(target_lm.device, lambda: prefill(target_lm), repeats)
-        if lookup is None:
+        if head is not None:
+            # The head's prefill: encode the context's (feature, next token) pairs; the features are the
+            # target's own hidden states in the loop, random ones here (the cost does not depend on them).
+            features = torch.randn(context, head.head.hidden_size, device=head.device, dtype=head.dtype)
+            drafter_prefill = _timed(target_lm.device, functools.partial(_head_prefill, head, prefix, features),
+                                     repeats)
+        elif lookup is None:
             assert drafter_lm is not None
             drafter_prefill = _timed(drafter_lm.device, lambda: prefill(drafter_lm), repeats)
         else:
@@ -265,7 +292,14 @@ def measure_cost_profile(
         rows += [{"kind": "target", "context": context, "gamma": 0, "seconds": s}
                  for s in _timed(target_lm.device, lambda: forward_one(target_lm), repeats,
                                  setup=functools.partial(target_lm.rollback, context))]
-        if lookup is None:
+        if head is not None:
+            # A drafted token is one pass of the head's layer (the step's first one also encodes the last
+            # verified pair): the context's pairs are encoded untimed first.
+            rows += [{"kind": "draft", "context": context, "gamma": 1, "seconds": s}
+                     for s in _timed(target_lm.device,
+                                     functools.partial(_head_step, head, tokens[:context + 1], features),
+                                     repeats, setup=functools.partial(_head_prefill, head, prefix, features))]
+        elif lookup is None:
             assert drafter_lm is not None
             rows += [{"kind": "draft", "context": context, "gamma": 1, "seconds": s}
                      for s in _timed(drafter_lm.device, lambda: forward_one(drafter_lm), repeats,
