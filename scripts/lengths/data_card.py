@@ -11,8 +11,9 @@ From ``data/traces/lengths`` (same content, context lengths moved) and ``data/tr
    with a bootstrap over prompts (same content, same drafter: only the context length moved);
    beside it, the content effect of the first experiment (a fine-tuned drafter on its own task
    minus on the other tasks, same drafter);
-4. the fine-tuning x length interaction: (ft-long - ft-short) in the longest regime minus the same
-   difference in the shortest, paired by prompt.
+4. the training window x length interaction: (ft-long - ft-short), and (head-long - head-short), in
+   the longest regime both were measured in minus the same difference in the shortest, paired by
+   prompt.
 
 Run: ``python scripts/lengths/data_card.py``.
 """
@@ -56,7 +57,6 @@ def main() -> None:
 
     traces = read_traces(LENGTHS)
     tokens = select(traces.tokens, temperature=0.0).assign(regime=lambda f: regime_of(f["prompt_id"]))
-    sequences = select(traces.sequences, temperature=0.0).assign(regime=lambda f: regime_of(f["prompt_id"]))
     evaluated = tokens[tokens["evaluated"]]
 
     by_context = acceptance_by_context(tokens)
@@ -113,15 +113,26 @@ def main() -> None:
                                                                         strict=True)]
     print(markdown(table[["kind", "drafter", "comparison", "effect", "interval_90"]]))
 
-    print("\n### Fine-tuning x length (ft-long minus ft-short, longest minus shortest regime)\n")
-    regimes = regime_order(sequences["regime"])
     rates = evaluated.groupby(["drafter", "regime", "prompt_id"]).agg(accepted=("accepted", "sum"),
                                                                       evaluated=("accepted", "size"))
-    try:
-        gap = {r: (rates.loc["ft-long"].xs(r, level="regime"), rates.loc["ft-short"].xs(r, level="regime"))
-               for r in (regimes[0], regimes[-1])}
-    except KeyError:
-        return
+    for long_name, short_name in (("ft-long", "ft-short"), ("head-long", "head-short")):
+        print(f"\n### Training window x length ({long_name} minus {short_name}, longest minus shortest regime "
+              "both measured)\n")
+        print(window_interaction(rates, long_name, short_name))
+
+
+def window_interaction(rates: pd.DataFrame, long_name: str, short_name: str) -> str:
+    """(long - short window) in the longest regime both drafters were measured in, minus in the shortest.
+
+    Paired by prompt, 2000 bootstrap resamples; one line of text.
+    """
+    measured = [set(rates.loc[name].index.get_level_values("regime")) for name in (long_name, short_name)
+                if name in rates.index.get_level_values("drafter")]
+    if len(measured) < 2 or len(measured[0] & measured[1]) < 2:
+        return f"not measured: {long_name} and {short_name} share fewer than two regimes"
+    regimes = regime_order(sorted(measured[0] & measured[1]))
+    gap = {r: (rates.loc[long_name].xs(r, level="regime"), rates.loc[short_name].xs(r, level="regime"))
+           for r in (regimes[0], regimes[-1])}
     rng = np.random.default_rng(0)
     draws = []
     for _ in range(2000):
@@ -135,8 +146,8 @@ def main() -> None:
     point = [(gap[r][0]["accepted"].sum() / gap[r][0]["evaluated"].sum()
               - gap[r][1]["accepted"].sum() / gap[r][1]["evaluated"].sum()) for r in (regimes[-1], regimes[0])]
     low, high = np.quantile(draws, [0.05, 0.95])
-    print(f"interaction {point[0] - point[1]:+.3f} (90% {low:+.3f} to {high:+.3f}); ft-long minus ft-short "
-          f"{point[0]:+.3f} at {regimes[-1]}, {point[1]:+.3f} at {regimes[0]}")
+    return (f"interaction {point[0] - point[1]:+.3f} (90% {low:+.3f} to {high:+.3f}); {long_name} minus {short_name} "
+            f"{point[0]:+.3f} at {regimes[-1]}, {point[1]:+.3f} at {regimes[0]}")
 
 
 if __name__ == "__main__":
