@@ -103,7 +103,7 @@ def bootstrap_difference(a: pd.DataFrame, b: pd.DataFrame, *, level: float = INT
 
 
 def length_effects(tokens: pd.DataFrame, *, level: float = INTERVAL_LEVEL, rng: int = 0) -> pd.DataFrame:
-    """Per drafter: acceptance in the longest regime minus the shortest (same content, same drafter).
+    """Per drafter: acceptance in its longest measured regime minus its shortest (same content, same drafter).
 
     Returns
     -------
@@ -111,10 +111,10 @@ def length_effects(tokens: pd.DataFrame, *, level: float = INTERVAL_LEVEL, rng: 
         ``drafter``, ``comparison``, ``effect``, ``effect_low``, ``effect_high``, ``kind`` (``length``).
     """
     tokens = tokens.assign(regime=regime_of(tokens["prompt_id"])).dropna(subset=["regime"])
-    regimes = regime_order(tokens["regime"])
     rates = per_prompt_acceptance(tokens, "regime")
     rows = []
     for drafter in sorted(rates["drafter"].unique()):
+        regimes = regime_order(rates.loc[rates["drafter"] == drafter, "regime"])
         longest = rates[(rates["drafter"] == drafter) & (rates["regime"] == regimes[-1])]
         shortest = rates[(rates["drafter"] == drafter) & (rates["regime"] == regimes[0])]
         if len(longest) and len(shortest) and len(regimes) > 1:
