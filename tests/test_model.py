@@ -41,14 +41,14 @@ def test_parameter_recovery(recovery_fit):
     # training window, a lookup's rising), fine-tuned drafters on and off their own task, divergences that do
     # not follow the content match: the index profile of each type, the window (hinge) terms, the content
     # match and the length slope are each recovered, and none is mistaken for another (each true effect away
-    # from 0 is resolved with its sign, at 95%).
+    # from 0 is resolved with its sign, at 95%). Each task's effect differs between the types (task_type_effect).
     counts, truth, result = recovery_fit
     assert result.options.content_term and result.options.window_terms and result.options.divergence_terms
     assert counts.drafter_types == TYPES
     head, lookup = TYPES.index("feature-head"), TYPES.index("lookup")
     truth = {**truth, "divergence_slope_finetuned": truth["b_divergence"] + truth["b_interaction"]}
     misses = []
-    for name in (*RECOVERED, "b_beyond", "b_beyond_finetuned", "index_effect", "task_effect"):
+    for name in (*RECOVERED, "b_beyond", "b_beyond_finetuned", "index_effect", "task_effect", "task_type_effect"):
         low, high = _interval(result, name, 0.995)
         true = truth[name]
         if name.startswith("b_beyond"):

@@ -30,7 +30,7 @@ __all__ = ["SBCResult", "CHECKED_PARAMETERS", "simulation_based_calibration", "s
 #: Parameters whose ranks are checked: every fixed effect and scale of the linear predictor.
 CHECKED_PARAMETERS = ("intercept", "type_effect", "b_finetuned", "b_content", "b_divergence", "b_interaction",
                       "b_beyond", "b_beyond_finetuned", "b_index_finetuned", "b_position_finetuned", "sigma_task",
-                      "kappa")
+                      "sigma_task_type", "kappa")
 
 
 @dataclass(frozen=True)

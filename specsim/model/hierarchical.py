@@ -48,7 +48,7 @@ SUMMARY_PARAMETERS = ("intercept", "type_effect", "b_finetuned", "b_content", "b
                       "b_index_finetuned", "b_position_finetuned", *SCALE_PARAMETERS)
 
 #: Deterministic transforms of the sampled parameters (left out of the diagnostics).
-DETERMINISTICS = ("acceptance", "index_effect", "position_effect", "task_effect", "drafter_effect",
+DETERMINISTICS = ("acceptance", "index_effect", "position_effect", "task_effect", "task_type_effect", "drafter_effect",
                   "divergence_slope_finetuned", "beyond_slope_finetuned")
 
 #: Gate on the sampler's output (Vehtari et al. 2021; PyMC and ArviZ conventions).
@@ -83,6 +83,10 @@ class ModelOptions:
     prompt_dispersion : bool
         Scale the beta-binomial concentration by the sequences behind each cell (off: one
         concentration for every cell, whatever the prompts behind it).
+    task_type_terms : bool
+        Include ``task_type_effect`` (a task's effect differs between drafter types, spread
+        ``sigma_task_type``; effects sum to zero over tasks and over types, so ``task_effect`` and
+        ``type_effect`` keep their meaning). Needs two types and two tasks.
 
     Task effects always sum to zero, and drafter effects within each drafter kind and type (a
     group of one drafter gives it effect 0), so that the intercept, the type effects and
@@ -97,6 +101,7 @@ class ModelOptions:
     content_term: bool = True
     window_terms: bool = True
     prompt_dispersion: bool = True
+    task_type_terms: bool = True
 
 
 def identified_options(counts: AcceptanceCounts, options: ModelOptions) -> tuple[ModelOptions, list[str]]:
@@ -117,6 +122,8 @@ def identified_options(counts: AcceptanceCounts, options: ModelOptions) -> tuple
     if options.window_terms and not (cells["beyond"] > 0).any():
         options = replace(options, window_terms=False)
         notes.append("no cell reaches past a drafter's training window: the window terms are left out")
+    if options.task_type_terms and (cells["drafter_type"].nunique() < 2 or cells["task"].nunique() < 2):
+        options = replace(options, task_type_terms=False)  # one type (or task): task_effect is the whole term
     if options.divergence_terms and cells["divergence"].nunique() < 2:
         options = replace(options, divergence_terms=False)  # no training lengths (model_cells said so)
     return options, notes
@@ -264,6 +271,13 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
             # Drafters stay non-centred: a kind and type holds a handful of drafters whose spread the
             # data barely fix.
             params[f"{group}_effect"] = zero_sum_effects(group, sigma, groups_of[group], centred and group == "task")
+        if options.task_type_terms:
+            # Non-centred, projected to sum to zero over tasks (each type) and over types (each task).
+            sigma = PRIORS["sigma_task_type"].pymc("sigma_task_type")
+            z = pm.Normal("task_type_z", 0.0, 1.0, dims=("task", "drafter_type"))
+            double_centred = z - z.mean(axis=0, keepdims=True) - z.mean(axis=1, keepdims=True) + z.mean()
+            params["task_type_effect"] = pm.Deterministic("task_type_effect", sigma * double_centred,
+                                                          dims=("task", "drafter_type"))
         eta = linear_predictor(params, design, n_index, n_bins)
         rate = pm.Deterministic("acceptance", pm.math.invlogit(eta), dims="cell")
         if options.overdispersion:

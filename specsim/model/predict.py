@@ -2,7 +2,8 @@
 
 For each posterior draw, the model gives conditional acceptance by draft index and position
 bin for a drafter kind and a length divergence; a new task draws its effect from the task
-population (``sigma_task``), a known drafter keeps its effect, an unknown one draws from the
+population (``sigma_task``, and ``sigma_task_type`` for its effect on the drafter's type), a known
+drafter keeps its effect, an unknown one draws from the
 drafter population (each widened by the uncertainty of the population mean under zero-sum effects,
 :func:`new_member_scale`). The exact simulator then turns each draw's acceptance profile, the
 workload's lengths, a cost model and the draft length into an expected speed-up: the
@@ -180,12 +181,22 @@ def acceptance_draws(
     # A known task or drafter keeps its effect; a new one draws from its population (drafters: its
     # kind and type).
     kind = "finetuned" if spec.finetuned else "generic"
+    type_code = meta.drafter_types.index(spec.drafter_type)
     task_scale = d["sigma_task"] * new_member_scale(meta, len(meta.tasks))
+    if "task_type_effect" in d:
+        # A new task's effect for this type adds its own deviation from the task's mean over types
+        # (double-centred effects: variance sigma_task_type^2 (1 - 1/types), widened for the mean over tasks).
+        share = 1.0 - 1.0 / len(meta.drafter_types)
+        type_scale = d["sigma_task_type"] * new_member_scale(meta, len(meta.tasks))
+        task_scale = np.sqrt(task_scale**2 + share * type_scale**2)
     peers = [r for r in meta.drafters if meta.drafter_kinds.get(r) == kind
              and meta.drafter_type_of.get(r, meta.drafter_types[0]) == spec.drafter_type]
     drafter_scale = d["sigma_drafter"] * new_member_scale(meta, len(peers))
     if task is not None and task in meta.tasks:
         params["task_effect"] = d["task_effect"][:, [meta.tasks.index(task)]]
+        if "task_type_effect" in d:
+            own_type = d["task_type_effect"][:, [meta.tasks.index(task)], type_code]
+            params["task_effect"] = params["task_effect"] + own_type
     else:
         params["task_effect"] = (rng.normal(0, 1, n) * task_scale)[:, None]
     if spec.name is not None:
@@ -197,7 +208,6 @@ def acceptance_draws(
     beyond = np.zeros(total_bins) if beyond is None else np.asarray(beyond, dtype=float)
     index, position = np.meshgrid(np.arange(n_index), np.arange(total_bins), indexing="ij")
     zeros = np.zeros(index.size, dtype=int)
-    type_code = meta.drafter_types.index(spec.drafter_type)
     design = {"finetuned": float(spec.finetuned), "drafter_type": zeros + type_code,
               "content_match": float(spec.own_content), "divergence": divergence,
               "beyond": beyond[position.reshape(-1)], "draft_index": index.reshape(-1),

@@ -33,7 +33,7 @@ TRUE_PARAMETERS: dict[str, Any] = {
     "index_effect": np.array([[0.0, -0.3, -0.5, -0.6], [0.0, 0.6, 0.9, 1.1]]),
     "position_effect": np.array([0.0, 0.1, 0.15]),
     "b_index_finetuned": 0.05, "b_position_finetuned": 0.1, "sigma_task": 0.3, "sigma_drafter": 0.15,
-    "kappa": 40.0,
+    "sigma_task_type": 0.3, "kappa": 40.0,
 }
 TYPES = ["feature-head", "lookup"]
 
@@ -87,7 +87,8 @@ def synthetic_counts(
     its position bin. Divergences are 0 on a fine-tuned drafter's own task, uniform in
     [0.2, 0.9] elsewhere, and in [0, 0.1] for generic drafters. Task and drafter effects are
     drawn from their populations and centred as the model identifies them (tasks on their mean,
-    drafters on their kind and type's mean), so ``truth`` holds the parameters a fit recovers.
+    drafters on their kind and type's mean; with ``sigma_task_type``, a task's effect per type on
+    both), so ``truth`` holds the parameters a fit recovers.
 
     Returns
     -------
@@ -106,6 +107,9 @@ def synthetic_counts(
     truth["task_effect"] = _zero_sum(rng.normal(0, truth["sigma_task"], n_tasks), np.zeros(n_tasks))
     groups = np.array([f"{d.kind}/{d.drafter_type}" for d in drafters])
     truth["drafter_effect"] = _zero_sum(rng.normal(0, truth["sigma_drafter"], len(drafters)), groups)
+    if "sigma_task_type" in truth:  # a task's effect per type, summing to zero over tasks and over types
+        z = rng.normal(0, truth["sigma_task_type"], (n_tasks, len(types)))
+        truth["task_type_effect"] = z - z.mean(axis=0) - z.mean(axis=1, keepdims=True) + z.mean()
     # The last bin is as wide as the one before it (the first bin's width with one edge).
     edges = np.asarray(position_edges, dtype=float)
     bounds = np.concatenate([[0.0], edges, [2 * edges[-1] - (edges[-2] if len(edges) > 1 else 0.0)]])
