@@ -272,12 +272,16 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
             # data barely fix.
             params[f"{group}_effect"] = zero_sum_effects(group, sigma, groups_of[group], centred and group == "task")
         if options.task_type_terms:
-            # Non-centred, projected to sum to zero over tasks (each type) and over types (each task).
+            # Sums to zero over tasks (each type) and over types (each task); centred as the task effects are.
             sigma = PRIORS["sigma_task_type"].pymc("sigma_task_type")
-            z = pm.Normal("task_type_z", 0.0, 1.0, dims=("task", "drafter_type"))
-            double_centred = z - z.mean(axis=0, keepdims=True) - z.mean(axis=1, keepdims=True) + z.mean()
-            params["task_type_effect"] = pm.Deterministic("task_type_effect", sigma * double_centred,
-                                                          dims=("task", "drafter_type"))
+            if centred:
+                params["task_type_effect"] = pm.ZeroSumNormal("task_type_effect", sigma=sigma, n_zerosum_axes=2,
+                                                              dims=("task", "drafter_type"))
+            else:
+                z = pm.Normal("task_type_z", 0.0, 1.0, dims=("task", "drafter_type"))
+                double_centred = z - z.mean(axis=0, keepdims=True) - z.mean(axis=1, keepdims=True) + z.mean()
+                params["task_type_effect"] = pm.Deterministic("task_type_effect", sigma * double_centred,
+                                                              dims=("task", "drafter_type"))
         eta = linear_predictor(params, design, n_index, n_bins)
         rate = pm.Deterministic("acceptance", pm.math.invlogit(eta), dims="cell")
         if options.overdispersion:
