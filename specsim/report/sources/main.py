@@ -663,6 +663,10 @@ if "sigma_task" in post:
         length_shift = abs(float(np.mean(post["divergence_slope_finetuned"].values))) * 0.1
         line += (f", {np.mean(spread) / length_shift:.1f}x the move of a 0.1 length-divergence shift for a "
                  "fine-tuned drafter" if length_shift > 0 else "")
+    if "sigma_task_type" in post:
+        by_type = post["sigma_task_type"].values.reshape(-1)
+        line += (f"; a task's effect differs between drafter types by a further {np.mean(by_type):.2f} "
+                 f"(90% {np.quantile(by_type, 0.05):.2f} to {np.quantile(by_type, 0.95):.2f})")
     lines.append(line + ". Without a probe a new task's prediction draws its effect from that spread; "
                  "`specsim probe` on 5-10 of its prompts and `predict --probe` measure it instead.")
 if meta.loo_comparison:
