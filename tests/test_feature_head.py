@@ -204,7 +204,7 @@ def test_profile_times_a_head_per_drafted_token(tmp_path, smol_tokenizer, capsys
     document = json.loads(out.read_text())
     kinds = {row["kind"] for row in document["measurements"]}
     assert "draft" in kinds and "draft_step" not in kinds and document["drafter"]["method"] == "feature-head"
-    assert summary["draft_base_s"] > 0 and summary["target_base_s"] > 0
+    assert summary["draft_base_s"] > 0 and summary["target_step_s"] > 0 and summary["cost_ratio"] > 0
     # Batch sizes above 1 are refused in one line (a head drafts one sequence at a time).
     assert main(["profile", "--target", str(target_dir), "--drafter", str(folder), "--out", str(tmp_path / "b.json"),
                  "--batch-size", "1,2"]) == 2

@@ -282,9 +282,14 @@ def profile_command(
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, json_module.dumps(document, indent=1).encode())
     cost = document["cost_model"]
+    # c at the shortest profiled context: the fitted base alone can be 0 when the context term takes all the time.
+    shortest = min(context or (64, 256, 1024))
+    target_step = cost["target_base_s"] + cost.get("target_per_context_s", 0.0) * shortest
+    draft_step = cost["draft_base_s"] + cost.get("draft_per_context_s", 0.0) * shortest
     summary = {"out": str(out), "device": document["device_name"], "target_base_s": cost["target_base_s"],
+               "target_step_s": target_step, "context": shortest,
                "draft_base_s": cost["draft_base_s"], "draft_step_s": cost["draft_step_s"],
-               "cost_ratio": cost["draft_base_s"] / cost["target_base_s"],
+               "cost_ratio": draft_step / target_step if target_step > 0 else None,
                "verify_table": cost["verify_table"], "batch_sizes": document["batch_sizes"]}
     if "target_roofline" in document:
         summary["target_roofline"] = document["target_roofline"]
@@ -292,9 +297,10 @@ def profile_command(
     if json_output:
         print_json(summary)
         return
-    drafter_cost = (f"drafter step {1000 * cost['draft_base_s']:.1f} ms (c = {summary['cost_ratio']:.3f})"
+    ratio = f" (c = {summary['cost_ratio']:.3f})" if summary["cost_ratio"] is not None else ""
+    drafter_cost = (f"drafter step {1000 * draft_step:.1f} ms{ratio}"
                     if cost["draft_base_s"] > 0 else f"lookup step {1000 * cost['draft_step_s']:.3f} ms")
-    common.stdout.print(f"wrote {out}: target step {1000 * cost['target_base_s']:.1f} ms, {drafter_cost} "
+    common.stdout.print(f"wrote {out}: target step {1000 * target_step:.1f} ms at context {shortest}, {drafter_cost} "
                         f"on {document['device_name']}")
     if "target_roofline" in document:
         roofline = document["target_roofline"]
