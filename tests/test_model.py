@@ -147,6 +147,31 @@ def test_prediction_interval_and_direction(recovery_fit):
 
 
 @pytest.mark.integration
+def test_a_fitted_drafter_trained_on_nothing_is_predicted_at_divergence_zero(recovery_fit):
+    # Prompt lookup has no training lengths: its cells were fitted at divergence 0, so a prediction for
+    # it without a divergence uses 0 (the main report asks this of every fitted drafter); a drafter
+    # the fit does not know still needs a divergence or training lengths.
+    import dataclasses
+
+    from specsim.errors import InputError
+
+    _, _, result = recovery_fit
+    posterior = result.posterior()
+    meta = dataclasses.replace(posterior.metadata, reference_lengths={
+        d: v for d, v in posterior.metadata.reference_lengths.items() if d != "lookup-a"})
+    untrained = dataclasses.replace(posterior, metadata=meta)
+    lengths = np.full(30, 300), np.full(30, 100)
+    implied = predict_speedup(untrained, TRUE_COST, 4, *lengths, finetuned=True, drafter="lookup-a", rng=0)
+    explicit = predict_speedup(untrained, TRUE_COST, 4, *lengths, finetuned=True, drafter="lookup-a",
+                               divergence=0.0, rng=0)
+    assert implied.divergence == 0.0
+    assert implied.mean == pytest.approx(explicit.mean, rel=1e-12)
+    with pytest.raises(InputError, match="give a divergence"):
+        predict_speedup(untrained, TRUE_COST, 4, *lengths, finetuned=True, drafter="no-such-drafter",
+                        drafter_type="lookup", rng=0)
+
+
+@pytest.mark.integration
 def test_simulation_based_calibration():
     # The model build_model returns (every term, per-prompt concentration), on a design of two drafter types.
     # A small configuration (40 fits, about 3 minutes here); `python benchmarks/bench_sbc.py` runs 200.

@@ -110,7 +110,8 @@ def predict() -> None:
             prediction = workflow.predict(
                 posterior, workload=workload, drafter=drafter.name, gamma=GAMMA, level=LEVEL, seed=0,
                 probe=table[table["drafter"] == drafter.name] if with_probe else None, own_content=False)
-            rows.append({"drafter": drafter.name, "probe": with_probe, **prediction.speedup.to_dict(),
+            rows.append({"drafter": drafter.name, "drafter_type": drafter.drafter_type, "probe": with_probe,
+                         **prediction.speedup.to_dict(),
                          "probe_agreement": float(table.loc[table["drafter"] == drafter.name, "agree"].mean())})
     record = {"made_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": collector_commit(),
               "note": "made before the measured prompts were decoded by these drafters",
@@ -145,7 +146,7 @@ def compare() -> None:
         steps = traces.steps[traces.steps["drafter"] == drafter]
         measured = measured_speedup_interval(cell, level=LEVEL, rng=0)
         low, high = prediction["speedup_low"], prediction["speedup_high"]
-        rows.append({"drafter": drafter, "drafter_type": prediction.get("drafter_type"), "probe": prediction["probe"],
+        rows.append({"drafter": drafter, "drafter_type": prediction["drafter_type"], "probe": prediction["probe"],
                      "predicted": prediction["speedup"], "low": low, "high": high, "measured": measured.estimate,
                      "measured_low": measured.low, "measured_high": measured.high,
                      "covered": bool(low <= measured.estimate <= high),

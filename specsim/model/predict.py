@@ -362,6 +362,9 @@ def predict_speedup(
                              f"measure), got {divergence:g}", field="--divergence")
     if divergence is None and not meta.options.get("divergence_terms", True):
         divergence = 0.0  # a fit without divergence terms (counts without length summaries)
+    if divergence is None and reference_lengths is None and drafter in meta.drafters and (
+            len(meta.reference_lengths.get(drafter, ())) == 0):
+        divergence = 0.0  # a fitted drafter trained on nothing (prompt lookup): its cells' covariate was 0
     if divergence is None:
         if reference_lengths is None:
             if drafter is None or drafter not in meta.reference_lengths:
