@@ -272,18 +272,19 @@ def profile_command(
     check_output_file(out, ".json", "--out")
     batch_sizes = _batch_sizes(batch_size)
     check_device(device)
+    contexts = tuple(context or (64, 256, 1024))
     with _progress_bar("profile") as bar:
         task = bar.add_task("loading models", total=None)
         document = measure_cost_profile(
             target, drafter, device=device, dtype=dtype, gammas=tuple(gamma or (1, 2, 4, 6, 8)),
-            contexts=tuple(context or (64, 256, 1024)), repeats=repeats, seed=seed, trust_remote_code=trust_remote_code,
+            contexts=contexts, repeats=repeats, seed=seed, trust_remote_code=trust_remote_code,
             batch_sizes=batch_sizes,
             progress=lambda done, total, what: bar.update(task, completed=done, total=total, description=what))
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, json_module.dumps(document, indent=1).encode())
     cost = document["cost_model"]
     # c at the shortest profiled context: the fitted base alone can be 0 when the context term takes all the time.
-    shortest = min(context or (64, 256, 1024))
+    shortest = min(contexts)
     target_step = cost["target_base_s"] + cost.get("target_per_context_s", 0.0) * shortest
     draft_step = cost["draft_base_s"] + cost.get("draft_per_context_s", 0.0) * shortest
     summary = {"out": str(out), "device": document["device_name"], "target_base_s": cost["target_base_s"],

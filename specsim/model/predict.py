@@ -360,11 +360,12 @@ def predict_speedup(
         if not (np.isfinite(divergence) and 0 <= divergence <= upper):
             raise InputError(f"must be a finite {meta.divergence_measure} divergence in [0, {upper:g}] (the fit's "
                              f"measure), got {divergence:g}", field="--divergence")
-    if divergence is None and not meta.options.get("divergence_terms", True):
-        divergence = 0.0  # a fit without divergence terms (counts without length summaries)
-    if divergence is None and reference_lengths is None and drafter in meta.drafters and (
-            len(meta.reference_lengths.get(drafter, ())) == 0):
-        divergence = 0.0  # a fitted drafter trained on nothing (prompt lookup): its cells' covariate was 0
+    fitted_without_lengths = drafter in meta.drafters and not len(meta.reference_lengths.get(drafter, ()))
+    if divergence is None and (not meta.options.get("divergence_terms", True)
+                               or (reference_lengths is None and fitted_without_lengths)):
+        # As fitted: a fit without divergence terms (counts without length summaries), or a fitted
+        # drafter trained on nothing (prompt lookup), whose cells' covariate was 0.
+        divergence = 0.0
     if divergence is None:
         if reference_lengths is None:
             if drafter is None or drafter not in meta.reference_lengths:
