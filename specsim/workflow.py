@@ -935,7 +935,8 @@ class Prediction:
         verdict = "faster than plain decoding" if p.mean >= 1 else "slower than plain decoding"
         return (f"{kind} drafter on {self.workload.name} (divergence {p.divergence:.3f}): speed-up {p.mean:.3f}x "
                 f"({verdict}; {100 * p.level:.0f}% interval {p.low:.3f} to {p.high:.3f}); "
-                f"{p.tokens_per_step_mean:.2f} tokens per step (bonus included)")
+                f"{p.tokens_per_step_mean:.2f} tokens per step (bonus included)"
+                + (f"; drafts at {100 * p.draft_chance_mean:.0f}% of steps" if p.draft_chance_mean < 1 else ""))
 
 
 def predict(
@@ -1014,17 +1015,34 @@ def predict(
     return Prediction(prediction, workload, cost_name)
 
 
-def probe_from_traces(tokens: pd.DataFrame, prompt_ids: list[str]) -> pd.DataFrame:
+def probe_from_traces(tokens: pd.DataFrame, prompt_ids: list[str], steps: pd.DataFrame | None = None) -> pd.DataFrame:
     """A probe table (:mod:`specsim.collect.probe`) from greedy traces of some prompts.
 
     The first drafted token of every step is always evaluated, and under greedy decoding it is
     accepted exactly when the drafter's argmax equals the target's next token given the target's
     own output so far: a teacher-forced agreement at that position, as the probe measures.
+
+    With the matching ``steps``, the probe also carries the steps that drafted nothing (a lookup
+    without a match): one row each with ``drafted`` 0 (and ``agree`` 0, not counted as
+    agreement), beside ``drafted`` 1 on every other row. The chance of drafting at all is then
+    updated from the probe (:func:`specsim.model.predict.draft_chance_draws`).
     """
     first = tokens[tokens["prompt_id"].isin(prompt_ids) & (tokens["draft_index"] == 0)]
-    return pd.DataFrame({"task": first["task"].astype(str), "drafter": first["drafter"].astype(str),
-                         "prompt_id": first["prompt_id"].astype(str), "position": first["position"].to_numpy(),
-                         "context_len": first["context_len"].to_numpy(), "agree": first["accepted"].to_numpy()})
+    probe = pd.DataFrame({"task": first["task"].astype(str), "drafter": first["drafter"].astype(str),
+                          "prompt_id": first["prompt_id"].astype(str), "position": first["position"].to_numpy(),
+                          "context_len": first["context_len"].to_numpy(), "agree": first["accepted"].to_numpy()})
+    if steps is None:
+        return probe
+    from specsim.traces.counts import step_positions
+
+    positions = step_positions(steps)
+    empty = (steps["prompt_id"].isin(prompt_ids) & (steps["n_drafted"] == 0)).to_numpy()
+    chosen = steps[empty]
+    nothing = pd.DataFrame({"task": chosen["task"].astype(str), "drafter": chosen["drafter"].astype(str),
+                            "prompt_id": chosen["prompt_id"].astype(str), "position": positions[empty],
+                            "context_len": chosen["context_len"].to_numpy(), "agree": False})
+    probe = pd.concat([probe.assign(drafted=True), nothing.assign(drafted=False)], ignore_index=True)
+    return probe.sort_values(["drafter", "prompt_id", "position"], kind="stable").reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -1140,6 +1158,7 @@ def leave_one_task_out(
     if probe_prompts and temperature != 0:
         raise InputError("a probe measures greedy agreement: use it with --temperature 0", field="--probe-prompts")
     tokens = select(traces.tokens, temperature=temperature)
+    steps = select(traces.steps, temperature=temperature)
     sequences = select(traces.sequences, temperature=temperature)
     modelled = sequences[sequences["drafter_kind"].isin(MODELLED_KINDS)]
     # Checked before the first fold's fit: a held-out cell is measured at one temperature and gamma.
@@ -1203,7 +1222,8 @@ def leave_one_task_out(
                    "diagnostics_passed": bool(outcome.result.diagnostics["passed"]), "target_accept": fold_accept,
                    "costs_from": costs_from, "cost_run_log_sd": spread}
             if probe_prompts:
-                probe = probe_from_traces(select(tokens, task=task, drafter=drafter, gamma=gamma), probed_ids)
+                probe = probe_from_traces(select(tokens, task=task, drafter=drafter, gamma=gamma), probed_ids,
+                                          select(steps, task=task, drafter=drafter, gamma=gamma))
                 with_probe = predict_speedup(*arguments, **options, probe=probe)
                 row.update({"speedup_probe": with_probe.mean, "speedup_probe_low": with_probe.low,
                             "speedup_probe_high": with_probe.high,

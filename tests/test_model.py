@@ -11,7 +11,7 @@ from specsim.cli import main
 from specsim.model import ModelOptions, fit_baseline, fit_model, load_posterior, model_cells, predict_speedup
 from specsim.model.calibration import simulation_based_calibration
 from specsim.model.spec import linear_predictor
-from specsim.model.synthetic_counts import TYPES, synthetic_counts
+from specsim.model.synthetic_counts import TRUE_DRAFTING, TYPES, synthetic_counts
 from specsim.simulate import AcceptanceProfile
 from specsim.simulate.exact import expected_workload
 from specsim.workflow import traces_counts
@@ -24,7 +24,7 @@ RECOVERED = ("b_content", "divergence_slope_finetuned", "b_index_finetuned", "b_
 
 @pytest.fixture(scope="module")
 def recovery_fit():
-    counts, truth = synthetic_counts(rng=3, evaluated_per_cell=600)
+    counts, truth = synthetic_counts(rng=3, evaluated_per_cell=600, drafting=TRUE_DRAFTING)
     return counts, truth, fit_model(counts, draws=500, tune=700, chains=4, seed=3)
 
 
@@ -368,6 +368,105 @@ def test_probe_moves_a_new_domain_prediction_to_the_truth(recovery_fit):
     spread = predict_speedup(posterior, TRUE_COST, 4, *lengths, probe=probe, cost_log_sd=0.05, **common)
     assert spread.high - spread.low > probed.high - probed.low
     assert spread.median == pytest.approx(probed.median, rel=0.03)
+
+
+@pytest.mark.integration
+def test_the_chance_of_drafting_is_recovered(recovery_fit):
+    # The lookups of the synthetic counts draft nothing at some steps: the drafting part's intercept,
+    # task, drafter and pair effects are each recovered (99.5%: 27 checks at once); kappa is its prior's.
+    counts, truth, result = recovery_fit
+    lookups = sorted(d for d in counts.drafters if d.startswith("lookup"))
+    assert result.metadata.drafting_drafters == lookups and result.metadata.drafting_tasks == counts.tasks
+    assert result.diagnostics["passed"], result.diagnostics["warnings"]
+    assert result.metadata.drafting_pairs == counts.drafting[["task", "drafter"]].to_numpy().tolist()
+    for name in ("draft_intercept", "draft_task_effect", "draft_drafter_effect", "draft_pair_effect"):
+        low, high = _interval(result, name, 0.995)
+        assert np.all((low <= truth[name]) & (truth[name] <= high)), (name, low, truth[name], high)
+
+
+@pytest.mark.integration
+def test_a_lookup_is_predicted_with_its_chance_of_drafting(recovery_fit, tmp_path):
+    # A fitted lookup on a fitted task drafts with the fit's own chance, draw by draw; a head always
+    # drafts. A new task far below the population (true chance 0.2): a 10-prompt probe with its empty
+    # steps moves the chance to the truth, and the speed-up interval covers the generating process's.
+    from specsim.model.drafting import draft_hazards
+    from specsim.model.predict import draft_chance_draws, drafter_spec
+
+    counts, truth, result = recovery_fit
+    posterior = load_posterior(result.save(tmp_path / "p.nc"))  # the drafting draws travel in the file
+    d, meta = posterior.draws, posterior.metadata
+    spec = drafter_spec(meta, finetuned=True, drafter="lookup-a", task="task3")
+    chance = draft_chance_draws(posterior, spec, task="task3", rng=0)
+    expected = expit(d["draft_intercept"] + d["draft_drafter_effect"][:, meta.drafting_drafters.index("lookup-a")]
+                     + d["draft_task_effect"][:, meta.drafting_tasks.index("task3")]
+                     + d["draft_pair_effect"][:, meta.drafting_pairs.index(["task3", "lookup-a"])])
+    np.testing.assert_allclose(chance, expected, rtol=1e-12)
+    assert draft_chance_draws(posterior, drafter_spec(meta, finetuned=True, drafter="head-a"), task="task3") is None
+
+    rng = np.random.default_rng(11)
+    effect = truth["draft_drafter_effect"][meta.drafting_drafters.index("lookup-a")]
+    true_chance = 0.2
+    prompt_chance = rng.beta(true_chance * truth["draft_kappa"], (1 - true_chance) * truth["draft_kappa"], 10)
+    drafted = rng.random((10, 60)) < prompt_chance[:, None]
+    probe = pd.DataFrame({"task": "new", "drafter": "lookup-a", "prompt_id": np.repeat(np.arange(10), 60).astype(str),
+                          "position": np.tile(np.arange(60), 10), "context_len": np.tile(np.arange(60), 10) + 100,
+                          "agree": drafted.reshape(-1) & (rng.random(600) < 0.5), "drafted": drafted.reshape(-1)})
+    blind = draft_chance_draws(posterior, spec, probe=None, rng=0)
+    probed = draft_chance_draws(posterior, spec, probe=probe, rng=0)
+    low, high = np.quantile(probed, [0.005, 0.995])
+    assert low < true_chance < high and abs(probed.mean() - true_chance) < abs(blind.mean() - true_chance)
+    # The speed-up of a fitted task: the generating process's acceptance and chance, inside the interval.
+    lengths = np.full(30, 150), np.full(30, 150)
+    cell = counts.cells[(counts.cells["drafter"] == "lookup-a") & (counts.cells["task"] == "task3")]
+    divergence = float(cell["divergence"].iloc[0])
+    prediction = predict_speedup(posterior, TRUE_COST, 4, *lengths, finetuned=True, drafter="lookup-a", task="task3",
+                                 divergence=divergence, rng=0, level=0.99)
+    pair = counts.drafting[["task", "drafter"]].to_numpy().tolist().index(["task3", "lookup-a"])
+    true_chance = expit(truth["draft_intercept"] + truth["draft_task_effect"][3] + effect
+                        + truth["draft_pair_effect"][pair])
+    n_index, n_bins = truth["index_effect"].shape[-1], len(truth["position_effect"])
+    index = np.repeat(np.arange(n_index), n_bins)
+    design = {"finetuned": 1, "drafter_type": np.full(index.size, TYPES.index("lookup")), "content_match": 0,
+              "divergence": divergence,
+              "beyond": np.zeros(index.size), "draft_index": index, "position_bin": np.tile(np.arange(n_bins), n_index),
+              "task": np.full(index.size, 3), "drafter": np.full(index.size, counts.drafters.index("lookup-a"))}
+    rates = expit(linear_predictor(truth, design, n_index, n_bins)).reshape(n_index, n_bins)
+    hazards = draft_hazards(true_chance, n_bins)
+    true = expected_workload(AcceptanceProfile(rates, counts.position_edges, hazards, hazards), TRUE_COST, 4,
+                             *lengths).speedup
+    always = expected_workload(AcceptanceProfile(rates, counts.position_edges), TRUE_COST, 4, *lengths).speedup
+    assert prediction.low < true < prediction.high and not prediction.low < always < prediction.high
+    assert prediction.draft_chance_mean == pytest.approx(true_chance, abs=0.1)
+
+
+def test_a_probe_from_lookup_traces_carries_the_steps_that_drafted_nothing(tmp_path):
+    # Three steps of one sequence: drafted 2 (one accepted), drafted nothing, drafted 1 (accepted). The
+    # probe has one row per step at the step's start position; the empty step is drafted 0, agree 0.
+    from specsim.collect.probe import read_probe
+    from specsim.errors import InputError
+    from specsim.workflow import probe_from_traces
+
+    key = {"run_id": "r", "prompt_id": "p0", "task": "t", "drafter": "lookup", "gamma": 2, "schedule": "constant",
+           "temperature": 0.0}
+    steps = pd.DataFrame([{**key, "step": 0, "context_len": 10, "n_asked": 2, "n_drafted": 2, "n_accepted": 1,
+                           "n_emitted": 2},
+                          {**key, "step": 1, "context_len": 12, "n_asked": 2, "n_drafted": 0, "n_accepted": 0,
+                           "n_emitted": 1},
+                          {**key, "step": 2, "context_len": 13, "n_asked": 2, "n_drafted": 1, "n_accepted": 1,
+                           "n_emitted": 2}])
+    tokens = pd.DataFrame([{**key, "step": s, "draft_index": i, "position": p, "context_len": c, "evaluated": True,
+                            "accepted": a} for s, i, p, c, a in ((0, 0, 0, 10, True), (0, 1, 1, 11, False),
+                                                                 (2, 0, 3, 13, True))])
+    probe = probe_from_traces(tokens, ["p0"], steps)
+    assert probe["position"].tolist() == [0, 2, 3] and probe["drafted"].tolist() == [True, False, True]
+    assert probe["agree"].tolist() == [True, False, True]
+    path = tmp_path / "probe.parquet"
+    probe.to_parquet(path)
+    assert len(read_probe(path)) == 3
+    probe.loc[1, "agree"] = True  # agreement on a step that drafted nothing is refused
+    probe.to_parquet(path)
+    with pytest.raises(InputError, match="drafted nothing"):
+        read_probe(path)
 
 
 def test_probe_from_greedy_traces_is_first_drafted_token_agreement(two_kind_traces):

@@ -16,7 +16,13 @@ heads (generic, code, docsum), predicted by the model that holds every drafter t
    written with the time and commit before anything is measured;
 3. ``collect``: greedy, gamma 4, every drafter on the 30 measured prompts with the plain-decoding
    baseline (``types/traces``);
-4. ``compare``: measured speed-up against every prediction, per drafter and per type.
+4. ``compare``: measured speed-up against every prediction, per drafter and per type;
+5. ``revise``: the predictions again with the model's chance of drafting at all
+   (:mod:`specsim.model.drafting`, added after ``compare`` showed the lookups' tokens per step
+   too high), its probe carrying the steps that drafted nothing (``probe-drafting.parquet``, from
+   the same probe traces). Written to ``predictions-revised.json``, labelled as made after the
+   measurements were known; ``predictions.json`` stays as committed. ``compare-revised`` compares
+   them (``comparison-revised.json``).
 
 Run: ``python scripts/reference/unseen_domain_types.py [STAGE ...]``. Needs the reference heads
 (``scripts/reference/train_heads.py``).
@@ -84,17 +90,25 @@ def probe() -> None:
     print(f"probe: {len(table)} rows")
 
 
-def predict() -> None:
+def predict(revised: bool = False) -> None:
     """Fit every type of the reference experiment and predict each drafter without and with its probe."""
     from specsim import workflow
     from specsim.traces import read_traces
     from specsim.workload import Workload
 
-    path = OUT / "predictions.json"
+    path = OUT / ("predictions-revised.json" if revised else "predictions.json")
     if path.exists():
         print(f"{path} exists (predictions are made once)")
         return
-    table = pd.read_parquet(OUT / "probe.parquet")
+    if revised:
+        probe_traces = read_traces(OUT / "probe-traces")
+        table = workflow.probe_from_traces(probe_traces.tokens, sorted(probe_traces.tokens["prompt_id"].unique()),
+                                           probe_traces.steps)
+        from specsim.traces.store import atomic_write_bytes
+
+        atomic_write_bytes(OUT / "probe-drafting.parquet", table.to_parquet(index=False))
+    else:
+        table = pd.read_parquet(OUT / "probe.parquet")
     sequences = read_traces(OUT / "probe-traces").sequences.drop_duplicates("prompt_id")
     workload = Workload(sequences["prompt_len"].to_numpy(), sequences["output_len"].to_numpy(), "sysdoc probe",
                         "file")
@@ -112,9 +126,12 @@ def predict() -> None:
                 probe=table[table["drafter"] == drafter.name] if with_probe else None, own_content=False)
             rows.append({"drafter": drafter.name, "drafter_type": drafter.drafter_type, "probe": with_probe,
                          **prediction.speedup.to_dict(),
-                         "probe_agreement": float(table.loc[table["drafter"] == drafter.name, "agree"].mean())})
+                         "probe_agreement": _agreement(table, drafter.name)})
+    note = ("revised: made after the measured prompts were decoded and compared (predictions.json), with the "
+            "model's chance of drafting at all; it uses the reference traces and the probe only" if revised
+            else "made before the measured prompts were decoded by these drafters")
     record = {"made_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": collector_commit(),
-              "note": "made before the measured prompts were decoded by these drafters",
+              "note": note,
               "cost_run_log_sd": posterior.metadata.cost_run_log_sd,
               "fit": {"traces": posterior.metadata.traces, "temperature": 0.0, "tasks": posterior.metadata.tasks,
                       "drafter_types": posterior.metadata.drafter_types,
@@ -127,18 +144,27 @@ def predict() -> None:
                               "probe_agreement"]].to_string(index=False))
 
 
+def _agreement(table: pd.DataFrame, drafter: str) -> float:
+    """The probe's agreement of a drafter over the steps that drafted."""
+    rows = table[table["drafter"] == drafter]
+    if "drafted" in rows:
+        rows = rows[rows["drafted"].astype(bool)]
+    return float(rows["agree"].mean())
+
+
 def collect() -> None:
     """Greedy, gamma 4, every drafter on the measured prompts (resumable)."""
     _collect("sysdoc-types-collect", SYSDOC / "measured_prompts.jsonl", OUT / "traces")
 
 
-def compare() -> None:
+def compare(revised: bool = False) -> None:
     """Measured against predicted, per drafter and type, without and with the probe."""
     from specsim.analysis.metrics import measured_speedup_interval
     from specsim.traces import read_traces
 
     traces = read_traces(OUT / "traces")
-    record = json.loads((OUT / "predictions.json").read_text())
+    suffix = "-revised" if revised else ""
+    record = json.loads((OUT / f"predictions{suffix}.json").read_text())
     rows = []
     for prediction in record["predictions"]:
         drafter = prediction["drafter"]
@@ -153,20 +179,25 @@ def compare() -> None:
                      "error_pct": 100 * (prediction["speedup"] - measured.estimate) / measured.estimate,
                      "predicted_tokens_per_step": prediction["tokens_per_step"],
                      "measured_tokens_per_step": float((steps["n_accepted"] + 1).mean()),
+                     "predicted_draft_chance": prediction.get("draft_chance", 1.0),
+                     "measured_draft_chance": float((steps["n_drafted"] > 0).mean()),
                      "probe_agreement": prediction["probe_agreement"]})
     frame = pd.DataFrame(rows)
     summary = frame.groupby(["drafter_type", "probe"]).agg(
         cells=("covered", "size"), covered=("covered", "sum"),
         mean_absolute_error_pct=("error_pct", lambda e: e.abs().mean())).reset_index()
-    (OUT / "comparison.json").write_text(json.dumps({"predictions_made_at": record["made_at"], "rows": rows,
-                                                     "by_type": summary.to_dict("records")}, indent=1) + "\n")
+    (OUT / f"comparison{suffix}.json").write_text(json.dumps(
+        {"predictions_made_at": record["made_at"], "note": record["note"], "rows": rows,
+         "by_type": summary.to_dict("records")}, indent=1) + "\n")
     shown = frame.assign(interval=[f"{lo:.3f}-{hi:.3f}" for lo, hi in zip(frame["low"], frame["high"], strict=True)])
     print(markdown(shown[["drafter", "drafter_type", "probe", "predicted", "interval", "measured", "covered",
-                          "error_pct", "predicted_tokens_per_step", "measured_tokens_per_step", "probe_agreement"]]))
+                          "error_pct", "predicted_tokens_per_step", "measured_tokens_per_step",
+                          "predicted_draft_chance", "measured_draft_chance", "probe_agreement"]]))
     print(markdown(summary))
 
 
-STAGES = {"probe": probe, "predict": predict, "collect": collect, "compare": compare}
+STAGES = {"probe": probe, "predict": predict, "collect": collect, "compare": compare,
+          "revise": lambda: predict(revised=True), "compare-revised": lambda: compare(revised=True)}
 
 
 def main() -> None:

@@ -9,7 +9,9 @@ measured in one forward pass per drafter and prompt. ``specsim predict --probe``
 a new task's effect (:func:`specsim.model.predict.predict_speedup`).
 
 The probe table (Parquet, :data:`PROBE_COLUMNS`) has one row per drafter x prompt x generated
-position: ``agree`` (bool), ``position`` (generated-token index) and ``context_len``. It is also a
+position: ``agree`` (bool), ``position`` (generated-token index) and ``context_len``. A probe
+from a lookup drafter's traces also has ``drafted`` (bool): one row per step, 0 where the step
+drafted nothing (:func:`specsim.workflow.probe_from_traces`). It is also a
 workload: its prompts' lengths and the target's output lengths (:func:`probe_lengths`), so
 ``specsim predict --workload probe.parquet --probe probe.parquet`` needs nothing else.
 """
@@ -122,9 +124,13 @@ def read_probe(path: str | Path, drafter: str | None = None) -> pd.DataFrame:
             raise InputError(f"row {row + 1}: must be a finite number, got {frame[column].iloc[row]!r}", path=path,
                              field=column)
         frame[column] = values
-    checks = (("position", frame["position"] < 0, "must be >= 0"),
+    checks: tuple[tuple[str, pd.Series, str], ...] = (("position", frame["position"] < 0, "must be >= 0"),
               ("context_len", frame["context_len"] < 0, "must be >= 0"),
               ("agree", ~frame["agree"].isin((0, 1)), "must be 0 or 1 (the drafter's token equals the target's)"))
+    if "drafted" in frame:
+        drafted = pd.to_numeric(frame["drafted"], errors="coerce")
+        checks += (("drafted", ~drafted.isin((0, 1)), "must be 0 or 1 (the step drafted anything)"),
+                   ("agree", (drafted == 0) & (frame["agree"] == 1), "must be 0 on a step that drafted nothing"))
     for column, bad, problem in checks:
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])

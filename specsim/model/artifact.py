@@ -94,6 +94,12 @@ class PosteriorMetadata:
         slopes are their priors').
     notes : list of str
         What the fit left out or assumed (terms the data cannot identify, estimated covariates).
+    drafting_tasks, drafting_drafters : list of str
+        The tasks and drafters of the chance-of-drafting part (:mod:`specsim.model.drafting`):
+        the drafters that drafted nothing at some step; empty when every drafter drafts at every
+        step.
+    drafting_pairs : list of [str, str]
+        The fitted task x drafter pairs of that part, in the order of ``draft_pair_effect``.
     """
 
     tasks: list[str]
@@ -126,6 +132,9 @@ class PosteriorMetadata:
     own_tasks: dict[str, list[str]] = field(default_factory=dict)
     types_past_window: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    drafting_tasks: list[str] = field(default_factory=list)
+    drafting_drafters: list[str] = field(default_factory=list)
+    drafting_pairs: list[list[str]] = field(default_factory=list)
     format: str = ARTIFACT_FORMAT
     version: int = ARTIFACT_VERSION
 
@@ -196,6 +205,12 @@ class PosteriorMetadata:
         for drafter, window in self.windows.items():
             if drafter not in self.drafters or not (math.isfinite(window) and window > 0):
                 fail("windows", f"{drafter!r}: {window!r} is not a fitted drafter's finite window > 0")
+        for drafter in self.drafting_drafters:
+            if drafter not in self.drafters:
+                fail("drafting_drafters", f"{drafter!r} is not a fitted drafter")
+        for pair in self.drafting_pairs:
+            if len(pair) != 2 or pair[0] not in self.drafting_tasks or pair[1] not in self.drafting_drafters:
+                fail("drafting_pairs", f"{pair!r} is not a [task, drafter] pair of the drafting part")
         edges = self.position_edges
         if any(not math.isfinite(e) for e in edges) or list(edges) != sorted(set(edges)):
             fail("position_edges", "must be finite and increasing")
@@ -313,7 +328,10 @@ def load_posterior(path: str | Path) -> Posterior:
     if raw is None:
         raise InputError("no specsim metadata in the posterior (was it written by specsim fit?)", path=path)
     metadata = PosteriorMetadata.from_json(raw, path)
-    missing = [name for name in REQUIRED_VARIABLES if name not in idata.posterior]
+    from specsim.model.drafting import DRAFTING_VARIABLES
+
+    required = (*REQUIRED_VARIABLES, *(DRAFTING_VARIABLES if metadata.drafting_drafters else ()))
+    missing = [name for name in required if name not in idata.posterior]
     if missing:
         raise InputError(f"posterior variables missing: {', '.join(missing)}", path=path)
     return posterior_from_idata(idata, metadata)

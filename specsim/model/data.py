@@ -14,6 +14,9 @@ accepted (conditional acceptance) and the covariates of :mod:`specsim.model.spec
   longest of its training sequences; a drafter trained on nothing has none);
 - ``prompts``: the sequences behind the cell (the over-dispersion scales with it).
 
+Drafters that draft nothing at some steps (lookups) also get drafting cells: steps and steps
+that drafted, per task x drafter (:mod:`specsim.model.drafting`).
+
 Never one row per token.
 """
 
@@ -27,6 +30,7 @@ import pandas as pd
 
 from specsim.errors import InputError
 from specsim.lengths import divergences, length_table
+from specsim.model.drafting import drafting_cells
 
 __all__ = ["AcceptanceCounts", "model_cells", "training_windows", "beyond_window", "MIXTURE_NAMES",
            "UNSPECIFIED_TYPE", "MODELLED_KINDS", "LENGTH_KIND"]
@@ -67,6 +71,10 @@ class AcceptanceCounts:
         Each drafter's training window in tokens (``inf``: trained on nothing, no window).
     own_tasks : dict of str to list of str
         The tasks each drafter was trained on (its own content).
+    drafting : pandas.DataFrame
+        Steps and steps that drafted anything, per task x drafter, of the drafters that drafted
+        nothing at some step (:func:`specsim.model.drafting.drafting_cells`; empty: every drafter
+        drafts at every step).
     """
 
     cells: pd.DataFrame
@@ -80,6 +88,8 @@ class AcceptanceCounts:
     drafter_types: list[str] = field(default_factory=lambda: ["model"])
     windows: dict[str, float] = field(default_factory=dict)
     own_tasks: dict[str, list[str]] = field(default_factory=dict)
+    drafting: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["task", "drafter", "steps", "drafted", "prompts"]))
 
     @property
     def n_draft_index(self) -> int:
@@ -265,7 +275,8 @@ def model_cells(
         longest = int(lengths["output_len"].max()) - 1
         observed = {str(d): longest for d in drafters}
     return AcceptanceCounts(cells, tasks, drafters, edges, divergence_measure, length_kind, references, observed,
-                            types, {d: windows[d] for d in drafters}, {d: own.get(d, []) for d in drafters}), notes
+                            types, {d: windows[d] for d in drafters}, {d: own.get(d, []) for d in drafters},
+                            drafting_cells(rows)), notes
 
 
 def _context_lengths(rows: pd.DataFrame, lengths: pd.DataFrame | None, notes: list[str]) -> pd.Series:

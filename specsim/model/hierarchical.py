@@ -49,7 +49,8 @@ SUMMARY_PARAMETERS = ("intercept", "type_effect", "b_finetuned", "b_content", "b
 
 #: Deterministic transforms of the sampled parameters (left out of the diagnostics).
 DETERMINISTICS = ("acceptance", "index_effect", "position_effect", "task_effect", "task_type_effect", "drafter_effect",
-                  "divergence_slope_finetuned", "beyond_slope_finetuned")
+                  "divergence_slope_finetuned", "beyond_slope_finetuned", "draft_task_effect", "draft_drafter_effect",
+                  "draft_pair_effect")
 
 #: Gate on the sampler's output (Vehtari et al. 2021; PyMC and ArviZ conventions).
 #: NUTS mass matrix adaptations of :func:`fit_model`.
@@ -405,6 +406,18 @@ def diagnose(idata) -> dict:
     return result
 
 
+def combined_diagnostics(acceptance: dict, drafting: dict) -> dict:
+    """One gate over two separately sampled parts of a fit: the worst figure of each, warnings of both."""
+    result = {"max_r_hat": max(acceptance["max_r_hat"], drafting["max_r_hat"]),
+              "min_ess_bulk": min(acceptance["min_ess_bulk"], drafting["min_ess_bulk"]),
+              "min_ess_tail": min(acceptance["min_ess_tail"], drafting["min_ess_tail"]),
+              "divergences": acceptance["divergences"] + drafting["divergences"],
+              "min_bfmi": min(acceptance["min_bfmi"], drafting["min_bfmi"])}
+    result["passed"] = bool(acceptance["passed"] and drafting["passed"])
+    result["warnings"] = [*acceptance["warnings"], *(f"chance of drafting: {w}" for w in drafting["warnings"])]
+    return result
+
+
 def fit_model(
     counts: AcceptanceCounts,
     options: ModelOptions = ModelOptions(),
@@ -466,6 +479,16 @@ def fit_model(
             idata = pm.sample(cores=1, compute_convergence_checks=False, **kwargs)
         pm.compute_log_likelihood(idata, progressbar=False)  # pointwise, for PSIS-LOO
     diagnostics = diagnose(idata)
+    drafting = counts.drafting
+    if len(drafting):
+        # The chance of drafting at all: its own parameters and likelihood, sampled beside (the
+        # joint posterior factorises) and gated as one fit with the acceptance part.
+        from specsim.model.drafting import fit_drafting
+
+        drafting_idata = fit_drafting(drafting, draws=draws, tune=tune, chains=chains, seed=seed,
+                                      target_accept=target_accept, sampler=used)
+        diagnostics = combined_diagnostics(diagnostics, diagnose(drafting_idata))
+        idata.posterior = idata.posterior.merge(drafting_idata.posterior, compat="override")
     metadata = PosteriorMetadata(
         tasks=list(counts.tasks), drafters=list(counts.drafters),
         drafter_kinds=drafter_kinds(counts).to_dict(),
@@ -478,5 +501,8 @@ def fit_model(
         windows={d: float(w) for d, w in counts.windows.items() if np.isfinite(w)},
         own_tasks={d: list(t) for d, t in counts.own_tasks.items()}, notes=notes,
         types_past_window=sorted(counts.cells.loc[counts.cells["beyond"] > 0, "drafter_type"].unique().tolist()),
+        drafting_tasks=sorted(drafting["task"].unique().tolist()),
+        drafting_drafters=sorted(drafting["drafter"].unique().tolist()),
+        drafting_pairs=[[str(t), str(d)] for t, d in zip(drafting["task"], drafting["drafter"], strict=True)],
     )
     return FitResult(idata, diagnostics, options, used, metadata)

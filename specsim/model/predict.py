@@ -22,13 +22,14 @@ from specsim.errors import InputError
 from specsim.glossary import INTERVAL_LEVEL, TOKENS_PER_STEP_CONVENTION, central_quantiles
 from specsim.lengths import DIVERGENCE_UPPER, divergences
 from specsim.model.artifact import Posterior, PosteriorMetadata
+from specsim.model.drafting import draft_hazards
 from specsim.model.spec import FIXED_EFFECTS, TYPED_EFFECTS, linear_predictor
 from specsim.simulate.acceptance import AcceptanceProfile, Extrapolation, extrapolation
 from specsim.simulate.cost import CostModel
 from specsim.simulate.exact import expected_workload
 
 __all__ = ["SpeedupPrediction", "predict_speedup", "acceptance_draws", "new_member_scale", "DrafterSpec",
-           "drafter_spec", "workload_beyond"]
+           "drafter_spec", "workload_beyond", "draft_chance_draws", "drafts_partially"]
 
 
 def _probe_task_effect(base_eta: np.ndarray, sigma_task: np.ndarray, kappa: np.ndarray | None,
@@ -212,7 +213,9 @@ def acceptance_draws(
               "content_match": float(spec.own_content), "divergence": divergence,
               "beyond": beyond[position.reshape(-1)], "draft_index": index.reshape(-1),
               "position_bin": position.reshape(-1), "task": zeros, "drafter": zeros}
-    if probe is not None and (task is None or task not in meta.tasks):
+    if probe is not None and "drafted" in probe:
+        probe = probe[probe["drafted"].astype(bool)]  # a step that drafted nothing has no agreement to count
+    if probe is not None and len(probe) and (task is None or task not in meta.tasks):
         edges = np.asarray(meta.position_edges, dtype=float)
         bins = np.searchsorted(edges, probe["position"].to_numpy(), side="right")
         bins = np.minimum(bins, total_bins - 1)
@@ -230,6 +233,55 @@ def acceptance_draws(
         params["task_effect"] = _probe_task_effect(base, task_scale, kappa, agreed, probed, rng)[:, None]
     eta = linear_predictor(params, design, n_index, n_bins)
     return expit(eta).reshape(n, n_index, total_bins)
+
+
+def drafts_partially(meta: PosteriorMetadata, spec: DrafterSpec) -> bool:
+    """Whether the fit models the drafter's chance of drafting at all (:mod:`specsim.model.drafting`).
+
+    A fitted drafter: it drafted nothing at some step. A new one: a fitted drafter of its type did.
+    """
+    if spec.name is not None:
+        return spec.name in meta.drafting_drafters
+    return any(meta.drafter_type_of.get(d) == spec.drafter_type for d in meta.drafting_drafters)
+
+
+def draft_chance_draws(posterior: Posterior, spec: DrafterSpec, *, task: str | None = None,
+                       probe: pd.DataFrame | None = None, rng: np.random.Generator | int | None = None
+                       ) -> np.ndarray | None:
+    """The chance that the drafter drafts anything at a step, per posterior draw (None: it always drafts).
+
+    A fitted task or drafter keeps its effect; a new one draws from its population, widened for
+    the population mean (:func:`new_member_scale`); a task x drafter pair not fitted draws its own
+    effect. With a probe of a new task (rows of this drafter, one per step, ``drafted`` 0 or 1;
+    without the column every row drafted), the new task's and pair's effect is drawn from its
+    posterior given the probe's drafted and empty steps, as :func:`_probe_task_effect` does for
+    acceptance.
+    """
+    meta = posterior.metadata
+    if not drafts_partially(meta, spec):
+        return None
+    rng = np.random.default_rng(rng)
+    d = posterior.draws
+    n = posterior.n_draws
+    tasks, drafters = meta.drafting_tasks, meta.drafting_drafters
+    eta = np.array(d["draft_intercept"], dtype=float)
+    if spec.name in drafters:
+        eta = eta + d["draft_drafter_effect"][:, drafters.index(spec.name)]
+    else:
+        eta = eta + rng.normal(0, 1, n) * d["sigma_draft_drafter"] * new_member_scale(meta, len(drafters))
+    pair = [str(task), str(spec.name)]
+    if task is not None and task in tasks:
+        own = (d["draft_pair_effect"][:, meta.drafting_pairs.index(pair)] if pair in meta.drafting_pairs
+               else rng.normal(0, 1, n) * d["sigma_draft_pair"])
+        return expit(eta + d["draft_task_effect"][:, tasks.index(task)] + own)
+    scale = np.sqrt((d["sigma_draft_task"] * new_member_scale(meta, len(tasks))) ** 2 + d["sigma_draft_pair"] ** 2)
+    if probe is None or probe.empty:
+        return expit(eta + rng.normal(0, 1, n) * scale)
+    drafted = probe["drafted"].to_numpy(float) if "drafted" in probe else np.ones(len(probe))
+    kappa = d["draft_kappa"] * max(int(probe["prompt_id"].nunique()) if "prompt_id" in probe else 1, 1)
+    effect = _probe_task_effect(eta[:, None], scale, kappa, np.array([drafted.sum()]),
+                                np.array([float(len(drafted))]), rng)
+    return expit(eta + effect)
 
 
 def workload_beyond(prompt_lengths: np.ndarray, output_lengths: np.ndarray, edges: np.ndarray,
@@ -273,6 +325,7 @@ class SpeedupPrediction:
     extrapolation: Extrapolation | None = None
     drafter: DrafterSpec | None = None
     beyond_window_max: float = 0.0
+    draft_chance_mean: float = 1.0
 
     def to_dict(self) -> dict:
         """Plain dictionary for JSON (without the draws)."""
@@ -281,7 +334,8 @@ class SpeedupPrediction:
                 "speedup_estimator": "ratio of totals, posterior predictive mean",
                 "tokens_per_step": self.tokens_per_step_mean,
                 "tokens_per_step_convention": TOKENS_PER_STEP_CONVENTION,
-                "acceptance_first_index": self.acceptance_index0_mean, "divergence": self.divergence,
+                "acceptance_first_index": self.acceptance_index0_mean, "draft_chance": self.draft_chance_mean,
+                "divergence": self.divergence,
                 **({"drafter_type": self.drafter.drafter_type, "own_content": self.drafter.own_content,
                     "training_window": self.drafter.window, "beyond_window_max": self.beyond_window_max}
                    if self.drafter else {}),
@@ -394,11 +448,14 @@ def predict_speedup(
               if meta.options.get("window_terms", False) else None)
     rates = acceptance_draws(posterior, spec, divergence=divergence, task=task, beyond=beyond, rng=rng,
                              extra_bins=extra_bins, probe=probe)
+    chances = draft_chance_draws(posterior, spec, task=task, probe=probe, rng=rng)
     chosen = rng.choice(len(rates), size=min(n_draws, len(rates)), replace=False)
     predictions = []
     for i in chosen:
-        draw = expected_workload(AcceptanceProfile(rates[i], edges), cost, gamma, pairs[:, 0], pairs[:, 1].astype(int),
-                                 weights=counts)
+        # A step that drafts nothing is a plain step (the simulator's hazards; :mod:`specsim.model.drafting`).
+        hazards = None if chances is None else draft_hazards(float(chances[i]), len(edges) + 1)
+        profile = AcceptanceProfile(rates[i], edges, hazards, hazards)
+        draw = expected_workload(profile, cost, gamma, pairs[:, 0], pairs[:, 1].astype(int), weights=counts)
         predictions.append((draw.speedup, draw.tokens_per_step))
     speedups = np.array([p[0] for p in predictions])
     if cost_log_sd > 0:
@@ -407,4 +464,5 @@ def predict_speedup(
     low, high = np.quantile(speedups, central_quantiles(level))
     return SpeedupPrediction(float(speedups.mean()), float(np.median(speedups)), float(low), float(high), level,
                              float(np.mean(tokens)), float(rates[chosen, 0, :].mean()), float(divergence), speedups,
-                             reach, spec, float(np.max(beyond)) if beyond is not None else 0.0)
+                             reach, spec, float(np.max(beyond)) if beyond is not None else 0.0,
+                             1.0 if chances is None else float(chances[chosen].mean()))

@@ -20,7 +20,7 @@ from scipy.special import expit
 from specsim.model.data import AcceptanceCounts, beyond_window
 from specsim.model.spec import linear_predictor
 
-__all__ = ["TRUE_PARAMETERS", "SyntheticDrafter", "DEFAULT_DRAFTERS", "synthetic_counts"]
+__all__ = ["TRUE_PARAMETERS", "TRUE_DRAFTING", "SyntheticDrafter", "DEFAULT_DRAFTERS", "synthetic_counts"]
 
 #: Parameters of a plausible population of two drafter types (logit scale), in the order of the
 #: types ``feature-head``, ``lookup``: a head's acceptance falls with the draft index and with context
@@ -36,6 +36,10 @@ TRUE_PARAMETERS: dict[str, Any] = {
     "sigma_task_type": 0.3, "kappa": 40.0,
 }
 TYPES = ["feature-head", "lookup"]
+#: Parameters of the lookups' chance of drafting at all (:mod:`specsim.model.drafting`): about 0.65 at
+#: the mean, spread over tasks and drafters as on the reference traces (0.45-0.81).
+TRUE_DRAFTING: dict[str, float] = {"draft_intercept": 0.6, "sigma_draft_task": 0.4, "sigma_draft_drafter": 0.4,
+                                   "sigma_draft_pair": 0.3, "draft_kappa": 40.0}
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ def synthetic_counts(
     position_edges: np.ndarray = np.array([64.0, 128.0]),
     overdispersion: bool = True,
     rng: np.random.Generator | int | None = None,
+    drafting: dict[str, float] | None = None,
+    steps_per_cell: int = 600,
 ) -> tuple[AcceptanceCounts, dict]:
     """Simulate aggregated counts from the model's generative process.
 
@@ -90,12 +96,20 @@ def synthetic_counts(
     drafters on their kind and type's mean; with ``sigma_task_type``, a task's effect per type on
     both), so ``truth`` holds the parameters a fit recovers.
 
+    With ``drafting`` (parameters as :data:`TRUE_DRAFTING`), the lookups also draft nothing at
+    some steps: ``steps_per_cell`` steps per task x lookup, each prompt's chance of drafting drawn
+    around the cell's with concentration ``draft_kappa`` (so the cell's mean over
+    ``prompts_per_cell`` prompts varies as the model says). They are drawn after the acceptance
+    counts, which stay those of the same seed without them.
+
     Returns
     -------
     counts : AcceptanceCounts
     truth : dict
         The parameters used, with the drawn ``task_effect`` and ``drafter_effect`` (drafters in
-        sorted name order, as the counts' codes).
+        sorted name order, as the counts' codes); with ``drafting``, also its parameters and the
+        drawn ``draft_task_effect``, ``draft_drafter_effect`` (lookups in sorted name order) and
+        ``draft_pair_effect`` (in the order of ``counts.drafting``'s rows).
     """
     rng = np.random.default_rng(rng)
     truth: dict[str, Any] = {k: np.asarray(v, dtype=float) if isinstance(v, np.ndarray) else v
@@ -143,8 +157,28 @@ def synthetic_counts(
                              "type_code": type_code})
     cells = pd.DataFrame(rows)
     names = [d.name for d in drafters]
+    drafting_rows = pd.DataFrame(columns=["task", "drafter", "steps", "drafted", "prompts"])
+    if drafting is not None:
+        lookups = [d.name for d in drafters if d.drafter_type == "lookup"]
+        truth.update(drafting)
+        truth["draft_task_effect"] = _zero_sum(rng.normal(0, drafting["sigma_draft_task"], n_tasks), np.zeros(n_tasks))
+        truth["draft_drafter_effect"] = _zero_sum(rng.normal(0, drafting["sigma_draft_drafter"], len(lookups)),
+                                                  np.zeros(len(lookups)))
+        truth["draft_pair_effect"] = rng.normal(0, drafting["sigma_draft_pair"], n_tasks * len(lookups))
+        found = []
+        for task in range(n_tasks):
+            for code, name in enumerate(lookups):
+                chance = expit(drafting["draft_intercept"] + truth["draft_task_effect"][task]
+                               + truth["draft_drafter_effect"][code]
+                               + truth["draft_pair_effect"][task * len(lookups) + code])
+                concentration = drafting["draft_kappa"] * prompts_per_cell
+                cell_chance = rng.beta(chance * concentration, (1 - chance) * concentration)
+                found.append({"task": f"task{task}", "drafter": name, "steps": steps_per_cell,
+                              "drafted": int(rng.binomial(steps_per_cell, cell_chance)),
+                              "prompts": prompts_per_cell})
+        drafting_rows = pd.DataFrame(found)
     counts = AcceptanceCounts(
         cells, [f"task{t}" for t in range(n_tasks)], names, np.asarray(position_edges, dtype=float), "js",
         "total_len", {}, {}, types, {d.name: np.inf if d.window is None else d.window for d in drafters},
-        {d.name: [f"task{t}" for t in d.own_tasks] for d in drafters})
+        {d.name: [f"task{t}" for t in d.own_tasks] for d in drafters}, drafting_rows)
     return counts, truth
