@@ -155,7 +155,11 @@ def fit_drafting(cells: pd.DataFrame, *, draws: int, tune: int, chains: int, see
             idata = pm.sample(nuts_sampler="nutpie", **kwargs)
         except ImportError:
             idata = pm.sample(cores=1, compute_convergence_checks=False, **kwargs)
-    return idata.sel(draw=slice(None, None, THINNING)).assign_coords(draw=np.arange(draws))
+    import arviz as az
+
+    # The kept draws of the groups a fit reads (warm-up groups, where a sampler stores them, are dropped).
+    return az.InferenceData(**{group: idata[group].isel(draw=slice(None, None, THINNING)).assign_coords(
+        draw=np.arange(draws)) for group in ("posterior", "sample_stats") if group in idata.groups()})
 
 
 def draft_hazards(chance: float, n_position_bins: int) -> np.ndarray:
