@@ -732,7 +732,7 @@ def _sample(counts: Any, options: dict[str, Any], compare: bool, parameterisatio
         reduced["without_window"] = replace(fitted, window_terms=False)
     if compare and reduced:
         models = {"with_length_terms": result.idata}
-        models.update({name: fit_model(counts, reduced_options, **options).idata
+        models.update({name: fit_model(counts, reduced_options, **options, drafting=False).idata
                        for name, reduced_options in reduced.items()})
         with warnings.catch_warnings():
             # ArviZ warns of each high Pareto k with its source line; the count is said once, in

@@ -429,6 +429,7 @@ def fit_model(
     sampler: str = "nutpie",
     target_accept: float = 0.95,
     mass_matrix: str = "diagonal",
+    drafting: bool = True,
 ) -> FitResult:
     """Sample the model (nutpie by default, PyMC's NUTS as fallback) and diagnose it.
 
@@ -451,6 +452,9 @@ def fit_model(
         both reference experiments passes the gate; with 10M drafted tokens it needs the centred
         parameterisation and target_accept 0.99. On the moderate synthetic counts of the recovery
         test it left ``sigma_task`` short of ESS where the diagonal one passed: hence the default.
+    drafting : bool
+        Also fit the chance of drafting at all of the drafters that drafted nothing at some step
+        (:mod:`specsim.model.drafting`); off for comparison fits that only PSIS-LOO reads.
     """
     configure_pytensor()
     import pymc as pm
@@ -479,13 +483,13 @@ def fit_model(
             idata = pm.sample(cores=1, compute_convergence_checks=False, **kwargs)
         pm.compute_log_likelihood(idata, progressbar=False)  # pointwise, for PSIS-LOO
     diagnostics = diagnose(idata)
-    drafting = counts.drafting
-    if len(drafting):
+    drafting_cells = counts.drafting if drafting else counts.drafting.iloc[:0]
+    if len(drafting_cells):
         # The chance of drafting at all: its own parameters and likelihood, sampled beside (the
         # joint posterior factorises) and gated as one fit with the acceptance part.
         from specsim.model.drafting import fit_drafting
 
-        drafting_idata = fit_drafting(drafting, draws=draws, tune=tune, chains=chains, seed=seed,
+        drafting_idata = fit_drafting(drafting_cells, draws=draws, tune=tune, chains=chains, seed=seed,
                                       target_accept=target_accept, sampler=used)
         diagnostics = combined_diagnostics(diagnostics, diagnose(drafting_idata))
         idata.posterior = idata.posterior.merge(drafting_idata.posterior, compat="override")
@@ -501,8 +505,9 @@ def fit_model(
         windows={d: float(w) for d, w in counts.windows.items() if np.isfinite(w)},
         own_tasks={d: list(t) for d, t in counts.own_tasks.items()}, notes=notes,
         types_past_window=sorted(counts.cells.loc[counts.cells["beyond"] > 0, "drafter_type"].unique().tolist()),
-        drafting_tasks=sorted(drafting["task"].unique().tolist()),
-        drafting_drafters=sorted(drafting["drafter"].unique().tolist()),
-        drafting_pairs=[[str(t), str(d)] for t, d in zip(drafting["task"], drafting["drafter"], strict=True)],
+        drafting_tasks=sorted(drafting_cells["task"].unique().tolist()),
+        drafting_drafters=sorted(drafting_cells["drafter"].unique().tolist()),
+        drafting_pairs=[[str(t), str(d)] for t, d in zip(drafting_cells["task"], drafting_cells["drafter"],
+                                                         strict=True)],
     )
     return FitResult(idata, diagnostics, options, used, metadata)
