@@ -3,7 +3,8 @@
 Fits ``--simulations`` prior predictive draws of the SBC design (two drafter types, fine-tuned
 drafters on and off their own tasks, contexts past some training windows; every term of the model)
 and prints each checked parameter's rank histogram and the chi-square p-value of its uniformity.
-Run: ``python benchmarks/bench_sbc.py [--simulations 200] [--seed 0]`` (about 13 minutes at 200 here).
+Run: ``python benchmarks/bench_sbc.py [--simulations 200] [--seed 0] [--part acceptance|drafting]``
+(about 13 minutes at 200 here; ``--part drafting`` calibrates the chance-of-drafting part).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import json
 import time
 
-from specsim.model.calibration import simulation_based_calibration
+from specsim.model.calibration import drafting_calibration, simulation_based_calibration
 
 
 def main() -> None:
@@ -20,10 +21,14 @@ def main() -> None:
     parser.add_argument("--simulations", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bins", type=int, default=10)
+    parser.add_argument("--part", choices=("acceptance", "drafting"), default="acceptance",
+                        help="the acceptance model, or the chance-of-drafting part")
     args = parser.parse_args()
     started = time.perf_counter()
-    result = simulation_based_calibration(args.simulations, seed=args.seed, bins=args.bins)
-    print(json.dumps({"simulations": args.simulations, "seed": args.seed, "seconds": time.perf_counter() - started,
+    calibrate = simulation_based_calibration if args.part == "acceptance" else drafting_calibration
+    result = calibrate(args.simulations, seed=args.seed, bins=args.bins)
+    print(json.dumps({"part": args.part, "simulations": args.simulations, "seed": args.seed,
+                      "seconds": time.perf_counter() - started,
                       "p_values": result.p_values, "histograms": result.histogram(args.bins).to_dict("list")},
                      indent=1))
 

@@ -183,6 +183,18 @@ def test_simulation_based_calibration():
     assert all(p > 1e-3 for p in result.p_values.values()), result.p_values
 
 
+@pytest.mark.integration
+def test_simulation_based_calibration_of_the_chance_of_drafting():
+    # The chance-of-drafting model build_drafting_model returns, on six tasks x three lookups.
+    from specsim.model.calibration import drafting_calibration
+
+    result = drafting_calibration(40, seed=5)
+    assert set(result.p_values) == {"draft_intercept", "sigma_draft_task", "sigma_draft_drafter", "sigma_draft_pair",
+                                    "draft_kappa"}
+    # Five rank histograms at alpha = 0.001 each: false failure rate about 0.5%.
+    assert all(p > 1e-3 for p in result.p_values.values()), result.p_values
+
+
 def test_model_cells_covariates(two_kind_traces):
     from specsim.traces import read_traces
 

@@ -1,4 +1,5 @@
-"""Simulation-based calibration (Talts et al. 2018) of the acceptance model :func:`build_model` returns.
+"""Simulation-based calibration (Talts et al. 2018) of the acceptance model :func:`build_model` returns,
+and of the chance-of-drafting part (:func:`drafting_calibration`).
 
 The model is the real one (every term, the beta-binomial likelihood with its per-prompt
 concentration), built on a design of counts (default: a small synthetic design with two drafter
@@ -25,12 +26,16 @@ from specsim.model.backend import configure_pytensor
 from specsim.model.data import AcceptanceCounts
 from specsim.model.hierarchical import ModelOptions, build_model
 
-__all__ = ["SBCResult", "CHECKED_PARAMETERS", "simulation_based_calibration", "sbc_design"]
+__all__ = ["SBCResult", "CHECKED_PARAMETERS", "CHECKED_DRAFTING_PARAMETERS", "simulation_based_calibration",
+           "drafting_calibration", "sbc_design"]
 
 #: Parameters whose ranks are checked: every fixed effect and scale of the linear predictor.
 CHECKED_PARAMETERS = ("intercept", "type_effect", "b_finetuned", "b_content", "b_divergence", "b_interaction",
                       "b_beyond", "b_beyond_finetuned", "b_index_finetuned", "b_position_finetuned", "sigma_task",
                       "sigma_task_type", "kappa")
+#: Parameters of the chance-of-drafting part whose ranks :func:`drafting_calibration` checks.
+CHECKED_DRAFTING_PARAMETERS = ("draft_intercept", "sigma_draft_task", "sigma_draft_drafter", "sigma_draft_pair",
+                               "draft_kappa")
 
 
 @dataclass(frozen=True)
@@ -95,23 +100,55 @@ def simulation_based_calibration(
     SBCResult
         Ranks of every checked parameter (elements of vectors named ``b_finetuned[lookup]``).
     """
+    counts = sbc_design(seed) if counts is None else counts
+    model = build_model(counts, options)
+    return _calibrate(model, "accepted", "accepted_count", CHECKED_PARAMETERS, list(counts.drafter_types),
+                      n_simulations, n_ranks=n_ranks, seed=seed, bins=bins, draws_per_chain=draws_per_chain,
+                      tune=tune, chains=chains)
+
+
+def drafting_calibration(
+    n_simulations: int = 100, *, cells: pd.DataFrame | None = None, n_ranks: int = 20, seed: int = 0, bins: int = 5,
+    draws_per_chain: int = 500, tune: int = 500, chains: int = 2,
+) -> SBCResult:
+    """SBC of the chance-of-drafting model :func:`specsim.model.drafting.build_drafting_model` returns.
+
+    ``cells``: the design (its counts are not used); default six tasks x three lookups of 600 steps
+    and 12 prompts each (:func:`specsim.model.synthetic_counts.synthetic_counts`). Checks
+    :data:`CHECKED_DRAFTING_PARAMETERS`, as :func:`simulation_based_calibration` does.
+    """
+    from specsim.model.drafting import build_drafting_model
+    from specsim.model.synthetic_counts import TRUE_DRAFTING, synthetic_counts
+
+    if cells is None:
+        cells = synthetic_counts(rng=seed, drafting=TRUE_DRAFTING)[0].drafting
+    return _calibrate(build_drafting_model(cells), "drafted", "drafted_count", CHECKED_DRAFTING_PARAMETERS, None,
+                      n_simulations, n_ranks=n_ranks, seed=seed, bins=bins, draws_per_chain=draws_per_chain,
+                      tune=tune, chains=chains)
+
+
+def _calibrate(model: Any, observed_name: str, data_name: str, checked: tuple[str, ...], types: list[str] | None,
+               n_simulations: int, *, n_ranks: int, seed: int, bins: int, draws_per_chain: int, tune: int,
+               chains: int) -> SBCResult:
+    """Ranks of ``checked`` parameters' prior draws among posterior draws of fits to their prior predictive data.
+
+    ``data_name``: the model's data variable of the observed counts (swapped per simulation, the
+    model compiled once); ``types``: labels of vectors over drafter types (None: by position).
+    """
     configure_pytensor()
     import nutpie
     import pymc as pm
 
-    counts = sbc_design(seed) if counts is None else counts
     rng = np.random.default_rng(seed)
-    model = build_model(counts, options)
     with model:
         prior = pm.sample_prior_predictive(draws=n_simulations, random_seed=int(rng.integers(2**31)))
     compiled = nutpie.compile_pymc_model(model)
-    names = [name for name in CHECKED_PARAMETERS if name in prior.prior]
-    types = list(counts.drafter_types)
+    names = [name for name in checked if name in prior.prior]
     keep = np.linspace(0, chains * draws_per_chain - 1, n_ranks - 1).astype(int)
     rows = []
     for simulation in range(n_simulations):
-        observed = prior.prior_predictive["accepted"].values[0, simulation].astype(np.int64)
-        trace = nutpie.sample(compiled.with_data(accepted_count=observed), draws=draws_per_chain, tune=tune,
+        observed = prior.prior_predictive[observed_name].values[0, simulation].astype(np.int64)
+        trace = nutpie.sample(compiled.with_data(**{data_name: observed}), draws=draws_per_chain, tune=tune,
                               chains=chains, seed=int(rng.integers(2**31)), progress_bar=False)
         ranks: dict[str, Any] = {}
         for name in names:

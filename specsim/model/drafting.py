@@ -97,7 +97,10 @@ def drafting_cells(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_drafting_model(cells: pd.DataFrame):
-    """The PyMC model of :func:`drafting_cells` (not sampled); coords ``draft_task``, ``draft_drafter``."""
+    """The PyMC model of :func:`drafting_cells` (not sampled); coords ``draft_task``, ``draft_drafter``.
+
+    The observed counts are the data variable ``drafted_count`` (simulation-based calibration swaps them).
+    """
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -127,8 +130,9 @@ def build_drafting_model(cells: pd.DataFrame):
         eta = intercept + task_effect[task_code] + drafter_effect[drafter_code] + pair_effect
         chance = pm.math.invlogit(eta)
         kappa = DRAFTING_PRIORS["draft_kappa"].pymc("draft_kappa") * cells["prompts"].to_numpy(float)
+        observed = pm.Data("drafted_count", cells["drafted"].to_numpy(), dims="draft_cell")
         pm.BetaBinomial("drafted", n=cells["steps"].to_numpy(), alpha=chance * kappa, beta=(1 - chance) * kappa,
-                        observed=cells["drafted"].to_numpy(), dims="draft_cell")
+                        observed=observed, dims="draft_cell")
     return model
 
 
