@@ -22,7 +22,8 @@ Experiments:
   and the window heads were trained on the regimes' content (own content in every regime), the
   mixture drafters on none of it.
 
-Run: ``python scripts/drafter_types.py [reference|lengths ...] [--draws 1000] [--probe-prompts N]``
+Run: ``python scripts/drafter_types.py [reference|lengths ...] [--draws 1000] [--probe-prompts N] [--gamma 4]``
+(another gamma held out writes ``<experiment>-gamma<G>.json``)
 (about 10-20 minutes per experiment on 2 cores).
 """
 
@@ -146,7 +147,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name in args.experiments:
         document = run(name, args.draws, args.probe_prompts, args.gamma)
-        path = OUT / f"{name}.json"
+        path = OUT / (f"{name}.json" if args.gamma == 4 else f"{name}-gamma{args.gamma}.json")
         path.write_text(json.dumps(document, indent=1, default=float) + "\n")
         print(f"{name}: {path} ({document['wall_s']:.0f} s)")
 
