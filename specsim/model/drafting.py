@@ -13,15 +13,15 @@ For task ``t`` and drafter ``r`` (the drafters that drafted nothing at some step
     logit q[t, r] = draft_intercept + draft_drafter_effect[r] + draft_task_effect[t] + draft_pair_effect[t, r]
     drafted[t, r] ~ BetaBinomial(steps[t, r], q kappa m, (1 - q) kappa m)
 
-The task and drafter effects sum to zero. The pair effect is what a task does to one drafter and
-not to the others: prompt lookup drafts at 0.80 of news steps, where the datastores draft at
-0.45-0.49. ``m`` is the number of prompts behind the cell, so a cell's over-dispersion shrinks with
-its prompts, as in the acceptance model. ``kappa`` is the concentration of one prompt's chance
-around its pair's. Cells of many prompts hardly tell it apart from the pair effect, so its
-posterior stays close to its prior, Gamma(2, 0.05): mean 40, 90% between 9 and 95. Per-prompt
-shares measured on the reference traces give 11 to 130 by the method of moments (median 60; half
-of the cells are under-dispersed). Without the pair effect, kappa took up the interaction (1.2 per
-prompt), and a probe of ten prompts hardly moved a new task's chance.
+The task and drafter effects sum to zero. The pair effect (with two tasks and two drafters or more; else
+0) is what a task does to one drafter and not to the others: prompt lookup drafts at 0.80 of news steps,
+where the datastores draft at 0.45-0.49. ``m`` is the number of prompts behind the cell, so a cell's over-
+dispersion shrinks with its prompts, as in the acceptance model. ``kappa`` is the concentration of one
+prompt's chance around its pair's. Cells of many prompts hardly tell it apart from the pair effect, so its
+posterior stays close to its prior, Gamma(2, 0.05): mean 40, 90% between 9 and 95. Per-prompt shares
+measured on the reference traces give 11 to 130 by the method of moments (median 60; half of the cells are
+under-dispersed). Without the pair effect, kappa took up the interaction (1.2 per prompt), and a probe of
+ten prompts hardly moved a new task's chance.
 The counts are ``offered`` (steps asked for index 0) and ``evaluated``
 (steps that drafted it) at draft index 0, summed over position bins and draft lengths.
 
@@ -124,9 +124,14 @@ def build_drafting_model(cells: pd.DataFrame):
 
         task_effect = zero_sum("draft_task", len(tasks), "draft_task")
         drafter_effect = zero_sum("draft_drafter", len(drafters), "draft_drafter")
-        sigma_pair = DRAFTING_PRIORS["sigma_draft_pair"].pymc("sigma_draft_pair")
-        # Centred: each pair has hundreds of steps, which fix its effect better than the spread does.
-        pair_effect = pm.Normal("draft_pair_effect", 0.0, sigma_pair, dims="draft_cell")
+        if len(tasks) > 1 and len(drafters) > 1:
+            sigma_pair = DRAFTING_PRIORS["sigma_draft_pair"].pymc("sigma_draft_pair")
+            # Centred: each pair has hundreds of steps, which fix its effect better than the spread does.
+            pair_effect = pm.Normal("draft_pair_effect", 0.0, sigma_pair, dims="draft_cell")
+        else:
+            # One drafter (or task): a pair's effect is its task's (drafter's), so the term is 0.
+            pm.Deterministic("sigma_draft_pair", pt.zeros(()))
+            pair_effect = pm.Deterministic("draft_pair_effect", pt.zeros(len(cells)), dims="draft_cell")
         eta = intercept + task_effect[task_code] + drafter_effect[drafter_code] + pair_effect
         chance = pm.math.invlogit(eta)
         kappa = DRAFTING_PRIORS["draft_kappa"].pymc("draft_kappa") * cells["prompts"].to_numpy(float)
