@@ -22,14 +22,15 @@ posterior stays close to its prior, Gamma(2, 0.05): mean 40, 90% between 9 and 9
 measured on the reference traces give 11 to 130 by the method of moments (median 60; half of the cells are
 under-dispersed). Without the pair effect, kappa took up the interaction (1.2 per prompt), and a probe of
 ten prompts hardly moved a new task's chance.
+
 The counts are ``offered`` (steps asked for index 0) and ``evaluated``
 (steps that drafted it) at draft index 0, summed over position bins and draft lengths.
 
 The part has its own parameters and its own likelihood. Fitted beside the acceptance model
-(:func:`specsim.model.hierarchical.fit_model`), it gives the same posterior as one joint model,
-and the acceptance model's sampler, SBC and timing are unchanged. The draws go into the same
-posterior file. :func:`specsim.model.predict.draft_chance_draws` reads them for a prediction, on a new task from a
-probe's drafted and empty steps where one is given.
+(:func:`specsim.model.hierarchical.fit_model`), it gives the same posterior as one joint model, and the
+acceptance model's sampler, SBC and timing are unchanged. The draws go into the same posterior file.
+:func:`specsim.model.predict.draft_chance_draws` reads them for a prediction, on a new task from a probe's
+drafted and empty steps where one is given.
 """
 
 from __future__ import annotations
