@@ -42,10 +42,11 @@ from specsim.model.spec import PRIORS, SCALE_PARAMETERS, linear_predictor
 __all__ = ["ModelOptions", "FitResult", "build_model", "fit_model", "diagnose", "DIAGNOSTIC_THRESHOLDS",
            "MASS_MATRICES", "PARAMETERISATIONS", "SUMMARY_PARAMETERS", "identified_options", "drafter_type_of"]
 
-#: Parameters listed by summaries (CLI, reports), in this order.
+#: Parameters listed by summaries (CLI, reports), in this order (the chance of drafting's last, where fitted).
 SUMMARY_PARAMETERS = ("intercept", "type_effect", "b_finetuned", "b_content", "b_divergence", "b_interaction",
                       "divergence_slope_finetuned", "b_beyond", "b_beyond_finetuned", "beyond_slope_finetuned",
-                      "b_index_finetuned", "b_position_finetuned", *SCALE_PARAMETERS)
+                      "b_index_finetuned", "b_position_finetuned", *SCALE_PARAMETERS, "draft_intercept",
+                      "sigma_draft_task", "sigma_draft_drafter", "sigma_draft_pair", "draft_kappa")
 
 #: Deterministic transforms of the sampled parameters (left out of the diagnostics).
 DETERMINISTICS = ("acceptance", "index_effect", "position_effect", "task_effect", "task_type_effect", "drafter_effect",
