@@ -60,6 +60,8 @@ _QUANTITIES = {
     "acceptance_length_with_bonus": "mean tokens per verify step counting the bonus token (vLLM, Spec-Bench)",
     "accepted_per_step_without_bonus": "mean accepted drafted tokens per step (inference-lab)",
     "acceptance_first_index": "posterior mean acceptance of the first drafted token",
+    "draft_chance": "posterior mean share of steps at which the drafter drafts anything (1: it always drafts; a "
+                    "lookup without a match drafts nothing, and that step is a plain step)",
     "acceptance_by_draft_index": "per draft index: both per-position conventions",
     "drafted": "drafted tokens", "evaluated": "drafted tokens the target evaluated", "accepted": "accepted tokens",
     "draft_index": "0-based position inside the draft",
