@@ -385,7 +385,7 @@ def test_probe_moves_a_new_domain_prediction_to_the_truth(recovery_fit):
 @pytest.mark.integration
 def test_the_chance_of_drafting_is_recovered(recovery_fit):
     # The lookups of the synthetic counts draft nothing at some steps: the drafting part's intercept,
-    # task, drafter and pair effects are each recovered (99.5%: 27 checks at once); kappa is its prior's.
+    # task, drafter and pair effects are each recovered (99.5%: 28 checks at once); kappa is its prior's.
     counts, truth, result = recovery_fit
     lookups = sorted(d for d in counts.drafters if d.startswith("lookup"))
     assert result.metadata.drafting_drafters == lookups and result.metadata.drafting_tasks == counts.tasks

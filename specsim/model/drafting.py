@@ -18,7 +18,7 @@ The task and drafter effects sum to zero. The pair effect (with two tasks and tw
 where the datastores draft at 0.45-0.49. ``m`` is the number of prompts behind the cell, so a cell's
 over-dispersion shrinks with its prompts, as in the acceptance model. ``kappa`` is the concentration of
 one prompt's chance around its pair's. Cells of many prompts hardly tell it apart from the pair effect, so
-its posterior stays close to its prior, Gamma(2, 0.05): mean 40, 90% between 9 and 95. Per-prompt shares
+its posterior stays close to its prior, Gamma(2, 0.05): mean 40, 90% between 7 and 95. Per-prompt shares
 measured on the reference traces give 11 to 130 by the method of moments (median 60; half of the cells are
 under-dispersed). Without the pair effect, kappa took up the interaction (1.2 per prompt), and a probe of
 ten prompts hardly moved a new task's chance.
