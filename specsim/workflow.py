@@ -1299,17 +1299,24 @@ def length_effects_by_type(
     acceptance side of each length effect (the workload's lengths and the costs are the same in
     both arms). Ratios below 1: the speed-up falls.
 
+    A type whose drafters draft nothing at some steps (lookups) also drafts at each step with
+    the fit's chance of drafting (:mod:`specsim.model.drafting`) in every arm, and (iii) with every
+    position bin's context doubled, which moves only that chance: ``per_context_doubling`` is the
+    length effect of a drafter without a training window.
+
     Returns
     -------
     pandas.DataFrame
-        One row per type x kind: ``per_doubling`` and ``per_divergence_step`` (posterior mean of the
-        speed-up ratio) with ``_low``/``_high`` interval ends, the logit slopes ``beyond_slope``
-        and ``divergence_slope`` (posterior means), ``window_terms`` and ``divergence_terms``
-        (whether the fit has them: a ratio of exactly 1 without them is no measurement),
-        ``window_measured`` (whether cells of the type reach past a window: otherwise the ratio
-        is the prior's), and the measured drafters of that type and kind.
+        One row per type x kind: ``per_doubling``, ``per_divergence_step`` and
+        ``per_context_doubling`` (posterior mean of the speed-up ratio) with ``_low``/``_high``
+        interval ends, the logit slopes ``beyond_slope``, ``divergence_slope`` and
+        ``draft_context_slope`` (posterior means), ``window_terms``, ``divergence_terms`` and
+        ``draft_context_terms`` (whether the fit has them: a ratio of exactly 1 without them is no
+        measurement), ``window_measured`` (whether cells of the type reach past a window:
+        otherwise the ratio is the prior's), and the measured drafters of that type and kind.
     """
-    from specsim.model.predict import DrafterSpec, acceptance_draws
+    from specsim.model.drafting import draft_hazards
+    from specsim.model.predict import DrafterSpec, acceptance_draws, draft_chance_draws, workload_context
     from specsim.simulate.acceptance import AcceptanceProfile
 
     check_level(level)
@@ -1328,18 +1335,25 @@ def length_effects_by_type(
             arms = {"inside": (np.zeros(n_bins), 0.0), "beyond": (np.ones(n_bins), 0.0),
                     "diverged": (np.zeros(n_bins), divergence_step)}
             speedups = {}
-            for arm, (beyond, divergence) in arms.items():
-                # The same seed in every arm: the new task's and drafter's effects are the same draws.
+            context = workload_context(pairs[:, 0], pairs[:, 1], edges, weights)[0]
+            # The same seed in every arm: the new task's and drafter's effects are the same draws.
+            chances = {scale: draft_chance_draws(posterior, spec, rng=seed, context=scale * context)
+                       for scale in (1.0, 2.0)}
+            costs = cost[drafter_type] if isinstance(cost, dict) else cost
+            for arm, (beyond, divergence, scale) in {**{k: (*v, 1.0) for k, v in arms.items()},
+                                                     "longer": (np.zeros(n_bins), 0.0, 2.0)}.items():
                 rates = acceptance_draws(posterior, spec, divergence=divergence, beyond=beyond, rng=seed)
-                costs = cost[drafter_type] if isinstance(cost, dict) else cost
-                speedups[arm] = np.array([
-                    expected_workload(AcceptanceProfile(rates[i], edges), costs, gamma, pairs[:, 0],
-                                      pairs[:, 1].astype(int), weights=weights).speedup for i in chosen])
+                chance = chances[scale]
+                speedups[arm] = np.array([expected_workload(
+                    AcceptanceProfile(rates[i], edges, *(2 * [draft_hazards(chance[i], n_bins)] if chance is not None
+                                                          else [])),
+                    costs, gamma, pairs[:, 0], pairs[:, 1].astype(int), weights=weights).speedup for i in chosen])
             type_code = meta.drafter_types.index(drafter_type)
             finetuned = float(kind == "finetuned")
             row: dict[str, Any] = {"drafter_type": drafter_type, "drafter_kind": kind}
             for name, ratio in (("per_doubling", speedups["beyond"] / speedups["inside"]),
-                                ("per_divergence_step", speedups["diverged"] / speedups["inside"])):
+                                ("per_divergence_step", speedups["diverged"] / speedups["inside"]),
+                                ("per_context_doubling", speedups["longer"] / speedups["inside"])):
                 low, high = np.quantile(ratio, central_quantiles(level))
                 row.update({name: float(ratio.mean()), f"{name}_low": float(low), f"{name}_high": float(high)})
             slope = d["b_beyond"][:, type_code] + finetuned * d["b_beyond_finetuned"][:, type_code] if (
@@ -1351,6 +1365,9 @@ def length_effects_by_type(
             # A type none of whose cells reaches past a window has only its prior's slope.
             row["window_measured"] = "b_beyond" in d and drafter_type in meta.types_past_window
             row["divergence_terms"] = "b_divergence" in d
+            drafting = chances[1.0] is not None and "draft_b_context" in d and np.ptp(d["draft_b_context"]) > 0
+            row["draft_context_terms"] = bool(drafting)
+            row["draft_context_slope"] = float(np.mean(d["draft_b_context"])) if drafting else 0.0
             row["measured_drafters"] = ", ".join(
                 r for r in meta.drafters if meta.drafter_kinds.get(r) == kind
                 and meta.drafter_type_of.get(r, meta.drafter_types[0]) == drafter_type) or "none"

@@ -185,13 +185,14 @@ def test_simulation_based_calibration():
 
 @pytest.mark.integration
 def test_simulation_based_calibration_of_the_chance_of_drafting():
-    # The chance-of-drafting model build_drafting_model returns, on six tasks x three lookups.
+    # The chance-of-drafting model build_drafting_model returns, on six tasks x three lookups x three
+    # position bins, its context slopes and position walk included.
     from specsim.model.calibration import drafting_calibration
 
     result = drafting_calibration(40, seed=5)
     assert set(result.p_values) == {"draft_intercept", "sigma_draft_task", "sigma_draft_drafter", "sigma_draft_pair",
-                                    "draft_kappa"}
-    # Five rank histograms at alpha = 0.001 each: false failure rate about 0.5%.
+                                    "draft_b_context", "sigma_draft_context", "sigma_draft_position", "draft_kappa"}
+    # Eight rank histograms at alpha = 0.001 each: false failure rate about 0.8%.
     assert all(p > 1e-3 for p in result.p_values.values()), result.p_values
 
 
@@ -384,14 +385,18 @@ def test_probe_moves_a_new_domain_prediction_to_the_truth(recovery_fit):
 
 @pytest.mark.integration
 def test_the_chance_of_drafting_is_recovered(recovery_fit):
-    # The lookups of the synthetic counts draft nothing at some steps: the drafting part's intercept,
-    # task, drafter and pair effects are each recovered (99.5%: 28 checks at once); kappa is its prior's.
+    # The lookups of the synthetic counts draft nothing at some steps, more often with longer context
+    # and later in the output: the drafting part's intercept, task, drafter and pair effects, context
+    # slopes and position walk are each recovered (99.5%: 35 checks at once); kappa is its prior's.
+    from specsim.model.drafting import drafting_pairs
+
     counts, truth, result = recovery_fit
     lookups = sorted(d for d in counts.drafters if d.startswith("lookup"))
     assert result.metadata.drafting_drafters == lookups and result.metadata.drafting_tasks == counts.tasks
     assert result.diagnostics["passed"], result.diagnostics["warnings"]
-    assert result.metadata.drafting_pairs == counts.drafting[["task", "drafter"]].to_numpy().tolist()
-    for name in ("draft_intercept", "draft_task_effect", "draft_drafter_effect", "draft_pair_effect"):
+    assert result.metadata.drafting_pairs == drafting_pairs(counts.drafting)
+    for name in ("draft_intercept", "draft_task_effect", "draft_drafter_effect", "draft_pair_effect",
+                 "draft_b_context", "draft_context_slope", "draft_position_effect"):
         low, high = _interval(result, name, 0.995)
         assert np.all((low <= truth[name]) & (truth[name] <= high)), (name, low, truth[name], high)
 
@@ -401,17 +406,21 @@ def test_a_lookup_is_predicted_with_its_chance_of_drafting(recovery_fit, tmp_pat
     # A fitted lookup on a fitted task drafts with the fit's own chance, draw by draw; a head always
     # drafts. A new task far below the population (true chance 0.2): a 10-prompt probe with its empty
     # steps moves the chance to the truth, and the speed-up interval covers the generating process's.
-    from specsim.model.drafting import draft_hazards
-    from specsim.model.predict import draft_chance_draws, drafter_spec
+    from specsim.model.drafting import draft_hazards, drafting_pairs
+    from specsim.model.predict import draft_chance_draws, drafter_spec, workload_context
 
     counts, truth, result = recovery_fit
     posterior = load_posterior(result.save(tmp_path / "p.nc"))  # the drafting draws travel in the file
     d, meta = posterior.draws, posterior.metadata
     spec = drafter_spec(meta, finetuned=True, drafter="lookup-a", task="task3")
-    chance = draft_chance_draws(posterior, spec, task="task3", rng=0)
-    expected = expit(d["draft_intercept"] + d["draft_drafter_effect"][:, meta.drafting_drafters.index("lookup-a")]
-                     + d["draft_task_effect"][:, meta.drafting_tasks.index("task3")]
-                     + d["draft_pair_effect"][:, meta.drafting_pairs.index(["task3", "lookup-a"])])
+    context = np.array([300.0, 700.0, 2000.0])
+    chance = draft_chance_draws(posterior, spec, task="task3", rng=0, context=context)
+    column = meta.drafting_drafters.index("lookup-a")
+    expected = expit((d["draft_intercept"] + d["draft_drafter_effect"][:, column]
+                      + d["draft_task_effect"][:, meta.drafting_tasks.index("task3")]
+                      + d["draft_pair_effect"][:, meta.drafting_pairs.index(["task3", "lookup-a"])])[:, None]
+                     + d["draft_context_slope"][:, [column]] * np.log2(context / 256.0)[None, :]
+                     + d["draft_position_effect"])
     np.testing.assert_allclose(chance, expected, rtol=1e-12)
     assert draft_chance_draws(posterior, drafter_spec(meta, finetuned=True, drafter="head-a"), task="task3") is None
 
@@ -423,8 +432,8 @@ def test_a_lookup_is_predicted_with_its_chance_of_drafting(recovery_fit, tmp_pat
     probe = pd.DataFrame({"task": "new", "drafter": "lookup-a", "prompt_id": np.repeat(np.arange(10), 60).astype(str),
                           "position": np.tile(np.arange(60), 10), "context_len": np.tile(np.arange(60), 10) + 100,
                           "agree": drafted.reshape(-1) & (rng.random(600) < 0.5), "drafted": drafted.reshape(-1)})
-    blind = draft_chance_draws(posterior, spec, probe=None, rng=0)
-    probed = draft_chance_draws(posterior, spec, probe=probe, rng=0)
+    blind = draft_chance_draws(posterior, spec, probe=None, rng=0)[:, 0]  # the probe's steps are in the first bin
+    probed = draft_chance_draws(posterior, spec, probe=probe, rng=0)[:, 0]
     low, high = np.quantile(probed, [0.005, 0.995])
     assert low < true_chance < high and abs(probed.mean() - true_chance) < abs(blind.mean() - true_chance)
     # The speed-up of a fitted task: the generating process's acceptance and chance, inside the interval.
@@ -433,9 +442,11 @@ def test_a_lookup_is_predicted_with_its_chance_of_drafting(recovery_fit, tmp_pat
     divergence = float(cell["divergence"].iloc[0])
     prediction = predict_speedup(posterior, TRUE_COST, 4, *lengths, finetuned=True, drafter="lookup-a", task="task3",
                                  divergence=divergence, rng=0, level=0.99)
-    pair = counts.drafting[["task", "drafter"]].to_numpy().tolist().index(["task3", "lookup-a"])
+    pair = drafting_pairs(counts.drafting).index(["task3", "lookup-a"])
+    workload_bins, reached = workload_context(*lengths, counts.position_edges)
     true_chance = expit(truth["draft_intercept"] + truth["draft_task_effect"][3] + effect
-                        + truth["draft_pair_effect"][pair])
+                        + truth["draft_pair_effect"][pair] + truth["draft_context_slope"][column]
+                        * np.log2(workload_bins / 256.0) + truth["draft_position_effect"])
     n_index, n_bins = truth["index_effect"].shape[-1], len(truth["position_effect"])
     index = np.repeat(np.arange(n_index), n_bins)
     design = {"finetuned": 1, "drafter_type": np.full(index.size, TYPES.index("lookup")), "content_match": 0,
@@ -448,7 +459,7 @@ def test_a_lookup_is_predicted_with_its_chance_of_drafting(recovery_fit, tmp_pat
                              *lengths).speedup
     always = expected_workload(AcceptanceProfile(rates, counts.position_edges), TRUE_COST, 4, *lengths).speedup
     assert prediction.low < true < prediction.high and not prediction.low < always < prediction.high
-    assert prediction.draft_chance_mean == pytest.approx(true_chance, abs=0.1)
+    assert prediction.draft_chance_mean == pytest.approx(np.average(true_chance, weights=reached), abs=0.1)
 
 
 def test_a_probe_from_lookup_traces_carries_the_steps_that_drafted_nothing(tmp_path):

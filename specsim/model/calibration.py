@@ -35,7 +35,7 @@ CHECKED_PARAMETERS = ("intercept", "type_effect", "b_finetuned", "b_content", "b
                       "sigma_task_type", "kappa")
 #: Parameters of the chance-of-drafting part whose ranks :func:`drafting_calibration` checks.
 CHECKED_DRAFTING_PARAMETERS = ("draft_intercept", "sigma_draft_task", "sigma_draft_drafter", "sigma_draft_pair",
-                               "draft_kappa")
+                               "draft_b_context", "sigma_draft_context", "sigma_draft_position", "draft_kappa")
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,9 @@ def drafting_calibration(
 ) -> SBCResult:
     """SBC of the chance-of-drafting model :func:`specsim.model.drafting.build_drafting_model` returns.
 
-    ``cells``: the design (its counts are not used); default six tasks x three lookups of 600 steps
-    and 12 prompts each (:func:`specsim.model.synthetic_counts.synthetic_counts`). Checks
+    ``cells``: the design (its counts are not used); default six tasks x three lookups x three
+    position bins of 600 steps and 12 prompts each, contexts from 96 to 2200 tokens
+    (:func:`specsim.model.synthetic_counts.synthetic_counts`). Checks
     :data:`CHECKED_DRAFTING_PARAMETERS`, as :func:`simulation_based_calibration` does.
     """
     from specsim.model.drafting import build_drafting_model
@@ -122,7 +123,8 @@ def drafting_calibration(
 
     if cells is None:
         cells = synthetic_counts(rng=seed, drafting=TRUE_DRAFTING)[0].drafting
-    return _calibrate(build_drafting_model(cells), "drafted", "drafted_count", CHECKED_DRAFTING_PARAMETERS, None,
+    model = build_drafting_model(cells, int(cells["position_bin"].max()) + 1)
+    return _calibrate(model, "drafted", "drafted_count", CHECKED_DRAFTING_PARAMETERS, None,
                       n_simulations, n_ranks=n_ranks, seed=seed, bins=bins, draws_per_chain=draws_per_chain,
                       tune=tune, chains=chains)
 

@@ -1,4 +1,4 @@
-"""The chance that a variable-length drafter drafts anything at a step, by task and drafter.
+"""The chance that a variable-length drafter drafts anything at a step, by task, drafter, context and position.
 
 A lookup drafter (prompt lookup, a datastore) proposes nothing where its index holds no match for
 the last tokens. Such a step is a plain target step: it costs one forward pass and emits one
@@ -8,10 +8,11 @@ chance of drafting at all varies between 0.45 and 0.81 by task and drafter. Once
 index ``d - 1`` it drafts index ``d`` with probability 0.96-1.00 (its match runs on), so the model
 describes only the first index. Prediction uses 1 for the later ones.
 
-For task ``t`` and drafter ``r`` (the drafters that drafted nothing at some step)::
+For task ``t``, drafter ``r`` (the drafters that drafted nothing at some step) and position bin ``b``::
 
-    logit q[t, r] = draft_intercept + draft_drafter_effect[r] + draft_task_effect[t] + draft_pair_effect[t, r]
-    drafted[t, r] ~ BetaBinomial(steps[t, r], q kappa m, (1 - q) kappa m)
+    logit q[t, r, b] = draft_intercept + draft_drafter_effect[r] + draft_task_effect[t] + draft_pair_effect[t, r]
+                       + draft_context_slope[r] * log2(context[t, r, b] / 256) + draft_position_effect[b]
+    drafted[t, r, b] ~ BetaBinomial(steps[t, r, b], q kappa m, (1 - q) kappa m)
 
 The task and drafter effects sum to zero. The pair effect (with two tasks and two drafters or more; else
 0) is what a task does to one drafter and not to the others: prompt lookup drafts at 0.80 of news steps,
@@ -23,14 +24,24 @@ measured on the reference traces give 11 to 130 by the method of moments (median
 under-dispersed). Without the pair effect, kappa took up the interaction (1.2 per prompt), and a probe of
 ten prompts hardly moved a new task's chance.
 
-The counts are ``offered`` (steps asked for index 0) and ``evaluated``
-(steps that drafted it) at draft index 0, summed over position bins and draft lengths.
+Length enters twice, because it acts twice. The context slope (per drafter, around a mean
+``draft_b_context`` with spread ``sigma_draft_context``; the mean alone with one drafter) is the change per
+doubling of the context (prompt plus generated tokens) the lookup searches: on the length-controlled
+experiment, prompt lookup's first position bin drafts at 0.51 of its steps with 128-token prompts and at
+0.92 with 4096-token ones. The position walk (pinned at 0 in the first bin, steps of spread
+``sigma_draft_position``) is what the output's own progress adds at one context: within the 128-token regime
+prompt lookup drafts at 0.51 of its steps in the first 32 generated tokens and at 0.78 after, since the
+output starts to repeat itself. Without a context (counts that give none), the slope is left out.
+
+The counts are ``offered`` (steps asked for index 0) and ``evaluated`` (steps that drafted it) at
+draft index 0 per position bin, summed over draft lengths; a cell's context is the steps-weighted mean
+of its rows' ``context_len_mean`` (the mean context of the steps that drafted).
 
 The part has its own parameters and its own likelihood. Fitted beside the acceptance model
 (:func:`specsim.model.hierarchical.fit_model`), it gives the same posterior as one joint model, and the
 acceptance model's sampler, SBC and timing are unchanged. The draws go into the same posterior file.
-:func:`specsim.model.predict.draft_chance_draws` reads them for a prediction, on a new task from a probe's
-drafted and empty steps where one is given.
+:func:`specsim.model.predict.draft_chance_draws` reads them for a prediction, per position bin of the
+workload, on a new task from a probe's drafted and empty steps where one is given.
 """
 
 from __future__ import annotations
@@ -44,63 +55,101 @@ import pandas as pd
 from specsim.model.spec import Prior
 
 __all__ = ["DRAFTING_PRIORS", "drafting_cells", "build_drafting_model", "fit_drafting", "draft_hazards",
-           "DRAFTING_VARIABLES"]
+           "DRAFTING_VARIABLES", "DRAFT_CONTEXT_REFERENCE", "context_doublings"]
 
 #: Priors of the drafting part (logit scale for effects).
 DRAFTING_PRIORS: dict[str, Prior] = {
-    "draft_intercept": Prior("normal", (0.5, 1.5), "logit chance of drafting at a step, mean drafter and task"),
+    "draft_intercept": Prior("normal", (0.5, 1.5), "logit chance of drafting at a step, mean drafter and task, "
+                                                  "256 tokens of context, first position bin"),
     "sigma_draft_task": Prior("gamma", (2.0, 5.0), "spread of tasks' effects on the chance of drafting"),
     "sigma_draft_drafter": Prior("gamma", (2.0, 5.0), "spread of drafters' effects on the chance of drafting"),
     "sigma_draft_pair": Prior("gamma", (2.0, 5.0), "spread of a task x drafter pair's own effect"),
+    "draft_b_context": Prior("normal", (0.0, 1.0), "change of logit chance of drafting per doubling of context, "
+                                                   "mean over drafters"),
+    "sigma_draft_context": Prior("gamma", (2.0, 5.0), "spread of drafters' context slopes"),
+    "sigma_draft_position": Prior("gamma", (2.0, 5.0), "step of the chance of drafting's position walk"),
     "draft_kappa": Prior("gamma", (2.0, 0.05), "beta-binomial concentration per prompt behind a cell"),
 }
 
+#: Context (tokens) at which the context term is 0: the intercept is the chance of drafting there.
+DRAFT_CONTEXT_REFERENCE = 256.0
 #: Every how many draws of the drafting part are kept (:func:`fit_drafting`).
 THINNING = 2
 #: Posterior variables of the drafting part, as stored in a posterior file.
 DRAFTING_VARIABLES = ("draft_intercept", "draft_task_effect", "draft_drafter_effect", "draft_pair_effect",
-                      "sigma_draft_task", "sigma_draft_drafter", "sigma_draft_pair", "draft_kappa")
+                      "draft_b_context", "draft_context_slope", "draft_position_effect", "sigma_draft_task",
+                      "sigma_draft_drafter", "sigma_draft_pair", "sigma_draft_context", "sigma_draft_position",
+                      "draft_kappa")
+
+
+def context_doublings(context: np.ndarray | float) -> np.ndarray:
+    """The context term's covariate: ``log2(context / 256)`` (0 where the context is unknown).
+
+    Examples
+    --------
+    >>> context_doublings(np.array([128.0, 256.0, 4096.0, np.nan])).tolist()
+    [-1.0, 0.0, 4.0, 0.0]
+    """
+    context = np.asarray(context, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        doublings = np.log2(np.maximum(context, 1.0) / DRAFT_CONTEXT_REFERENCE)
+    return np.where(np.isfinite(doublings), doublings, 0.0)
 
 
 def drafting_cells(rows: pd.DataFrame) -> pd.DataFrame:
-    """Steps and steps that drafted, per task x drafter, of the drafters that drafted nothing at some step.
+    """Steps and steps that drafted, per task x drafter x position bin (drafters that drafted nothing at some step).
 
     Parameters
     ----------
     rows : pandas.DataFrame
-        Counts rows (:mod:`specsim.traces.counts`) with ``position_bin`` and ``prompts``; those
-        without ``offered`` (a fixed-length drafter's, or an engine's without per-step drafts) are
-        not used.
+        Counts rows (:mod:`specsim.traces.counts`) with ``position_bin``, ``prompts`` and
+        ``context_len_mean``; those without ``offered`` (a fixed-length drafter's, or an engine's
+        without per-step drafts) are not used.
 
     Returns
     -------
     pandas.DataFrame
-        ``task``, ``drafter``, ``steps``, ``drafted``, ``prompts``; empty when every drafter
-        drafts at every step.
+        ``task``, ``drafter``, ``position_bin``, ``steps``, ``drafted``, ``prompts`` and ``context``
+        (mean tokens of context; NaN for every cell when some cell has none); empty when every
+        drafter drafts at every step.
     """
-    first = rows[(rows["draft_index"] == 0) & rows["offered"].notna()]
-    columns = ["task", "drafter", "steps", "drafted", "prompts"]
+    first = rows[(rows["draft_index"] == 0) & rows["offered"].notna()].copy()
+    columns = ["task", "drafter", "position_bin", "steps", "drafted", "prompts", "context"]
     if first.empty:
         return pd.DataFrame(columns=columns)
-    cells = first.groupby(["task", "drafter"], observed=True).agg(
-        steps=("offered", "sum"), drafted=("evaluated", "sum")).reset_index()
-    # The prompts behind a cell: those of its first position bin (every prompt starts there), over runs.
-    prompts = first[first["position_bin"] == 0].groupby(["task", "drafter"], observed=True)["prompts"].sum(
-        min_count=1)
-    cells["prompts"] = [prompts.get((t, d), np.nan) for t, d in zip(cells["task"], cells["drafter"], strict=True)]
+    context = pd.to_numeric(first.get("context_len_mean", pd.Series(np.nan, index=first.index)), errors="coerce")
+    first["context_weight"] = context * first["offered"]
+    first["context_steps"] = first["offered"].where(context.notna(), 0)
+    keys = ["task", "drafter", "position_bin"]
+    cells = first.groupby(keys, observed=True).agg(
+        steps=("offered", "sum"), drafted=("evaluated", "sum"), prompts=("prompts", lambda x: x.sum(min_count=1)),
+        context_weight=("context_weight", "sum"), context_steps=("context_steps", "sum")).reset_index()
+    cells["context"] = cells.pop("context_weight") / cells.pop("context_steps").where(lambda x: x > 0)
+    if cells["context"].isna().any():
+        cells["context"] = np.nan  # a slope on some cells only would tie it to those cells' tasks
     cells["prompts"] = pd.to_numeric(cells["prompts"]).fillna(1).clip(lower=1).astype(np.int64)
     cells["steps"] = cells["steps"].astype(np.int64)
     cells["drafted"] = cells["drafted"].astype(np.int64)
+    cells["position_bin"] = cells["position_bin"].astype(np.int64)
     partial = cells.groupby("drafter")[["steps", "drafted"]].sum()
     partial = partial.index[partial["drafted"] < partial["steps"]]
     cells = cells[cells["drafter"].isin(partial) & (cells["steps"] > 0)]
-    return cells[columns].sort_values(["drafter", "task"]).reset_index(drop=True)
+    return cells[columns].sort_values(["drafter", "task", "position_bin"]).reset_index(drop=True)
 
 
-def build_drafting_model(cells: pd.DataFrame):
-    """The PyMC model of :func:`drafting_cells` (not sampled); coords ``draft_task``, ``draft_drafter``.
+def drafting_pairs(cells: pd.DataFrame) -> list[list[str]]:
+    """The task x drafter pairs of :func:`drafting_cells`, in the order of the ``draft_pair`` coordinate."""
+    pairs = cells[["task", "drafter"]].drop_duplicates()
+    return [[str(t), str(d)] for t, d in pairs.itertuples(index=False)]
 
-    The observed counts are the data variable ``drafted_count`` (simulation-based calibration swaps them).
+
+def build_drafting_model(cells: pd.DataFrame, n_position_bins: int | None = None):
+    """The PyMC model of :func:`drafting_cells` (not sampled).
+
+    Coords ``draft_task``, ``draft_drafter``, ``draft_pair`` (:func:`drafting_pairs`),
+    ``draft_position_bin`` (``n_position_bins``: the acceptance model's bins; default the cells'
+    largest bin plus one) and ``draft_cell``. The observed counts are the data variable
+    ``drafted_count`` (simulation-based calibration swaps them).
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -110,9 +159,16 @@ def build_drafting_model(cells: pd.DataFrame):
     configure_pytensor()
     tasks = sorted(cells["task"].unique())
     drafters = sorted(cells["drafter"].unique())
+    pairs = drafting_pairs(cells)
     task_code = cells["task"].map({t: i for i, t in enumerate(tasks)}).to_numpy()
     drafter_code = cells["drafter"].map({d: i for i, d in enumerate(drafters)}).to_numpy()
-    coords = {"draft_task": tasks, "draft_drafter": drafters, "draft_cell": np.arange(len(cells))}
+    pair_code = np.array([pairs.index([str(t), str(d)]) for t, d in zip(cells["task"], cells["drafter"], strict=True)])
+    position = cells["position_bin"].to_numpy(dtype=int) if "position_bin" in cells else np.zeros(len(cells), int)
+    n_bins = int(position.max()) + 1 if n_position_bins is None else int(n_position_bins)
+    has_context = "context" in cells and bool(cells["context"].notna().all())
+    doublings = context_doublings(cells["context"].to_numpy(float)) if has_context else np.zeros(len(cells))
+    coords = {"draft_task": tasks, "draft_drafter": drafters, "draft_pair": np.arange(len(pairs)),
+              "draft_position_bin": np.arange(n_bins), "draft_cell": np.arange(len(cells))}
     with pm.Model(coords=coords) as model:
         intercept = DRAFTING_PRIORS["draft_intercept"].pymc("draft_intercept")
 
@@ -128,12 +184,35 @@ def build_drafting_model(cells: pd.DataFrame):
         if len(tasks) > 1 and len(drafters) > 1:
             sigma_pair = DRAFTING_PRIORS["sigma_draft_pair"].pymc("sigma_draft_pair")
             # Centred: each pair has hundreds of steps, which fix its effect better than the spread does.
-            pair_effect = pm.Normal("draft_pair_effect", 0.0, sigma_pair, dims="draft_cell")
+            pair_effect = pm.Normal("draft_pair_effect", 0.0, sigma_pair, dims="draft_pair")
         else:
             # One drafter (or task): a pair's effect is its task's (drafter's), so the term is 0.
             pm.Deterministic("sigma_draft_pair", pt.zeros(()))
-            pair_effect = pm.Deterministic("draft_pair_effect", pt.zeros(len(cells)), dims="draft_cell")
-        eta = intercept + task_effect[task_code] + drafter_effect[drafter_code] + pair_effect
+            pair_effect = pm.Deterministic("draft_pair_effect", pt.zeros(len(pairs)), dims="draft_pair")
+        if has_context:
+            b_context = DRAFTING_PRIORS["draft_b_context"].pymc("draft_b_context")
+            if len(drafters) > 1:
+                sigma_context = DRAFTING_PRIORS["sigma_draft_context"].pymc("sigma_draft_context")
+                z = pm.Normal("draft_context_z", 0.0, 1.0, shape=len(drafters))
+                slope = pm.Deterministic("draft_context_slope", b_context + sigma_context * z, dims="draft_drafter")
+            else:
+                pm.Deterministic("sigma_draft_context", pt.zeros(()))
+                slope = pm.Deterministic("draft_context_slope", b_context * pt.ones(1), dims="draft_drafter")
+        else:
+            # No context for some cells: the term is left out (its variables stay in the file as 0).
+            pm.Deterministic("draft_b_context", pt.zeros(()))
+            pm.Deterministic("sigma_draft_context", pt.zeros(()))
+            slope = pm.Deterministic("draft_context_slope", pt.zeros(len(drafters)), dims="draft_drafter")
+        if n_bins > 1:
+            sigma_position = DRAFTING_PRIORS["sigma_draft_position"].pymc("sigma_draft_position")
+            steps = pm.Normal("draft_position_steps", 0.0, 1.0, shape=n_bins - 1) * sigma_position
+            walk = pt.concatenate([pt.zeros(1), pt.cumsum(steps)])
+        else:
+            pm.Deterministic("sigma_draft_position", pt.zeros(()))
+            walk = pt.zeros(1)
+        position_effect = pm.Deterministic("draft_position_effect", walk, dims="draft_position_bin")
+        eta = (intercept + task_effect[task_code] + drafter_effect[drafter_code] + pair_effect[pair_code]
+               + slope[drafter_code] * doublings + position_effect[position])
         chance = pm.math.invlogit(eta)
         kappa = DRAFTING_PRIORS["draft_kappa"].pymc("draft_kappa") * cells["prompts"].to_numpy(float)
         observed = pm.Data("drafted_count", cells["drafted"].to_numpy(), dims="draft_cell")
@@ -143,13 +222,13 @@ def build_drafting_model(cells: pd.DataFrame):
 
 
 def fit_drafting(cells: pd.DataFrame, *, draws: int, tune: int, chains: int, seed: int, target_accept: float,
-                 sampler: str = "nutpie") -> Any:
+                 sampler: str = "nutpie", n_position_bins: int | None = None) -> Any:
     """Sample :func:`build_drafting_model` (nutpie, PyMC's NUTS as fallback); ArviZ ``InferenceData``."""
     import inspect
 
     import pymc as pm
 
-    model = build_drafting_model(cells)
+    model = build_drafting_model(cells, n_position_bins)
     # The small model is cheap: longer warm-up, smaller steps and twice the draws, thinned to
     # ``draws`` (the acceptance part's, so that the two posteriors share their draw axis). Its
     # kappa, which the pair effects leave to its prior, mixes slowly without.
@@ -172,10 +251,11 @@ def fit_drafting(cells: pd.DataFrame, *, draws: int, tune: int, chains: int, see
         draw=np.arange(draws)) for group in ("posterior", "sample_stats") if group in idata.groups()})
 
 
-def draft_hazards(chance: float, n_position_bins: int) -> np.ndarray:
+def draft_hazards(chance: float | np.ndarray, n_position_bins: int) -> np.ndarray:
     """``continuation`` / ``extension`` table of :class:`specsim.simulate.acceptance.AcceptanceProfile`.
 
-    ``chance`` at the first draft index and 1 after it (a lookup that drafted index ``d - 1`` drafts
-    ``d``), in every position bin: shape (2, n_position_bins).
+    ``chance`` (one number, or one per position bin) at the first draft index and 1 after it (a
+    lookup that drafted index ``d - 1`` drafts ``d``): shape (2, n_position_bins).
     """
-    return np.vstack([np.full(n_position_bins, chance), np.ones(n_position_bins)])
+    first = np.broadcast_to(np.asarray(chance, dtype=float), (n_position_bins,))
+    return np.vstack([first, np.ones(n_position_bins)])

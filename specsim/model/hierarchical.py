@@ -46,12 +46,13 @@ __all__ = ["ModelOptions", "FitResult", "build_model", "fit_model", "diagnose", 
 SUMMARY_PARAMETERS = ("intercept", "type_effect", "b_finetuned", "b_content", "b_divergence", "b_interaction",
                       "divergence_slope_finetuned", "b_beyond", "b_beyond_finetuned", "beyond_slope_finetuned",
                       "b_index_finetuned", "b_position_finetuned", *SCALE_PARAMETERS, "draft_intercept",
-                      "sigma_draft_task", "sigma_draft_drafter", "sigma_draft_pair", "draft_kappa")
+                      "draft_b_context", "draft_context_slope", "sigma_draft_task", "sigma_draft_drafter",
+                      "sigma_draft_pair", "sigma_draft_context", "sigma_draft_position", "draft_kappa")
 
 #: Deterministic transforms of the sampled parameters (left out of the diagnostics).
 DETERMINISTICS = ("acceptance", "index_effect", "position_effect", "task_effect", "task_type_effect", "drafter_effect",
                   "divergence_slope_finetuned", "beyond_slope_finetuned", "draft_task_effect", "draft_drafter_effect",
-                  "draft_pair_effect")
+                  "draft_pair_effect", "draft_context_slope", "draft_position_effect")
 
 #: Gate on the sampler's output (Vehtari et al. 2021; PyMC and ArviZ conventions).
 #: NUTS mass matrix adaptations of :func:`fit_model`.
@@ -484,6 +485,8 @@ def fit_model(
             idata = pm.sample(cores=1, compute_convergence_checks=False, **kwargs)
         pm.compute_log_likelihood(idata, progressbar=False)  # pointwise, for PSIS-LOO
     diagnostics = diagnose(idata)
+    from specsim.model.drafting import drafting_pairs
+
     drafting_cells = counts.drafting if drafting else counts.drafting.iloc[:0]
     if len(drafting_cells):
         # The chance of drafting at all: its own parameters and likelihood, sampled beside (the
@@ -491,7 +494,8 @@ def fit_model(
         from specsim.model.drafting import fit_drafting
 
         drafting_idata = fit_drafting(drafting_cells, draws=draws, tune=tune, chains=chains, seed=seed,
-                                      target_accept=target_accept, sampler=used)
+                                      target_accept=target_accept, sampler=used,
+                                      n_position_bins=counts.n_position_bins)
         diagnostics = combined_diagnostics(diagnostics, diagnose(drafting_idata))
         idata.posterior = idata.posterior.merge(drafting_idata.posterior, compat="override")
     metadata = PosteriorMetadata(
@@ -508,7 +512,6 @@ def fit_model(
         types_past_window=sorted(counts.cells.loc[counts.cells["beyond"] > 0, "drafter_type"].unique().tolist()),
         drafting_tasks=sorted(drafting_cells["task"].unique().tolist()),
         drafting_drafters=sorted(drafting_cells["drafter"].unique().tolist()),
-        drafting_pairs=[[str(t), str(d)] for t, d in zip(drafting_cells["task"], drafting_cells["drafter"],
-                                                         strict=True)],
+        drafting_pairs=drafting_pairs(drafting_cells),
     )
     return FitResult(idata, diagnostics, options, used, metadata)

@@ -29,7 +29,7 @@ from specsim.simulate.cost import CostModel
 from specsim.simulate.exact import expected_workload
 
 __all__ = ["SpeedupPrediction", "predict_speedup", "acceptance_draws", "new_member_scale", "DrafterSpec",
-           "drafter_spec", "workload_beyond", "draft_chance_draws", "drafts_partially"]
+           "drafter_spec", "workload_beyond", "workload_context", "draft_chance_draws", "drafts_partially"]
 
 
 def _probe_task_effect(base_eta: np.ndarray, sigma_task: np.ndarray, kappa: np.ndarray | None,
@@ -246,17 +246,31 @@ def drafts_partially(meta: PosteriorMetadata, spec: DrafterSpec) -> bool:
 
 
 def draft_chance_draws(posterior: Posterior, spec: DrafterSpec, *, task: str | None = None,
-                       probe: pd.DataFrame | None = None, rng: np.random.Generator | int | None = None
-                       ) -> np.ndarray | None:
-    """The chance that the drafter drafts anything at a step, per posterior draw (None: it always drafts).
+                       probe: pd.DataFrame | None = None, rng: np.random.Generator | int | None = None,
+                       context: np.ndarray | None = None) -> np.ndarray | None:
+    """The chance that the drafter drafts anything at a step, per draw and position bin (None: it always drafts).
 
     A fitted task or drafter keeps its effect; a new one draws from its population, widened for
     the population mean (:func:`new_member_scale`); a task x drafter pair not fitted draws its own
-    effect. With a probe of a new task (rows of this drafter, one per step, ``drafted`` 0 or 1;
-    without the column every row drafted), the new task's and pair's effect is drawn from its
-    posterior given the probe's drafted and empty steps, as :func:`_probe_task_effect` does for
-    acceptance.
+    effect, and a new drafter its context slope. With a probe of a new task (rows of this drafter,
+    one per step, ``drafted`` 0 or 1; without the column every row drafted), the new task's and
+    pair's effect is drawn from its posterior given the probe's drafted and empty steps per
+    position bin, as :func:`_probe_task_effect` does for acceptance.
+
+    Parameters
+    ----------
+    context : numpy.ndarray, optional
+        Mean tokens of context in each position bin of the workload (:func:`workload_context`);
+        bins past the fitted ones continue the position walk with steps of its fitted scale.
+        Default: the fitted bins at the reference context (256 tokens).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        Shape (n_draws, n_position_bins).
     """
+    from specsim.model.drafting import context_doublings
+
     meta = posterior.metadata
     if not drafts_partially(meta, spec):
         return None
@@ -264,49 +278,73 @@ def draft_chance_draws(posterior: Posterior, spec: DrafterSpec, *, task: str | N
     d = posterior.draws
     n = posterior.n_draws
     tasks, drafters = meta.drafting_tasks, meta.drafting_drafters
+    walk = np.asarray(d["draft_position_effect"], dtype=float)
+    fitted_bins = walk.shape[1]
+    context = np.full(fitted_bins, 256.0) if context is None else np.asarray(context, dtype=float)
+    extra = len(context) - fitted_bins
+    if extra > 0:
+        steps = rng.normal(0, 1, (n, extra)) * np.asarray(d["sigma_draft_position"], dtype=float)[:, None]
+        walk = np.concatenate([walk, walk[:, -1:] + np.cumsum(steps, axis=1)], axis=1)
+    walk = walk[:, :len(context)]
     eta = np.array(d["draft_intercept"], dtype=float)
     if spec.name in drafters:
-        eta = eta + d["draft_drafter_effect"][:, drafters.index(spec.name)]
+        column = drafters.index(spec.name)
+        eta = eta + d["draft_drafter_effect"][:, column]
+        slope = np.asarray(d["draft_context_slope"], dtype=float)[:, column]
     else:
         eta = eta + rng.normal(0, 1, n) * d["sigma_draft_drafter"] * new_member_scale(meta, len(drafters))
+        slope = d["draft_b_context"] + rng.normal(0, 1, n) * d["sigma_draft_context"] * new_member_scale(
+            meta, len(drafters))
+    base = eta[:, None] + slope[:, None] * context_doublings(context)[None, :] + walk  # (n, bins)
     pair = [str(task), str(spec.name)]
     if task is not None and task in tasks:
         own = (d["draft_pair_effect"][:, meta.drafting_pairs.index(pair)] if pair in meta.drafting_pairs
                else rng.normal(0, 1, n) * d["sigma_draft_pair"])
-        return expit(eta + d["draft_task_effect"][:, tasks.index(task)] + own)
+        return expit(base + (d["draft_task_effect"][:, tasks.index(task)] + own)[:, None])
     scale = np.sqrt((d["sigma_draft_task"] * new_member_scale(meta, len(tasks))) ** 2 + d["sigma_draft_pair"] ** 2)
     if probe is None or probe.empty:
-        return expit(eta + rng.normal(0, 1, n) * scale)
+        return expit(base + (rng.normal(0, 1, n) * scale)[:, None])
     drafted = probe["drafted"].to_numpy(float) if "drafted" in probe else np.ones(len(probe))
+    edges = np.asarray(meta.position_edges, dtype=float)
+    bins = np.minimum(np.searchsorted(edges, probe["position"].to_numpy(), side="right"), base.shape[1] - 1) \
+        if "position" in probe else np.zeros(len(probe), dtype=int)
     kappa = d["draft_kappa"] * max(int(probe["prompt_id"].nunique()) if "prompt_id" in probe else 1, 1)
-    effect = _probe_task_effect(eta[:, None], scale, kappa, np.array([drafted.sum()]),
-                                np.array([float(len(drafted))]), rng)
-    return expit(eta + effect)
+    effect = _probe_task_effect(base, scale, kappa, np.bincount(bins, weights=drafted, minlength=base.shape[1]),
+                                np.bincount(bins, minlength=base.shape[1]).astype(float), rng)
+    return expit(base + effect[:, None])
 
 
-def workload_beyond(prompt_lengths: np.ndarray, output_lengths: np.ndarray, edges: np.ndarray,
-                    window: float | None, weights: np.ndarray | None = None) -> np.ndarray:
-    """Doublings past ``window`` of the workload's mean context in each position bin (as the fit's cells).
+def workload_context(prompt_lengths: np.ndarray, output_lengths: np.ndarray, edges: np.ndarray,
+                     weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The workload's mean context and its generated tokens in each position bin (as the fit's cells).
 
     A bin's mean context is the mean, over the generated tokens of every sequence that reaches
     the bin, of prompt length plus position; a bin no sequence reaches takes its first position
-    after the mean prompt.
+    after the mean prompt (and 0 tokens).
     """
-    from specsim.model.data import beyond_window
-
     prompt = np.asarray(prompt_lengths, dtype=float)
     output = np.asarray(output_lengths, dtype=float)
     weights = np.ones_like(prompt) if weights is None else np.asarray(weights, dtype=float)
     bounds = np.concatenate([[0.0], np.asarray(edges, dtype=float), [np.inf]])
     context = np.empty(len(bounds) - 1)
+    reached = np.empty(len(bounds) - 1)
     for b in range(len(context)):
         start, stop = bounds[b], np.minimum(bounds[b + 1], output)
         tokens = np.clip(stop - start, 0, None) * weights
         middle = (start + np.maximum(stop, start) - 1) / 2
-        reached = tokens.sum()
-        context[b] = (((prompt + middle) * tokens).sum() / reached if reached
+        reached[b] = tokens.sum()
+        context[b] = (((prompt + middle) * tokens).sum() / reached[b] if reached[b]
                       else np.average(prompt, weights=weights) + start)
-    return beyond_window(np.maximum(context, 1.0), np.inf if window is None else window)
+    return np.maximum(context, 1.0), reached
+
+
+def workload_beyond(prompt_lengths: np.ndarray, output_lengths: np.ndarray, edges: np.ndarray,
+                    window: float | None, weights: np.ndarray | None = None) -> np.ndarray:
+    """Doublings past ``window`` of the workload's mean context in each position bin (:func:`workload_context`)."""
+    from specsim.model.data import beyond_window
+
+    context, _ = workload_context(prompt_lengths, output_lengths, edges, weights)
+    return beyond_window(context, np.inf if window is None else window)
 
 
 @dataclass(frozen=True)
@@ -444,16 +482,19 @@ def predict_speedup(
     # Each draw needs only the workload's distinct (prompt, output) pairs, weighted by their counts,
     # and keeps two numbers: memory stays one workload's size, whatever the number of draws.
     pairs, counts = np.unique(np.column_stack([prompt_lengths, output_lengths]), axis=0, return_counts=True)
-    beyond = (workload_beyond(pairs[:, 0], pairs[:, 1], edges, spec.window, counts)
+    from specsim.model.data import beyond_window
+
+    context, reached = workload_context(pairs[:, 0], pairs[:, 1], edges, counts)
+    beyond = (beyond_window(context, np.inf if spec.window is None else spec.window)
               if meta.options.get("window_terms", False) else None)
     rates = acceptance_draws(posterior, spec, divergence=divergence, task=task, beyond=beyond, rng=rng,
                              extra_bins=extra_bins, probe=probe)
-    chances = draft_chance_draws(posterior, spec, task=task, probe=probe, rng=rng)
+    chances = draft_chance_draws(posterior, spec, task=task, probe=probe, rng=rng, context=context)
     chosen = rng.choice(len(rates), size=min(n_draws, len(rates)), replace=False)
     predictions = []
     for i in chosen:
         # A step that drafts nothing is a plain step (the simulator's hazards; :mod:`specsim.model.drafting`).
-        hazards = None if chances is None else draft_hazards(float(chances[i]), len(edges) + 1)
+        hazards = None if chances is None else draft_hazards(chances[i], len(edges) + 1)
         profile = AcceptanceProfile(rates[i], edges, hazards, hazards)
         draw = expected_workload(profile, cost, gamma, pairs[:, 0], pairs[:, 1].astype(int), weights=counts)
         predictions.append((draw.speedup, draw.tokens_per_step))
@@ -465,4 +506,5 @@ def predict_speedup(
     return SpeedupPrediction(float(speedups.mean()), float(np.median(speedups)), float(low), float(high), level,
                              float(np.mean(tokens)), float(rates[chosen, 0, :].mean()), float(divergence), speedups,
                              reach, spec, float(np.max(beyond)) if beyond is not None else 0.0,
-                             1.0 if chances is None else float(chances[chosen].mean()))
+                             1.0 if chances is None else float(np.average(chances[chosen].mean(axis=0),
+                                                                          weights=reached if reached.sum() else None)))

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy.special import expit
 
 from specsim.model.data import AcceptanceCounts, beyond_window
+from specsim.model.drafting import context_doublings
 from specsim.model.spec import linear_predictor
 
 __all__ = ["TRUE_PARAMETERS", "TRUE_DRAFTING", "SyntheticDrafter", "DEFAULT_DRAFTERS", "synthetic_counts"]
@@ -37,9 +38,12 @@ TRUE_PARAMETERS: dict[str, Any] = {
 }
 TYPES = ["feature-head", "lookup"]
 #: Parameters of the lookups' chance of drafting at all (:mod:`specsim.model.drafting`): about 0.65 at
-#: the mean, spread over tasks and drafters as on the reference traces (0.45-0.81).
-TRUE_DRAFTING: dict[str, float] = {"draft_intercept": 0.6, "sigma_draft_task": 0.4, "sigma_draft_drafter": 0.4,
-                                   "sigma_draft_pair": 0.3, "draft_kappa": 40.0}
+#: the mean at 256 tokens of context, spread over tasks and drafters as on the reference traces
+#: (0.45-0.81), rising by 0.4 logit per doubling of context (each lookup's slope drawn around it) and
+#: with the output's progress (the position walk), as prompt lookup does on the length experiment.
+TRUE_DRAFTING: dict[str, Any] = {"draft_intercept": 0.6, "sigma_draft_task": 0.4, "sigma_draft_drafter": 0.4,
+                                 "sigma_draft_pair": 0.3, "draft_b_context": 0.4, "sigma_draft_context": 0.2,
+                                 "draft_position_effect": np.array([0.0, 0.5, 0.8]), "draft_kappa": 40.0}
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ def synthetic_counts(
     position_edges: np.ndarray = np.array([64.0, 128.0]),
     overdispersion: bool = True,
     rng: np.random.Generator | int | None = None,
-    drafting: dict[str, float] | None = None,
+    drafting: dict[str, Any] | None = None,
     steps_per_cell: int = 600,
 ) -> tuple[AcceptanceCounts, dict]:
     """Simulate aggregated counts from the model's generative process.
@@ -97,9 +101,9 @@ def synthetic_counts(
     both), so ``truth`` holds the parameters a fit recovers.
 
     With ``drafting`` (parameters as :data:`TRUE_DRAFTING`), the lookups also draft nothing at
-    some steps: ``steps_per_cell`` steps per task x lookup, each prompt's chance of drafting drawn
-    around the cell's with concentration ``draft_kappa`` (so the cell's mean over
-    ``prompts_per_cell`` prompts varies as the model says). They are drawn after the acceptance
+    some steps: ``steps_per_cell`` steps per task x lookup x position bin at the cell's context,
+    each prompt's chance of drafting drawn around the cell's with concentration ``draft_kappa`` (so
+    the cell's mean over ``prompts_per_cell`` prompts varies as the model says). They are drawn after the acceptance
     counts, which stay those of the same seed without them.
 
     Returns
@@ -109,7 +113,8 @@ def synthetic_counts(
         The parameters used, with the drawn ``task_effect`` and ``drafter_effect`` (drafters in
         sorted name order, as the counts' codes); with ``drafting``, also its parameters and the
         drawn ``draft_task_effect``, ``draft_drafter_effect`` (lookups in sorted name order) and
-        ``draft_pair_effect`` (in the order of ``counts.drafting``'s rows).
+        ``draft_pair_effect`` (drafter-major, the order of
+        :func:`specsim.model.drafting.drafting_pairs` on ``counts.drafting``) and ``draft_context_slope``.
     """
     rng = np.random.default_rng(rng)
     truth: dict[str, Any] = {k: np.asarray(v, dtype=float) if isinstance(v, np.ndarray) else v
@@ -157,7 +162,7 @@ def synthetic_counts(
                              "type_code": type_code})
     cells = pd.DataFrame(rows)
     names = [d.name for d in drafters]
-    drafting_rows = pd.DataFrame(columns=["task", "drafter", "steps", "drafted", "prompts"])
+    drafting_rows = pd.DataFrame(columns=["task", "drafter", "position_bin", "steps", "drafted", "prompts", "context"])
     if drafting is not None:
         lookups = [d.name for d in drafters if d.drafter_type == "lookup"]
         truth.update(drafting)
@@ -165,17 +170,24 @@ def synthetic_counts(
         truth["draft_drafter_effect"] = _zero_sum(rng.normal(0, drafting["sigma_draft_drafter"], len(lookups)),
                                                   np.zeros(len(lookups)))
         truth["draft_pair_effect"] = rng.normal(0, drafting["sigma_draft_pair"], n_tasks * len(lookups))
+        truth["draft_context_slope"] = drafting["draft_b_context"] + rng.normal(
+            0, drafting["sigma_draft_context"], len(lookups))
+        walk = np.asarray(drafting["draft_position_effect"], dtype=float)
         found = []
-        for task in range(n_tasks):
-            for code, name in enumerate(lookups):
-                chance = expit(drafting["draft_intercept"] + truth["draft_task_effect"][task]
-                               + truth["draft_drafter_effect"][code]
-                               + truth["draft_pair_effect"][task * len(lookups) + code])
-                concentration = drafting["draft_kappa"] * prompts_per_cell
-                cell_chance = rng.beta(chance * concentration, (1 - chance) * concentration)
-                found.append({"task": f"task{task}", "drafter": name, "steps": steps_per_cell,
-                              "drafted": int(rng.binomial(steps_per_cell, cell_chance)),
-                              "prompts": prompts_per_cell})
+        for code, name in enumerate(lookups):
+            for task in range(n_tasks):
+                for position_bin in range(n_bins):
+                    context = 64.0 * 2 ** task + middles[position_bin]
+                    chance = expit(drafting["draft_intercept"] + truth["draft_task_effect"][task]
+                                   + truth["draft_drafter_effect"][code]
+                                   + truth["draft_pair_effect"][code * n_tasks + task]
+                                   + truth["draft_context_slope"][code] * context_doublings(context)
+                                   + walk[position_bin])
+                    concentration = drafting["draft_kappa"] * prompts_per_cell
+                    cell_chance = rng.beta(chance * concentration, (1 - chance) * concentration)
+                    found.append({"task": f"task{task}", "drafter": name, "position_bin": position_bin,
+                                  "steps": steps_per_cell, "drafted": int(rng.binomial(steps_per_cell, cell_chance)),
+                                  "prompts": prompts_per_cell, "context": context})
         drafting_rows = pd.DataFrame(found)
     counts = AcceptanceCounts(
         cells, [f"task{t}" for t in range(n_tasks)], names, np.asarray(position_edges, dtype=float), "js",

@@ -545,7 +545,10 @@ display(Markdown(f"Simulator mean absolute percentage error: **{mape:.1f}%**; mo
 # this fit and, where it has been run, from the length-controlled experiment's
 # (`python scripts/drafter_types.py lengths`, `data/eval/drafter-types/lengths.json`), where content
 # is fixed and only the context moves. Where no cell of a type reaches past a training window the
-# ratio per doubling is the prior's, not a measurement (the table says so).
+# ratio per doubling is the prior's, not a measurement (the table says so). A lookup has no training
+# window: its length effect is how often it finds a match at all, which rises with the context it
+# searches; the ratio per doubling of context doubles every position bin's context and keeps its
+# acceptance.
 
 # %%
 type_effects = workflow.length_effects_by_type(
@@ -556,20 +559,37 @@ controlled_answer = Path(shipped_path("data/eval/drafter-types/lengths.json"))
 if controlled_answer.is_file():
     sources["length-controlled experiment"] = pd.DataFrame(json.loads(controlled_answer.read_text())["length_effects"])
 type_rows = pd.concat([frame.assign(source=name) for name, frame in sources.items()], ignore_index=True)
+if "per_context_doubling" not in type_rows:  # a length-controlled answer written before the term existed
+    type_rows["per_context_doubling"] = np.nan
+for column in ("per_context_doubling_low", "per_context_doubling_high"):
+    type_rows[column] = type_rows.get(column, np.nan)
+type_rows["draft_context_terms"] = type_rows.get("draft_context_terms", False)
+type_rows["draft_context_terms"] = type_rows["draft_context_terms"].fillna(False).astype(bool)
 display(table(type_rows[["source", "drafter_type", "drafter_kind", "per_doubling", "per_doubling_low",
                          "per_doubling_high", "per_divergence_step", "per_divergence_step_low",
-                         "per_divergence_step_high", "window_measured", "measured_drafters"]],
+                         "per_divergence_step_high", "per_context_doubling", "per_context_doubling_low",
+                         "per_context_doubling_high", "window_measured", "measured_drafters"]],
               intervals={"speed-up ratio per doubling past the window (90%)": ("per_doubling", "per_doubling_low",
                                                                                "per_doubling_high"),
                          "speed-up ratio per +0.1 divergence (90%)": ("per_divergence_step",
                                                                       "per_divergence_step_low",
-                                                                      "per_divergence_step_high")},
+                                                                      "per_divergence_step_high"),
+                         "speed-up ratio per doubling of context, through the chance of drafting (90%)": (
+                             "per_context_doubling", "per_context_doubling_low", "per_context_doubling_high")},
               rename={"drafter_type": "type", "drafter_kind": "kind", "window_measured": "cells past a window",
                       "measured_drafters": "measured drafters"},
-              caption="Ratios below 1: the speed-up falls. Acceptance side only (same lengths and costs in both "
-                      "arms)."))
+              caption="Ratios below 1: the speed-up falls. The same lengths and costs in both arms; past the window "
+                      "and per divergence move acceptance only, per doubling of context moves only a lookup's "
+                      "chance of drafting at all (empty where the fit has no such term)."))
 type_lines = []
 for row in type_rows.itertuples(index=False):
+    if row.draft_context_terms:
+        resolved = not (row.per_context_doubling_low <= 1 <= row.per_context_doubling_high)
+        type_lines.append(f"- **{row.drafter_kind} {row.drafter_type}** ({row.source}): each doubling of the context "
+                          f"it searches multiplies the speed-up by {row.per_context_doubling:.3f} (90% "
+                          f"{row.per_context_doubling_low:.3f} to {row.per_context_doubling_high:.3f}) through its "
+                          "chance of drafting at all" + ("" if resolved else "; not distinguishable from no change")
+                          + ".")
     if not row.window_measured:
         continue
     resolved = not (row.per_doubling_low <= 1 <= row.per_doubling_high)
