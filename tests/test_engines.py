@@ -173,6 +173,12 @@ def test_counts_file_gives_the_model_the_same_cells_as_traces(two_kind_traces, t
     imported = import_source("vllm", FIXTURES / "vllm_metrics.txt", gamma=None, **KEYS).counts
     vllm, notes = model_cells(imported)
     assert (vllm.cells["divergence"] == 0).all() and any("divergence covariate is 0" in n for n in notes)
+    assert not any("chance of drafting at all is unknown" in n for n in notes)
+    # The same counters said to be a lookup's (vLLM's n-gram drafter): the counts do not say at which
+    # steps it drafted nothing, and the model says what it assumes instead.
+    lookup, notes = model_cells(imported.assign(drafter_type="lookup"))
+    assert lookup.drafting.empty
+    assert any("chance of drafting at all is unknown" in n and "upper bound" in n for n in notes), notes
 
 
 @pytest.mark.model

@@ -238,6 +238,12 @@ def model_cells(
         {str(d): np.asarray(v, dtype=float) for d, v in (reference_lengths or {}).items() if d in trained_on.index})
     windows = training_windows(references, [str(d) for d in trained_on.index])
     rows["context_len_mean"] = _context_lengths(rows, lengths, notes)
+    blind_lookups = sorted(str(d) for d, g in rows.groupby("drafter", observed=True)
+                           if (g["drafter_type"] == "lookup").any() and g["offered"].isna().all())
+    if blind_lookups:
+        notes.append(f"lookup drafter(s) {', '.join(blind_lookups)} without steps asked per draft index (`offered`; "
+                     "an engine's counters): their chance of drafting at all is unknown, and predictions take them as "
+                     "drafting at every step, an upper bound on their speed-up")
     rows["prompts"] = _prompts(rows, notes)
     # Sums over sources and draft lengths; context lengths weighted by evaluated tokens.
     rows["evaluated"] = rows["evaluated"].astype(np.int64)
