@@ -18,11 +18,11 @@ The task and drafter effects sum to zero. The pair effect (with two tasks and tw
 0) is what a task does to one drafter and not to the others: prompt lookup drafts at 0.80 of news steps,
 where the datastores draft at 0.45-0.49. ``m`` is the number of prompts behind the cell, so a cell's
 over-dispersion shrinks with its prompts, as in the acceptance model. ``kappa`` is the concentration of
-one prompt's chance around its pair's. Cells of many prompts hardly tell it apart from the pair effect, so
-its posterior stays close to its prior, Gamma(2, 0.05): mean 40, 90% between 7 and 95. Per-prompt shares
-measured on the reference traces give 11 to 130 by the method of moments (median 60; half of the cells are
-under-dispersed). Without the pair effect, kappa took up the interaction (1.2 per prompt), and a probe of
-ten prompts hardly moved a new task's chance.
+one prompt's chance around its cell's; prior Gamma(2, 0.05): mean 40, 90% between 7 and 95. With cells
+pooled over position bins it stayed at its prior; per position bin, the reference traces fit it at 3.6
+(the bins of one pair vary more than binomially) and the length experiment, one lookup, leaves it near its
+prior (46). Without the pair effect, kappa took up the interaction (1.2 per prompt), and a probe of ten
+prompts hardly moved a new task's chance.
 
 Length enters twice, because it acts twice. The context slope (per drafter, around a mean
 ``draft_b_context`` with spread ``sigma_draft_context``; the mean alone with one drafter) is the change per
