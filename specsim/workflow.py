@@ -1327,6 +1327,7 @@ def length_effects_by_type(
     pairs, weights = np.unique(np.column_stack([workload.prompt_lengths, workload.output_lengths]), axis=0,
                                return_counts=True)
     chosen = rng.choice(posterior.n_draws, size=min(n_draws, posterior.n_draws), replace=False)
+    context = workload_context(pairs[:, 0], pairs[:, 1], edges, weights)[0]
     d = posterior.draws
     rows = []
     for drafter_type in meta.drafter_types:
@@ -1334,20 +1335,25 @@ def length_effects_by_type(
             spec = DrafterSpec(kind == "finetuned", drafter_type)
             arms = {"inside": (np.zeros(n_bins), 0.0), "beyond": (np.ones(n_bins), 0.0),
                     "diverged": (np.zeros(n_bins), divergence_step)}
-            speedups = {}
-            context = workload_context(pairs[:, 0], pairs[:, 1], edges, weights)[0]
             # The same seed in every arm: the new task's and drafter's effects are the same draws.
-            chances = {scale: draft_chance_draws(posterior, spec, rng=seed, context=scale * context)
-                       for scale in (1.0, 2.0)}
+            rates = {arm: acceptance_draws(posterior, spec, divergence=divergence, beyond=beyond, rng=seed)
+                     for arm, (beyond, divergence) in arms.items()}
+            inside = draft_chance_draws(posterior, spec, rng=seed, context=context)
+            chances: dict[str, np.ndarray | None] = dict.fromkeys(arms, inside)
+            # Every bin's context doubled: the acceptance inside the window, only the chance of drafting moves.
+            rates["longer"] = rates["inside"]
+            chances["longer"] = draft_chance_draws(posterior, spec, rng=seed, context=2 * context)
             costs = cost[drafter_type] if isinstance(cost, dict) else cost
-            for arm, (beyond, divergence, scale) in {**{k: (*v, 1.0) for k, v in arms.items()},
-                                                     "longer": (np.zeros(n_bins), 0.0, 2.0)}.items():
-                rates = acceptance_draws(posterior, spec, divergence=divergence, beyond=beyond, rng=seed)
-                chance = chances[scale]
-                speedups[arm] = np.array([expected_workload(
-                    AcceptanceProfile(rates[i], edges, *(2 * [draft_hazards(chance[i], n_bins)] if chance is not None
-                                                          else [])),
-                    costs, gamma, pairs[:, 0], pairs[:, 1].astype(int), weights=weights).speedup for i in chosen])
+            speedups = {}
+            for arm, arm_rates in rates.items():
+                draws = []
+                chance = chances[arm]
+                for i in chosen:
+                    hazards = None if chance is None else draft_hazards(chance[i], n_bins)
+                    draws.append(expected_workload(AcceptanceProfile(arm_rates[i], edges, hazards, hazards), costs,
+                                                   gamma, pairs[:, 0], pairs[:, 1].astype(int),
+                                                   weights=weights).speedup)
+                speedups[arm] = np.array(draws)
             type_code = meta.drafter_types.index(drafter_type)
             finetuned = float(kind == "finetuned")
             row: dict[str, Any] = {"drafter_type": drafter_type, "drafter_kind": kind}
@@ -1365,7 +1371,7 @@ def length_effects_by_type(
             # A type none of whose cells reaches past a window has only its prior's slope.
             row["window_measured"] = "b_beyond" in d and drafter_type in meta.types_past_window
             row["divergence_terms"] = "b_divergence" in d
-            drafting = chances[1.0] is not None and "draft_b_context" in d and np.ptp(d["draft_b_context"]) > 0
+            drafting = inside is not None and "draft_b_context" in d and np.ptp(d["draft_b_context"]) > 0
             row["draft_context_terms"] = bool(drafting)
             row["draft_context_slope"] = float(np.mean(d["draft_b_context"])) if drafting else 0.0
             row["measured_drafters"] = ", ".join(

@@ -269,7 +269,7 @@ def draft_chance_draws(posterior: Posterior, spec: DrafterSpec, *, task: str | N
     numpy.ndarray or None
         Shape (n_draws, n_position_bins).
     """
-    from specsim.model.drafting import context_doublings
+    from specsim.model.drafting import DRAFT_CONTEXT_REFERENCE, context_doublings
 
     meta = posterior.metadata
     if not drafts_partially(meta, spec):
@@ -280,7 +280,7 @@ def draft_chance_draws(posterior: Posterior, spec: DrafterSpec, *, task: str | N
     tasks, drafters = meta.drafting_tasks, meta.drafting_drafters
     walk = np.asarray(d["draft_position_effect"], dtype=float)
     fitted_bins = walk.shape[1]
-    context = np.full(fitted_bins, 256.0) if context is None else np.asarray(context, dtype=float)
+    context = np.full(fitted_bins, DRAFT_CONTEXT_REFERENCE) if context is None else np.asarray(context, dtype=float)
     extra = len(context) - fitted_bins
     if extra > 0:
         steps = rng.normal(0, 1, (n, extra)) * np.asarray(d["sigma_draft_position"], dtype=float)[:, None]

@@ -559,12 +559,10 @@ controlled_answer = Path(shipped_path("data/eval/drafter-types/lengths.json"))
 if controlled_answer.is_file():
     sources["length-controlled experiment"] = pd.DataFrame(json.loads(controlled_answer.read_text())["length_effects"])
 type_rows = pd.concat([frame.assign(source=name) for name, frame in sources.items()], ignore_index=True)
-if "per_context_doubling" not in type_rows:  # a length-controlled answer written before the term existed
-    type_rows["per_context_doubling"] = np.nan
-for column in ("per_context_doubling_low", "per_context_doubling_high"):
+# A length-controlled answer written before the chance of drafting had a context term lacks its columns.
+for column in ("per_context_doubling", "per_context_doubling_low", "per_context_doubling_high"):
     type_rows[column] = type_rows.get(column, np.nan)
-type_rows["draft_context_terms"] = type_rows.get("draft_context_terms", False)
-type_rows["draft_context_terms"] = type_rows["draft_context_terms"].fillna(False).astype(bool)
+type_rows["draft_context_terms"] = type_rows.get("draft_context_terms", pd.Series(False)).fillna(False).astype(bool)
 display(table(type_rows[["source", "drafter_type", "drafter_kind", "per_doubling", "per_doubling_low",
                          "per_doubling_high", "per_divergence_step", "per_divergence_step_low",
                          "per_divergence_step_high", "per_context_doubling", "per_context_doubling_low",
