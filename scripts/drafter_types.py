@@ -22,8 +22,10 @@ Experiments:
   and the window heads were trained on the regimes' content (own content in every regime), the
   mixture drafters on none of it.
 
-Run: ``python scripts/drafter_types.py [reference|lengths ...] [--draws 1000] [--probe-prompts N] [--gamma 4]``
-(another gamma held out writes ``<experiment>-gamma<G>.json``)
+Run: ``python scripts/drafter_types.py [reference|lengths ...] [--draws 1000] [--probe-prompts N] [--gamma 4]
+[--temperature 0]`` (another gamma held out writes ``<experiment>-gamma<G>.json``; another temperature fits
+that temperature's traces alone, as the model fits one temperature at a time, without a probe, and writes
+``<experiment>-t<T>.json``)
 (about 10-20 minutes per experiment on 2 cores).
 """
 
@@ -102,7 +104,7 @@ def posterior_table(outcome: workflow.FitOutcome) -> list[dict]:
     return summary.reset_index(names="parameter").to_dict("records")
 
 
-def run(name: str, draws: int, probe_prompts: int, gamma: int) -> dict:
+def run(name: str, draws: int, probe_prompts: int, gamma: int, temperature: float = 0.0) -> dict:
     """Fit, compare, leave one task out and answer for one experiment; returns the JSON document."""
     started = time.perf_counter()
     traces, lengths, own = experiment(name)
@@ -111,12 +113,12 @@ def run(name: str, draws: int, probe_prompts: int, gamma: int) -> dict:
     # As every leave-one-task-out fold: a fit that fails the diagnostics gate is fitted once more with
     # smaller NUTS steps, and the JSON says which target acceptance the reported fit used.
     for target_accept in (0.95, workflow.RETRY_TARGET_ACCEPT):
-        outcome = workflow.fit(traces, draws=draws, tune=draws, reference_lengths=lengths, own_tasks=own,
-                               mass_matrix="low-rank", target_accept=target_accept)
+        outcome = workflow.fit(traces, temperature=temperature, draws=draws, tune=draws, reference_lengths=lengths,
+                               own_tasks=own, mass_matrix="low-rank", target_accept=target_accept)
         if outcome.result.diagnostics["passed"]:
             break
     meta = outcome.result.metadata
-    greedy = traces.sequences[(traces.sequences["temperature"] == 0)
+    greedy = traces.sequences[(traces.sequences["temperature"] == temperature)
                               & traces.sequences["drafter_kind"].isin(workflow.MODELLED_KINDS)]
     pooled = length_table(greedy)
     workload = Workload(pooled["prompt_len"].to_numpy(), pooled["output_len"].to_numpy(), f"{name} pooled", "file")
@@ -126,10 +128,11 @@ def run(name: str, draws: int, probe_prompts: int, gamma: int) -> dict:
         costs[drafter_type] = meta.cost_model(members[0])
     effects = workflow.length_effects_by_type(outcome.result.posterior(), workload=workload, gamma=gamma, cost=costs)
     fitted_at = time.perf_counter() - started
-    loto = workflow.leave_one_task_out(traces, gamma=gamma, draws=draws, reference_lengths=lengths, own_tasks=own,
-                                       probe_prompts=probe_prompts)
+    loto = workflow.leave_one_task_out(traces, temperature=temperature, gamma=gamma, draws=draws,
+                                       reference_lengths=lengths, own_tasks=own,
+                                       probe_prompts=probe_prompts if temperature == 0 else 0)
     return {
-        "experiment": name, "traces": meta.traces, "draws": draws, "gamma": gamma,
+        "experiment": name, "traces": meta.traces, "draws": draws, "gamma": gamma, "temperature": temperature,
         "fit": {"diagnostics": meta.diagnostics, "target_accept": meta.target_accept, "options": meta.options,
                 "notes": outcome.notes,
                 "drafter_types": meta.drafter_types, "drafter_type_of": meta.drafter_type_of,
@@ -149,11 +152,14 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--probe-prompts", type=int, default=4)
     parser.add_argument("--gamma", type=int, default=4)
+    parser.add_argument("--temperature", type=float, default=0.0)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     for name in args.experiments:
-        document = run(name, args.draws, args.probe_prompts, args.gamma)
-        path = OUT / (f"{name}.json" if args.gamma == 4 else f"{name}-gamma{args.gamma}.json")
+        document = run(name, args.draws, args.probe_prompts, args.gamma, args.temperature)
+        suffix = f"-gamma{args.gamma}" if args.gamma != 4 else ""
+        suffix += f"-t{args.temperature:g}" if args.temperature else ""
+        path = OUT / f"{name}{suffix}.json"
         path.write_text(json.dumps(document, indent=1, default=float) + "\n")
         print(f"{name}: {path} ({document['wall_s']:.0f} s)")
 
