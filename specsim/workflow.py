@@ -511,10 +511,17 @@ def break_even_cost_ratio(
     """
     from specsim.simulate.cost import leviathan_cost_model
 
+    # The measured profile and the workload once; each bisection step only changes the costs.
+    tokens = _acceptance_tokens(traces, drafter, acceptance_from, temperature)
+    if not isinstance(workload, Workload):
+        workload = resolve_workload(workload, traces.sequences, temperature=temperature, option="--lengths-from")
+    profile = profile_from_tokens(tokens, steps=_acceptance_steps(traces, drafter, acceptance_from, temperature))
+    gammas = np.arange(1, max_gamma + 1)
+
     def best(c: float) -> float:
-        table = gamma_sweep(traces, drafter=drafter, acceptance_from=acceptance_from, workload=workload,
-                            gammas=range(1, max_gamma + 1), temperature=temperature, cost=leviathan_cost_model(c))
-        return float(table["speedup"].max())
+        grid = expected_grid(profile, leviathan_cost_model(c), gammas, workload.prompt_lengths,
+                             workload.output_lengths)
+        return max(float(point.speedup) for point in grid)
 
     if best(0.0) <= 1:
         return 0.0

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+
 import numpy as np
 import pytest
 from hypothesis import settings
@@ -83,3 +87,22 @@ def write_two_kind_traces(root) -> dict:
 def two_kind_traces(tmp_path_factory):
     root = tmp_path_factory.mktemp("two_kinds")
     return root, write_two_kind_traces(root)
+
+
+@pytest.fixture(scope="session")
+def two_kind_fit(two_kind_traces, tmp_path_factory):
+    """One ``specsim fit --json`` of the two-kind traces, shared by the tests that read a posterior.
+
+    Returns the posterior's path and the command's JSON document. Two chains of 300 draws, without
+    the LOO comparison: a fit compiles for most of its time, so one fit serves the CLI, glossary and
+    report tests. Tests only read the file.
+    """
+    from specsim.cli import main
+
+    out = tmp_path_factory.mktemp("two_kind_fit") / "posterior.nc"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["fit", str(two_kind_traces[0]), "--out", str(out), "--draws", "300", "--tune", "300",
+                     "--chains", "2", "--no-compare", "--json"])
+    assert code == 0
+    return out, json.loads(printed.getvalue())

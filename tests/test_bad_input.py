@@ -27,12 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def fitted(two_kind_traces):
-    """A small real fit of the two-kind traces (one chain, few draws): the posterior the cases break."""
-    from specsim import workflow
-    from specsim.traces import read_traces
+def fitted(two_kind_fit):
+    """The shared real fit of the two-kind traces (``tests/conftest.py``), read back: the posterior the cases break."""
+    from specsim.model import load_posterior
 
-    return workflow.fit(read_traces(two_kind_traces[0]), draws=100, tune=100, chains=1, compare=False)
+    return load_posterior(two_kind_fit[0])
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +42,8 @@ def files(tmp_path_factory, two_kind_traces, fitted):
 
     root, tables = two_kind_traces
     folder = tmp_path_factory.mktemp("bad")
-    real = fitted.result.save(folder / "real.nc")
-    idata, metadata = fitted.result.idata, fitted.result.metadata
+    idata, metadata = fitted.idata, fitted.metadata
+    real = save_posterior(idata, metadata, folder / "real.nc")
     for name, change in {"meta_sd_text.nc": {"cost_run_log_sd": "high"}, "meta_tasks_number.nc": {"tasks": 5},
                          "meta_kind_unknown.nc": {"drafter_kinds": {"generic": "sideways"}}}.items():
         save_posterior(idata, dataclasses.replace(metadata, **change), folder / name)
@@ -272,13 +271,13 @@ def _kill_mid_save(saver: str, path, replacements: int) -> None:
 @pytest.mark.integration
 def test_posterior_save_killed_midway_leaves_a_readable_file(tmp_path, fitted):
     from specsim.model import load_posterior
+    from specsim.model.artifact import save_posterior
 
-    outcome = fitted
-    path = outcome.result.save(tmp_path / "p.nc")
+    path = save_posterior(fitted.idata, fitted.metadata, tmp_path / "p.nc")
     _kill_mid_save(SAVER, path, replacements=4)
     loaded = load_posterior(path)
-    assert loaded.metadata.to_json() == outcome.result.metadata.to_json()
-    np.testing.assert_array_equal(loaded.draws["intercept"], outcome.result.posterior().draws["intercept"])
+    assert loaded.metadata.to_json() == fitted.metadata.to_json()
+    np.testing.assert_array_equal(loaded.draws["intercept"], fitted.draws["intercept"])
 
 
 REPORT_SAVER = """

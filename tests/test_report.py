@@ -22,12 +22,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def rendered(two_kind_traces, tmp_path_factory):
+def rendered(two_kind_traces, two_kind_fit, tmp_path_factory):
     root, _ = two_kind_traces
     out = tmp_path_factory.mktemp("reports")
-    posterior = out / "posterior.nc"
-    assert main(["fit", str(root), "--out", str(posterior), "--draws", "200", "--tune", "300", "--chains", "2",
-                 "--no-compare"]) == 0
+    posterior, _ = two_kind_fit
     main_html = render_report("main", {"traces": str(root), "posterior": str(posterior), "gamma": 3, "cost_ratio": 0.05,
                                        "lengths_traces": str(REPO / "data" / "traces" / "lengths")}, out)
     whatif_html = render_report("whatif", {"traces": str(root), "drafter": "ft-short", "acceptance_from": "short",
