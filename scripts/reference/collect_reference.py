@@ -16,12 +16,14 @@ written):
    (all tasks: generic, "mixture"; code only and docsum only: fine-tuned), built into
    ``data/drafters/datastores`` when missing; ``lookup-news-greedy-gamma4`` the same on the news
    prompts; ``lookup-greedy-gamma2-8`` prompt lookup at gamma 2 and 8; ``lookup-sampling-t0.7``
-   every lookup drafter at temperature 0.7 on the first :data:`SAMPLING_SUBSET` held-out prompts.
+   every lookup drafter at temperature 0.7 on the first :data:`SAMPLING_SUBSET` held-out prompts (shipped with
+   ``--limit 30``, which keeps the traces under 40 MB).
 6. ``heads-greedy-gamma4``, ``heads-news-greedy-gamma4`` and ``heads-greedy-gamma1-2`` (the generic head
    at gamma 1 and 2; into ``data/traces/reference-heads``):
    the feature heads of ``train_heads.py`` (generic, on the mixture; fine-tuned on code and on
    docsum) on every held-out prompt and on the news prompts, greedy, gamma 4; ``heads-greedy-gamma8`` the
-   generic head at gamma 8; ``heads-sampling-t0.7`` every head at temperature 0.7 on the first
+   generic head at gamma 8 (shipped with ``--limit 48``, as prompt lookup's gamma 8); ``heads-sampling-t0.7``
+   every head at temperature 0.7 on the first
    :data:`SAMPLING_SUBSET` held-out prompts.
 
 Writes ``data/traces/reference`` and its ``manifest.json`` (commands, versions, collector commit,

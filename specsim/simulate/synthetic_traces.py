@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -136,7 +137,7 @@ def simulate_traces(
             prompt_id = f"{cell.task}-{index}"
             position, step = 0, 0
             step_rows = []
-            token_rows = []
+            token_chunks: list[dict[str, Any]] = []  # one per drafting step; one frame per sequence
             variable = not cell.profile.full_drafts
             while position < output_len:
                 context = int(prompt_len) + position
@@ -154,14 +155,15 @@ def simulate_traces(
                 accepted = draft_index < n_accepted
                 accept_prob = accepted.astype(float) if temperature == 0 else rates
                 if n_drafted:
-                    token_rows.append(pd.DataFrame({
-                        "step": step, "draft_index": draft_index, "position": position + draft_index,
-                        "context_len": context + draft_index, "token_id": rng.integers(0, 49152, n_drafted),
+                    token_chunks.append({
+                        "step": np.full(n_drafted, step), "draft_index": draft_index,
+                        "position": position + draft_index, "context_len": context + draft_index,
+                        "token_id": rng.integers(0, 49152, n_drafted),
                         "evaluated": evaluated, "accepted": accepted,
                         "p_target": accept_prob * 0.9, "q_draft": np.full(n_drafted, 0.9),
                         "accept_prob": accept_prob, "overlap": rates,
                         "overlap_t1": rates if temperature == 0 else np.full(n_drafted, np.nan),
-                    }))
+                    })
                 if variable:
                     draft_s = cost.draft_step_s + n_drafted * (cost.draft_base_s + cost.draft_per_context_s * context)
                     verify_s = float(cost.verify_base(n_drafted)) + cost.verify_per_context_s * context
@@ -179,12 +181,12 @@ def simulate_traces(
             steps["verify_s"] = noisy(steps["verify_s"].to_numpy())
             overhead = float(cost.spec_overhead_seconds(prompt_len))
             baseline = float(noisy(cost.baseline_seconds(prompt_len, output_len)))
-            for frame in (steps, *token_rows):
-                frame["prompt_id"] = prompt_id
-                for key, value in keys.items():
-                    frame[key] = value
-            step_parts.append(steps)
-            token_parts.extend(token_rows)
+            # Columns built once per sequence: a column set per step cost most of the run time.
+            step_parts.append(steps.assign(prompt_id=prompt_id, **keys))
+            if token_chunks:
+                token_parts.append(pd.DataFrame({
+                    **{name: np.concatenate([chunk[name] for chunk in token_chunks]) for name in token_chunks[0]},
+                    "prompt_id": prompt_id, **keys}))
             sequence_rows.append({
                 **keys, "prompt_id": prompt_id, "prompt_len": int(prompt_len), "output_len": int(output_len),
                 "n_steps": step, "finish_reason": "length",
