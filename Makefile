@@ -52,7 +52,7 @@ browser:
 test: setup browser
 	$(BIN)/ruff check specsim tests benchmarks scripts notebooks
 	$(BIN)/mypy specsim
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=15
 
 # Unit and statistical checks only (no fits, renders or subprocess runs): about 2 minutes here.
 test-fast: setup
