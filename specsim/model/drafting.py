@@ -14,13 +14,13 @@ For task ``t``, drafter ``r`` (the drafters that drafted nothing at some step) a
                        + draft_context_slope[r] * log2(context[t, r, b] / 256) + draft_position_effect[b]
     drafted[t, r, b] ~ BetaBinomial(steps[t, r, b], q kappa m, (1 - q) kappa m)
 
-The task and drafter effects sum to zero. The pair effect (with two tasks and two drafters or more; else
-0; non-centred, ``sigma_draft_pair * z``) is what a task does to one drafter and not to the others: prompt lookup drafts at 0.80 of news steps,
-where the datastores draft at 0.45-0.49. ``m`` is the number of prompts behind the cell, so a cell's
-over-dispersion shrinks with its prompts, as in the acceptance model. ``kappa`` is the concentration of
-one prompt's chance around its cell's; prior Gamma(2, 0.05): mean 40, 90% between 7 and 95. With cells
-pooled over position bins it stayed at its prior; per position bin, the reference traces fit it at 3.6
-(the bins of one pair vary more than binomially) and the length experiment, one lookup, leaves it near its
+The task and drafter effects sum to zero. The pair effect (with two tasks and two drafters or more; else 0;
+non-centred, ``sigma_draft_pair * z``) is what a task does to one drafter and not to the others: prompt lookup
+drafts at 0.80 of news steps, where the datastores draft at 0.45-0.49. ``m`` is the number of prompts behind
+the cell, so a cell's over-dispersion shrinks with its prompts, as in the acceptance model. ``kappa`` is the
+concentration of one prompt's chance around its cell's; prior Gamma(2, 0.05): mean 40, 90% between 7 and 95.
+With cells pooled over position bins it stayed at its prior; per position bin, the reference traces fit it at
+3.6 (the bins of one pair vary more than binomially) and the length experiment, one lookup, leaves it near its
 prior (46). Without the pair effect, kappa took up the interaction (1.2 per prompt), and a probe of ten
 prompts hardly moved a new task's chance.
 
