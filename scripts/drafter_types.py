@@ -118,9 +118,9 @@ def run(name: str, draws: int, probe_prompts: int, gamma: int, temperature: floa
         if outcome.result.diagnostics["passed"]:
             break
     meta = outcome.result.metadata
-    greedy = traces.sequences[(traces.sequences["temperature"] == temperature)
-                              & traces.sequences["drafter_kind"].isin(workflow.MODELLED_KINDS)]
-    pooled = length_table(greedy)
+    measured = traces.sequences[(traces.sequences["temperature"] == temperature)
+                                & traces.sequences["drafter_kind"].isin(workflow.MODELLED_KINDS)]
+    pooled = length_table(measured)
     workload = Workload(pooled["prompt_len"].to_numpy(), pooled["output_len"].to_numpy(), f"{name} pooled", "file")
     costs = {}
     for drafter_type in meta.drafter_types:

@@ -41,7 +41,7 @@ from specsim.errors import InputError
 from specsim.glossary import INTERVAL_LEVEL, TOKENS_PER_STEP_CONVENTION, central_quantiles
 from specsim.lengths import divergences, length_table
 from specsim.model.data import MODELLED_KINDS
-from specsim.simulate.acceptance import profile_from_tokens
+from specsim.simulate.acceptance import AcceptanceProfile, profile_from_tokens
 from specsim.simulate.cost import CostKey, CostModel, fit_cost_models
 from specsim.simulate.exact import expected_grid, expected_workload
 from specsim.simulate.validation import validate_against_measured
@@ -253,6 +253,16 @@ def _acceptance_steps(traces: Traces, drafter: str, task: str, temperature: floa
     return select(traces.steps, drafter=drafter, task=task, temperature=temperature)
 
 
+def _measured_profile(traces: Traces, drafter: str, acceptance_from: str, workload: str | Workload,
+                      temperature: float) -> tuple[AcceptanceProfile, Workload]:
+    """The drafter's measured acceptance profile on ``acceptance_from`` and the resolved workload."""
+    tokens = _acceptance_tokens(traces, drafter, acceptance_from, temperature)
+    if not isinstance(workload, Workload):
+        workload = resolve_workload(workload, traces.sequences, temperature=temperature, option="--lengths-from")
+    profile = profile_from_tokens(tokens, steps=_acceptance_steps(traces, drafter, acceptance_from, temperature))
+    return profile, workload
+
+
 def _cost_of(traces: Traces, drafter: str, temperature: float) -> CostModel:
     models = cost_models(traces)
     if (drafter, temperature) not in models:
@@ -340,9 +350,7 @@ def gamma_sweep(
         collected at that draft length, or the cost profile timed it; ``extrapolated`` from other
         draft lengths; ``assumed``: a constant cost ratio).
     """
-    tokens = _acceptance_tokens(traces, drafter, acceptance_from, temperature)
-    if not isinstance(workload, Workload):
-        workload = resolve_workload(workload, traces.sequences, temperature=temperature, option="--lengths-from")
+    profile, workload = _measured_profile(traces, drafter, acceptance_from, workload, temperature)
     if cost is None:
         steps = traces.steps
         collected = set(steps.loc[(steps["drafter"] == drafter) & (steps["temperature"] == temperature),
@@ -355,7 +363,6 @@ def gamma_sweep(
     if min(gammas) < 1:
         raise InputError(f"draft lengths must be >= 1, got {min(gammas)}", field="--gamma")
     # One profile of the measured draft indices; longer drafts reuse the last measured index's rate.
-    profile = profile_from_tokens(tokens, steps=_acceptance_steps(traces, drafter, acceptance_from, temperature))
     rows = [{"gamma": p.gamma, "speedup": p.speedup, "tokens_per_step": p.tokens_per_step}
             for p in expected_grid(profile, cost, np.array(gammas), workload.prompt_lengths, workload.output_lengths)]
     table = pd.DataFrame(rows)
@@ -512,10 +519,7 @@ def break_even_cost_ratio(
     from specsim.simulate.cost import leviathan_cost_model
 
     # The measured profile and the workload once; each bisection step only changes the costs.
-    tokens = _acceptance_tokens(traces, drafter, acceptance_from, temperature)
-    if not isinstance(workload, Workload):
-        workload = resolve_workload(workload, traces.sequences, temperature=temperature, option="--lengths-from")
-    profile = profile_from_tokens(tokens, steps=_acceptance_steps(traces, drafter, acceptance_from, temperature))
+    profile, workload = _measured_profile(traces, drafter, acceptance_from, workload, temperature)
     gammas = np.arange(1, max_gamma + 1)
 
     def best(c: float) -> float:
