@@ -134,6 +134,11 @@ _QUANTITIES = {
     # traces check
     "valid": "whether the directory passed validation", "runs": "run ids",
     "incomplete_shards_skipped": "shards of an interrupted run left out",
+    # traces compact
+    "runs_compacted": "runs whose shards were merged into one", "runs_skipped": "runs left as they were "
+    "(a collection holds them)", "files_before": "Parquet files of the three tables before",
+    "files_after": "Parquet files of the three tables after", "bytes_before": "bytes of those files before",
+    "bytes_after": "bytes of those files after",
     # fit and model
     "out": "file or folder written", "sampler": "MCMC sampler", "diagnostics": "sampler diagnostics",
     "diagnostics_passed": "whether the fit passed the diagnostics gate", "passed": "gate verdict",

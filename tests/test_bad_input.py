@@ -142,6 +142,7 @@ def _cases(p):
         "both cost options": ([*whatif, "--lengths-from", "mid", "--cost-ratio", "0.1", "--cost-profile",
                                str(folder / "profile_bad.json")], "not both"),
         "traces missing": (["traces", "summary", str(folder / "nothing")], "no such trace directory"),
+        "compact missing": (["traces", "compact", str(folder / "nothing")], "no such trace directory"),
         "cost profile NaN verify entry": ([*whatif, "--lengths-from", "mid", "--cost-profile",
                                            str(folder / "profile_nan_table.json")], "verify_table"),
         "cost profile nested 100000 deep": ([*whatif, "--lengths-from", "mid", "--cost-profile",
@@ -358,6 +359,8 @@ def test_a_shard_with_zero_rows_reads(tmp_path, trace_dir, capsys):
     assert main(["traces", "summary", str(folder), "--json"]) == 0
     assert main(["simulate", "validate", str(folder), "--json"]) == 0
     assert main(["lengths", str(folder), "--json"]) == 0
+    assert main(["traces", "compact", str(folder), "--json"]) == 0
+    assert main(["traces", "check", str(folder)]) == 0
     capsys.readouterr()
 
 

@@ -24,6 +24,7 @@ def _fast_commands(trace_dir):
     return {
         "traces check": ["traces", "check", traces],
         "traces summary": ["traces", "summary", traces],
+        "traces compact": ["traces", "compact", traces],
         "lengths": ["lengths", traces, "--bootstrap", "5"],
         "simulate analytic": ["simulate", "analytic", "--alpha", "0.7", "--gamma", "3", "--cost-ratio", "0.1"],
         "simulate whatif": ["simulate", "whatif", *whatif, "--resamples", "5"],

@@ -453,3 +453,26 @@ def test_unloadable_hub_model_is_one_line_and_leaves_no_folder(tmp_path, capsys)
     # The hub client's per-retry lines stay quiet; the one line says which model failed.
     assert code == 2 and err.count("\n") == 1 and "SomeOrg/no-such-model" in err, err
     assert not out.exists()
+
+
+def test_a_compacted_collection_resumes_without_redoing_a_prompt(tmp_path, tiny_models):
+    """Collect 2 of 4 prompts, compact, collect the rest, compact again: the rows of one whole collection."""
+    from specsim.traces.compact import compact_traces
+
+    prompts = _prompts(tmp_path / "p.jsonl", 3)
+    whole = read_traces(collect(_config(tiny_models, prompts, tmp_path / "whole", gammas=(2,)))["out"])
+    out = tmp_path / "parts"
+    assert collect(_config(tiny_models, prompts, out, gammas=(2,), limit=2))["prompts_done"] == 2
+    assert compact_traces(out)["files_after"] == 3
+    rest = collect(_config(tiny_models, prompts, out, gammas=(2,)))
+    assert (rest["prompts_skipped"], rest["prompts_done"]) == (2, 2)
+    again = compact_traces(out)
+    assert (again["files_before"], again["files_after"]) == (9, 3)
+    parts = read_traces(out)
+    for name in ("tokens", "steps", "sequences"):
+        ignored = ["draft_s", "verify_s", "spec_wall_s", "baseline_wall_s", "prefill_s", "baseline_prefill_s"]
+        keys = [k for k in ("prompt_id", "drafter", "gamma", "temperature", "step", "draft_index")
+                if k in getattr(whole, name)]
+        left, right = (getattr(t, name).drop(columns=ignored, errors="ignore").sort_values(keys)
+                       .reset_index(drop=True) for t in (whole, parts))
+        pd.testing.assert_frame_equal(left, right)  # timings differ between two runs; every other value is equal

@@ -56,7 +56,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     traces = read_traces(LENGTHS)
-    tokens = select(traces.tokens, temperature=0.0).assign(regime=lambda f: regime_of(f["prompt_id"]))
+    tokens = select(traces.tokens, temperature=0.0, gamma=4).assign(regime=lambda f: regime_of(f["prompt_id"]))
     evaluated = tokens[tokens["evaluated"]]
 
     by_context = acceptance_by_context(tokens)
@@ -77,28 +77,34 @@ def main() -> None:
     cells = []
     every = traces.sequences.assign(regime=lambda f: regime_of(f["prompt_id"]))
     all_evaluated = traces.tokens[traces.tokens["evaluated"]].assign(regime=lambda f: regime_of(f["prompt_id"]))
-    for (temperature, drafter, regime), group in every.groupby(["temperature", "drafter", "regime"]):
-        cell_steps = select(traces.steps, drafter=drafter, temperature=temperature)
+    for (temperature, gamma, drafter, regime), group in every.groupby(["temperature", "gamma", "drafter", "regime"]):
+        cell_steps = select(traces.steps, drafter=drafter, temperature=temperature, gamma=gamma)
         cell_steps = cell_steps[regime_of(cell_steps["prompt_id"]) == regime]
         accepted, drafted = int(cell_steps["n_accepted"].sum()), int(cell_steps["n_drafted"].sum())
         cell_tokens = all_evaluated[(all_evaluated["drafter"] == drafter) & (all_evaluated["regime"] == regime)
-                                    & (all_evaluated["temperature"] == temperature)]
+                                    & (all_evaluated["temperature"] == temperature)
+                                    & (all_evaluated["gamma"] == gamma)]
         low, high = wilson_interval(cell_tokens["accepted"].sum(), len(cell_tokens), 0.95)
         speed = measured_speedup_interval(group, rng=0, level=0.95)
-        cells.append({"temperature": temperature, "drafter": drafter, "regime": regime, "sequences": len(group),
-                      "drafted": drafted,
+        cells.append({"temperature": temperature, "gamma": gamma, "drafter": drafter, "regime": regime,
+                      "sequences": len(group), "drafted": drafted,
                       "acceptance_rate": accepted / drafted, "conditional_acceptance": cell_tokens["accepted"].mean(),
                       "wilson_95_half_width": (high - low) / 2,
                       "tokens_per_step": (accepted + len(cell_steps)) / len(cell_steps),
                       "measured_speedup": speed.estimate, "speedup_95": f"{speed.low:.3f}-{speed.high:.3f}"})
-    cells = pd.DataFrame(cells).sort_values(["temperature", "drafter", "regime"],
+    cells = pd.DataFrame(cells).sort_values(["temperature", "gamma", "drafter", "regime"],
                                             key=lambda c: c.map(lambda r: int(r.split("-")[1]))
                                             if c.name == "regime" else c)
     print("\n### Cells (gamma 4; temperature 0 = greedy)\n")
-    print(markdown(cells))
-    for temperature, part in cells.groupby("temperature"):
+    print(markdown(cells[cells["gamma"] == 4].drop(columns="gamma")))
+    for temperature, part in cells[cells["gamma"] == 4].groupby("temperature"):
         print(f"\nwidest Wilson 95% half-width at temperature {temperature:g}: "
               f"{part['wilson_95_half_width'].max():.3f}")
+    other = cells[cells["gamma"] != 4]
+    if not other.empty:
+        print("\n### Cells at gamma 2 and 8 (greedy; one drafter of each type collected there)\n")
+        print(markdown(other.drop(columns="temperature")))
+        print(f"\nwidest Wilson 95% half-width at gamma 2 and 8: {other['wilson_95_half_width'].max():.3f}")
 
     print("\n### The length effect alone beside the content effect (90% bootstrap over prompts)\n")
     effects = [length_effects(tokens)]

@@ -49,12 +49,14 @@ def main() -> None:
     parser.add_argument("--traces", default=str(ROOT / "data" / "traces" / "lengths"))
     parser.add_argument("--drafter", default="prompt-lookup")
     parser.add_argument("--max-ngram", type=int, default=2)
+    parser.add_argument("--gamma", type=int, default=4, help="the draft length whose steps are replayed")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     traces = read_traces(args.traces)
     tokenizer = load_model("smollm2").tokenizer
     prompts = {p.prompt_id: p for path in sorted(PROMPTS.glob("heldout-*.jsonl")) for p in read_prompts(path)}
-    greedy = (traces.steps["temperature"] == 0) & (traces.steps["drafter"] == args.drafter)
+    greedy = ((traces.steps["temperature"] == 0) & (traces.steps["drafter"] == args.drafter)
+              & (traces.steps["gamma"] == args.gamma))
     steps = traces.steps[greedy].reset_index(drop=True)
     steps["position"] = step_positions(steps)
     sequences = traces.sequences.set_index(SEQUENCE_KEY)

@@ -56,6 +56,37 @@ def traces_check(
         )
 
 
+@traces_app.command("compact")
+def traces_compact(
+    directory: Path = typer.Argument(..., help="Trace directory."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Merge each run's per-prompt shards into one shard; every row reads back unchanged.
+
+    A collection writes three Parquet files per prompt; compacted, a run is three files, a third
+    of the bytes or more smaller. A collection resumed afterwards still skips the prompts done, and
+    a run being collected is left as it is. Safe to interrupt: nothing is deleted before its
+    compacted copy is complete.
+    """
+    from specsim.traces.compact import compact_traces
+
+    with _progress_bar("compacting") as bar:
+        task = bar.add_task("", total=None)
+        result = compact_traces(directory, progress=lambda done, total, run: bar.update(
+            task, completed=done, total=total, description=run))
+    if json_output:
+        print_json(result)
+        return
+    saved = result["bytes_before"] - result["bytes_after"]
+    common.stdout.print(
+        f"{directory}: {len(result['runs_compacted'])} run(s) compacted, {result['files_before']} -> "
+        f"{result['files_after']} files, {result['bytes_before']:,} -> {result['bytes_after']:,} bytes "
+        f"({saved / max(result['bytes_before'], 1):.0%} smaller); {result['sequences']} sequences, "
+        f"{result['tokens']} drafted tokens, unchanged")
+    if result["runs_skipped"]:
+        common.stderr.print(f"left as they are (being collected): {', '.join(result['runs_skipped'])}")
+
+
 @traces_app.command("counts")
 def traces_counts(
     directory: Path = typer.Argument(..., help="Trace directory."),

@@ -41,6 +41,7 @@ __all__ = [
     "SCHEMAS",
     "METADATA_VERSION_KEY",
     "METADATA_TABLE_KEY",
+    "METADATA_COMPACTED_KEY",
 ]
 
 #: Interior edges of the default sequence-position bins (generated tokens so far when a step
@@ -58,6 +59,9 @@ READABLE_VERSIONS = ("1", "2")
 BASELINE_FOLDER = "baseline"
 METADATA_VERSION_KEY = b"specsim.schema_version"
 METADATA_TABLE_KEY = b"specsim.table"
+#: Key of a compacted shard's sequences file: the JSON list of the shards it holds
+#: (:mod:`specsim.traces.compact`); a shard it names is superseded wherever its own files remain.
+METADATA_COMPACTED_KEY = b"specsim.compacted_shards"
 
 DRAFTER_KINDS = ("generic", "finetuned", "untrained")
 #: How a drafter proposes tokens (:mod:`specsim.collect.drafters`): a separate small language

@@ -3,9 +3,9 @@
 The writer puts each table of a shard into its own Parquet file through a sibling ``.tmp``
 file that is flushed, fsynced and renamed onto its final name, so a reader never sees a file
 that was half written; the sequences file is written last and marks the shard complete. The
-reader skips ``.tmp`` files and shards whose sequences file is missing (a crash in the middle
-of a shard), validates every file's schema and version, and checks the invariants of the
-trace contract (see :mod:`specsim.traces.validate`).
+reader skips ``.tmp`` files, shards whose sequences file is missing (a crash in the middle
+of a shard) and shards that a compacted shard holds (:mod:`specsim.traces.compact`), validates
+every file's schema and version, and checks the invariants of the trace contract (see :mod:`specsim.traces.validate`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from specsim.errors import InputError
 from specsim.traces.schema import (
+    METADATA_COMPACTED_KEY,
     METADATA_TABLE_KEY,
     METADATA_VERSION_KEY,
     READABLE_VERSIONS,
@@ -42,6 +43,9 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_table",
     "to_arrow",
+    "superseded_shards",
+    "compacted_shard_name",
+    "compacted_contents",
 ]
 
 _TMP_SUFFIX = ".tmp"
@@ -207,8 +211,8 @@ class TraceWriter:
             handle.close()
 
     def completed_shards(self) -> set[str]:
-        """Names of shards whose sequences file exists (the last file a shard writes)."""
-        return {path.stem for path in (self.root / "sequences").glob("*.parquet")}
+        """Shards whose sequences file exists (the last file a shard writes) or that a compacted shard holds."""
+        return set(_shard_files(self.root, "sequences")) | superseded_shards(self.root)
 
     def write_shard(
         self,
@@ -331,6 +335,40 @@ def _shard_files(root: Path, table_name: str) -> dict[str, Path]:
     return {path.stem: path for path in sorted((root / table_name).glob("*.parquet"))}
 
 
+#: What a compacted shard's name holds between its run id and its number (:func:`compacted_shard_name`).
+COMPACTED_INFIX = "-compacted-"
+
+
+def compacted_shard_name(run_id: str, number: int) -> str:
+    """The stem of a run's ``number``-th compacted shard, e.g. ``run-ab12-compacted-1``."""
+    return f"{run_id}{COMPACTED_INFIX}{number}"
+
+
+def compacted_contents(path: Path) -> list[str]:
+    """The shards a compacted sequences file holds (empty for a shard written by a collection)."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(f"not a readable Parquet file ({error})", path=path) from None
+    listed = metadata.get(METADATA_COMPACTED_KEY)
+    if listed is None:
+        return []
+    try:
+        names = json.loads(listed)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        names = None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise InputError("the list of compacted shards is not a JSON list of names", path=path,
+                         field=METADATA_COMPACTED_KEY.decode())
+    return names
+
+
+def superseded_shards(root: Path) -> set[str]:
+    """Shards that a compacted shard of ``root`` holds; their own files, where a crash left them, are not read."""
+    return {name for stem, path in _shard_files(root, "sequences").items() if COMPACTED_INFIX in stem
+            for name in compacted_contents(path)}
+
+
 def _read_runs(root: Path) -> dict[str, dict[str, Any]]:
     runs: dict[str, dict[str, Any]] = {}
     for path in sorted((root / "runs").glob("*.json")):
@@ -381,11 +419,12 @@ def read_traces(
         raise InputError(f"unknown table(s) {sorted(unknown)}", field="tables")
     if not root.is_dir():
         raise InputError("no such trace directory", path=root)
-    complete = _shard_files(root, "sequences")
+    superseded = superseded_shards(root)
+    complete = {stem: path for stem, path in _shard_files(root, "sequences").items() if stem not in superseded}
     if not complete:
         raise InputError("no trace shards (sequences/*.parquet) in this directory", path=root)
     incomplete = sorted(
-        {stem for name in ("tokens", "steps") for stem in _shard_files(root, name)} - set(complete)
+        {stem for name in ("tokens", "steps") for stem in _shard_files(root, name)} - set(complete) - superseded
     )
     frames: dict[str, pd.DataFrame] = {}
     for table_name in TABLES:
