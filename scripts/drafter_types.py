@@ -43,6 +43,7 @@ from specsim import workflow
 from specsim.analysis.length_effects import regime_of
 from specsim.lengths import length_table
 from specsim.model.hierarchical import SUMMARY_PARAMETERS
+from specsim.outputs import json_ready
 from specsim.traces import Traces, read_traces
 from specsim.traces.store import combine_traces
 from specsim.workload import Workload
@@ -160,7 +161,7 @@ def main() -> None:
         suffix = f"-gamma{args.gamma}" if args.gamma != 4 else ""
         suffix += f"-t{args.temperature:g}" if args.temperature else ""
         path = OUT / f"{name}{suffix}.json"
-        path.write_text(json.dumps(document, indent=1, default=float) + "\n")
+        path.write_text(json.dumps(json_ready(document), indent=1, default=float) + "\n")
         print(f"{name}: {path} ({document['wall_s']:.0f} s)")
 
 

@@ -134,6 +134,7 @@ _QUANTITIES = {
     # traces check
     "valid": "whether the directory passed validation", "runs": "run ids",
     "incomplete_shards_skipped": "shards of an interrupted run left out",
+    "cells_probed": "held-out cells predicted with a probe (a cell with no prompt beside its probe is blind only)",
     # traces compact
     "runs_compacted": "runs whose shards were merged into one", "runs_skipped": "runs left as they were "
     "(a collection holds them)", "files_before": "Parquet files of the three tables before",

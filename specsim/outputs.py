@@ -1,4 +1,4 @@
-"""Output paths checked before any work starts, so a bad ``--out`` fails in a second, not after a fit.
+"""Outputs: paths checked before any work starts (a bad ``--out`` fails at once, not after a fit); JSON-ready values.
 
 Every writer in specsim writes a temporary sibling and renames it (traces, posteriors, reports);
 these checks make sure that rename will be possible: the folder exists or can be created, is a
@@ -7,13 +7,35 @@ folder, and is writable.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from specsim.errors import InputError
 
-__all__ = ["check_output_dir", "check_output_file"]
+__all__ = ["check_output_dir", "check_output_file", "json_ready"]
+
+
+def json_ready(value: Any) -> Any:
+    """JSON-safe copy: NaN and infinities become null, NumPy scalars plain numbers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> json_ready({"a": np.float64("nan"), "b": [np.int64(2), float("inf")]})
+    {'a': None, 'b': [2, None]}
+    """
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _writable_folder(folder: Path, option: str) -> None:

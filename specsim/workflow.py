@@ -1083,9 +1083,13 @@ class LotoResult:
             "mean_absolute_percentage_error": float(cells["error_pct"].abs().mean()),
             "folds": int(len(folds)), "folds_passing_diagnostics": int(folds["diagnostics_passed"].sum())}
         if probe:
-            figures.update({"cells_covered_probe": int(cells["covered_probe"].sum()),
-                            "coverage_probe": float(cells["covered_probe"].mean()),
-                            "mean_absolute_percentage_error_probe": float(cells["error_pct_probe"].abs().mean())})
+            # A cell with no prompt left beside its probe (probe_tokens 0) counts blind only.
+            probed = cells[cells["probe_tokens"] > 0]
+            covered = probed["covered_probe"].astype(bool)
+            figures.update({"cells_probed": int(len(probed)), "cells_covered_probe": int(covered.sum()),
+                            "coverage_probe": float(covered.mean()) if len(probed) else None,
+                            "mean_absolute_percentage_error_probe":
+                                float(probed["error_pct_probe"].abs().mean()) if len(probed) else None})
         return figures
 
     def overall(self) -> dict[str, Any]:
@@ -1107,9 +1111,12 @@ class LotoResult:
                               ("all types", self.overall())]:
             line = (f"{name}: {100 * self.level:.0f}% intervals cover {figures['cells_covered']} of {figures['cells']} "
                     f"held-out cells; MAPE {figures['mean_absolute_percentage_error']:.1f}%")
-            if self.probe_prompts:
+            if self.probe_prompts and figures["cells_probed"]:
                 line += (f"; with a probe of {self.probe_prompts} prompts {figures['cells_covered_probe']} of "
-                         f"{figures['cells']}, MAPE {figures['mean_absolute_percentage_error_probe']:.1f}%")
+                         f"{figures['cells_probed']}, MAPE {figures['mean_absolute_percentage_error_probe']:.1f}%")
+            if self.probe_prompts and figures["cells_probed"] < figures["cells"]:
+                line += (f"; {figures['cells'] - figures['cells_probed']} cell(s) of {self.probe_prompts} prompts "
+                         "or fewer predicted blind only")
             lines.append(line)
         overall = self.overall()
         lines.append(f"{overall['folds_passing_diagnostics']} of {overall['folds']} folds passed the diagnostics gate")
@@ -1143,7 +1150,10 @@ def leave_one_task_out(
     (by prompt id) serve as that drafter's probe of the task: their first drafted token of every
     step, whose acceptance under greedy decoding is the drafter's agreement with the target's
     output at that position (what ``specsim probe`` measures). Every prediction, with and without
-    the probe, is then compared with the speed-up measured on the *other* prompts of the cell.
+    the probe, is then compared with the speed-up measured on the *other* prompts of the cell. A
+    cell of k prompts or fewer has none left beside its probe: it is predicted blind on all its
+    prompts, its probe columns are NaN and ``probe_tokens`` 0, and the probe figures leave it out
+    (``cells_probed``).
 
     Folds use nutpie's low-rank mass matrix by default (every fold of both reference
     experiments passes with it). A fold whose fit fails the diagnostics gate is fitted once more
@@ -1209,6 +1219,8 @@ def leave_one_task_out(
         for drafter in sorted(modelled["drafter"].unique()):
             cell = select(modelled, task=task, drafter=drafter, gamma=gamma)
             probed_ids = sorted(cell["prompt_id"].unique())[:probe_prompts]
+            if len(probed_ids) == cell["prompt_id"].nunique():
+                probed_ids = []  # a probe would leave no prompt to measure: this cell is predicted blind only
             cell = cell[~cell["prompt_id"].isin(probed_ids)]
             if cell.empty:
                 continue
@@ -1232,7 +1244,10 @@ def leave_one_task_out(
                    "error_pct": 100 * (prediction.mean - measured) / measured,
                    "diagnostics_passed": bool(outcome.result.diagnostics["passed"]), "target_accept": fold_accept,
                    "costs_from": costs_from, "cost_run_log_sd": spread}
-            if probe_prompts:
+            if probe_prompts and not probed_ids:
+                row.update({"speedup_probe": np.nan, "speedup_probe_low": np.nan, "speedup_probe_high": np.nan,
+                            "covered_probe": np.nan, "error_pct_probe": np.nan, "probe_tokens": 0})
+            elif probe_prompts:
                 probe = probe_from_traces(select(tokens, task=task, drafter=drafter, gamma=gamma), probed_ids,
                                           select(steps, task=task, drafter=drafter, gamma=gamma))
                 with_probe = predict_speedup(*arguments, **options, probe=probe)

@@ -95,3 +95,24 @@ def test_loto_figures_are_coverage_and_mape_by_hand():
     payload = result.to_dict()
     assert payload["coverage"] == overall["coverage"] and len(payload["by_drafter_type"]) == 2
     assert "lookup: 90% intervals cover 1 of 2 held-out cells; MAPE 17.5%" in result.summary()
+
+
+def test_a_cell_with_no_prompt_beside_its_probe_counts_blind_only():
+    # Three cells with a probe of 4 prompts; the third had 4 prompts, all of them the probe's: blind only.
+    cells = pd.DataFrame({
+        "held_out_task": ["a", "b", "c"], "drafter": ["l", "l", "l"], "drafter_type": ["lookup"] * 3,
+        "measured_speedup": [1.0, 2.0, 1.5], "speedup": [1.2, 2.0, 1.5], "covered": [True, True, False],
+        "error_pct": [20.0, 0.0, 0.0], "diagnostics_passed": [True, True, True],
+        "speedup_probe": [1.1, 1.6, np.nan], "covered_probe": [True, False, np.nan],
+        "error_pct_probe": [10.0, -20.0, np.nan], "probe_tokens": [120, 130, 0],
+    })
+    result = workflow.LotoResult(cells, level=0.9, probe_prompts=4)
+    overall = result.overall()
+    assert overall["cells"] == 3 and overall["cells_covered"] == 2
+    assert overall["cells_probed"] == 2 and overall["cells_covered_probe"] == 1
+    assert overall["coverage_probe"] == pytest.approx(0.5)
+    assert overall["mean_absolute_percentage_error_probe"] == pytest.approx(15.0)
+    assert "with a probe of 4 prompts 1 of 2, MAPE 15.0%; 1 cell(s) of 4 prompts or fewer predicted blind only" in (
+        result.summary())
+    none_probed = workflow.LotoResult(cells.iloc[2:], level=0.9, probe_prompts=4).overall()
+    assert none_probed["cells_probed"] == 0 and none_probed["coverage_probe"] is None

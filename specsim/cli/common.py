@@ -17,6 +17,7 @@ from rich.console import Console
 
 from specsim.errors import InputError
 from specsim.glossary import INTERVAL_LEVEL
+from specsim.outputs import json_ready
 
 __all__ = ["app", "traces_app", "simulate_app", "datastore_app", "stdout", "stderr", "print_json", "print_table"]
 
@@ -42,22 +43,9 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
     _state["debug"] = _state["debug"] or debug
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: NaN and infinities become null, NumPy scalars plain numbers."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def print_json(payload: Any) -> None:
     """Print ``payload`` as JSON on stdout (NaN written as null)."""
-    sys.stdout.write(json.dumps(_clean(payload), indent=2) + "\n")
+    sys.stdout.write(json.dumps(json_ready(payload), indent=2) + "\n")
 
 
 def print_table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
