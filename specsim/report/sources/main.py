@@ -615,13 +615,16 @@ length_lines = []
 effects = pd.DataFrame()
 if lengths_traces and Path(lengths_traces).is_dir():
     controlled = read_traces(lengths_traces)
-    controlled_tokens = select(controlled.tokens, temperature=0.0, gamma=gamma)
+    # One gamma (a drafter measured at several would mix them): the report's, else the experiment's most common.
+    controlled_gammas = select(controlled.tokens, temperature=0.0)["gamma"]
+    controlled_gamma = gamma if (controlled_gammas == gamma).any() else int(controlled_gammas.mode().iloc[0])
+    controlled_tokens = select(controlled.tokens, temperature=0.0, gamma=controlled_gamma)
     by_position = acceptance_by_context(controlled_tokens)
     controlled_drafters = sorted(by_position["drafter"].unique())
     controlled_colors = drafter_colours(controlled_drafters)
     fig, ax = plt.subplots(figsize=(11, 3.6))
     plot_acceptance_by_context(ax, by_position, controlled_colors)
-    ax.set(title=f"Same content, context length moved (greedy, gamma {gamma}; up to "
+    ax.set(title=f"Same content, context length moved (greedy, gamma {controlled_gamma}; up to "
                  f"{int(by_position['context_end'].max())} tokens)")
     show(fig)
     own = {d: t for d, t in sequences.drop_duplicates("drafter").set_index("drafter")["drafter_trained_on"].items()
