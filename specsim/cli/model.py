@@ -179,7 +179,8 @@ def loto_command(
     length_measure: str = typer.Option("js", "--length-measure", help="Length covariate (as for specsim fit)."),
     probe_prompts: int = typer.Option(0, "--probe-prompts", help="Also predict each held-out cell with a probe "
                                       "made of its first N prompts (greedy traces; every prediction is then "
-                                      "compared on the other prompts).", min=0),
+                                      "compared on the other prompts; a cell of N prompts or fewer is predicted "
+                                      "blind only).", min=0),
     mass_matrix: str = typer.Option("low-rank", "--mass-matrix", help=_MASS_MATRIX_HELP + " Default here: "
                                     "low-rank (every fold of both reference experiments passes with it)."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
