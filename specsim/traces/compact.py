@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from specsim.errors import InputError
 from specsim.traces.schema import METADATA_COMPACTED_KEY, TABLES
@@ -36,7 +35,6 @@ from specsim.traces.store import (
     COMPACTED_INFIX,
     TraceWriter,
     _read_table_file,
-    _shard_files,
     atomic_write_table,
     compacted_contents,
     compacted_shard_name,
@@ -52,12 +50,6 @@ def _table_bytes(root: Path) -> tuple[int, int]:
     """Files and bytes of the three tables' Parquet files."""
     files = [path for name in TABLES for path in (root / name).glob("*.parquet")]
     return len(files), sum(path.stat().st_size for path in files)
-
-
-def _run_of_shard(path: Path) -> str:
-    """The run id of a shard (its sequences file's first row; a shard holds one run's prompt)."""
-    column = pq.read_table(path, columns=["run_id"]).column("run_id")
-    return str(column[0].as_py()) if len(column) else ""
 
 
 def _next_number(stems: list[str], run_id: str) -> int:
@@ -114,9 +106,12 @@ def compact_traces(root: str | Path, *, progress: Callable[[int, int, str], None
     for stem in superseded:  # a crash after a compacted shard was written, before its sources were deleted
         for name in TABLES:
             (root / name / f"{stem}.parquet").unlink(missing_ok=True)
+    # Each shard's run, from the rows read above (a shard holds one run's prompt; an empty shard has none).
     shards_by_run: dict[str, list[str]] = {}
-    for stem, path in _shard_files(root, "sequences").items():
-        shards_by_run.setdefault(_run_of_shard(path), []).append(stem)
+    run_ids, first_row = before.sequences["run_id"].astype(str).to_numpy(), 0
+    for stem, rows in before.sequences.attrs["shard_rows"]:
+        shards_by_run.setdefault(str(run_ids[first_row]) if rows else "", []).append(stem)
+        first_row += rows
     lock_folder = root / ".locks"
     compacted, skipped = [], []
     for done, (run_id, stems) in enumerate(sorted(shards_by_run.items()), start=1):
