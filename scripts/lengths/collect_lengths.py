@@ -20,10 +20,11 @@ tokens (64 to 256); temperature 0.7, gamma 4, the regime's first :data:`SAMPLING
 ``<group>greedy-<regime>-extra`` on a regime's extra held-out prompts (``heldout-<regime>-extra.jsonl``,
 files the regime had not used); ``lookup-greedy-gamma2-8-<regime>`` and ``heads-greedy-gamma2-8-<regime>``: one
 drafter of the type (prompt lookup; ``head-short``, the head whose window the long regimes pass) at gamma 2
-and 8, greedy (shipped with ``--limit``: 6 prompts for lookup, 4 for the head, within the 40 MB of traces).
-The separate models' weights (``ft-short``) were not on the machine when these were collected, so that type has
-gamma 4 only. Every stage is resumable (re-running skips prompts already
-written; ``--limit N`` collects the first N prompts of a stage, the run id does not change).
+and 8, greedy (shipped with ``--limit``: 6 prompts for lookup, 4 for the head, within the 40 MB of traces);
+``greedy-gamma2-8-<regime>`` the same for ``ft-short``, the separate model whose window the long regimes pass
+(shipped with ``--limit 4``, ctx-128 to ctx-2048, the regimes its type has at gamma 4). Every stage is
+resumable (re-running skips prompts already written; ``--limit N`` collects the first N prompts of a stage, the
+run id does not change).
 
 Writes ``data/traces/lengths`` and its ``manifest.json``. Run:
 ``python scripts/lengths/collect_lengths.py [STAGE ...] [--limit N]``; ``--list`` prints the stages.
@@ -47,6 +48,10 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "data" / "traces" / "lengths"
 PROMPTS = ROOT / "data" / "prompts" / "lengths"
 SAMPLING_PROMPTS = 4
+
+
+#: The drafter of each group collected at gamma 2 and 8 (the fine-tuned short-window one where the type has one).
+GAMMA_DRAFTERS = {"": "ft-short", "lookup-": "prompt-lookup", "heads-": "head-short"}
 
 
 def drafter_groups() -> dict[str, tuple[DrafterSpec, ...]]:
@@ -83,11 +88,12 @@ def stages() -> dict[str, CollectConfig]:
                 configs[f"{prefix}{mode}-{regime}"] = CollectConfig(
                     target="smollm2", drafters=drafters, prompts=str(prompts), out=str(OUT), gammas=(4,),
                     temperatures=(temperature,), max_new_tokens=sizes["new_tokens"], seed=0)
-        if prefix:  # one drafter of the type at gamma 2 and 8: whether the length curve depends on gamma
-            for regime, sizes in manifest["regimes"].items():
-                configs[f"{prefix}greedy-gamma2-8-{regime}"] = CollectConfig(
-                    target="smollm2", drafters=drafters[:1], prompts=str(PROMPTS / f"heldout-{regime}.jsonl"),
-                    out=str(OUT), gammas=(2, 8), temperatures=(0.0,), max_new_tokens=sizes["new_tokens"], seed=0)
+        # One drafter of the type at gamma 2 and 8: whether the length curve depends on gamma.
+        chosen = tuple(d for d in drafters if d.name == GAMMA_DRAFTERS[prefix])
+        for regime, sizes in manifest["regimes"].items():
+            configs[f"{prefix}greedy-gamma2-8-{regime}"] = CollectConfig(
+                target="smollm2", drafters=chosen, prompts=str(PROMPTS / f"heldout-{regime}.jsonl"),
+                out=str(OUT), gammas=(2, 8), temperatures=(0.0,), max_new_tokens=sizes["new_tokens"], seed=0)
         for regime in manifest.get("extra_heldout_prompts", {}):
             configs[f"{prefix}greedy-{regime}-extra"] = CollectConfig(
                 target="smollm2", drafters=drafters, prompts=str(PROMPTS / f"heldout-{regime}-extra.jsonl"),

@@ -155,6 +155,9 @@ def main() -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="bfloat16",
                         help="teacher passes under bfloat16 autocast, or in float32")
     parser.add_argument("--cards", type=Path, default=CARDS, help="folder for the drafter cards (%(default)s)")
+    parser.add_argument("--only", nargs="+", choices=tuple(PLAN), metavar="NAME",
+                        help=f"train only these drafters ({', '.join(PLAN)}; default: all). Each is seeded as in a "
+                             "full run only if the drafters before it in that order are trained too, or it is first")
     options = parser.parse_args()
     began = time.perf_counter()
     torch.manual_seed(SEED)
@@ -173,7 +176,7 @@ def main() -> None:
 
     validation = cached(WORK / f"validation-{options.precision}.pt", validation_targets)
     for name, (window, _) in PLAN.items():
-        if (WORK / "drafters" / name / "config.json").exists():
+        if (WORK / "drafters" / name / "config.json").exists() or (options.only and name not in options.only):
             continue
         count = TOKENS_PER_STEP * STEPS_PER_EPOCH // window
         records = teacher(target.model, tokenizer, name, train_files, window, count, max(1, 4096 // window),
