@@ -1364,11 +1364,11 @@ def length_effects_by_type(
             # The same seed in every arm: the new task's and drafter's effects are the same draws.
             rates = {arm: acceptance_draws(posterior, spec, divergence=divergence, beyond=beyond, rng=seed)
                      for arm, (beyond, divergence) in arms.items()}
-            inside = draft_chance_draws(posterior, spec, rng=seed, context=context)
+            inside = draft_chance_draws(posterior, spec, rng=seed, context=context, gamma=gamma)
             chances: dict[str, np.ndarray | None] = dict.fromkeys(arms, inside)
             # Every bin's context doubled: the acceptance inside the window, only the chance of drafting moves.
             rates["longer"] = rates["inside"]
-            chances["longer"] = draft_chance_draws(posterior, spec, rng=seed, context=2 * context)
+            chances["longer"] = draft_chance_draws(posterior, spec, rng=seed, context=2 * context, gamma=gamma)
             costs = cost[drafter_type] if isinstance(cost, dict) else cost
             speedups = {}
             for arm, arm_rates in rates.items():

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.special import expit
+from scipy.special import expit, logit
 
 from specsim.cli import main
 from specsim.model import ModelOptions, fit_baseline, fit_model, load_posterior, model_cells, predict_speedup
@@ -186,14 +186,15 @@ def test_simulation_based_calibration():
 
 @pytest.mark.integration
 def test_simulation_based_calibration_of_the_chance_of_drafting():
-    # The chance-of-drafting model build_drafting_model returns, on six tasks x three lookups x three
-    # position bins, its context slopes and position walk included.
+    # The chance-of-drafting model build_drafting_model returns, on six tasks x three lookups x gammas 2, 4
+    # and 8 x three position bins, its context slopes, gamma slope and position walk included.
     from specsim.model.calibration import drafting_calibration
 
     result = drafting_calibration(40, seed=5)
     assert set(result.p_values) == {"draft_intercept", "sigma_draft_task", "sigma_draft_drafter", "sigma_draft_pair",
-                                    "draft_b_context", "sigma_draft_context", "sigma_draft_position", "draft_kappa"}
-    # Eight rank histograms at alpha = 0.001 each: false failure rate about 0.8%.
+                                    "draft_b_context", "sigma_draft_context", "draft_b_gamma", "sigma_draft_position",
+                                    "draft_kappa"}
+    # Nine rank histograms at alpha = 0.001 each: false failure rate about 0.9%.
     assert all(p > 1e-3 for p in result.p_values.values()), result.p_values
 
 
@@ -383,8 +384,9 @@ def test_probe_moves_a_new_domain_prediction_to_the_truth(recovery_fit):
 @pytest.mark.integration
 def test_the_chance_of_drafting_is_recovered(recovery_fit):
     # The lookups of the synthetic counts draft nothing at some steps, more often with longer context
-    # and later in the output: the drafting part's intercept, task, drafter and pair effects, context
-    # slopes and position walk are each recovered (99.5%: 35 checks at once); kappa is its prior's.
+    # and later in the output, less often at a longer gamma: the drafting part's intercept, task, drafter and
+    # pair effects, context slopes, gamma slope and position walk are each recovered (99.5%: 36 checks at once);
+    # kappa is its prior's.
     from specsim.model.drafting import drafting_pairs
 
     counts, truth, result = recovery_fit
@@ -393,7 +395,7 @@ def test_the_chance_of_drafting_is_recovered(recovery_fit):
     assert result.diagnostics["passed"], result.diagnostics["warnings"]
     assert result.metadata.drafting_pairs == drafting_pairs(counts.drafting)
     for name in ("draft_intercept", "draft_task_effect", "draft_drafter_effect", "draft_pair_effect",
-                 "draft_b_context", "draft_context_slope", "draft_position_effect"):
+                 "draft_b_context", "draft_context_slope", "draft_b_gamma", "draft_position_effect"):
         low, high = _interval(result, name, 0.995)
         assert np.all((low <= truth[name]) & (truth[name] <= high)), (name, low, truth[name], high)
 
@@ -419,6 +421,10 @@ def test_a_lookup_is_predicted_with_its_chance_of_drafting(recovery_fit, tmp_pat
                      + d["draft_context_slope"][:, [column]] * np.log2(context / 256.0)[None, :]
                      + d["draft_position_effect"])
     np.testing.assert_allclose(chance, expected, rtol=1e-12)
+    # At gamma 8 the fit's gamma slope enters once per doubling from 4, draw by draw.
+    at_gamma8 = draft_chance_draws(posterior, spec, task="task3", rng=0, context=context, gamma=8)
+    np.testing.assert_allclose(at_gamma8, expit(logit(expected) + d["draft_b_gamma"][:, None]), rtol=1e-10)
+    assert at_gamma8.mean() < chance.mean()  # the truth's slope is -0.2 per doubling
     assert draft_chance_draws(posterior, drafter_spec(meta, finetuned=True, drafter="head-a"), task="task3") is None
 
     rng = np.random.default_rng(11)

@@ -35,7 +35,8 @@ CHECKED_PARAMETERS = ("intercept", "type_effect", "b_finetuned", "b_content", "b
                       "sigma_task_type", "kappa")
 #: Parameters of the chance-of-drafting part whose ranks :func:`drafting_calibration` checks.
 CHECKED_DRAFTING_PARAMETERS = ("draft_intercept", "sigma_draft_task", "sigma_draft_drafter", "sigma_draft_pair",
-                               "draft_b_context", "sigma_draft_context", "sigma_draft_position", "draft_kappa")
+                               "draft_b_context", "sigma_draft_context", "draft_b_gamma", "sigma_draft_position",
+                               "draft_kappa")
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,8 @@ def drafting_calibration(
 ) -> SBCResult:
     """SBC of the chance-of-drafting model :func:`specsim.model.drafting.build_drafting_model` returns.
 
-    ``cells``: the design (its counts are not used); default six tasks x three lookups x three
-    position bins of 600 steps and 12 prompts each, contexts from 96 to 2200 tokens
+    ``cells``: the design (its counts are not used); default six tasks x three lookups x gammas 2, 4
+    and 8 x three position bins of 600 steps and 12 prompts each, contexts from 96 to 2200 tokens
     (:func:`specsim.model.synthetic_counts.synthetic_counts`). Checks
     :data:`CHECKED_DRAFTING_PARAMETERS`, as :func:`simulation_based_calibration` does.
     """

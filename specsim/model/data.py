@@ -15,7 +15,7 @@ accepted (conditional acceptance) and the covariates of :mod:`specsim.model.spec
 - ``prompts``: the sequences behind the cell (the over-dispersion scales with it).
 
 Drafters that draft nothing at some steps (lookups) also get drafting cells: steps and steps
-that drafted, per task x drafter (:mod:`specsim.model.drafting`).
+that drafted, per task x drafter x gamma x position bin (:mod:`specsim.model.drafting`).
 
 Never one row per token.
 """

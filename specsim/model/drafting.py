@@ -10,9 +10,10 @@ describes only the first index. Prediction uses 1 for the later ones.
 
 For task ``t``, drafter ``r`` (the drafters that drafted nothing at some step) and position bin ``b``::
 
-    logit q[t, r, b] = draft_intercept + draft_drafter_effect[r] + draft_task_effect[t] + draft_pair_effect[t, r]
-                       + draft_context_slope[r] * log2(context[t, r, b] / 256) + draft_position_effect[b]
-    drafted[t, r, b] ~ BetaBinomial(steps[t, r, b], q kappa m, (1 - q) kappa m)
+    logit q[t, r, g, b] = draft_intercept + draft_drafter_effect[r] + draft_task_effect[t] + draft_pair_effect[t, r]
+                          + draft_context_slope[r] * log2(context[t, r, g, b] / 256)
+                          + draft_b_gamma * log2(gamma_g / 4) + draft_position_effect[b]
+    drafted[t, r, g, b] ~ BetaBinomial(steps[t, r, g, b], q kappa m, (1 - q) kappa m)
 
 The task and drafter effects sum to zero. The pair effect (with two tasks and two drafters or more; else 0;
 non-centred, ``sigma_draft_pair * z``) is what a task does to one drafter and not to the others: prompt lookup
@@ -32,6 +33,12 @@ experiment, prompt lookup's first position bin drafts at 0.51 of its steps with 
 ``sigma_draft_position``) is what the output's own progress adds at one context: within the 128-token regime
 prompt lookup drafts at 0.51 of its steps in the first 32 generated tokens and at 0.78 after, since the
 output starts to repeat itself. Without a context (counts that give none), the slope is left out.
+
+The draft length ``gamma`` enters as doublings from 4 (0 for counts without a gamma), with one slope
+``draft_b_gamma`` for every drafter, fitted where some drafter was measured at two gammas or more (else 0):
+a longer draft covers more of the output in one step, so the steps that find no match are a larger share
+of the steps. On the length-controlled experiment prompt lookup drafts at 0.80, 0.76 and 0.72 of its
+steps at gamma 2, 4 and 8 on the same ctx-128 prompts. Without the term the chance pools the gammas.
 
 The counts are ``offered`` (steps asked for index 0) and ``evaluated`` (steps that drafted it) at
 draft index 0 per position bin, summed over draft lengths; a cell's context is the steps-weighted mean
@@ -55,7 +62,8 @@ import pandas as pd
 from specsim.model.spec import Prior
 
 __all__ = ["DRAFTING_PRIORS", "drafting_cells", "build_drafting_model", "fit_drafting", "draft_hazards",
-           "DRAFTING_VARIABLES", "DRAFT_CONTEXT_REFERENCE", "context_doublings"]
+           "DRAFTING_VARIABLES", "DRAFT_CONTEXT_REFERENCE", "DRAFT_GAMMA_REFERENCE", "context_doublings",
+           "gamma_doublings"]
 
 #: Priors of the drafting part (logit scale for effects).
 DRAFTING_PRIORS: dict[str, Prior] = {
@@ -68,16 +76,21 @@ DRAFTING_PRIORS: dict[str, Prior] = {
                                                    "mean over drafters"),
     "sigma_draft_context": Prior("gamma", (2.0, 5.0), "spread of drafters' context slopes"),
     "sigma_draft_position": Prior("gamma", (2.0, 5.0), "step of the chance of drafting's position walk"),
+    "draft_b_gamma": Prior("normal", (0.0, 0.5), "change of logit chance of drafting per doubling of the draft "
+                                                 "length gamma (from 4)"),
     "draft_kappa": Prior("gamma", (2.0, 0.05), "beta-binomial concentration per prompt behind a cell"),
 }
 
 #: Context (tokens) at which the context term is 0: the intercept is the chance of drafting there.
 DRAFT_CONTEXT_REFERENCE = 256.0
+#: Draft length at which the gamma term is 0.
+DRAFT_GAMMA_REFERENCE = 4.0
 #: Every how many draws of the drafting part are kept (:func:`fit_drafting`).
 THINNING = 2
 #: Posterior variables of the drafting part, as stored in a posterior file.
 DRAFTING_VARIABLES = ("draft_intercept", "draft_task_effect", "draft_drafter_effect", "draft_pair_effect",
-                      "draft_b_context", "draft_context_slope", "draft_position_effect", "sigma_draft_task",
+                      "draft_b_context", "draft_context_slope", "draft_b_gamma", "draft_position_effect",
+                      "sigma_draft_task",
                       "sigma_draft_drafter", "sigma_draft_pair", "sigma_draft_context", "sigma_draft_position",
                       "draft_kappa")
 
@@ -96,8 +109,22 @@ def context_doublings(context: np.ndarray | float) -> np.ndarray:
     return np.where(np.isfinite(doublings), doublings, 0.0)
 
 
+def gamma_doublings(gamma: np.ndarray | float) -> np.ndarray:
+    """The gamma term's covariate: ``log2(gamma / 4)`` (0 where the draft length is unknown).
+
+    Examples
+    --------
+    >>> gamma_doublings(np.array([2.0, 4.0, 8.0, np.nan])).tolist()
+    [-1.0, 0.0, 1.0, 0.0]
+    """
+    gamma = np.asarray(gamma, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        doublings = np.log2(gamma / DRAFT_GAMMA_REFERENCE)
+    return np.where(np.isfinite(doublings) & (gamma > 0), doublings, 0.0)
+
+
 def drafting_cells(rows: pd.DataFrame) -> pd.DataFrame:
-    """Steps and steps that drafted, per task x drafter x position bin (drafters that drafted nothing at some step).
+    """Steps and steps that drafted, per task x drafter x gamma x position bin (drafters that drafted nothing at times).
 
     Parameters
     ----------
@@ -109,19 +136,20 @@ def drafting_cells(rows: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        ``task``, ``drafter``, ``position_bin``, ``steps``, ``drafted``, ``prompts`` and ``context``
-        (mean tokens of context; NaN for every cell when some cell has none); empty when every
-        drafter drafts at every step.
+        ``task``, ``drafter``, ``gamma`` (NaN where the rows give none), ``position_bin``, ``steps``,
+        ``drafted``, ``prompts`` and ``context`` (mean tokens of context; NaN for every cell when some
+        cell has none); empty when every drafter drafts at every step.
     """
     first = rows[(rows["draft_index"] == 0) & rows["offered"].notna()].copy()
-    columns = ["task", "drafter", "position_bin", "steps", "drafted", "prompts", "context"]
+    columns = ["task", "drafter", "gamma", "position_bin", "steps", "drafted", "prompts", "context"]
     if first.empty:
         return pd.DataFrame(columns=columns)
     context = pd.to_numeric(first.get("context_len_mean", pd.Series(np.nan, index=first.index)), errors="coerce")
     first["context_weight"] = context * first["offered"]
     first["context_steps"] = first["offered"].where(context.notna(), 0)
-    keys = ["task", "drafter", "position_bin"]
-    cells = first.groupby(keys, observed=True).agg(
+    first["gamma"] = pd.to_numeric(first["gamma"], errors="coerce") if "gamma" in first else np.nan
+    keys = ["task", "drafter", "gamma", "position_bin"]
+    cells = first.groupby(keys, observed=True, dropna=False).agg(
         steps=("offered", "sum"), drafted=("evaluated", "sum"), prompts=("prompts", lambda x: x.sum(min_count=1)),
         context_weight=("context_weight", "sum"), context_steps=("context_steps", "sum")).reset_index()
     cells["context"] = cells.pop("context_weight") / cells.pop("context_steps").where(lambda x: x > 0)
@@ -134,7 +162,7 @@ def drafting_cells(rows: pd.DataFrame) -> pd.DataFrame:
     partial = cells.groupby("drafter")[["steps", "drafted"]].sum()
     partial = partial.index[partial["drafted"] < partial["steps"]]
     cells = cells[cells["drafter"].isin(partial) & (cells["steps"] > 0)]
-    return cells[columns].sort_values(["drafter", "task", "position_bin"]).reset_index(drop=True)
+    return cells[columns].sort_values(["drafter", "task", "gamma", "position_bin"]).reset_index(drop=True)
 
 
 def drafting_pairs(cells: pd.DataFrame) -> list[list[str]]:
@@ -167,6 +195,8 @@ def build_drafting_model(cells: pd.DataFrame, n_position_bins: int | None = None
     n_bins = int(position.max()) + 1 if n_position_bins is None else int(n_position_bins)
     has_context = "context" in cells and bool(cells["context"].notna().all())
     doublings = context_doublings(cells["context"].to_numpy(float)) if has_context else np.zeros(len(cells))
+    gammas = gamma_doublings(cells["gamma"].to_numpy(float)) if "gamma" in cells else np.zeros(len(cells))
+    has_gamma = len(np.unique(gammas)) > 1
     coords = {"draft_task": tasks, "draft_drafter": drafters, "draft_pair": np.arange(len(pairs)),
               "draft_position_bin": np.arange(n_bins), "draft_cell": np.arange(len(cells))}
     with pm.Model(coords=coords) as model:
@@ -205,6 +235,10 @@ def build_drafting_model(cells: pd.DataFrame, n_position_bins: int | None = None
             pm.Deterministic("draft_b_context", pt.zeros(()))
             pm.Deterministic("sigma_draft_context", pt.zeros(()))
             slope = pm.Deterministic("draft_context_slope", pt.zeros(len(drafters)), dims="draft_drafter")
+        if has_gamma:
+            b_gamma = DRAFTING_PRIORS["draft_b_gamma"].pymc("draft_b_gamma")
+        else:  # one draft length (or none given): the term is left out
+            b_gamma = pm.Deterministic("draft_b_gamma", pt.zeros(()))
         if n_bins > 1:
             sigma_position = DRAFTING_PRIORS["sigma_draft_position"].pymc("sigma_draft_position")
             steps = pm.Normal("draft_position_steps", 0.0, 1.0, shape=n_bins - 1) * sigma_position
@@ -214,7 +248,7 @@ def build_drafting_model(cells: pd.DataFrame, n_position_bins: int | None = None
             walk = pt.zeros(1)
         position_effect = pm.Deterministic("draft_position_effect", walk, dims="draft_position_bin")
         eta = (intercept + task_effect[task_code] + drafter_effect[drafter_code] + pair_effect[pair_code]
-               + slope[drafter_code] * doublings + position_effect[position])
+               + slope[drafter_code] * doublings + b_gamma * gammas + position_effect[position])
         chance = pm.math.invlogit(eta)
         kappa = DRAFTING_PRIORS["draft_kappa"].pymc("draft_kappa") * cells["prompts"].to_numpy(float)
         observed = pm.Data("drafted_count", cells["drafted"].to_numpy(), dims="draft_cell")

@@ -46,8 +46,9 @@ __all__ = ["ModelOptions", "FitResult", "build_model", "fit_model", "diagnose", 
 SUMMARY_PARAMETERS = ("intercept", "type_effect", "b_finetuned", "b_content", "b_divergence", "b_interaction",
                       "divergence_slope_finetuned", "b_beyond", "b_beyond_finetuned", "beyond_slope_finetuned",
                       "b_index_finetuned", "b_position_finetuned", *SCALE_PARAMETERS, "draft_intercept",
-                      "draft_b_context", "draft_context_slope", "sigma_draft_task", "sigma_draft_drafter",
-                      "sigma_draft_pair", "sigma_draft_context", "sigma_draft_position", "draft_kappa")
+                      "draft_b_context", "draft_context_slope", "draft_b_gamma", "sigma_draft_task",
+                      "sigma_draft_drafter", "sigma_draft_pair", "sigma_draft_context", "sigma_draft_position",
+                      "draft_kappa")
 
 #: Deterministic transforms of the sampled parameters (left out of the diagnostics).
 DETERMINISTICS = ("acceptance", "index_effect", "position_effect", "task_effect", "task_type_effect", "drafter_effect",

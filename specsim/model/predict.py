@@ -247,7 +247,7 @@ def drafts_partially(meta: PosteriorMetadata, spec: DrafterSpec) -> bool:
 
 def draft_chance_draws(posterior: Posterior, spec: DrafterSpec, *, task: str | None = None,
                        probe: pd.DataFrame | None = None, rng: np.random.Generator | int | None = None,
-                       context: np.ndarray | None = None) -> np.ndarray | None:
+                       context: np.ndarray | None = None, gamma: int | None = None) -> np.ndarray | None:
     """The chance that the drafter drafts anything at a step, per draw and position bin (None: it always drafts).
 
     A fitted task or drafter keeps its effect; a new one draws from its population, widened for
@@ -263,13 +263,16 @@ def draft_chance_draws(posterior: Posterior, spec: DrafterSpec, *, task: str | N
         Mean tokens of context in each position bin of the workload (:func:`workload_context`);
         bins past the fitted ones continue the position walk with steps of its fitted scale.
         Default: the fitted bins at the reference context (256 tokens).
+    gamma : int, optional
+        The draft length predicted for: its doublings from 4 times the fitted ``draft_b_gamma``
+        (0 in a fit of one gamma). Default: gamma 4.
 
     Returns
     -------
     numpy.ndarray or None
         Shape (n_draws, n_position_bins).
     """
-    from specsim.model.drafting import DRAFT_CONTEXT_REFERENCE, context_doublings
+    from specsim.model.drafting import DRAFT_CONTEXT_REFERENCE, context_doublings, gamma_doublings
 
     meta = posterior.metadata
     if not drafts_partially(meta, spec):
@@ -295,6 +298,8 @@ def draft_chance_draws(posterior: Posterior, spec: DrafterSpec, *, task: str | N
         eta = eta + rng.normal(0, 1, n) * d["sigma_draft_drafter"] * new_member_scale(meta, len(drafters))
         slope = d["draft_b_context"] + rng.normal(0, 1, n) * d["sigma_draft_context"] * new_member_scale(
             meta, len(drafters))
+    if gamma is not None and "draft_b_gamma" in d:  # posteriors written before the term have none
+        eta = eta + np.asarray(d["draft_b_gamma"], dtype=float) * float(gamma_doublings(float(gamma)))
     base = eta[:, None] + slope[:, None] * context_doublings(context)[None, :] + walk  # (n, bins)
     pair = [str(task), str(spec.name)]
     if task is not None and task in tasks:
@@ -489,7 +494,7 @@ def predict_speedup(
               if meta.options.get("window_terms", False) else None)
     rates = acceptance_draws(posterior, spec, divergence=divergence, task=task, beyond=beyond, rng=rng,
                              extra_bins=extra_bins, probe=probe)
-    chances = draft_chance_draws(posterior, spec, task=task, probe=probe, rng=rng, context=context)
+    chances = draft_chance_draws(posterior, spec, task=task, probe=probe, rng=rng, context=context, gamma=gamma)
     chosen = rng.choice(len(rates), size=min(n_draws, len(rates)), replace=False)
     predictions = []
     for i in chosen:

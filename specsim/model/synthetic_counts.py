@@ -9,6 +9,7 @@ windows, and length divergences that do not follow the content match.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ import pandas as pd
 from scipy.special import expit
 
 from specsim.model.data import AcceptanceCounts, beyond_window
-from specsim.model.drafting import context_doublings
+from specsim.model.drafting import context_doublings, gamma_doublings
 from specsim.model.spec import linear_predictor
 
 __all__ = ["TRUE_PARAMETERS", "TRUE_DRAFTING", "SyntheticDrafter", "DEFAULT_DRAFTERS", "synthetic_counts"]
@@ -40,10 +41,13 @@ TYPES = ["feature-head", "lookup"]
 #: Parameters of the lookups' chance of drafting at all (:mod:`specsim.model.drafting`): about 0.65 at
 #: the mean at 256 tokens of context, spread over tasks and drafters as on the reference traces
 #: (0.45-0.81), rising by 0.4 logit per doubling of context (each lookup's slope drawn around it) and
-#: with the output's progress (the position walk), as prompt lookup does on the length experiment.
+#: with the output's progress (the position walk), as prompt lookup does on the length experiment, and
+#: falling by 0.2 logit per doubling of the draft length gamma (prompt lookup's 0.80 / 0.76 / 0.72 at
+#: gamma 2 / 4 / 8 on the same prompts).
 TRUE_DRAFTING: dict[str, Any] = {"draft_intercept": 0.6, "sigma_draft_task": 0.4, "sigma_draft_drafter": 0.4,
                                  "sigma_draft_pair": 0.3, "draft_b_context": 0.4, "sigma_draft_context": 0.2,
-                                 "draft_position_effect": np.array([0.0, 0.5, 0.8]), "draft_kappa": 40.0}
+                                 "draft_b_gamma": -0.2, "draft_position_effect": np.array([0.0, 0.5, 0.8]),
+                                 "draft_kappa": 40.0}
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ def synthetic_counts(
     rng: np.random.Generator | int | None = None,
     drafting: dict[str, Any] | None = None,
     steps_per_cell: int = 600,
+    drafting_gammas: Sequence[int] = (2, 4, 8),
 ) -> tuple[AcceptanceCounts, dict]:
     """Simulate aggregated counts from the model's generative process.
 
@@ -101,7 +106,8 @@ def synthetic_counts(
     both), so ``truth`` holds the parameters a fit recovers.
 
     With ``drafting`` (parameters as :data:`TRUE_DRAFTING`), the lookups also draft nothing at
-    some steps: ``steps_per_cell`` steps per task x lookup x position bin at the cell's context,
+    some steps: ``steps_per_cell`` steps per task x lookup x gamma (``drafting_gammas``) x position
+    bin at the cell's context,
     each prompt's chance of drafting drawn around the cell's with concentration ``draft_kappa`` (so
     the cell's mean over ``prompts_per_cell`` prompts varies as the model says). They are drawn after the acceptance
     counts, which stay those of the same seed without them.
@@ -162,7 +168,8 @@ def synthetic_counts(
                              "type_code": type_code})
     cells = pd.DataFrame(rows)
     names = [d.name for d in drafters]
-    drafting_rows = pd.DataFrame(columns=["task", "drafter", "position_bin", "steps", "drafted", "prompts", "context"])
+    drafting_rows = pd.DataFrame(columns=["task", "drafter", "gamma", "position_bin", "steps", "drafted", "prompts",
+                                          "context"])
     if drafting is not None:
         lookups = [d.name for d in drafters if d.drafter_type == "lookup"]
         truth.update(drafting)
@@ -175,19 +182,20 @@ def synthetic_counts(
         walk = np.asarray(drafting["draft_position_effect"], dtype=float)
         found = []
         for code, name in enumerate(lookups):
-            for task in range(n_tasks):
-                for position_bin in range(n_bins):
-                    context = 64.0 * 2 ** task + middles[position_bin]
-                    chance = expit(drafting["draft_intercept"] + truth["draft_task_effect"][task]
-                                   + truth["draft_drafter_effect"][code]
-                                   + truth["draft_pair_effect"][code * n_tasks + task]
-                                   + truth["draft_context_slope"][code] * context_doublings(context)
-                                   + walk[position_bin])
-                    concentration = drafting["draft_kappa"] * prompts_per_cell
-                    cell_chance = rng.beta(chance * concentration, (1 - chance) * concentration)
-                    found.append({"task": f"task{task}", "drafter": name, "position_bin": position_bin,
-                                  "steps": steps_per_cell, "drafted": int(rng.binomial(steps_per_cell, cell_chance)),
-                                  "prompts": prompts_per_cell, "context": context})
+            for task, gamma, position_bin in itertools.product(range(n_tasks), drafting_gammas, range(n_bins)):
+                context = 64.0 * 2 ** task + middles[position_bin]
+                chance = expit(drafting["draft_intercept"] + truth["draft_task_effect"][task]
+                               + truth["draft_drafter_effect"][code]
+                               + truth["draft_pair_effect"][code * n_tasks + task]
+                               + truth["draft_context_slope"][code] * context_doublings(context)
+                               + drafting.get("draft_b_gamma", 0.0) * gamma_doublings(gamma)
+                               + walk[position_bin])
+                concentration = drafting["draft_kappa"] * prompts_per_cell
+                cell_chance = rng.beta(chance * concentration, (1 - chance) * concentration)
+                found.append({"task": f"task{task}", "drafter": name, "gamma": int(gamma),
+                              "position_bin": position_bin, "steps": steps_per_cell,
+                              "drafted": int(rng.binomial(steps_per_cell, cell_chance)),
+                              "prompts": prompts_per_cell, "context": context})
         drafting_rows = pd.DataFrame(found)
     counts = AcceptanceCounts(
         cells, [f"task{t}" for t in range(n_tasks)], names, np.asarray(position_edges, dtype=float), "js",
