@@ -22,9 +22,9 @@ files the regime had not used); ``lookup-greedy-gamma2-8-<regime>`` and ``heads-
 drafter of the type (prompt lookup; ``head-short``, the head whose window the long regimes pass) at gamma 2
 and 8, greedy (shipped with ``--limit``: 6 prompts for lookup, 4 for the head, within the 40 MB of traces);
 ``greedy-gamma2-8-<regime>`` the same for ``ft-short``, the separate model whose window the long regimes pass
-(shipped with ``--limit 4``, ctx-128 to ctx-2048, the regimes its type has at gamma 4). Every stage is
-resumable (re-running skips prompts already written; ``--limit N`` collects the first N prompts of a stage, the
-run id does not change).
+(not collected: the shipped ``ft-short`` is not on the machine, and a rebuild is another drafter; data card).
+Every stage is resumable (re-running skips prompts already written; ``--limit N`` collects the first N prompts
+of a stage, the run id does not change).
 
 Writes ``data/traces/lengths`` and its ``manifest.json``. Run:
 ``python scripts/lengths/collect_lengths.py [STAGE ...] [--limit N]``; ``--list`` prints the stages.

@@ -7,8 +7,8 @@ written):
 1. ``greedy-gamma4``: every drafter on every held-out prompt, greedy, gamma 4;
 2. ``sampling-t0.7``: every drafter on every held-out prompt, temperature 0.7, gamma 4;
 3. ``greedy-gamma2-6``: the generic drafter on every held-out prompt, greedy, gamma 2 and 6;
-   ``greedy-gamma8`` the same at gamma 8 (shipped with ``--limit 48``, as prompt lookup's and the
-   generic head's gamma 8);
+   ``greedy-gamma8`` the same at gamma 8 (not collected: the shipped ``generic-4l`` is not on the
+   machine, and a rebuild is another drafter; data card);
 4. ``news-greedy-gamma4``: every drafter on the first :data:`NEWS_PROMPTS` held-out prompts of
    the news task (English prose no drafter was trained on), greedy, gamma 4: a task far from
    Python in the population (greedy only: no temperature 0.7 stage for it yet).
