@@ -90,9 +90,8 @@ THINNING = 2
 #: Posterior variables of the drafting part, as stored in a posterior file.
 DRAFTING_VARIABLES = ("draft_intercept", "draft_task_effect", "draft_drafter_effect", "draft_pair_effect",
                       "draft_b_context", "draft_context_slope", "draft_b_gamma", "draft_position_effect",
-                      "sigma_draft_task",
-                      "sigma_draft_drafter", "sigma_draft_pair", "sigma_draft_context", "sigma_draft_position",
-                      "draft_kappa")
+                      "sigma_draft_task", "sigma_draft_drafter", "sigma_draft_pair", "sigma_draft_context",
+                      "sigma_draft_position", "draft_kappa")
 
 
 def context_doublings(context: np.ndarray | float) -> np.ndarray:
@@ -103,10 +102,7 @@ def context_doublings(context: np.ndarray | float) -> np.ndarray:
     >>> context_doublings(np.array([128.0, 256.0, 4096.0, np.nan])).tolist()
     [-1.0, 0.0, 4.0, 0.0]
     """
-    context = np.asarray(context, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        doublings = np.log2(np.maximum(context, 1.0) / DRAFT_CONTEXT_REFERENCE)
-    return np.where(np.isfinite(doublings), doublings, 0.0)
+    return _doublings(np.maximum(np.asarray(context, dtype=float), 1.0), DRAFT_CONTEXT_REFERENCE)
 
 
 def gamma_doublings(gamma: np.ndarray | float) -> np.ndarray:
@@ -114,13 +110,17 @@ def gamma_doublings(gamma: np.ndarray | float) -> np.ndarray:
 
     Examples
     --------
-    >>> gamma_doublings(np.array([2.0, 4.0, 8.0, np.nan])).tolist()
-    [-1.0, 0.0, 1.0, 0.0]
+    >>> gamma_doublings(np.array([2.0, 4.0, 8.0, np.nan, 0.0])).tolist()
+    [-1.0, 0.0, 1.0, 0.0, 0.0]
     """
-    gamma = np.asarray(gamma, dtype=float)
+    return _doublings(np.asarray(gamma, dtype=float), DRAFT_GAMMA_REFERENCE)
+
+
+def _doublings(values: np.ndarray, reference: float) -> np.ndarray:
+    """``log2(values / reference)``, 0 where it is not finite (a value unknown, 0 or negative)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        doublings = np.log2(gamma / DRAFT_GAMMA_REFERENCE)
-    return np.where(np.isfinite(doublings) & (gamma > 0), doublings, 0.0)
+        doublings = np.log2(values / reference)
+    return np.where(np.isfinite(doublings), doublings, 0.0)
 
 
 def drafting_cells(rows: pd.DataFrame) -> pd.DataFrame:
