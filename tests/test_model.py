@@ -186,11 +186,14 @@ def test_simulation_based_calibration():
 
 @pytest.mark.integration
 def test_simulation_based_calibration_of_the_chance_of_drafting():
-    # The chance-of-drafting model build_drafting_model returns, on six tasks x three lookups x gammas 2, 4
-    # and 8 x three position bins, its context slopes, gamma slope and position walk included.
+    # The chance-of-drafting model build_drafting_model returns, on six tasks x three lookups x gammas 2 and 8
+    # x three position bins, its context slopes, gamma slope and position walk included (two gammas keep the
+    # test's time; `benchmarks/bench_sbc.py --part drafting` checks the default design of three at 200 draws).
     from specsim.model.calibration import drafting_calibration
+    from specsim.model.synthetic_counts import TRUE_DRAFTING, synthetic_counts
 
-    result = drafting_calibration(40, seed=5)
+    cells = synthetic_counts(rng=5, drafting=TRUE_DRAFTING, drafting_gammas=(2, 8))[0].drafting
+    result = drafting_calibration(40, cells=cells, seed=5)
     assert set(result.p_values) == {"draft_intercept", "sigma_draft_task", "sigma_draft_drafter", "sigma_draft_pair",
                                     "draft_b_context", "sigma_draft_context", "draft_b_gamma", "sigma_draft_position",
                                     "draft_kappa"}
