@@ -298,7 +298,7 @@ def draft_chance_draws(posterior: Posterior, spec: DrafterSpec, *, task: str | N
         eta = eta + rng.normal(0, 1, n) * d["sigma_draft_drafter"] * new_member_scale(meta, len(drafters))
         slope = d["draft_b_context"] + rng.normal(0, 1, n) * d["sigma_draft_context"] * new_member_scale(
             meta, len(drafters))
-    if gamma is not None and "draft_b_gamma" in d:  # posteriors written before the term have none
+    if gamma is not None:
         eta = eta + np.asarray(d["draft_b_gamma"], dtype=float) * float(gamma_doublings(float(gamma)))
     base = eta[:, None] + slope[:, None] * context_doublings(context)[None, :] + walk  # (n, bins)
     pair = [str(task), str(spec.name)]
