@@ -56,7 +56,8 @@ REFERENCE_CARDS = {"generic-4l": "generic-4l", "finetuned-code": "finetuned-code
                    "finetuned-docsum": "finetuned-docsum", "head-generic": "head-generic", "head-code": "head-code",
                    "head-docsum": "head-docsum"}
 LENGTH_CARDS = {"generic-4l": "generic-4l", "head-generic": "head-generic", "ft-short": "lengths-ft-short",
-                "ft-long": "lengths-ft-long", "head-short": "lengths-head-short", "head-long": "lengths-head-long"}
+                "ft-long": "lengths-ft-long", "head-short": "lengths-head-short", "head-long": "lengths-head-long",
+                "ft-short-rebuilt": "lengths-ft-short-rebuilt"}
 
 
 def card_lengths(card_name: str) -> np.ndarray:
@@ -92,8 +93,10 @@ def experiment(name: str) -> tuple[Traces, dict[str, np.ndarray], dict[str, list
         return traces, lengths, None
     traces = regimes_as_tasks(read_traces(TRACES / "lengths"))
     regimes = sorted(traces.sequences["task"].dropna().unique())
-    lengths = {d: card_lengths(c) for d, c in LENGTH_CARDS.items()}
-    own = {d: (regimes if d in ("ft-short", "ft-long", "head-short", "head-long") else [])
+    present = set(traces.sequences["drafter"])
+    lengths = {d: card_lengths(c) for d, c in LENGTH_CARDS.items() if d in present}
+    # The length experiment's own drafters (cards named lengths-*) were trained on the regimes' content.
+    own = {d: (regimes if LENGTH_CARDS.get(d, "").startswith("lengths-") else [])
            for d in traces.sequences["drafter"].unique()}
     return traces, lengths, own
 

@@ -21,8 +21,11 @@ tokens (64 to 256); temperature 0.7, gamma 4, the regime's first :data:`SAMPLING
 files the regime had not used); ``lookup-greedy-gamma2-8-<regime>`` and ``heads-greedy-gamma2-8-<regime>``: one
 drafter of the type (prompt lookup; ``head-short``, the head whose window the long regimes pass) at gamma 2
 and 8, greedy (shipped with ``--limit``: 6 prompts for lookup, 4 for the head, within the 40 MB of traces);
-``greedy-gamma2-8-<regime>`` the same for ``ft-short``, the separate model whose window the long regimes pass
-(not collected: the shipped ``ft-short`` is not on the machine, and a rebuild is another drafter; data card).
+The shipped ``ft-short`` is not on the machine to collect at other gammas, and a rebuild is another drafter
+(data card), so the separate-model type's gamma contrast has a drafter of its own: ``ft-short-rebuilt``
+(``scripts/lengths/train_drafters.py --only ft-short --as ft-short-rebuilt``, ``ft-short``'s recipe from a
+rebuilt ``generic-4l``), stages ``rebuilt-greedy-gamma2-4-8-<regime>``: greedy at gamma 2, 4 and 8 on the
+regime's held-out prompts (shipped with ``--limit 4``, ctx-128 to ctx-2048 as the other separate models).
 Every stage is resumable (re-running skips prompts already written; ``--limit N`` collects the first N prompts
 of a stage, the run id does not change).
 
@@ -50,8 +53,15 @@ PROMPTS = ROOT / "data" / "prompts" / "lengths"
 SAMPLING_PROMPTS = 4
 
 
-#: The drafter of each group collected at gamma 2 and 8 (the fine-tuned short-window one where the type has one).
-GAMMA_DRAFTERS = {"": "ft-short", "lookup-": "prompt-lookup", "heads-": "head-short"}
+#: The drafter of each group collected at gamma 2 and 8 (the fine-tuned short-window one where the type has one);
+#: the separate models' is :data:`REBUILT`, in stages of its own.
+GAMMA_DRAFTERS = {"lookup-": "prompt-lookup", "heads-": "head-short"}
+
+
+def rebuilt_drafter() -> DrafterSpec:
+    """``ft-short-rebuilt``: ``ft-short``'s recipe, trained again on this machine (its card: data/drafters)."""
+    path = cache_dir() / "lengths" / "drafters" / "ft-short-rebuilt"
+    return DrafterSpec("ft-short-rebuilt", str(path), "finetuned", "stdlib-windows-256")
 
 
 def drafter_groups() -> dict[str, tuple[DrafterSpec, ...]]:
@@ -89,8 +99,8 @@ def stages() -> dict[str, CollectConfig]:
                     target="smollm2", drafters=drafters, prompts=str(prompts), out=str(OUT), gammas=(4,),
                     temperatures=(temperature,), max_new_tokens=sizes["new_tokens"], seed=0)
         # One drafter of the type at gamma 2 and 8: whether the length curve depends on gamma.
-        chosen = tuple(d for d in drafters if d.name == GAMMA_DRAFTERS[prefix])
-        for regime, sizes in manifest["regimes"].items():
+        chosen = tuple(d for d in drafters if d.name == GAMMA_DRAFTERS.get(prefix))
+        for regime, sizes in manifest["regimes"].items() if chosen else ():
             configs[f"{prefix}greedy-gamma2-8-{regime}"] = CollectConfig(
                 target="smollm2", drafters=chosen, prompts=str(PROMPTS / f"heldout-{regime}.jsonl"),
                 out=str(OUT), gammas=(2, 8), temperatures=(0.0,), max_new_tokens=sizes["new_tokens"], seed=0)
@@ -99,6 +109,10 @@ def stages() -> dict[str, CollectConfig]:
                 target="smollm2", drafters=drafters, prompts=str(PROMPTS / f"heldout-{regime}-extra.jsonl"),
                 out=str(OUT), gammas=(4,), temperatures=(0.0,),
                 max_new_tokens=manifest["regimes"][regime]["new_tokens"], seed=0)
+    for regime, sizes in manifest["regimes"].items():
+        configs[f"rebuilt-greedy-gamma2-4-8-{regime}"] = CollectConfig(
+            target="smollm2", drafters=(rebuilt_drafter(),), prompts=str(PROMPTS / f"heldout-{regime}.jsonl"),
+            out=str(OUT), gammas=(2, 4, 8), temperatures=(0.0,), max_new_tokens=sizes["new_tokens"], seed=0)
     return configs
 
 

@@ -110,17 +110,30 @@ def teacher(target, tokenizer, name: str, files: list[Path], length: int, count:
     return cached(WORK / f"teacher-{name}-{precision}.pt", build)
 
 
-def train(name: str, records: list[dict], validation: list[dict], precision: str, cards: Path, tokenizer) -> dict:
+def start_card() -> dict:
+    """What the generic drafter in the cache is: the parts of its card that tell one build from another."""
+    path = CARDS / "generic-4l.json"
+    if not path.exists():
+        return {"card": None}
+    card = json.loads(path.read_text())
+    keys = ("recipe", "epochs", "peak_lr", "teacher_precision", "teacher", "seed", "kept_epoch")
+    return {"card": str(path), **{k: card[k] for k in keys if k in card},
+            "final_validation_agreement": card.get("validation_agreement", [None])[-1]}
+
+
+def train(name: str, records: list[dict], validation: list[dict], precision: str, cards: Path, tokenizer,
+          save_as: str | None = None) -> dict:
     from transformers import AutoModelForCausalLM
 
     window, per_step = PLAN[name]
+    saved_name = save_as or name
     drafter = AutoModelForCausalLM.from_pretrained(GENERIC, dtype=torch.float32)
     trainable = trainable_layers(drafter)
     total = EPOCHS * STEPS_PER_EPOCH
     optimizer, schedule = optimiser(trainable, PEAK_LR, total)
     rng = np.random.default_rng(SEED)
     started = time.perf_counter()
-    card = {"name": name, "start_from": "generic-4l (first experiment)", "content": "python-stdlib-source (train pool)",
+    card = {"name": saved_name, "start_from": "generic-4l (first experiment)", "content": "python-stdlib-source (train pool)",
             "window_tokens": window, "windows": len(records), "training_tokens": window * len(records),
             "epochs": EPOCHS, "steps": total, "tokens_per_step": TOKENS_PER_STEP, "peak_lr": PEAK_LR,
             "optimizer": "AdamW (weight decay 0.01), warm-up then cosine",
@@ -144,9 +157,12 @@ def train(name: str, records: list[dict], validation: list[dict], precision: str
         log(f"{name}: epoch {epoch + 1} loss {card['epoch_loss'][-1]:.4f} agreement "
             f"{np.round(card['validation_agreement_by_position'][-1], 3).tolist()}")
     card["train_s"] = round(time.perf_counter() - started, 1)
-    save_drafter(drafter, tokenizer, WORK / "drafters" / name)
+    if save_as:
+        # A rebuild is another drafter: it says whose recipe it follows and which generic drafter it started from.
+        card.update(recipe_of=name, start_from_generic=start_card())
+    save_drafter(drafter, tokenizer, WORK / "drafters" / saved_name)
     cards.mkdir(parents=True, exist_ok=True)
-    (cards / f"lengths-{name}.json").write_text(json.dumps(card, indent=1) + "\n")
+    (cards / f"lengths-{saved_name}.json").write_text(json.dumps(card, indent=1) + "\n")
     return card
 
 
@@ -158,7 +174,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=tuple(PLAN), metavar="NAME",
                         help=f"train only these drafters ({', '.join(PLAN)}; default: all). Each is seeded as in a "
                              "full run only if the drafters before it in that order are trained too, or it is first")
+    parser.add_argument("--as", dest="save_as", metavar="NAME",
+                        help="save the one drafter of --only under this name (a rebuild beside the shipped one's "
+                             "traces; its card records the recipe it follows and the generic drafter it started from)")
     options = parser.parse_args()
+    if options.save_as and (not options.only or len(options.only) != 1):
+        parser.error("--as needs exactly one drafter in --only")
     began = time.perf_counter()
     torch.manual_seed(SEED)
     torch.set_num_threads(int(os.environ.get("TRAIN_THREADS", "2")))
@@ -176,12 +197,13 @@ def main() -> None:
 
     validation = cached(WORK / f"validation-{options.precision}.pt", validation_targets)
     for name, (window, _) in PLAN.items():
-        if (WORK / "drafters" / name / "config.json").exists() or (options.only and name not in options.only):
+        saved_name = options.save_as or name
+        if (WORK / "drafters" / saved_name / "config.json").exists() or (options.only and name not in options.only):
             continue
         count = TOKENS_PER_STEP * STEPS_PER_EPOCH // window
         records = teacher(target.model, tokenizer, name, train_files, window, count, max(1, 4096 // window),
                           options.precision)
-        train(name, records, validation, options.precision, options.cards, tokenizer)
+        train(name, records, validation, options.precision, options.cards, tokenizer, options.save_as)
     log(f"length experiment's drafters ready in {WORK / 'drafters'} ({time.perf_counter() - began:.0f} s)")
 
 
