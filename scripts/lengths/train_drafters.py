@@ -133,7 +133,8 @@ def train(name: str, records: list[dict], validation: list[dict], precision: str
     optimizer, schedule = optimiser(trainable, PEAK_LR, total)
     rng = np.random.default_rng(SEED)
     started = time.perf_counter()
-    card = {"name": saved_name, "start_from": "generic-4l (first experiment)", "content": "python-stdlib-source (train pool)",
+    card = {"name": saved_name, "start_from": "generic-4l (first experiment)",
+            "content": "python-stdlib-source (train pool)",
             "window_tokens": window, "windows": len(records), "training_tokens": window * len(records),
             "epochs": EPOCHS, "steps": total, "tokens_per_step": TOKENS_PER_STEP, "peak_lr": PEAK_LR,
             "optimizer": "AdamW (weight decay 0.01), warm-up then cosine",
