@@ -1136,6 +1136,7 @@ def leave_one_task_out(
     progress: Callable[[int, int, str], None] | None = None, divergence_measure: str = "js",
     reference_lengths: dict[str, np.ndarray] | None = None, parameterisation: str = "noncentred",
     probe_prompts: int = 0, mass_matrix: str = "low-rank", own_tasks: dict[str, list[str]] | None = None,
+    held_out_tasks: Iterable[str] | None = None,
 ) -> LotoResult:
     """Fit without each task in turn and predict every drafter's speed-up on it.
 
@@ -1154,6 +1155,9 @@ def leave_one_task_out(
     cell of k prompts or fewer has none left beside its probe: it is predicted blind on all its
     prompts, its probe columns are NaN and ``probe_tokens`` 0, and the probe figures leave it out
     (``cells_probed``).
+
+    ``held_out_tasks`` holds out only these tasks, one fold each (default: every task of the
+    traces at ``temperature``; a name not among them is an :class:`InputError` on ``--task``).
 
     Folds use nutpie's low-rank mass matrix by default (every fold of both reference
     experiments passes with it). A fold whose fit fails the diagnostics gate is fitted once more
@@ -1196,6 +1200,13 @@ def leave_one_task_out(
                           reference_lengths=reference_lengths, own_tasks=own_tasks)
     all_costs = cost_models(traces)
     tasks = sorted(modelled["task"].unique())
+    if held_out_tasks is not None:
+        chosen = list(dict.fromkeys(held_out_tasks))
+        unknown = [t for t in chosen if t not in tasks]
+        if unknown or not chosen:
+            raise InputError(f"no task {', '.join(unknown) or '(none named)'} at temperature {temperature:g} "
+                             f"(the traces hold {', '.join(tasks)})", field="--task")
+        tasks = [t for t in tasks if t in chosen]
     rows = []
     for number, task in enumerate(tasks):
         if progress is not None:

@@ -165,6 +165,7 @@ def _cases(p):
         "loto --gamma not in the traces": (["loto", traces, "--gamma", "7"], "no traces at gamma 7"),
         "loto --temperature not in the traces": (["loto", traces, "--temperature", "0.5"],
                                                  "no traces at temperature 0.5"),
+        "loto --task not in the traces": (["loto", traces, "--task", "nosuch"], "--task: no task nosuch"),
         "cost profile verify_table a list": ([*whatif, "--lengths-from", "mid", "--cost-profile",
                                               str(folder / "profile_list_table.json")], "verify_table: must map"),
         "workload without output_len": ([*whatif, "--lengths-from", str(folder / "wrong_headers.csv")],

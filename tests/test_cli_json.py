@@ -63,8 +63,9 @@ def test_model_commands_print_one_glossary_document(two_kind_traces, two_kind_fi
         "report": ["report", "whatif", "--out", str(tmp_path), "--param", f"traces={root}", "--param",
                    "drafter=generic", "--param", "acceptance_from=short", "--param", "lengths_from=long",
                    "--param", "gamma=3"],
+        # One fold (--task) writes every key of the document; three would only repeat them.
         "loto": ["loto", root, "--draws", "100", "--gamma", "3", "--length-measure", "beyond_share",
-                 "--probe-prompts", "2"],
+                 "--probe-prompts", "2", "--task", "long"],
     }
     for name, argv in documents.items():
         payload = _json_of(argv, capsys)
