@@ -183,8 +183,8 @@ def loto_command(
                                       "blind only).", min=0),
     mass_matrix: str = typer.Option("low-rank", "--mass-matrix", help=_MASS_MATRIX_HELP + " Default here: "
                                     "low-rank (every fold of both reference experiments passes with it)."),
-    task: list[str] | None = typer.Option(None, "--task", help="Hold out only this task (one fold); repeatable. "
-                                          "Default: every task."),
+    held_out: list[str] | None = typer.Option(None, "--task", help="Hold out only this task (one fold); "
+                                              "repeatable. Default: every task."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Leave-one-task-out: fit without each task, predict it, report interval coverage."""
@@ -197,7 +197,8 @@ def loto_command(
         result = workflow.leave_one_task_out(
             traces, temperature=temperature, gamma=gamma, draws=draws, seed=seed, level=level,
             divergence_measure=length_measure, probe_prompts=probe_prompts, mass_matrix=mass_matrix,
-            held_out_tasks=task or None, progress=lambda done, total, name: bar.update(task, completed=done, total=total, description=name))
+            held_out_tasks=held_out or None,
+            progress=lambda done, total, name: bar.update(task, completed=done, total=total, description=name))
     if json_output:
         print_json({"directory": str(directory), **result.to_dict()})
         return
