@@ -1195,10 +1195,7 @@ def leave_one_task_out(
     if gamma not in gammas:
         raise InputError(f"no traces at gamma {gamma} (at temperature {temperature:g} they hold gamma "
                          f"{', '.join(map(str, gammas))})", field="--gamma")
-    _check_measure(divergence_measure)
-    full, _ = model_cells(*traces_counts(traces, temperature), divergence_measure=divergence_measure,
-                          reference_lengths=reference_lengths, own_tasks=own_tasks)
-    all_costs = cost_models(traces)
+    # Checked before any work: the tasks to hold out.
     tasks = sorted(modelled["task"].unique())
     if held_out_tasks is not None:
         chosen = list(dict.fromkeys(held_out_tasks))
@@ -1207,6 +1204,10 @@ def leave_one_task_out(
             raise InputError(f"no task {', '.join(unknown) or '(none named)'} at temperature {temperature:g} "
                              f"(the traces hold {', '.join(tasks)})", field="--task")
         tasks = [t for t in tasks if t in chosen]
+    _check_measure(divergence_measure)
+    full, _ = model_cells(*traces_counts(traces, temperature), divergence_measure=divergence_measure,
+                          reference_lengths=reference_lengths, own_tasks=own_tasks)
+    all_costs = cost_models(traces)
     rows = []
     for number, task in enumerate(tasks):
         if progress is not None:

@@ -54,7 +54,7 @@ SAMPLING_PROMPTS = 4
 
 
 #: The drafter of each group collected at gamma 2 and 8 (the fine-tuned short-window one where the type has one);
-#: the separate models' is :data:`REBUILT`, in stages of its own.
+#: the separate models' is :func:`rebuilt_drafter`, in stages of its own.
 GAMMA_DRAFTERS = {"lookup-": "prompt-lookup", "heads-": "head-short"}
 
 

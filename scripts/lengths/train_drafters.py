@@ -181,6 +181,10 @@ def main() -> None:
     options = parser.parse_args()
     if options.save_as and (not options.only or len(options.only) != 1):
         parser.error("--as needs exactly one drafter in --only")
+    if options.save_as is not None and (not options.save_as or options.save_as in PLAN
+                                        or Path(options.save_as).name != options.save_as
+                                        or options.save_as.startswith(".")):
+        parser.error(f"--as {options.save_as!r}: a plain folder name, not a path and not one of {', '.join(PLAN)}")
     began = time.perf_counter()
     torch.manual_seed(SEED)
     torch.set_num_threads(int(os.environ.get("TRAIN_THREADS", "2")))
