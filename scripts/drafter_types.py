@@ -54,7 +54,7 @@ CARDS = ROOT / "data" / "drafters"
 OUT = ROOT / "data" / "eval" / "drafter-types"
 REFERENCE_CARDS = {"generic-4l": "generic-4l", "finetuned-code": "finetuned-code",
                    "finetuned-docsum": "finetuned-docsum", "head-generic": "head-generic", "head-code": "head-code",
-                   "head-docsum": "head-docsum"}
+                   "head-docsum": "head-docsum", "generic-4l-rebuilt": "generic-4l-rebuilt"}
 LENGTH_CARDS = {"generic-4l": "generic-4l", "head-generic": "head-generic", "ft-short": "lengths-ft-short",
                 "ft-long": "lengths-ft-long", "head-short": "lengths-head-short", "head-long": "lengths-head-long",
                 "ft-short-rebuilt": "lengths-ft-short-rebuilt"}

@@ -7,8 +7,11 @@ written):
 1. ``greedy-gamma4``: every drafter on every held-out prompt, greedy, gamma 4;
 2. ``sampling-t0.7``: every drafter on every held-out prompt, temperature 0.7, gamma 4;
 3. ``greedy-gamma2-6``: the generic drafter on every held-out prompt, greedy, gamma 2 and 6;
-   ``greedy-gamma8`` the same at gamma 8 (not collected: the shipped ``generic-4l`` is not on the
-   machine, and a rebuild is another drafter; data card);
+   ``rebuilt-greedy-gamma4-8``: ``generic-4l-rebuilt`` on every held-out prompt, greedy, gamma 4 and 8
+   in one run. The shipped ``generic-4l`` is not on this machine and a rebuild is another drafter
+   (data card), so the separate-model type's gamma 8 has a drafter of its own: ``train_drafters.py
+   --recipe full --precision float32 --only generic-4l``, its folder and card then copied to
+   ``generic-4l-rebuilt`` (card: ``data/drafters/generic-4l-rebuilt.json``);
 4. ``news-greedy-gamma4``: every drafter on the first :data:`NEWS_PROMPTS` held-out prompts of
    the news task (English prose no drafter was trained on), greedy, gamma 4: a task far from
    Python in the population (greedy only: no temperature 0.7 stage for it yet).
@@ -98,6 +101,7 @@ def main() -> None:
     generic = DrafterSpec("generic-4l", str(DRAFTERS / "generic-4l"), "generic", "mixture")
     code = DrafterSpec("finetuned-code", str(DRAFTERS / "finetuned-code"), "finetuned", "code")
     docsum = DrafterSpec("finetuned-docsum", str(DRAFTERS / "finetuned-docsum"), "finetuned", "docsum")
+    rebuilt = DrafterSpec("generic-4l-rebuilt", str(DRAFTERS / "generic-4l-rebuilt"), "generic", "mixture")
     prompts = str(heldout_file(PER_TASK, "reference_heldout.jsonl"))
     drafters = (untrained, generic, code, docsum)
     stages = {
@@ -107,8 +111,8 @@ def main() -> None:
                                        gammas=(4,), temperatures=(0.7,), max_new_tokens=MAX_NEW_TOKENS, seed=0),
         "greedy-gamma2-6": CollectConfig(target="smollm2", drafters=(generic,), prompts=prompts, out=str(OUT),
                                          gammas=(2, 6), max_new_tokens=MAX_NEW_TOKENS, seed=0),
-        "greedy-gamma8": CollectConfig(target="smollm2", drafters=(generic,), prompts=prompts, out=str(OUT),
-                                       gammas=(8,), max_new_tokens=MAX_NEW_TOKENS, seed=0),
+        "rebuilt-greedy-gamma4-8": CollectConfig(target="smollm2", drafters=(rebuilt,), prompts=prompts,
+                                                 out=str(OUT), gammas=(4, 8), max_new_tokens=MAX_NEW_TOKENS, seed=0),
     }
     news = str(heldout_file({"news": NEWS_PROMPTS}, "reference_news_heldout.jsonl"))
     stages["news-greedy-gamma4"] = CollectConfig(target="smollm2", drafters=drafters, prompts=news, out=str(OUT),
