@@ -23,9 +23,10 @@ Experiments:
   mixture drafters on none of it.
 
 Run: ``python scripts/drafter_types.py [reference|lengths ...] [--draws 1000] [--probe-prompts N] [--gamma 4]
-[--temperature 0]`` (another gamma held out writes ``<experiment>-gamma<G>.json``; another temperature fits
-that temperature's traces alone, as the model fits one temperature at a time, without a probe, and writes
-``<experiment>-t<T>.json``)
+[--temperature 0] [--task NAME ...]`` (another gamma held out writes ``<experiment>-gamma<G>.json``; another
+temperature fits that temperature's traces alone, as the model fits one temperature at a time, without a probe,
+and writes ``<experiment>-t<T>.json``; ``--task`` runs only those held-out folds, without the full fit, and
+writes ``...-folds-<NAME>.json``, each fold with its gate figures)
 (about 10-20 minutes per experiment on 2 cores).
 """
 
@@ -150,6 +151,22 @@ def run(name: str, draws: int, probe_prompts: int, gamma: int, temperature: floa
     }
 
 
+def folds_only(name: str, draws: int, probe_prompts: int, gamma: int, temperature: float, tasks: list[str]) -> dict:
+    """Leave-one-task-out for the named held-out tasks only (no full fit): each fold's figures and gate."""
+    started = time.perf_counter()
+    traces, lengths, own = experiment(name)
+    present = set(traces.sequences["drafter"])
+    loto = workflow.leave_one_task_out(traces, temperature=temperature, gamma=gamma, draws=draws,
+                                       reference_lengths={d: v for d, v in lengths.items() if d in present},
+                                       own_tasks=own, probe_prompts=probe_prompts if temperature == 0 else 0,
+                                       held_out_tasks=tasks)
+    print(loto.summary())
+    return {"experiment": name, "draws": draws, "gamma": gamma, "temperature": temperature, "held_out_tasks": tasks,
+            "leave_one_task_out": {**loto.to_dict(), "by_drafter_type_and_gamma":
+                                   loto.by_group(("drafter_type", "gamma")).to_dict("records")},
+            "wall_s": time.perf_counter() - started}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiments", nargs="*", default=["reference", "lengths"])
@@ -157,12 +174,19 @@ def main() -> None:
     parser.add_argument("--probe-prompts", type=int, default=4)
     parser.add_argument("--gamma", type=int, default=4)
     parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--task", action="append", metavar="NAME",
+                        help="only these held-out folds, without the full fit (repeatable): writes "
+                             "<experiment>[-gamma<G>]-folds-<NAME>[-<NAME>...].json")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     for name in args.experiments:
-        document = run(name, args.draws, args.probe_prompts, args.gamma, args.temperature)
+        if args.task:
+            document = folds_only(name, args.draws, args.probe_prompts, args.gamma, args.temperature, args.task)
+        else:
+            document = run(name, args.draws, args.probe_prompts, args.gamma, args.temperature)
         suffix = f"-gamma{args.gamma}" if args.gamma != 4 else ""
         suffix += f"-t{args.temperature:g}" if args.temperature else ""
+        suffix += f"-folds-{'-'.join(args.task)}" if args.task else ""
         path = OUT / f"{name}{suffix}.json"
         path.write_text(json.dumps(json_ready(document), indent=1, default=float) + "\n")
         print(f"{name}: {path} ({document['wall_s']:.0f} s)")

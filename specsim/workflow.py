@@ -61,6 +61,8 @@ __all__ = [
     "break_even_cost_ratio", "CountsWhatIf", "what_if_counts", "CostChoice", "choose_cost", "LoadSweep", "load_sweep",
 ]
 
+#: The diagnostics of a leave-one-out fold's fit each held-out row carries (which check a failing fold failed).
+FOLD_GATE_FIGURES = ("max_r_hat", "min_ess_bulk", "min_ess_tail", "divergences", "min_bfmi")
 #: NUTS target acceptance a leave-one-out fold that failed the diagnostics gate is fitted again at.
 RETRY_TARGET_ACCEPT = 0.99
 
@@ -1120,6 +1122,11 @@ class LotoResult:
             lines.append(line)
         overall = self.overall()
         lines.append(f"{overall['folds_passing_diagnostics']} of {overall['folds']} folds passed the diagnostics gate")
+        failed = self.cells[~self.cells["diagnostics_passed"].astype(bool)].drop_duplicates("held_out_task")
+        for fold in failed.to_dict("records"):
+            figures = [f"{name} {fold[name]:.4g}" for name in FOLD_GATE_FIGURES if pd.notna(fold.get(name))]
+            accept = f" at target_accept {fold['target_accept']:g}" if pd.notna(fold.get("target_accept")) else ""
+            lines.append(f"fold {fold['held_out_task']} failed the gate{accept}: {', '.join(figures) or 'no figures'}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -1171,7 +1178,8 @@ def leave_one_task_out(
         ``measured_speedup``, ``speedup`` (posterior predictive mean), ``speedup_low``,
         ``speedup_high``, ``covered``, ``error_pct``, ``divergence``, the fold's
         ``diagnostics_passed``, ``target_accept``, ``costs_from`` and ``cost_run_log_sd`` (the
-        kept traces' cost drift); with ``probe_prompts``, also ``speedup_probe``,
+        kept traces' cost drift), the fold's gate figures (:data:`FOLD_GATE_FIGURES`); with
+        ``probe_prompts``, also ``speedup_probe``,
         ``speedup_probe_low``, ``speedup_probe_high``, ``covered_probe``, ``error_pct_probe``
         and ``probe_tokens``.
     """
@@ -1225,6 +1233,8 @@ def leave_one_task_out(
             if outcome.result.diagnostics["passed"]:
                 break
         posterior = outcome.result.posterior()
+        # The fold's gate figures, so that a failing fold says which check failed.
+        gate = {name: outcome.result.diagnostics.get(name) for name in FOLD_GATE_FIGURES}
         # fit() already fitted the kept traces' costs and their drift: read them from the posterior.
         fold_meta = outcome.result.metadata
         spread = fold_meta.cost_run_log_sd
@@ -1255,7 +1265,7 @@ def leave_one_task_out(
                    "speedup_high": prediction.high, "covered": bool(prediction.low <= measured <= prediction.high),
                    "error_pct": 100 * (prediction.mean - measured) / measured,
                    "diagnostics_passed": bool(outcome.result.diagnostics["passed"]), "target_accept": fold_accept,
-                   "costs_from": costs_from, "cost_run_log_sd": spread}
+                   "costs_from": costs_from, "cost_run_log_sd": spread, **gate}
             if probe_prompts and not probed_ids:
                 row.update({"speedup_probe": np.nan, "speedup_probe_low": np.nan, "speedup_probe_high": np.nan,
                             "covered_probe": np.nan, "error_pct_probe": np.nan, "probe_tokens": 0})

@@ -22,7 +22,7 @@ from specsim.simulate.analytic import (
 from specsim.simulate.cost import leviathan_cost_model
 from specsim.simulate.exact import accepted_count_probabilities, expected_workload, step_start_probabilities
 from specsim.simulate.montecarlo import simulate_workload
-from specsim.simulate.validation import cost_transfer_errors, validate_against_measured
+from specsim.simulate.validation import cost_holdout_errors, cost_transfer_errors, validate_against_measured
 from specsim.simulate.whatif import what_if
 from tests.conftest import TRUE_COST, small_workloads
 
@@ -259,6 +259,36 @@ def test_cost_transfer_finds_a_run_whose_drafter_costs_moved():
     one = Traces(Path("."), runs[0]["tokens"], runs[0]["steps"], runs[0]["sequences"], {}, ())
     spread, table = cost_transfer(one)
     assert spread == DEFAULT_COST_RUN_LOG_SD > 0 and table.empty
+
+
+def test_cost_holdout_finds_a_task_whose_costs_the_others_do_not_extrapolate():
+    # Three tasks under the same linear costs: each held out, the others' costs give its speed-up from
+    # its own acceptance almost exactly. A fourth, long task whose drafting costs 10x more per context
+    # token: the short tasks' costs under-price its drafting and over-predict it.
+    from dataclasses import replace
+
+    from specsim.simulate.synthetic_traces import SyntheticWorkload
+
+    rng = np.random.default_rng(5)
+    profile = AcceptanceProfile(np.array([[0.8, 0.7], [0.7, 0.6], [0.65, 0.55], [0.6, 0.5]]), np.array([64]))
+
+    def cell(task: str, prompts: tuple[int, int]) -> SyntheticWorkload:
+        return SyntheticWorkload(task, task, "generic-4l", "generic", profile, rng.integers(*prompts, 12),
+                                 rng.integers(40, 120, 12), "mixture")
+
+    same = simulate_traces([cell("short", (10, 60)), cell("mid", (200, 400)), cell("long-ish", (600, 900))],
+                           TRUE_COST, gamma=4, rng=1)
+    errors = cost_holdout_errors(same["tokens"], same["steps"], same["sequences"], position_edges=np.array([64]))
+    assert set(errors["held_out_task"]) == {"short", "mid", "long-ish"}
+    assert errors["error_pct"].abs().max() < 2
+    moved = simulate_traces([cell("long", (1500, 2500))], replace(TRUE_COST, draft_per_context_s=2e-5), gamma=4, rng=2)
+    tables = [pd.concat([same[name], moved[name]], ignore_index=True) for name in ("tokens", "steps", "sequences")]
+    errors = cost_holdout_errors(*tables, position_edges=np.array([64])).set_index("held_out_task")["error_pct"]
+    assert errors["long"] > 5
+    # Under costs fitted on its own steps the long task is simulated as closely as the others: the miss
+    # is the extrapolated costs'.
+    own = validate_against_measured(moved["tokens"], moved["steps"], moved["sequences"], np.array([64]))
+    assert own["error_pct"].abs().max() < 2
 
 
 def test_weighted_workload_equals_the_expanded_one():

@@ -12,7 +12,7 @@ from specsim.simulate.cost import fit_cost_models
 from specsim.simulate.exact import expected_workload
 from specsim.traces.schema import DEFAULT_POSITION_EDGES, SEQUENCE_KEY
 
-__all__ = ["validate_against_measured", "cost_transfer_errors", "VALIDATION_GROUP"]
+__all__ = ["validate_against_measured", "cost_transfer_errors", "cost_holdout_errors", "VALIDATION_GROUP"]
 
 #: Columns of one validation cell.
 VALIDATION_GROUP = ["task", "drafter", "temperature", "gamma", "schedule"]
@@ -90,3 +90,37 @@ def cost_transfer_errors(tokens: pd.DataFrame, steps: pd.DataFrame, sequences: p
             rows.append({"run_id": run, "drafter": drafter, "cells": len(group),
                          "log_error_mean": float(group["log_error"].mean())})
     return pd.DataFrame(rows, columns=["run_id", "drafter", "cells", "log_error_mean"])
+
+
+def cost_holdout_errors(tokens: pd.DataFrame, steps: pd.DataFrame, sequences: pd.DataFrame,
+                        position_edges: np.ndarray = DEFAULT_POSITION_EDGES) -> pd.DataFrame:
+    """How far the costs of the other tasks alone miss a held-out task, with its own acceptance.
+
+    A leave-one-task-out prediction carries two errors: the acceptance the model predicts for the
+    held-out task, and the costs, fitted on the kept tasks' steps and extrapolated to the held-out
+    lengths. This separates them: for each task, the cost models are fitted without it, and its
+    cells are simulated from their own measured acceptance and lengths under those costs (the
+    cost error alone; :func:`validate_against_measured` gives the same cells under their own costs).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows of :func:`validate_against_measured` for every task's cells whose drafter and
+        temperature the other tasks also timed, with ``held_out_task``.
+    """
+    frames = []
+    for task in sorted(sequences["task"].dropna().unique()):
+        kept = sequences["task"] != task
+        kept_steps = steps[steps["task"] != task]
+        if not kept.any() or kept_steps.empty:
+            continue
+        costs = fit_cost_models(kept_steps, sequences[kept])
+        try:
+            cells = validate_against_measured(tokens[tokens["task"] == task], steps[steps["task"] == task],
+                                              sequences[~kept], position_edges, costs=costs)
+        except InputError:  # none of the task's timed cells has a drafter the other tasks timed
+            continue
+        frames.append(cells.assign(held_out_task=task))
+    if not frames:
+        raise InputError("no task's cells can be simulated under the other tasks' costs", field="task")
+    return pd.concat(frames, ignore_index=True)
