@@ -53,8 +53,7 @@ def holdout_table(name: str) -> pd.DataFrame:
     traces, _, _ = experiment(name)
     greedy = traces.sequences["temperature"] == 0
     held = cost_holdout_errors(traces.tokens, traces.steps, traces.sequences)
-    held = held[held["temperature"] == 0].rename(columns={"error_pct": "error_pct_costs_held_out",
-                                                          "task": "held_out_task"})
+    held = held[held["temperature"] == 0].rename(columns={"error_pct": "error_pct_costs_held_out"})
     own = validate_against_measured(traces.tokens, traces.steps, traces.sequences[greedy])
     own = own.rename(columns={"error_pct": "error_pct_costs_all", "task": "held_out_task"})
     table = held[[*KEY, "sequences", "measured_speedup", "predicted_speedup", "error_pct_costs_held_out"]].merge(
