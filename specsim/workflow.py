@@ -1126,7 +1126,10 @@ class LotoResult:
         for fold in failed.to_dict("records"):
             figures = [f"{name} {fold[name]:.4g}" for name in FOLD_GATE_FIGURES if pd.notna(fold.get(name))]
             accept = f" at target_accept {fold['target_accept']:g}" if pd.notna(fold.get("target_accept")) else ""
-            lines.append(f"fold {fold['held_out_task']} failed the gate{accept}: {', '.join(figures) or 'no figures'}")
+            checks = fold.get("warnings")
+            checks = f" ({checks})" if isinstance(checks, str) and checks else ""
+            lines.append(f"fold {fold['held_out_task']} failed the gate{accept}: {', '.join(figures) or 'no figures'}"
+                         + checks)
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -1178,7 +1181,8 @@ def leave_one_task_out(
         ``measured_speedup``, ``speedup`` (posterior predictive mean), ``speedup_low``,
         ``speedup_high``, ``covered``, ``error_pct``, ``divergence``, the fold's
         ``diagnostics_passed``, ``target_accept``, ``costs_from`` and ``cost_run_log_sd`` (the
-        kept traces' cost drift), the fold's gate figures (:data:`FOLD_GATE_FIGURES`); with
+        kept traces' cost drift), the fold's gate figures (:data:`FOLD_GATE_FIGURES`) and its
+        ``warnings`` (the failed checks, each naming its worst variable, joined by "; "); with
         ``probe_prompts``, also ``speedup_probe``,
         ``speedup_probe_low``, ``speedup_probe_high``, ``covered_probe``, ``error_pct_probe``
         and ``probe_tokens``.
@@ -1235,6 +1239,7 @@ def leave_one_task_out(
         posterior = outcome.result.posterior()
         # The fold's gate figures, so that a failing fold says which check failed.
         gate = {name: outcome.result.diagnostics.get(name) for name in FOLD_GATE_FIGURES}
+        gate["warnings"] = "; ".join(outcome.result.diagnostics.get("warnings", []))
         # fit() already fitted the kept traces' costs and their drift: read them from the posterior.
         fold_meta = outcome.result.metadata
         spread = fold_meta.cost_run_log_sd

@@ -544,3 +544,22 @@ def test_length_effects_by_type_read_the_window_slopes(recovery_fit):
         assert lookup["draft_context_slope"] == pytest.approx(truth["draft_b_context"], abs=0.3)
         head = rows.loc[("feature-head", kind)]
         assert not head["draft_context_terms"] and head["per_context_doubling"] == 1
+
+
+def test_a_failing_gate_names_its_worst_variable():
+    # Four chains of two variables: "stuck" has one chain shifted away (R-hat far above 1.01, low ESS),
+    # "fine" mixes. The gate fails, and each failed check names "stuck", not "fine".
+    import arviz as az
+
+    from specsim.model.hierarchical import diagnose
+
+    rng = np.random.default_rng(0)
+    stuck = rng.normal(size=(4, 500))
+    stuck[0] += 3.0
+    idata = az.from_dict(posterior={"stuck": stuck, "fine": rng.normal(size=(4, 500))},
+                         sample_stats={"diverging": np.zeros((4, 500), dtype=bool)})
+    result = diagnose(idata)
+    assert not result["passed"] and result["max_r_hat"] > 1.1
+    rhat = [w for w in result["warnings"] if w.startswith("R-hat")]
+    assert len(rhat) == 1 and rhat[0].endswith("(stuck)")
+    assert all("(stuck)" in w for w in result["warnings"] if "ESS" in w)

@@ -81,6 +81,7 @@ def test_loto_figures_are_coverage_and_mape_by_hand():
         "diagnostics_passed": [True, True, False, False, True],
         "target_accept": [0.95, 0.95, 0.99, 0.99, 0.95],
         "max_r_hat": [1.002, 1.002, 1.031, 1.031, 1.004], "divergences": [0, 0, 3, 3, 0],
+        "warnings": ["", "", "R-hat 1.031 > 1.01 (kappa)", "R-hat 1.031 > 1.01 (kappa)", ""],
     })
     cells["error_pct"] = 100 * (cells["speedup"] - cells["measured_speedup"]) / cells["measured_speedup"]
     result = workflow.LotoResult(cells, level=0.9)
@@ -99,7 +100,8 @@ def test_loto_figures_are_coverage_and_mape_by_hand():
     assert "lookup: 90% intervals cover 1 of 2 held-out cells; MAPE 17.5%" in result.summary()
     # The failing fold says which check failed, once, with the target acceptance it ended at.
     last = result.summary().splitlines()[-1]
-    assert last == "fold b failed the gate at target_accept 0.99: max_r_hat 1.031, divergences 3"
+    assert last == ("fold b failed the gate at target_accept 0.99: max_r_hat 1.031, divergences 3 "
+                    "(R-hat 1.031 > 1.01 (kappa))")
 
 
 def test_a_cell_with_no_prompt_beside_its_probe_counts_blind_only():

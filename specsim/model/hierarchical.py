@@ -386,6 +386,13 @@ def diagnose(idata) -> dict:
         values = [v for v in values if np.isfinite(v)]
         return reducer(values) if values else float("nan")
 
+    def worst(dataset, largest: bool) -> str:
+        """The variable holding the extreme figure (a failing check names it)."""
+        reducer = np.max if largest else np.min
+        values = {v: float(reducer(dataset[v].values)) for v in dataset.data_vars if dataset[v].size}
+        values = {v: x for v, x in values.items() if np.isfinite(x)}
+        return (max if largest else min)(values, key=values.__getitem__) if values else "?"
+
     result: dict[str, Any] = {
         "max_r_hat": extreme(r_hat, np.max),
         "min_ess_bulk": extreme(ess_bulk, np.min),
@@ -395,11 +402,13 @@ def diagnose(idata) -> dict:
     }
     problems = []
     if not result["max_r_hat"] <= thresholds["max_r_hat"]:
-        problems.append(f"R-hat {result['max_r_hat']:.3f} > {thresholds['max_r_hat']}")
+        problems.append(f"R-hat {result['max_r_hat']:.3f} > {thresholds['max_r_hat']} ({worst(r_hat, True)})")
     if not result["min_ess_bulk"] >= thresholds["min_ess_bulk"]:
-        problems.append(f"bulk ESS {result['min_ess_bulk']:.0f} < {thresholds['min_ess_bulk']}")
+        problems.append(f"bulk ESS {result['min_ess_bulk']:.0f} < {thresholds['min_ess_bulk']} "
+                        f"({worst(ess_bulk, False)})")
     if not result["min_ess_tail"] >= thresholds["min_ess_tail"]:
-        problems.append(f"tail ESS {result['min_ess_tail']:.0f} < {thresholds['min_ess_tail']}")
+        problems.append(f"tail ESS {result['min_ess_tail']:.0f} < {thresholds['min_ess_tail']} "
+                        f"({worst(ess_tail, False)})")
     if result["divergences"] > thresholds["max_divergences"]:
         problems.append(f"{result['divergences']} divergent transitions")
     if result["min_bfmi"] < thresholds["min_bfmi"]:
