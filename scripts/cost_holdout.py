@@ -67,8 +67,12 @@ def holdout_table(name: str) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiments", nargs="*", default=["reference", "lengths"])
+    parser.add_argument("experiments", nargs="*", default=["reference", "lengths"],
+                        help="reference, lengths or both (default: both)")
     args = parser.parse_args()
+    unknown = sorted(set(args.experiments) - {"reference", "lengths"})
+    if unknown:
+        parser.error(f"no experiment {', '.join(unknown)} (choose from reference, lengths)")
     started = time.perf_counter()
     table = pd.concat([holdout_table(name) for name in args.experiments], ignore_index=True)
     columns = ["error_pct_costs_held_out", "error_pct_costs_all", "error_pct_loto"]

@@ -42,6 +42,7 @@ import pandas as pd
 
 from specsim import workflow
 from specsim.analysis.length_effects import regime_of
+from specsim.errors import InputError
 from specsim.lengths import length_table
 from specsim.model.hierarchical import SUMMARY_PARAMETERS
 from specsim.outputs import json_ready
@@ -109,6 +110,18 @@ def posterior_table(outcome: workflow.FitOutcome) -> list[dict]:
     return summary.reset_index(names="parameter").to_dict("records")
 
 
+def held_out(traces: Traces, lengths: dict[str, np.ndarray], own: dict[str, list[str]] | None, *, draws: int,
+             probe_prompts: int, gamma: int, temperature: float, tasks: list[str] | None = None
+             ) -> tuple[workflow.LotoResult, dict]:
+    """Leave-one-task-out (every task, or ``tasks``) and its JSON section: pooled, per type and gamma, per drafter."""
+    loto = workflow.leave_one_task_out(traces, temperature=temperature, gamma=gamma, draws=draws,
+                                       reference_lengths=lengths, own_tasks=own,
+                                       probe_prompts=probe_prompts if temperature == 0 else 0, held_out_tasks=tasks)
+    return loto, {**loto.to_dict(),
+                  "by_drafter_type_and_gamma": loto.by_group(("drafter_type", "gamma")).to_dict("records"),
+                  "by_drafter": loto.by_group(("drafter_type", "drafter")).to_dict("records")}
+
+
 def run(name: str, draws: int, probe_prompts: int, gamma: int, temperature: float = 0.0) -> dict:
     """Fit, compare, leave one task out and answer for one experiment; returns the JSON document."""
     started = time.perf_counter()
@@ -133,9 +146,8 @@ def run(name: str, draws: int, probe_prompts: int, gamma: int, temperature: floa
         costs[drafter_type] = meta.cost_model(members[0])
     effects = workflow.length_effects_by_type(outcome.result.posterior(), workload=workload, gamma=gamma, cost=costs)
     fitted_at = time.perf_counter() - started
-    loto = workflow.leave_one_task_out(traces, temperature=temperature, gamma=gamma, draws=draws,
-                                       reference_lengths=lengths, own_tasks=own,
-                                       probe_prompts=probe_prompts if temperature == 0 else 0)
+    _, section = held_out(traces, lengths, own, draws=draws, probe_prompts=probe_prompts, gamma=gamma,
+                          temperature=temperature)
     return {
         "experiment": name, "traces": meta.traces, "draws": draws, "gamma": gamma, "temperature": temperature,
         "fit": {"diagnostics": meta.diagnostics, "target_accept": meta.target_accept, "options": meta.options,
@@ -144,9 +156,7 @@ def run(name: str, draws: int, probe_prompts: int, gamma: int, temperature: floa
                 "windows": meta.windows, "own_tasks": meta.own_tasks, "posterior": posterior_table(outcome),
                 "loo_comparison": meta.loo_comparison, "cells": len(outcome.counts.cells), "seconds": fitted_at},
         "length_effects": effects.to_dict("records"),
-        "leave_one_task_out": {**loto.to_dict(), "by_drafter_type_and_gamma":
-                               loto.by_group(("drafter_type", "gamma")).to_dict("records"),
-                               "by_drafter": loto.by_group(("drafter_type", "drafter")).to_dict("records")},
+        "leave_one_task_out": section,
         "wall_s": time.perf_counter() - started,
     }
 
@@ -156,20 +166,18 @@ def folds_only(name: str, draws: int, probe_prompts: int, gamma: int, temperatur
     started = time.perf_counter()
     traces, lengths, own = experiment(name)
     present = set(traces.sequences["drafter"])
-    loto = workflow.leave_one_task_out(traces, temperature=temperature, gamma=gamma, draws=draws,
-                                       reference_lengths={d: v for d, v in lengths.items() if d in present},
-                                       own_tasks=own, probe_prompts=probe_prompts if temperature == 0 else 0,
-                                       held_out_tasks=tasks)
+    loto, section = held_out(traces, {d: v for d, v in lengths.items() if d in present}, own, draws=draws,
+                             probe_prompts=probe_prompts, gamma=gamma, temperature=temperature, tasks=tasks)
     print(loto.summary())
     return {"experiment": name, "draws": draws, "gamma": gamma, "temperature": temperature, "held_out_tasks": tasks,
-            "leave_one_task_out": {**loto.to_dict(), "by_drafter_type_and_gamma":
-                                   loto.by_group(("drafter_type", "gamma")).to_dict("records")},
+            "leave_one_task_out": section,
             "wall_s": time.perf_counter() - started}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiments", nargs="*", default=["reference", "lengths"])
+    parser.add_argument("experiments", nargs="*", default=["reference", "lengths"],
+                        help="reference, lengths or both (default: both)")
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--probe-prompts", type=int, default=4)
     parser.add_argument("--gamma", type=int, default=4)
@@ -178,12 +186,18 @@ def main() -> None:
                         help="only these held-out folds, without the full fit (repeatable): writes "
                              "<experiment>[-gamma<G>]-folds-<NAME>[-<NAME>...].json")
     args = parser.parse_args()
+    unknown = sorted(set(args.experiments) - {"reference", "lengths"})
+    if unknown:
+        parser.error(f"no experiment {', '.join(unknown)} (choose from reference, lengths)")
     OUT.mkdir(parents=True, exist_ok=True)
     for name in args.experiments:
-        if args.task:
-            document = folds_only(name, args.draws, args.probe_prompts, args.gamma, args.temperature, args.task)
-        else:
-            document = run(name, args.draws, args.probe_prompts, args.gamma, args.temperature)
+        try:
+            if args.task:
+                document = folds_only(name, args.draws, args.probe_prompts, args.gamma, args.temperature, args.task)
+            else:
+                document = run(name, args.draws, args.probe_prompts, args.gamma, args.temperature)
+        except InputError as error:  # a task, gamma or temperature the traces do not hold: nothing written
+            parser.exit(2, f"{parser.prog}: {name}: {error}\n")
         suffix = f"-gamma{args.gamma}" if args.gamma != 4 else ""
         suffix += f"-t{args.temperature:g}" if args.temperature else ""
         suffix += f"-folds-{'-'.join(args.task)}" if args.task else ""
