@@ -102,7 +102,9 @@ _QUANTITIES = {
                        "interval carries; 0 for given costs",
     "costs_from": "steps the held-out cell's cost model was fitted on: kept tasks (the held-out task's left out) or "
                   "all traces (the drafter was timed only on the held-out task)",
-    "target_accept": "NUTS target acceptance the fit ended with (a failing fold is refitted once at a higher one)",
+    "target_accept": "NUTS target acceptance the fit ended with (a failing fold is refitted at a higher one)",
+    "fold_draws": "draws (and warm-up) per chain a leave-one-out fold's fit ended with (a fold that still fails at "
+                  "the higher target acceptance is refitted a last time with twice the draws)",
     "probe_prompts": "prompts of each held-out cell used as its probe (the others are measured)",
     "probe_tokens": "probe positions (first drafted token of each step of the probe prompts)",
     "speedup_probe": "predicted speed-up with the probe (posterior predictive mean)",

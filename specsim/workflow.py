@@ -65,6 +65,9 @@ __all__ = [
 FOLD_GATE_FIGURES = ("max_r_hat", "min_ess_bulk", "min_ess_tail", "divergences", "min_bfmi")
 #: NUTS target acceptance a leave-one-out fold that failed the diagnostics gate is fitted again at.
 RETRY_TARGET_ACCEPT = 0.99
+#: A fold that fails at :data:`RETRY_TARGET_ACCEPT` too is fitted a last time with this many times the draws and
+#: warm-up: smaller steps take divergences away, longer chains a slowly mixing scale (R-hat, ESS).
+RETRY_DRAWS_FACTOR = 2
 
 
 def check_level(level: float, option: str = "--level") -> float:
@@ -1126,6 +1129,8 @@ class LotoResult:
         for fold in failed.to_dict("records"):
             figures = [f"{name} {fold[name]:.4g}" for name in FOLD_GATE_FIGURES if pd.notna(fold.get(name))]
             accept = f" at target_accept {fold['target_accept']:g}" if pd.notna(fold.get("target_accept")) else ""
+            if pd.notna(fold.get("fold_draws")):
+                accept += f" with {int(fold['fold_draws'])} draws per chain"
             checks = fold.get("warnings")
             checks = f" ({checks})" if isinstance(checks, str) and checks else ""
             lines.append(f"fold {fold['held_out_task']} failed the gate{accept}: {', '.join(figures) or 'no figures'}"
@@ -1146,7 +1151,7 @@ def leave_one_task_out(
     progress: Callable[[int, int, str], None] | None = None, divergence_measure: str = "js",
     reference_lengths: dict[str, np.ndarray] | None = None, parameterisation: str = "noncentred",
     probe_prompts: int = 0, mass_matrix: str = "low-rank", own_tasks: dict[str, list[str]] | None = None,
-    held_out_tasks: Iterable[str] | None = None,
+    held_out_tasks: Iterable[str] | None = None, refits: int = 2,
 ) -> LotoResult:
     """Fit without each task in turn and predict every drafter's speed-up on it.
 
@@ -1171,8 +1176,10 @@ def leave_one_task_out(
 
     Folds use nutpie's low-rank mass matrix by default (every fold of both reference
     experiments passes with it). A fold whose fit fails the diagnostics gate is fitted once more
-    at :data:`RETRY_TARGET_ACCEPT` (smaller NUTS steps); each row says
-    the ``target_accept`` its fold ended with.
+    at :data:`RETRY_TARGET_ACCEPT` (smaller NUTS steps), and if it still fails, a last time there
+    with :data:`RETRY_DRAWS_FACTOR` times the draws and warm-up (longer chains); ``refits`` (0 to 2)
+    caps these refits. Each row says the ``target_accept`` and the draws per chain (``fold_draws``)
+    its fold ended with.
 
     Returns
     -------
@@ -1180,7 +1187,7 @@ def leave_one_task_out(
         Its ``cells``: one row per held-out task x drafter: ``drafter_type``, ``gamma``,
         ``measured_speedup``, ``speedup`` (posterior predictive mean), ``speedup_low``,
         ``speedup_high``, ``covered``, ``error_pct``, ``divergence``, the fold's
-        ``diagnostics_passed``, ``target_accept``, ``costs_from`` and ``cost_run_log_sd`` (the
+        ``diagnostics_passed``, ``target_accept``, ``fold_draws``, ``costs_from`` and ``cost_run_log_sd`` (the
         kept traces' cost drift), the fold's gate figures (:data:`FOLD_GATE_FIGURES`) and its
         ``warnings`` (the failed checks, each naming its worst variable, joined by "; "); with
         ``probe_prompts``, also ``speedup_probe``,
@@ -1192,6 +1199,8 @@ def leave_one_task_out(
     check_level(level)
     if probe_prompts < 0:
         raise InputError(f"must be >= 0, got {probe_prompts}", field="--probe-prompts")
+    if refits not in (0, 1, 2):
+        raise InputError(f"must be 0, 1 or 2, got {refits}", field="--refits")
     if probe_prompts and temperature != 0:
         raise InputError("a probe measures greedy agreement: use it with --temperature 0", field="--probe-prompts")
     tokens = select(traces.tokens, temperature=temperature)
@@ -1227,9 +1236,10 @@ def leave_one_task_out(
         kept = Traces(traces.root, traces.tokens[traces.tokens["task"] != task],
                       traces.steps[traces.steps["task"] != task], traces.sequences[traces.sequences["task"] != task],
                       traces.runs, traces.incomplete_shards)
-        fold_accept = target_accept
-        for fold_accept in dict.fromkeys((target_accept, max(target_accept, RETRY_TARGET_ACCEPT))):
-            outcome = fit(kept, temperature=temperature, draws=draws, tune=draws, seed=seed,
+        retry_accept = max(target_accept, RETRY_TARGET_ACCEPT)
+        ladder = ((target_accept, draws), (retry_accept, draws), (retry_accept, RETRY_DRAWS_FACTOR * draws))
+        for fold_accept, fold_draws in dict.fromkeys(ladder[:1 + refits]):
+            outcome = fit(kept, temperature=temperature, draws=fold_draws, tune=fold_draws, seed=seed,
                           target_accept=fold_accept, compare=False, reference_lengths=full.reference_lengths,
                           own_tasks=full.own_tasks, divergence_measure=divergence_measure,
                           parameterisation=parameterisation,
@@ -1270,6 +1280,7 @@ def leave_one_task_out(
                    "speedup_high": prediction.high, "covered": bool(prediction.low <= measured <= prediction.high),
                    "error_pct": 100 * (prediction.mean - measured) / measured,
                    "diagnostics_passed": bool(outcome.result.diagnostics["passed"]), "target_accept": fold_accept,
+                   "fold_draws": fold_draws,
                    "costs_from": costs_from, "cost_run_log_sd": spread, **gate}
             if probe_prompts and not probed_ids:
                 row.update({"speedup_probe": np.nan, "speedup_probe_low": np.nan, "speedup_probe_high": np.nan,

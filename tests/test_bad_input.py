@@ -210,6 +210,7 @@ def _cases(p):
         # (5) unbounded work
         "workload output 1e9": ([*whatif, "--lengths-from", str(folder / "huge.csv")], "not supported"),
         "loto --draws 1e9": (["loto", traces, "--draws", "1000000000"], "--draws"),
+        "loto --refits 3": (["loto", traces, "--refits", "3"], "--refits"),
         "report --param max_gamma=1e8": (["report", "counts", "--param", "max_gamma=100000000", "--out",
                                           str(folder / "pages")], "--param max_gamma: must be a finite whole number"),
         "collect config with YAML aliases": (["collect", "--config", str(folder / "alias_bomb.yaml")],

@@ -64,8 +64,9 @@ def test_model_commands_print_one_glossary_document(two_kind_traces, two_kind_fi
                    "drafter=generic", "--param", "acceptance_from=short", "--param", "lengths_from=long",
                    "--param", "gamma=3"],
         # One fold (--task) writes every key of the document; three would only repeat them.
+        # --refits 0: a refit of a fold that fails the gate at 100 draws would add a fit and no key.
         "loto": ["loto", root, "--draws", "100", "--gamma", "3", "--length-measure", "beyond_share",
-                 "--probe-prompts", "2", "--task", "long"],
+                 "--probe-prompts", "2", "--task", "long", "--refits", "0"],
     }
     for name, argv in documents.items():
         payload = _json_of(argv, capsys)

@@ -79,7 +79,7 @@ def test_loto_figures_are_coverage_and_mape_by_hand():
         "speedup": [1.1, 1.8, 1.5, 1.5, 0.8],
         "covered": [True, False, True, True, False],
         "diagnostics_passed": [True, True, False, False, True],
-        "target_accept": [0.95, 0.95, 0.99, 0.99, 0.95],
+        "target_accept": [0.95, 0.95, 0.99, 0.99, 0.95], "fold_draws": [1000, 1000, 2000, 2000, 1000],
         "max_r_hat": [1.002, 1.002, 1.031, 1.031, 1.004], "divergences": [0, 0, 3, 3, 0],
         "warnings": ["", "", "R-hat 1.031 > 1.01 (kappa)", "R-hat 1.031 > 1.01 (kappa)", ""],
     })
@@ -98,9 +98,10 @@ def test_loto_figures_are_coverage_and_mape_by_hand():
     payload = result.to_dict()
     assert payload["coverage"] == overall["coverage"] and len(payload["by_drafter_type"]) == 2
     assert "lookup: 90% intervals cover 1 of 2 held-out cells; MAPE 17.5%" in result.summary()
-    # The failing fold says which check failed, once, with the target acceptance it ended at.
+    # The failing fold says which check failed, once, with the target acceptance and draws it ended at.
     last = result.summary().splitlines()[-1]
-    assert last == ("fold b failed the gate at target_accept 0.99: max_r_hat 1.031, divergences 3 "
+    assert last == ("fold b failed the gate at target_accept 0.99 with 2000 draws per chain: max_r_hat 1.031, "
+                    "divergences 3 "
                     "(R-hat 1.031 > 1.01 (kappa))")
 
 

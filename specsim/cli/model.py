@@ -185,6 +185,9 @@ def loto_command(
                                     "low-rank (every fold of both reference experiments passes with it)."),
     held_out: list[str] | None = typer.Option(None, "--task", help="Hold out only this task (one fold); "
                                               "repeatable. Default: every task."),
+    refits: int = typer.Option(2, "--refits", help="Refits of a fold that fails the diagnostics gate: the "
+                               "first at target_accept 0.99, the second there with twice the draws; 0 for none "
+                               "(a quick look).", min=0, max=2),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Leave-one-task-out: fit without each task, predict it, report interval coverage."""
@@ -197,7 +200,7 @@ def loto_command(
         result = workflow.leave_one_task_out(
             traces, temperature=temperature, gamma=gamma, draws=draws, seed=seed, level=level,
             divergence_measure=length_measure, probe_prompts=probe_prompts, mass_matrix=mass_matrix,
-            held_out_tasks=held_out or None,
+            held_out_tasks=held_out or None, refits=refits,
             progress=lambda done, total, name: bar.update(task, completed=done, total=total, description=name))
     if json_output:
         print_json({"directory": str(directory), **result.to_dict()})
