@@ -12,7 +12,9 @@ Writes ``data/eval/drafter-types/cost-holdout.json``: one row per experiment x h
 drafter x gamma: ``error_pct_costs_held_out`` (own acceptance, kept tasks' costs),
 ``error_pct_costs_all`` (own acceptance, costs of every task: the simulator's own error) and
 ``error_pct_loto`` (the model's prediction, from the JSON); and per experiment x drafter type x gamma
-the mean of each.
+the mean of each. ``step_time_measured_over_fitted``: per experiment x drafter x task, the greedy
+steps' measured draft-verify seconds over the fitted linear cost model's
+(:func:`specsim.simulate.validation.step_time_ratios`), where the one model per drafter bends away.
 
 Run: ``python scripts/cost_holdout.py [reference|lengths ...]`` (under a minute per experiment).
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from specsim.outputs import json_ready
-from specsim.simulate.validation import cost_holdout_errors, validate_against_measured
+from specsim.simulate.validation import cost_holdout_errors, step_time_ratios, validate_against_measured
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from drafter_types import OUT, experiment  # noqa: E402
@@ -48,8 +50,8 @@ def loto_errors(name: str, gammas: list[int]) -> pd.DataFrame:
                                                                                       "error_pct_loto"])
 
 
-def holdout_table(name: str) -> pd.DataFrame:
-    """Every greedy cell of experiment ``name``: its cost-held-out, own-cost and loto errors."""
+def holdout_table(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every greedy cell of experiment ``name``: its cost-held-out, own-cost and loto errors; its step-time ratios."""
     traces, _, _ = experiment(name)
     greedy = traces.sequences["temperature"] == 0
     held = cost_holdout_errors(traces.tokens, traces.steps, traces.sequences)
@@ -62,7 +64,9 @@ def holdout_table(name: str) -> pd.DataFrame:
     table["drafter_type"] = table["drafter"].map(types).astype(str)
     loto = loto_errors(name, sorted(int(g) for g in table["gamma"].unique()))
     table = table.merge(loto.drop(columns="drafter_type"), on=KEY, how="left")
-    return table.assign(experiment=name)
+    ratios = step_time_ratios(traces.steps, traces.sequences)
+    ratios = ratios[ratios["temperature"] == 0].assign(experiment=name)
+    return table.assign(experiment=name), ratios
 
 
 def main() -> None:
@@ -74,18 +78,23 @@ def main() -> None:
     if unknown:
         parser.error(f"no experiment {', '.join(unknown)} (choose from reference, lengths)")
     started = time.perf_counter()
-    table = pd.concat([holdout_table(name) for name in args.experiments], ignore_index=True)
+    tables, step_ratios = zip(*(holdout_table(name) for name in args.experiments), strict=True)
+    table = pd.concat(tables, ignore_index=True)
+    ratios = pd.concat(step_ratios, ignore_index=True)
     columns = ["error_pct_costs_held_out", "error_pct_costs_all", "error_pct_loto"]
     groups = table.groupby(["experiment", "drafter_type", "gamma"], observed=True)[columns].mean().reset_index()
     by_task = table.groupby(["experiment", "held_out_task"], observed=True)[columns].mean().reset_index()
     path = OUT / "cost-holdout.json"
     document = {"command": f"python scripts/cost_holdout.py {' '.join(args.experiments)}",
                 "by_drafter_type_and_gamma": groups.to_dict("records"), "by_held_out_task": by_task.to_dict("records"),
+                "step_time_measured_over_fitted": ratios.to_dict("records"),
                 "cells": table.to_dict("records"), "wall_s": time.perf_counter() - started}
     path.write_text(json.dumps(json_ready(document), indent=1, default=float) + "\n")
     with pd.option_context("display.width", 160, "display.max_rows", 200):
         print(by_task.round(1).to_string(index=False))
         print(groups.round(1).to_string(index=False))
+        print(ratios.pivot_table(index=["experiment", "task"], columns="drafter",
+                                 values="measured_over_fitted").round(3).to_string())
     print(f"{path} ({document['wall_s']:.0f} s)")
 
 

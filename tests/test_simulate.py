@@ -22,7 +22,12 @@ from specsim.simulate.analytic import (
 from specsim.simulate.cost import leviathan_cost_model
 from specsim.simulate.exact import accepted_count_probabilities, expected_workload, step_start_probabilities
 from specsim.simulate.montecarlo import simulate_workload
-from specsim.simulate.validation import cost_holdout_errors, cost_transfer_errors, validate_against_measured
+from specsim.simulate.validation import (
+    cost_holdout_errors,
+    cost_transfer_errors,
+    step_time_ratios,
+    validate_against_measured,
+)
 from specsim.simulate.whatif import what_if
 from tests.conftest import TRUE_COST, small_workloads
 
@@ -289,6 +294,14 @@ def test_cost_holdout_finds_a_task_whose_costs_the_others_do_not_extrapolate():
     # is the extrapolated costs'.
     own = validate_against_measured(moved["tokens"], moved["steps"], moved["sequences"], np.array([64]))
     assert own["error_pct"].abs().max() < 2
+    # Where the one linear model misses, task by task: the three tasks under their own costs take the
+    # fitted time; with the long task pooled in, its steps take more than one linear model gives them.
+    ratios = step_time_ratios(same["steps"], same["sequences"]).set_index("task")["measured_over_fitted"]
+    assert set(ratios.index) == {"short", "mid", "long-ish"} and (ratios - 1).abs().max() < 0.02
+    pooled = step_time_ratios(tables[1], tables[2]).set_index("task")
+    assert pooled.loc["long", "measured_over_fitted"] > 1.02
+    assert pooled["context_mean"].idxmax() == "long" and pooled["context_mean"].idxmin() == "short"
+    assert pooled["steps"].sum() == len(tables[1])
 
 
 def test_weighted_workload_equals_the_expanded_one():
