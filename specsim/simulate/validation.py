@@ -156,7 +156,7 @@ def step_time_ratios(steps: pd.DataFrame, sequences: pd.DataFrame,
     rows = []
     for (drafter, temperature, task), group in scaled.groupby(["drafter", "temperature", "task"], observed=True):
         cost = costs.get((str(drafter), float(temperature)))
-        if cost is None or group.empty:
+        if cost is None:
             continue
         fitted = cost.step_seconds(group["n_drafted"].to_numpy(float), group["context_len"].to_numpy(float))
         measured = (group["draft_s"] + group["verify_s"]).to_numpy(float)
