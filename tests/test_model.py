@@ -201,6 +201,31 @@ def test_simulation_based_calibration_of_the_chance_of_drafting():
     assert all(p > 1e-3 for p in result.p_values.values()), result.p_values
 
 
+def test_the_log_density_digamma_is_scipys_and_can_be_cached():
+    # The beta-binomial gradient's digamma: SciPy's own values to the last bit (poles, infinities and NaN
+    # included), and a graph that holds it gets a cache key, so Numba can load it from disk next time.
+    import pytensor
+    import pytensor.tensor as pt
+    from pytensor.graph.fg import FunctionGraph
+    from pytensor.link.numba.dispatch.basic import numba_funcify_and_cache_key
+    from scipy.special import psi
+
+    from specsim.model.backend import configure_pytensor
+
+    configure_pytensor()
+    x = pt.dvector("x")
+    digamma = pytensor.function([x], pt.psi(x), mode="NUMBA")
+    values = np.concatenate([np.linspace(-10.5, 60.0, 3001), [1e-300, 1e6, 0.0, -1.0, -np.inf, np.inf, np.nan]])
+    assert np.array_equal(digamma(values), psi(values), equal_nan=True)
+    graph = digamma.maker.fgraph
+    assert any("Psi" in str(node.op) for node in graph.toposort())
+    assert numba_funcify_and_cache_key(FunctionGraph(graph.inputs, graph.outputs, clone=True))[1] is not None
+    if int(pytensor.__version__.split(".")[0]) < 3:  # a float32 digamma keeps PyTensor's own (uncached) one
+        y = pt.fvector("y")
+        assert np.allclose(pytensor.function([y], pt.psi(y), mode="NUMBA")(np.float32([0.5, 3.0])),
+                           psi(np.float32([0.5, 3.0])))
+
+
 def test_model_cells_covariates(two_kind_traces):
     from specsim.traces import read_traces
 
