@@ -329,6 +329,20 @@ def test_build_model_without_divergence_terms():
     assert model.named_vars_to_dims["b_finetuned"] == ("drafter_type",) and len(model.coords["drafter_type"]) == 2
 
 
+def test_the_centred_form_centres_task_and_drafter_effects():
+    # Centred (or auto on millions of tokens): task and drafter effects are sampled directly, each drafter kind
+    # and type of two or more its own zero-sum normal; non-centred: both as sigma * z.
+    from specsim.model import build_model
+
+    counts, _ = synthetic_counts(rng=0, n_tasks=3)
+    names = {v.name for v in build_model(counts, ModelOptions(parameterisation="centred")).free_RVs}
+    assert "task_effect_kind0" in names
+    assert len([n for n in names if n.startswith("drafter_effect_kind")]) == 2  # the two fine-tuned pairs
+    assert not {"drafter_z", "task_z"} & names
+    names = {v.name for v in build_model(counts, ModelOptions(parameterisation="noncentred")).free_RVs}
+    assert {"drafter_z", "task_z"} <= names and not any(n.startswith("drafter_effect_kind") for n in names)
+
+
 @pytest.mark.integration
 def test_prediction_reproduces_the_fitted_cell_acceptance(recovery_fit):
     # The one linear predictor: acceptance_draws for a fitted task and drafter must equal the

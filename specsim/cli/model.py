@@ -51,9 +51,10 @@ def fit_command(
                                        "(share of training tokens before the workload's positions), ..."),
     mass_matrix: str = typer.Option("diagonal", "--mass-matrix", help=_MASS_MATRIX_HELP + " Default here: "
                                     "diagonal."),
-    parameterisation: str = typer.Option("noncentred", "--parameterisation", help="Task effects and random walks: "
-                                         "noncentred (default; suits little data), centred (suits much data) or "
-                                         "auto (centred when every task and drafter has 200k evaluated tokens)."),
+    parameterisation: str = typer.Option("noncentred", "--parameterisation", help="Task and drafter effects and "
+                                         "random walks: noncentred (default; suits little data), centred (suits "
+                                         "much data) or auto (centred when every task and drafter has 200k evaluated "
+                                         "tokens)."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Fit the hierarchical acceptance model (and the statsmodels baseline) to traces or a counts table."""
