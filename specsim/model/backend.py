@@ -8,7 +8,7 @@ user configured them (``PYTENSOR_FLAGS`` or ``~/.pytensorrc``). Measured on the 
 see the README's performance table.
 
 Numba caches each compiled piece of a log density on disk, and a whole log density whose every
-piece can be cached (PyTensor 2.36 and later). The beta-binomial likelihood's gradient calls the
+piece can be cached. The beta-binomial likelihood's gradient calls the
 digamma function, which PyTensor 2.38 calls through a pointer to SciPy's Cython function, and a
 function that holds a raw pointer cannot be cached: so no log density of specsim's was, and every
 fit compiled its largest pieces again. PyTensor 3 looks the pointer up at run time instead
