@@ -304,6 +304,50 @@ def test_cost_holdout_finds_a_task_whose_costs_the_others_do_not_extrapolate():
     assert pooled["steps"].sum() == len(tables[1])
 
 
+def test_run_normalisation_keeps_the_context_cost_and_removes_a_slow_spell():
+    # The length experiment's design: each run holds one context range. The plain token costs twice as
+    # much at 2,000 tokens as at none, the drafter's token does not grow, so its share of a step falls
+    # with the context. Scaling each run to one pooled time per token flattened the target's context
+    # cost and priced the long run's steps as dear as the short ones'. Scaled to the plain time's trend,
+    # the long run's speed-up is predicted from the two shorter runs' costs, and a run collected while
+    # the machine was 1.5x slower (same lengths as another) is brought onto the same scale.
+    from specsim.simulate.cost import fit_cost_models, normalise_run_timings
+    from specsim.simulate.synthetic_traces import SyntheticWorkload
+
+    rng = np.random.default_rng(11)
+    profile = AcceptanceProfile(np.array([[0.8, 0.7], [0.7, 0.6], [0.65, 0.55], [0.6, 0.5]]), np.array([64]))
+    cost = CostModel(draft_base_s=0.012, verify_base_s=0.035, verify_per_token_s=0.003, verify_per_context_s=3e-5,
+                     target_base_s=0.03, target_per_context_s=1.5e-5, spec_prefill_base_s=0.02,
+                     baseline_prefill_base_s=0.015)
+    slow = CostModel(**{name: 1.5 * value for name, value in cost.to_dict(diagnostics=False).items()
+                        if name != "verify_table"})
+
+    def run(task: str, prompts: tuple[int, int], run_id: str, costs: CostModel, seed: int) -> dict:
+        cell = SyntheticWorkload(task, task, "small-drafter", "generic", profile, rng.integers(*prompts, 16),
+                                 rng.integers(60, 120, 16), "mixture")
+        return simulate_traces([cell], costs, gamma=4, rng=seed, run_id=run_id)
+
+    runs = [run("short", (40, 120), "r-short", cost, 1), run("mid", (700, 900), "r-mid", cost, 2),
+            run("mid", (700, 900), "r-mid-slow", slow, 3), run("long", (1800, 2200), "r-long", cost, 4)]
+    tokens, steps, sequences = (pd.concat([r[name] for r in runs], ignore_index=True)
+                                for name in ("tokens", "steps", "sequences"))
+    fitted = fit_cost_models(steps, sequences)[("small-drafter", 0.0)]
+    assert fitted.target_per_context_s == pytest.approx(cost.target_per_context_s, rel=0.15)
+    assert fitted.draft_per_context_s < 0.1 * cost.target_per_context_s
+    # The slow spell is gone: the two mid runs' plain seconds per token agree after scaling.
+    _, scaled = normalise_run_timings(steps, sequences)
+    per_token = (scaled.groupby("run_id")["baseline_wall_s"].sum() / scaled.groupby("run_id")["output_len"].sum())
+    assert per_token["r-mid-slow"] == pytest.approx(per_token["r-mid"], rel=0.05)
+    # The long run held out: the kept runs' costs give its speed-up from its own acceptance.
+    errors = cost_holdout_errors(tokens, steps, sequences, position_edges=np.array([64])).set_index("held_out_task")
+    assert abs(errors.loc["long", "error_pct"]) < 3
+    ratios = step_time_ratios(steps, sequences).set_index("task")["measured_over_fitted"]
+    assert (ratios - 1).abs().max() < 0.03
+    # One timed run is left as it is.
+    one_steps, one_sequences = normalise_run_timings(runs[0]["steps"], runs[0]["sequences"])
+    assert one_steps["verify_s"].equals(runs[0]["steps"]["verify_s"])
+
+
 def test_weighted_workload_equals_the_expanded_one():
     # predict collapses a workload to its distinct (prompt, output) pairs with their counts.
     profile = AcceptanceProfile(np.array([[0.8, 0.6], [0.7, 0.5], [0.6, 0.4]]), np.array([64.0]))

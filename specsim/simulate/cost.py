@@ -20,9 +20,9 @@ Fixed per-sequence overheads (prefill of the prompt) enter as ``*_prefill_*`` te
 grow with the prompt length. :func:`fit_cost_model` fits every coefficient by least squares
 from the steps and sequences tables and keeps the fit diagnostics; :func:`fit_cost_models` is
 the one grouping every stage uses: one model per drafter and temperature, with each run's
-timings first scaled to the pooled plain-decoding token time (:func:`normalise_run_timings`), so
-that a stage collected while the machine ran faster or slower does not bias another stage's
-predictions.
+timings first scaled to the plain-decoding time's trend over all runs (:func:`normalise_run_timings`),
+so that a stage collected while the machine ran faster or slower does not bias another stage's
+predictions, and what the context costs is kept.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from specsim.traces.schema import SEQUENCE_KEY
 
 __all__ = ["CostModel", "fit_cost_model", "fit_cost_models", "normalise_run_timings", "leviathan_cost_model",
            "CostKey", "read_cost_profile", "read_cost_profile_batches", "COST_PROFILE_FORMAT", "COST_PROFILE_VERSION",
-           "fit_nonnegative"]
+           "fit_nonnegative", "plain_time_design"]
 
 COST_PROFILE_FORMAT = "specsim-cost-profile"
 COST_PROFILE_VERSION = 2
@@ -328,9 +328,8 @@ def fit_cost_model(steps: pd.DataFrame, sequences: pd.DataFrame) -> CostModel:
     baseline_values = dict(target_base_s=float("nan"), target_per_context_s=float("nan"),
                            baseline_prefill_base_s=float("nan"), baseline_prefill_per_token_s=float("nan"))
     if len(with_baseline):
-        p = with_baseline["prompt_len"].to_numpy(float)
-        length = with_baseline["baseline_tokens"].fillna(with_baseline["output_len"]).to_numpy(float)
-        design = np.column_stack([np.ones_like(p), p, length, length * p + length * (length - 1) / 2])
+        design = plain_time_design(with_baseline["prompt_len"].to_numpy(float),
+                                   with_baseline["baseline_tokens"].fillna(with_baseline["output_len"]).to_numpy(float))
         base_params, base_diag = fit_nonnegative(
             with_baseline["baseline_wall_s"].to_numpy(float), design,
             ["prefill_base", "prefill_per_token", "per_token", "per_token_context"],
@@ -355,15 +354,34 @@ def fit_cost_model(steps: pd.DataFrame, sequences: pd.DataFrame) -> CostModel:
     )
 
 
-def normalise_run_timings(steps: pd.DataFrame, sequences: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scale each run's timings to the pooled plain-decoding time per token.
+def plain_time_design(prompt_len: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """Regressors of a sequence's plain-decoding time: ``[1, p, L, L p + L (L - 1) / 2]``.
 
-    Each run (``run_id`` x ``temperature``) with baseline timings has its own plain-decoding
-    seconds per generated token ``r_run`` (ratio of totals); every timing of that run (draft,
-    verify, speculative and plain wall time) is multiplied by ``r_pooled / r_run``. Runs
-    without baseline timings are left as they are. Speed-ups are ratios of the same run's
-    timings and do not change; what changes is that stages measured while the machine ran at
-    another speed pool into one cost model without biasing each other.
+    The last column integrates the per-token cost ``target_base_s + target_per_context_s * x`` over
+    the ``L`` generated tokens after a prompt of ``p`` (the :meth:`CostModel.baseline_seconds` form).
+    """
+    p = np.asarray(prompt_len, dtype=float)
+    length = np.asarray(tokens, dtype=float)
+    return np.column_stack([np.ones_like(p), p, length, length * p + length * (length - 1) / 2])
+
+
+def normalise_run_timings(steps: pd.DataFrame, sequences: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Put every run's timings on one time scale: the plain-decoding time's trend over all runs.
+
+    A run (``run_id`` x ``temperature``) collected while the machine ran faster or slower would
+    bias another run's predictions. The plain-decoding time of every timed sequence of every run
+    is fitted as one linear cost model of its lengths (:func:`plain_time_design`, non-negative
+    least squares); each run's timings (draft, verify, speculative and plain wall time) are then
+    multiplied by the fitted over the measured plain time of its sequences (ratio of totals).
+    Runs without baseline timings are left as they are, and so is a single timed run.
+
+    Scaling to the trend, rather than to one pooled time per token, keeps what the context costs:
+    where each run holds one context range (the length experiment: one run per regime), one time
+    per token made every run's plain tokens equally dear, the target's context cost vanished, and
+    a drafter whose share of a step falls with the context (a small drafter under the target's
+    LM head) looked dearer at long contexts than it is. Speed-ups are ratios of one run's timings
+    and do not change. Where the trend cannot be fitted (fewer timed sequences than five), every
+    run is scaled to the pooled time per generated token instead.
 
     Returns
     -------
@@ -371,14 +389,23 @@ def normalise_run_timings(steps: pd.DataFrame, sequences: pd.DataFrame) -> tuple
         Copies with scaled ``draft_s``, ``verify_s``, ``spec_wall_s`` and ``baseline_wall_s``.
     """
     timed = sequences[sequences["baseline_wall_s"].notna()]
-    if timed.empty:
-        return steps, sequences
     run = ["run_id", "temperature"]
+    if timed.empty or len(timed.groupby(run, observed=True)) < 2:
+        return steps, sequences
     tokens = timed["baseline_tokens"].fillna(timed["output_len"])
-    per_run = timed["baseline_wall_s"].groupby([timed[c] for c in run]).sum() / tokens.groupby(
-        [timed[c] for c in run]).sum()
-    pooled = float(timed["baseline_wall_s"].sum() / tokens.sum())
-    factor = (pooled / per_run).rename("factor")
+    keys = [timed[c] for c in run]
+    measured = timed["baseline_wall_s"].astype(float)
+    design = plain_time_design(timed["prompt_len"].to_numpy(float), tokens.to_numpy(float))
+    if len(timed) >= design.shape[1] + 1:
+        params, _ = fit_nonnegative(measured.to_numpy(), design, ["base", "per_prompt_token", "per_token",
+                                                                  "per_token_context"])
+        fitted = pd.Series(design @ params, index=timed.index)
+    else:
+        fitted = tokens * float(measured.sum() / tokens.sum())
+    factor = (fitted.groupby(keys).sum() / measured.groupby(keys).sum()).rename("factor")
+    if not np.all(np.isfinite(factor) & (factor > 0)):
+        factor = (tokens.groupby(keys).sum() * float(measured.sum() / tokens.sum())
+                  / measured.groupby(keys).sum()).rename("factor")
 
     def scaled(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
         scale = frame[run].merge(factor, left_on=run, right_index=True, how="left")["factor"].fillna(1.0)
