@@ -132,9 +132,10 @@ def step_time_ratios(steps: pd.DataFrame, sequences: pd.DataFrame,
     """Measured over fitted draft-verify seconds, per drafter, temperature and task: where the cost model misses.
 
     The cost model is linear in the context (:mod:`specsim.simulate.cost`). A per-drafter mean error
-    hides where it bends: on the length experiment's CPU timings the separate-model drafters' steps at
-    2,048 tokens of context took 0.89-0.93 of the fitted time, and 1.03-1.07 at 256-512 tokens. The
-    steps are first put on one time scale across runs, as the fit puts them
+    hides a context range that one line misses: on the length experiment's CPU timings, while runs
+    were scaled to one time per token, the separate-model drafters' steps at 2,048 tokens of context
+    took 0.89-0.93 of the fitted time; scaled to the plain time's trend, every drafter and regime is
+    within 0.93-1.04. The steps are first put on one time scale across runs, as the fit puts them
     (:func:`specsim.simulate.cost.normalise_run_timings`).
 
     Parameters
