@@ -14,7 +14,7 @@ drafter x gamma: ``error_pct_costs_held_out`` (own acceptance, kept tasks' costs
 ``error_pct_loto`` (the model's prediction, from the JSON); and per experiment x drafter type x gamma
 the mean of each. ``step_time_measured_over_fitted``: per experiment x drafter x task, the greedy
 steps' measured draft-verify seconds over the fitted linear cost model's
-(:func:`specsim.simulate.validation.step_time_ratios`), where the one model per drafter bends away.
+(:func:`specsim.simulate.validation.step_time_ratios`): where one linear model per drafter misses a context range.
 
 Run: ``python scripts/cost_holdout.py [reference|lengths ...]`` (under a minute per experiment).
 """

@@ -402,10 +402,11 @@ def normalise_run_timings(steps: pd.DataFrame, sequences: pd.DataFrame) -> tuple
         fitted = pd.Series(design @ params, index=timed.index)
     else:
         fitted = tokens * float(measured.sum() / tokens.sum())
-    factor = (fitted.groupby(keys).sum() / measured.groupby(keys).sum()).rename("factor")
+    measured_by_run = measured.groupby(keys, observed=True).sum()
+    factor = (fitted.groupby(keys, observed=True).sum() / measured_by_run).rename("factor")
     if not np.all(np.isfinite(factor) & (factor > 0)):
-        factor = (tokens.groupby(keys).sum() * float(measured.sum() / tokens.sum())
-                  / measured.groupby(keys).sum()).rename("factor")
+        factor = (tokens.groupby(keys, observed=True).sum() * float(measured.sum() / tokens.sum())
+                  / measured_by_run).rename("factor")
 
     def scaled(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
         scale = frame[run].merge(factor, left_on=run, right_index=True, how="left")["factor"].fillna(1.0)
