@@ -10,9 +10,13 @@ costs of all traces, and puts both beside the leave-one-task-out error of
 
 Writes ``data/eval/drafter-types/cost-holdout.json``: one row per experiment x held-out task x
 drafter x gamma: ``error_pct_costs_held_out`` (own acceptance, kept tasks' costs),
-``error_pct_costs_all`` (own acceptance, costs of every task: the simulator's own error) and
-``error_pct_loto`` (the model's prediction, from the JSON); and per experiment x drafter type x gamma
-the mean of each. ``step_time_measured_over_fitted``: per experiment x drafter x task, the greedy
+``error_pct_costs_all`` (own acceptance, costs of every task: the simulator's own error),
+``error_pct_loto`` (the model's prediction, from the JSON) and ``error_pct_acceptance_part``
+(``(1 + loto) / (1 + costs held out) - 1``: what is left of the model's error once its costs' part is
+taken out); per experiment x drafter type x gamma the mean of each; and per experiment, over the cells the
+JSONs hold, the mean absolute of each and the correlation of the costs' and the acceptance's parts
+(``loto_cells_by_experiment``: a costs' error that offsets an acceptance error shows as a negative one).
+``step_time_measured_over_fitted``: per experiment x drafter x task, the greedy
 steps' measured draft-verify seconds over the fitted linear cost model's
 (:func:`specsim.simulate.validation.step_time_ratios`): where one linear model per drafter misses a context range.
 
@@ -64,6 +68,9 @@ def holdout_table(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     table["drafter_type"] = table["drafter"].map(types).astype(str)
     loto = loto_errors(name, sorted(int(g) for g in table["gamma"].unique()))
     table = table.merge(loto.drop(columns="drafter_type"), on=KEY, how="left")
+    # The model's error split into its costs' part (own acceptance, kept costs) and what is left: its acceptance's.
+    table["error_pct_acceptance_part"] = 100 * ((1 + table["error_pct_loto"] / 100)
+                                                / (1 + table["error_pct_costs_held_out"] / 100) - 1)
     ratios = step_time_ratios(traces.steps, traces.sequences)
     ratios = ratios[ratios["temperature"] == 0].assign(experiment=name)
     return table.assign(experiment=name), ratios
@@ -81,17 +88,26 @@ def main() -> None:
     tables, step_ratios = zip(*(holdout_table(name) for name in args.experiments), strict=True)
     table = pd.concat(tables, ignore_index=True)
     ratios = pd.concat(step_ratios, ignore_index=True)
-    columns = ["error_pct_costs_held_out", "error_pct_costs_all", "error_pct_loto"]
+    columns = ["error_pct_costs_held_out", "error_pct_costs_all", "error_pct_loto", "error_pct_acceptance_part"]
     groups = table.groupby(["experiment", "drafter_type", "gamma"], observed=True)[columns].mean().reset_index()
     by_task = table.groupby(["experiment", "held_out_task"], observed=True)[columns].mean().reset_index()
+    # Mean absolute errors of the cells the loto files hold, and how the costs' and acceptance's parts co-vary.
+    held = table.dropna(subset=["error_pct_loto"])
+    parts = {name: {**{f"mean_abs_{c}": float(group[c].abs().mean()) for c in columns},
+                    "cells": int(len(group)),
+                    "correlation_costs_acceptance": float(group["error_pct_costs_held_out"].corr(
+                        group["error_pct_acceptance_part"]))}
+             for name, group in held.groupby("experiment")}
     path = OUT / "cost-holdout.json"
     document = {"command": f"python scripts/cost_holdout.py {' '.join(args.experiments)}",
                 "by_drafter_type_and_gamma": groups.to_dict("records"), "by_held_out_task": by_task.to_dict("records"),
+                "loto_cells_by_experiment": parts,
                 "step_time_measured_over_fitted": ratios.to_dict("records"),
                 "cells": table.to_dict("records"), "wall_s": time.perf_counter() - started}
     path.write_text(json.dumps(json_ready(document), indent=1, default=float) + "\n")
     with pd.option_context("display.width", 160, "display.max_rows", 200):
         print(by_task.round(1).to_string(index=False))
+        print(pd.DataFrame(parts).round(2).to_string())
         print(groups.round(1).to_string(index=False))
         print(ratios.pivot_table(index=["experiment", "task"], columns="drafter",
                                  values="measured_over_fitted").round(3).to_string())
