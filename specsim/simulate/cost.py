@@ -380,8 +380,10 @@ def normalise_run_timings(steps: pd.DataFrame, sequences: pd.DataFrame) -> tuple
     per token made every run's plain tokens equally dear, the target's context cost vanished, and
     a drafter whose share of a step falls with the context (a small drafter under the target's
     LM head) looked dearer at long contexts than it is. Speed-ups are ratios of one run's timings
-    and do not change. Where the trend cannot be fitted (fewer timed sequences than five), every
-    run is scaled to the pooled time per generated token instead.
+    and do not change. A slow spell that falls on one context range alone cannot be told from what
+    that range costs; runs that share lengths tell them apart. Where the trend cannot be fitted
+    (fewer timed sequences than five), every run is scaled to the pooled time per generated token
+    instead.
 
     Returns
     -------
