@@ -397,18 +397,18 @@ def normalise_run_timings(steps: pd.DataFrame, sequences: pd.DataFrame) -> tuple
     tokens = timed["baseline_tokens"].fillna(timed["output_len"])
     keys = [timed[c] for c in run]
     measured = timed["baseline_wall_s"].astype(float)
+    pooled_rate = tokens * float(measured.sum() / tokens.sum())  # one pooled time per token: the fallback
+    fitted = pooled_rate
     design = plain_time_design(timed["prompt_len"].to_numpy(float), tokens.to_numpy(float))
     if len(timed) >= design.shape[1] + 1:
         params, _ = fit_nonnegative(measured.to_numpy(), design, ["base", "per_prompt_token", "per_token",
                                                                   "per_token_context"])
         fitted = pd.Series(design @ params, index=timed.index)
-    else:
-        fitted = tokens * float(measured.sum() / tokens.sum())
     measured_by_run = measured.groupby(keys, observed=True).sum()
-    factor = (fitted.groupby(keys, observed=True).sum() / measured_by_run).rename("factor")
+    factor = fitted.groupby(keys, observed=True).sum() / measured_by_run
     if not np.all(np.isfinite(factor) & (factor > 0)):
-        factor = (tokens.groupby(keys, observed=True).sum() * float(measured.sum() / tokens.sum())
-                  / measured_by_run).rename("factor")
+        factor = pooled_rate.groupby(keys, observed=True).sum() / measured_by_run
+    factor = factor.rename("factor")
 
     def scaled(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
         scale = frame[run].merge(factor, left_on=run, right_index=True, how="left")["factor"].fillna(1.0)
