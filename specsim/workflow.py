@@ -729,8 +729,8 @@ def _sample(counts: Any, options: dict[str, Any], compare: bool, parameterisatio
             ) -> tuple[Any, dict, list | None]:
     """Fit the model to aggregated cells, and by PSIS-LOO compare it with the model without each length term.
 
-    The comparison models leave out the divergence terms, and the window terms, where the fit
-    has them; ``loo_comparison`` ranks all of them.
+    The comparison models leave out the divergence terms, the window terms, and the task x
+    drafter pair term, where the fit has them; ``loo_comparison`` ranks all of them.
     """
     import arviz as az
 
@@ -746,6 +746,8 @@ def _sample(counts: Any, options: dict[str, Any], compare: bool, parameterisatio
         reduced["without_divergence"] = replace(fitted, divergence_terms=False)
     if fitted.window_terms:
         reduced["without_window"] = replace(fitted, window_terms=False)
+    if fitted.pair_terms:
+        reduced["without_pair"] = replace(fitted, pair_terms=False)
     if compare and reduced:
         models = {"with_length_terms": result.idata}
         models.update({name: fit_model(counts, reduced_options, **options, drafting=False).idata

@@ -25,7 +25,7 @@ RECOVERED = ("b_content", "divergence_slope_finetuned", "b_index_finetuned", "b_
 @pytest.fixture(scope="module")
 def recovery_fit():
     counts, truth = synthetic_counts(rng=3, evaluated_per_cell=600, drafting=TRUE_DRAFTING)
-    return counts, truth, fit_model(counts, draws=500, tune=700, chains=4, seed=3)
+    return counts, truth, fit_model(counts, draws=800, tune=700, chains=4, seed=3)
 
 
 def _interval(result, name: str, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -41,14 +41,18 @@ def test_parameter_recovery(recovery_fit):
     # training window, a lookup's rising), fine-tuned drafters on and off their own task, divergences that do
     # not follow the content match: the index profile of each type, the window (hinge) terms, the content
     # match and the length slope are each recovered, and none is mistaken for another (each true effect away
-    # from 0 is resolved with its sign, at 95%). Each task's effect differs between the types (task_type_effect).
+    # from 0 is resolved with its sign, at 95%). Each task's effect differs between the types (task_type_effect),
+    # and each drafter's between the tasks (pair_effect, off every other effect: its fitted pairs as the truth's).
     counts, truth, result = recovery_fit
     assert result.options.content_term and result.options.window_terms and result.options.divergence_terms
+    assert result.options.pair_terms and len(result.metadata.pairs) == len(counts.tasks) * len(counts.drafters)
+    assert result.metadata.pairs[:2] == [["task0", counts.drafters[0]], ["task0", counts.drafters[1]]]
     assert counts.drafter_types == TYPES
     head, lookup = TYPES.index("feature-head"), TYPES.index("lookup")
     truth = {**truth, "divergence_slope_finetuned": truth["b_divergence"] + truth["b_interaction"]}
     misses = []
-    for name in (*RECOVERED, "b_beyond", "b_beyond_finetuned", "index_effect", "task_effect", "task_type_effect"):
+    for name in (*RECOVERED, "b_beyond", "b_beyond_finetuned", "index_effect", "task_effect", "task_type_effect",
+                 "pair_effect", "sigma_pair"):
         low, high = _interval(result, name, 0.995)
         true = truth[name]
         if name.startswith("b_beyond"):
@@ -63,11 +67,13 @@ def test_parameter_recovery(recovery_fit):
     assert _interval(result, "divergence_slope_finetuned")[1] < 0
     low, high = _interval(result, "index_effect")
     assert high[head, -1] < 0 < low[lookup, -1]
-    # Fine-tuned minus generic per type: its sign for both types. In simulation (12 seeds) its posterior mean
-    # sits 0.6 to 0.8 posterior sds below the truth under over-dispersion (not with binomial data), and SBC
-    # flags it for the lookups: a known bias, so only the sign and a 99.9% interval are held here.
+    # Fine-tuned minus generic per type, inside its 99.9% interval. In simulation (12 seeds, before the pair
+    # term) its posterior mean sat 0.6 to 0.8 posterior sds below the truth under over-dispersion (not with
+    # binomial data), and SBC flagged it for the lookups: a known bias. Its sign is not resolved on this design:
+    # it is the contrast at divergence 0 off own content, reached from fine-tuned pairs at divergences 0.2-0.9,
+    # and with a pair effect those pairs, not their cells, are its replicates (one generic drafter per type).
     low, high = _interval(result, "b_finetuned", 0.999)
-    assert np.all(low > 0) and np.all((low <= truth["b_finetuned"]) & (truth["b_finetuned"] <= high)), (low, high)
+    assert np.all((low <= truth["b_finetuned"]) & (truth["b_finetuned"] <= high)), (low, high)
     low, high = _interval(result, "kappa", 0.995)
     assert low <= truth["kappa"] <= high
     assert result.diagnostics["divergences"] == 0
@@ -77,12 +83,16 @@ def test_parameter_recovery(recovery_fit):
 def test_a_model_without_the_window_terms_misreads_the_window():
     # The mutation check of the recovery test: the same counts fitted without window terms put the
     # head's loss past its window somewhere else, and the fit is worse by PSIS-LOO. Two fits of the
-    # recovery design (about 2 minutes): `make test-all` runs it, CI's suite does not.
+    # recovery design (about 2 minutes): `make test-all` runs it, CI's suite does not. Both without the pair
+    # term: a drafter's hinge over six tasks is a pattern of its task x drafter pairs, which pair effects
+    # partly absorb, and with them PSIS-LOO over cells prefers the window terms by 0.9 elpd (standard
+    # error 1.6) on this design: the pair term is what leaves the window's evidence to the pairs.
     import arviz as az
 
     counts, _ = synthetic_counts(rng=3, evaluated_per_cell=600)
-    with_window = fit_model(counts, draws=300, tune=500, chains=2, seed=1)
-    without = fit_model(counts, ModelOptions(window_terms=False), draws=300, tune=500, chains=2, seed=1)
+    with_window = fit_model(counts, ModelOptions(pair_terms=False), draws=300, tune=500, chains=2, seed=1)
+    without = fit_model(counts, ModelOptions(window_terms=False, pair_terms=False), draws=300, tune=500, chains=2,
+                        seed=1)
     comparison = az.compare({"with": with_window.idata, "without": without.idata})
     assert comparison.index[0] == "with"
     assert comparison.loc["without", "elpd_diff"] > 2 * comparison.loc["without", "dse"]
@@ -108,7 +118,9 @@ def _true_speedup(truth: dict, counts, prompts: np.ndarray, outputs: np.ndarray,
 
     n_index, n_bins = truth["index_effect"].shape[-1], len(truth["position_effect"])
     effect = truth["drafter_effect"][counts.drafters.index(drafter)] if drafter else 0.0
+    # A new task's pair effect with the drafter is part of ``task_effect``.
     parameters = {**truth, "task_effect": np.array([task_effect]), "drafter_effect": np.array([effect])}
+    parameters.pop("pair_effect", None)
     index = np.repeat(np.arange(n_index), n_bins)
     position = np.tile(np.arange(n_bins), n_index)
     beyond = workload_beyond(prompts, outputs, counts.position_edges, window)
@@ -121,24 +133,35 @@ def _true_speedup(truth: dict, counts, prompts: np.ndarray, outputs: np.ndarray,
 
 @pytest.mark.integration
 def test_prediction_interval_and_direction(recovery_fit):
-    # A new task for the short-window head (window 256): inside its window, and past it by three doublings
-    # while the positions stay inside the observed ones. The true speed-up lies in each 90% interval, and
-    # the workload past the window is predicted lower, as the fit says it should be.
+    # A new task for the short-window fine-tuned head (window 256) and the generic head (window 512): inside
+    # the window, and past it by two to three doublings while the positions stay inside the observed ones.
+    # The true speed-up lies in each 90% interval, and the workload past the window is predicted lower where
+    # the fit says so: the generic head's loss per doubling (true -0.45) is resolved below 0, and the
+    # fine-tuned head's acceptance moves with the sign of its fitted slope (true -0.15, which the pair term
+    # leaves to the six tasks' pairs to resolve).
     counts, truth, result = recovery_fit
     posterior = result.posterior()
+    head = TYPES.index("feature-head")
     predictions = {}
-    for name, prompt in (("inside", 100), ("past", 1900)):
-        lengths = np.full(30, prompt), np.full(30, 100)
-        prediction = predict_speedup(posterior, TRUE_COST, 4, *lengths, finetuned=True, drafter="head-a",
-                                     divergence=0.5, rng=0)
-        true = _true_speedup(truth, counts, *lengths, drafter="head-a", drafter_type="feature-head", finetuned=True,
-                             divergence=0.5, window=256.0)
-        assert prediction.low < true < prediction.high, (name, prediction, true)
-        assert prediction.extrapolation is None or not prediction.extrapolation.extrapolates
-        predictions[name] = prediction
-    assert predictions["past"].mean < predictions["inside"].mean
-    assert predictions["past"].acceptance_index0_mean < predictions["inside"].acceptance_index0_mean
-    assert predictions["past"].beyond_window_max == pytest.approx(np.log2((1900 + 99) / 256), abs=0.05)
+    for drafter, finetuned, divergence, window in (("head-a", True, 0.5, 256.0), ("head-generic", False, 0.05, 512.0)):
+        for name, prompt in (("inside", 100), ("past", 1900)):
+            lengths = np.full(30, prompt), np.full(30, 100)
+            prediction = predict_speedup(posterior, TRUE_COST, 4, *lengths, finetuned=finetuned, drafter=drafter,
+                                         divergence=divergence, rng=0)
+            true = _true_speedup(truth, counts, *lengths, drafter=drafter, drafter_type="feature-head",
+                                 finetuned=finetuned, divergence=divergence, window=window)
+            assert prediction.low < true < prediction.high, (drafter, name, prediction, true)
+            assert prediction.extrapolation is None or not prediction.extrapolation.extrapolates
+            predictions[drafter, name] = prediction
+    assert _interval(result, "b_beyond", 0.9)[1][head] < 0
+    generic_inside, generic_past = predictions["head-generic", "inside"], predictions["head-generic", "past"]
+    assert generic_past.mean < generic_inside.mean
+    assert generic_past.acceptance_index0_mean < generic_inside.acceptance_index0_mean
+    slope = float(np.mean(result.idata.posterior["beyond_slope_finetuned"].values[..., head]))
+    past, inside = predictions["head-a", "past"], predictions["head-a", "inside"]
+    moved = past.acceptance_index0_mean - inside.acceptance_index0_mean
+    assert np.sign(moved) == np.sign(slope), (moved, slope)
+    assert predictions["head-a", "past"].beyond_window_max == pytest.approx(np.log2((1900 + 99) / 256), abs=0.05)
     # The lookup drafters have no window: the two workloads' acceptance is the same (their speed-ups differ
     # only through the costs of longer contexts).
     lookups = [predict_speedup(posterior, TRUE_COST, 4, np.full(30, prompt), np.full(30, 100), finetuned=True,
@@ -397,6 +420,7 @@ def test_probe_moves_a_new_domain_prediction_to_the_truth(recovery_fit):
     rng = np.random.default_rng(5)
     n_index, n_bins = truth["index_effect"].shape[-1], len(truth["position_effect"])
     parameters = {**truth, "task_effect": np.array([-2.5]), "drafter_effect": np.zeros(1)}
+    parameters.pop("pair_effect")  # a new task's pair effect with the drafter is part of its -2.5
     index = np.repeat(np.arange(n_index), n_bins)
     design = {"finetuned": 1, "drafter_type": np.zeros(index.size, int), "content_match": 0, "divergence": 0.3,
               "beyond": np.zeros(index.size), "draft_index": index, "position_bin": np.tile(np.arange(n_bins), n_index),
@@ -497,7 +521,8 @@ def test_a_lookup_is_predicted_with_its_chance_of_drafting(recovery_fit, tmp_pat
     design = {"finetuned": 1, "drafter_type": np.full(index.size, TYPES.index("lookup")), "content_match": 0,
               "divergence": divergence,
               "beyond": np.zeros(index.size), "draft_index": index, "position_bin": np.tile(np.arange(n_bins), n_index),
-              "task": np.full(index.size, 3), "drafter": np.full(index.size, counts.drafters.index("lookup-a"))}
+              "task": np.full(index.size, 3), "drafter": np.full(index.size, counts.drafters.index("lookup-a")),
+              "pair": np.full(index.size, 3 * len(counts.drafters) + counts.drafters.index("lookup-a"))}
     rates = expit(linear_predictor(truth, design, n_index, n_bins)).reshape(n_index, n_bins)
     hazards = draft_hazards(true_chance, n_bins)
     true = expected_workload(AcceptanceProfile(rates, counts.position_edges, hazards, hazards), TRUE_COST, 4,

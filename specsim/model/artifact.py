@@ -100,6 +100,9 @@ class PosteriorMetadata:
         step.
     drafting_pairs : list of [str, str]
         The fitted task x drafter pairs of that part, in the order of ``draft_pair_effect``.
+    pairs : list of [str, str]
+        The fitted task x drafter pairs of the acceptance model, in the order of ``pair_effect``
+        (empty without the pair term).
     """
 
     tasks: list[str]
@@ -135,6 +138,7 @@ class PosteriorMetadata:
     drafting_tasks: list[str] = field(default_factory=list)
     drafting_drafters: list[str] = field(default_factory=list)
     drafting_pairs: list[list[str]] = field(default_factory=list)
+    pairs: list[list[str]] = field(default_factory=list)
     format: str = ARTIFACT_FORMAT
     version: int = ARTIFACT_VERSION
 
@@ -211,6 +215,9 @@ class PosteriorMetadata:
         for pair in self.drafting_pairs:
             if len(pair) != 2 or pair[0] not in self.drafting_tasks or pair[1] not in self.drafting_drafters:
                 fail("drafting_pairs", f"{pair!r} is not a [task, drafter] pair of the drafting part")
+        for pair in self.pairs:
+            if len(pair) != 2 or pair[0] not in self.tasks or pair[1] not in self.drafters:
+                fail("pairs", f"{pair!r} is not a fitted [task, drafter] pair")
         edges = self.position_edges
         if any(not math.isfinite(e) for e in edges) or list(edges) != sorted(set(edges)):
             fail("position_edges", "must be finite and increasing")

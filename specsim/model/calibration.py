@@ -32,7 +32,7 @@ __all__ = ["SBCResult", "CHECKED_PARAMETERS", "CHECKED_DRAFTING_PARAMETERS", "si
 #: Parameters whose ranks are checked: every fixed effect and scale of the linear predictor.
 CHECKED_PARAMETERS = ("intercept", "type_effect", "b_finetuned", "b_content", "b_divergence", "b_interaction",
                       "b_beyond", "b_beyond_finetuned", "b_index_finetuned", "b_position_finetuned", "sigma_task",
-                      "sigma_task_type", "kappa")
+                      "sigma_task_type", "sigma_pair", "kappa")
 #: Parameters of the chance-of-drafting part whose ranks :func:`drafting_calibration` checks.
 CHECKED_DRAFTING_PARAMETERS = ("draft_intercept", "sigma_draft_task", "sigma_draft_drafter", "sigma_draft_pair",
                                "draft_b_context", "sigma_draft_context", "draft_b_gamma", "sigma_draft_position",

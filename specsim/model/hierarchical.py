@@ -14,7 +14,8 @@ varies ``m`` times less, so a cell of 12 prompts is not as over-dispersed as a c
 (one walk per drafter type) and ``position_effect`` are first-order Gaussian random walks pinned at
 0 for the first index and bin; type effects sum to zero; task and drafter effects are normal
 random effects that sum to zero (drafters: within each kind and type), so the intercept and
-``b_finetuned`` are identified by the data (:class:`ModelOptions`). Terms the data cannot
+``b_finetuned`` are identified by the data (:class:`ModelOptions`); pair effects (task x drafter)
+are normal effects projected off the task, drafter and task x type effects (:func:`pair_layout`). Terms the data cannot
 identify are left out and said so (:func:`identified_options`).
 """
 
@@ -40,7 +41,8 @@ from specsim.model.data import AcceptanceCounts
 from specsim.model.spec import PRIORS, SCALE_PARAMETERS, linear_predictor
 
 __all__ = ["ModelOptions", "FitResult", "build_model", "fit_model", "diagnose", "DIAGNOSTIC_THRESHOLDS",
-           "MASS_MATRICES", "PARAMETERISATIONS", "SUMMARY_PARAMETERS", "identified_options", "drafter_type_of"]
+           "MASS_MATRICES", "PARAMETERISATIONS", "SUMMARY_PARAMETERS", "identified_options", "drafter_type_of",
+           "pair_layout"]
 
 #: Parameters listed by summaries (CLI, reports), in this order (the chance of drafting's last, where fitted).
 SUMMARY_PARAMETERS = ("intercept", "type_effect", "b_finetuned", "b_content", "b_divergence", "b_interaction",
@@ -53,7 +55,7 @@ SUMMARY_PARAMETERS = ("intercept", "type_effect", "b_finetuned", "b_content", "b
 #: Deterministic transforms of the sampled parameters (left out of the diagnostics).
 DETERMINISTICS = ("acceptance", "index_effect", "position_effect", "task_effect", "task_type_effect", "drafter_effect",
                   "divergence_slope_finetuned", "beyond_slope_finetuned", "draft_task_effect", "draft_drafter_effect",
-                  "draft_pair_effect", "draft_context_slope", "draft_position_effect")
+                  "draft_pair_effect", "draft_context_slope", "draft_position_effect", "pair_effect")
 
 #: Gate on the sampler's output (Vehtari et al. 2021; PyMC and ArviZ conventions).
 #: NUTS mass matrix adaptations of :func:`fit_model`.
@@ -91,6 +93,11 @@ class ModelOptions:
         Include ``task_type_effect`` (a task's effect differs between drafter types, spread
         ``sigma_task_type``; effects sum to zero over tasks and over types, so ``task_effect`` and
         ``type_effect`` keep their meaning). Needs two types and two tasks.
+    pair_terms : bool
+        Include ``pair_effect`` (a drafter's effect differs between tasks, spread ``sigma_pair``;
+        effects sum to zero over each task's and each drafter's fitted pairs and, with the task x
+        type term, over each task's pairs of one type: :func:`pair_layout`). Needs a design with
+        room for them (two tasks and two drafters of one type, each measured on both).
 
     Task effects always sum to zero, and drafter effects within each drafter kind and type (a
     group of one drafter gives it effect 0), so that the intercept, the type effects and
@@ -106,6 +113,7 @@ class ModelOptions:
     window_terms: bool = True
     prompt_dispersion: bool = True
     task_type_terms: bool = True
+    pair_terms: bool = True
 
 
 def identified_options(counts: AcceptanceCounts, options: ModelOptions) -> tuple[ModelOptions, list[str]]:
@@ -130,7 +138,46 @@ def identified_options(counts: AcceptanceCounts, options: ModelOptions) -> tuple
         options = replace(options, task_type_terms=False)  # one type (or task): task_effect is the whole term
     if options.divergence_terms and cells["divergence"].nunique() < 2:
         options = replace(options, divergence_terms=False)  # no training lengths (model_cells said so)
+    if options.pair_terms and pair_layout(counts, options.task_type_terms)[2].shape[1] == 0:
+        options = replace(options, pair_terms=False)  # every pair's effect is its task's, drafter's or type's
     return options, notes
+
+
+def pair_layout(counts: AcceptanceCounts, task_type_terms: bool = True
+                ) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
+    """The fitted task x drafter pairs, each cell's pair code, and a basis of the pair effects.
+
+    Pair effects are ``basis @ w`` with ``w ~ Normal(0, sigma_pair)``: ``basis`` (pairs x k, orthonormal
+    columns) spans the pair effects that are orthogonal to every task's, drafter's and (with
+    ``task_type_terms``) task x type's indicator over the fitted pairs, so each such group's pair
+    effects sum to zero and the task, drafter and task x type effects keep their meaning. That is the
+    distribution of independent ``Normal(0, sigma_pair)`` effects projected onto that space; on a
+    complete grid it is the doubly centred effect. ``k`` is 0 where every pair's effect is already
+    its task's, drafter's or type's (one task, or one drafter per type).
+
+    Returns
+    -------
+    pairs : list of [task, drafter]
+        In the order of ``pair_effect`` (task code, then drafter code).
+    pair_of_cell : numpy.ndarray
+        Each cell's index into ``pairs``.
+    basis : numpy.ndarray, shape (n_pairs, k)
+    """
+    cells = counts.cells
+    n_drafters, n_types = len(counts.drafters), len(counts.drafter_types)
+    task, drafter = cells["task_code"].to_numpy(int), cells["drafter_code"].to_numpy(int)
+    keys, pair_of_cell = np.unique(task * n_drafters + drafter, return_inverse=True)
+    pair_task, pair_drafter = keys // n_drafters, keys % n_drafters
+    pair_type = np.zeros(len(keys), dtype=int)
+    pair_type[pair_of_cell] = cells["type_code"].to_numpy(int)
+    indicators = [np.eye(len(counts.tasks))[pair_task], np.eye(n_drafters)[pair_drafter]]
+    if task_type_terms:
+        indicators.append(np.eye(len(counts.tasks) * n_types)[pair_task * n_types + pair_type])
+    spanned = np.hstack(indicators)
+    left, singular, _ = np.linalg.svd(spanned, full_matrices=True)
+    rank = int(np.sum(singular > 1e-9 * singular.max()))
+    pairs = [[counts.tasks[t], counts.drafters[r]] for t, r in zip(pair_task, pair_drafter, strict=True)]
+    return pairs, pair_of_cell.reshape(-1), left[:, rank:]
 
 
 #: Evaluated tokens every task and drafter needs for ``parameterisation="auto"`` to centre their effects.
@@ -209,6 +256,9 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
     n_index, n_bins, n_types = counts.n_draft_index, counts.n_position_bins, len(counts.drafter_types)
     coords = {"task": counts.tasks, "drafter": counts.drafters, "drafter_type": counts.drafter_types,
               "draft_index": np.arange(n_index), "position_bin": np.arange(n_bins), "cell": np.arange(len(cells))}
+    if options.pair_terms:
+        pairs, pair_of_cell, pair_basis = pair_layout(counts, options.task_type_terms)
+        coords["pair"] = np.arange(len(pairs))
     with pm.Model(coords=coords) as model:
         design = {
             "finetuned": pm.Data("finetuned", cells["finetuned"].to_numpy(float), dims="cell"),
@@ -221,6 +271,8 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
             "task": pm.Data("task_of_cell", cells["task_code"].to_numpy(), dims="cell"),
             "drafter": pm.Data("drafter_of_cell", cells["drafter_code"].to_numpy(), dims="cell"),
         }
+        if options.pair_terms:
+            design["pair"] = pm.Data("pair_of_cell", pair_of_cell, dims="cell")
         evaluated = pm.Data("evaluated", cells["evaluated"].to_numpy(), dims="cell")
         observed = pm.Data("accepted_count", cells["accepted"].to_numpy(), dims="cell")
 
@@ -288,6 +340,14 @@ def build_model(counts: AcceptanceCounts, options: ModelOptions = ModelOptions()
                 double_centred = z - z.mean(axis=0, keepdims=True) - z.mean(axis=1, keepdims=True) + z.mean()
                 params["task_type_effect"] = pm.Deterministic("task_type_effect", sigma * double_centred,
                                                               dims=("task", "drafter_type"))
+        if options.pair_terms:
+            # Coordinates on the basis of pair effects that leave every other effect's meaning alone.
+            sigma = PRIORS["sigma_pair"].pymc("sigma_pair")
+            if centred:
+                coordinates = pm.Normal("pair_w", 0.0, sigma, shape=pair_basis.shape[1])
+            else:
+                coordinates = sigma * pm.Normal("pair_z", 0.0, 1.0, shape=pair_basis.shape[1])
+            params["pair_effect"] = pm.Deterministic("pair_effect", pt.dot(pair_basis, coordinates), dims="pair")
         eta = linear_predictor(params, design, n_index, n_bins)
         rate = pm.Deterministic("acceptance", pm.math.invlogit(eta), dims="cell")
         if options.overdispersion:
@@ -525,5 +585,6 @@ def fit_model(
         drafting_tasks=sorted(drafting_cells["task"].unique().tolist()),
         drafting_drafters=sorted(drafting_cells["drafter"].unique().tolist()),
         drafting_pairs=drafting_pairs(drafting_cells),
+        pairs=pair_layout(counts, options.task_type_terms)[0] if options.pair_terms else [],
     )
     return FitResult(idata, diagnostics, options, used, metadata)

@@ -5,7 +5,10 @@ bin for a drafter kind and a length divergence; a new task draws its effect from
 population (``sigma_task``, and ``sigma_task_type`` for its effect on the drafter's type), a known
 drafter keeps its effect, an unknown one draws from the
 drafter population (each widened by the uncertainty of the population mean under zero-sum effects,
-:func:`new_member_scale`). The exact simulator then turns each draw's acceptance profile, the
+:func:`new_member_scale`). A fitted task x drafter pair keeps its pair effect; any other pair (a new
+task, a new drafter, or a known drafter on a known task it was not measured on) draws one from
+``sigma_pair``, and for a new task that draw joins the task's effect, which a probe of the task
+with this drafter measures as one. The exact simulator then turns each draw's acceptance profile, the
 workload's lengths, a cost model and the draft length into an expected speed-up: the
 spread over draws is the interval.
 """
@@ -193,17 +196,29 @@ def acceptance_draws(
     peers = [r for r in meta.drafters if meta.drafter_kinds.get(r) == kind
              and meta.drafter_type_of.get(r, meta.drafter_types[0]) == spec.drafter_type]
     drafter_scale = d["sigma_drafter"] * new_member_scale(meta, len(peers))
-    if task is not None and task in meta.tasks:
-        params["task_effect"] = d["task_effect"][:, [meta.tasks.index(task)]]
+    fitted_task = task if task is not None and task in meta.tasks else None
+    known_task = fitted_task is not None
+    pair_draw = np.zeros(n)
+    if "pair_effect" in d:
+        pairs = [(pair[0], pair[1]) for pair in meta.pairs]
+        fitted_pair = (fitted_task or "", spec.name or "")
+        if fitted_pair in pairs:
+            pair_draw = d["pair_effect"][:, pairs.index(fitted_pair)]
+        elif known_task:  # a new drafter, or a known one not measured on this task
+            pair_draw = rng.normal(0, 1, n) * d["sigma_pair"] * new_member_scale(meta, len(meta.tasks))
+        else:  # a new task: the pair's effect is part of the task's effect for this drafter
+            task_scale = np.sqrt(task_scale**2 + (d["sigma_pair"] * new_member_scale(meta, len(meta.tasks)))**2)
+    if fitted_task is not None:
+        params["task_effect"] = d["task_effect"][:, [meta.tasks.index(fitted_task)]]
         if "task_type_effect" in d:
-            own_type = d["task_type_effect"][:, [meta.tasks.index(task)], type_code]
+            own_type = d["task_type_effect"][:, [meta.tasks.index(fitted_task)], type_code]
             params["task_effect"] = params["task_effect"] + own_type
     else:
         params["task_effect"] = (rng.normal(0, 1, n) * task_scale)[:, None]
     if spec.name is not None:
-        params["drafter_effect"] = d["drafter_effect"][:, [meta.drafters.index(spec.name)]]
+        params["drafter_effect"] = d["drafter_effect"][:, [meta.drafters.index(spec.name)]] + pair_draw[:, None]
     else:
-        params["drafter_effect"] = (rng.normal(0, 1, n) * drafter_scale)[:, None]
+        params["drafter_effect"] = (rng.normal(0, 1, n) * drafter_scale + pair_draw)[:, None]
     n_index = d["index_effect"].shape[-1]
     total_bins = n_bins + extra_bins
     beyond = np.zeros(total_bins) if beyond is None else np.asarray(beyond, dtype=float)

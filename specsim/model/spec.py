@@ -10,7 +10,7 @@ lookup -- draft index ``i``, position bin ``b``)::
               + (b_beyond[y] + b_beyond_finetuned[y] * f_r) * h_c      context beyond the training window
               + index_effect[y, i] + b_index_finetuned * f_r * (i - mean i)
               + position_effect[b] + b_position_finetuned * f_r * (b - mean b)
-              + task_effect[t] + task_type_effect[t, y] + drafter_effect[r]
+              + task_effect[t] + task_type_effect[t, y] + drafter_effect[r] + pair_effect[t, r]
 
 ``f_r`` is 1 for a fine-tuned drafter; ``m_tr`` is 1 where task ``t`` is one the drafter was
 trained on (its own content: a fine-tuned drafter's bonus there is ``b_content``, apart from any
@@ -22,10 +22,16 @@ window for a generic drafter of type ``y`` and ``b_beyond[y] + b_beyond_finetune
 fine-tuned one. ``task_type_effect[t, y]`` (optional, with several types) is how far task ``t``
 is from its own effect for drafters of type ``y``: an unseen domain can leave a lookup drafter
 untouched (it copies from the prompt) while a trained head loses most of its acceptance, which one
-task effect shared by every type cannot say. Each drafter type has its own draft-index random
-walk (a head's acceptance falls with the draft index, lookup's rises). :func:`linear_predictor`
-is the one implementation of this line: model building (PyTensor tensors), posterior prediction,
-synthetic data and simulation-based calibration (NumPy arrays with a leading draw axis) all call
+task effect shared by every type cannot say. ``pair_effect[t, r]`` (optional) is how far drafter ``r``
+is from the sum of the other terms on task ``t``: on the length experiment two fine-tuned separate
+models gain on one context regime where the generic one loses, which no task or drafter effect,
+each shared, can say, and which otherwise leaves a new task's interval too narrow for such a
+drafter. Pair effects sum to zero over each task's and each drafter's fitted pairs (and over each
+task's pairs within a drafter type), so that every other effect keeps its meaning. Each drafter
+type has its own draft-index random walk (a head's acceptance falls with the draft index,
+lookup's rises). :func:`linear_predictor` is the one implementation of this line: model building
+(PyTensor tensors), posterior prediction, synthetic data and simulation-based calibration (NumPy
+arrays with a leading draw axis) all call
 it, and :data:`PRIORS` is the one table of priors they share.
 
 Priors (logit scale), chosen so that prior predictive acceptance spreads over (0, 1) without
@@ -110,6 +116,7 @@ PRIORS: dict[str, Prior] = {
     "sigma_task": Prior("gamma", (2.0, 5.0), "spread of task effects"),
     "sigma_drafter": Prior("gamma", (2.0, 10.0), "spread of drafter effects"),
     "sigma_task_type": Prior("gamma", (2.0, 5.0), "spread of a task's effect between drafter types"),
+    "sigma_pair": Prior("gamma", (2.0, 5.0), "spread of a drafter's effect between tasks (task x drafter pairs)"),
     "kappa": Prior("gamma", (2.0, 0.04), "beta-binomial concentration per prompt behind a cell (over-dispersion)"),
 }
 
@@ -119,7 +126,7 @@ FIXED_EFFECTS = ("intercept", "b_finetuned", "b_content", "b_divergence", "b_int
                  "b_beyond_finetuned", "b_index_finetuned", "b_position_finetuned")
 TYPED_EFFECTS = ("type_effect", "b_finetuned", "b_beyond", "b_beyond_finetuned")
 #: Scale parameters reported beside the fixed effects.
-SCALE_PARAMETERS = ("sigma_task", "sigma_task_type", "sigma_drafter", "kappa")
+SCALE_PARAMETERS = ("sigma_task", "sigma_task_type", "sigma_drafter", "sigma_pair", "kappa")
 
 
 def centred(values: Any, size: int) -> Any:
@@ -140,14 +147,16 @@ def linear_predictor(parameters: Mapping[str, Any], design: Mapping[str, Any], n
         ``type_effect``, ``b_finetuned`` and the optional ``b_beyond``, ``b_beyond_finetuned``;
         ``index_effect`` over drafter types x draft indices; vectors ``position_effect`` over
         position bins, ``task_effect`` over tasks, ``drafter_effect`` over drafters, the optional
-        ``task_type_effect`` over tasks x drafter types. For draws,
+        ``task_type_effect`` over tasks x drafter types, the optional ``pair_effect`` over the fitted
+        task x drafter pairs. For draws,
         give scalars the shape ``(n_draws, 1)``, vectors ``(n_draws, K)`` and ``index_effect``
         ``(n_draws, n_types, n_index)``. An optional term whose parameters are absent is left out.
     design : mapping
         Per-cell arrays of shape ``(n_cells,)``: ``finetuned`` (0/1), ``drafter_type``,
         ``draft_index``, ``position_bin``, ``task`` and ``drafter`` (integer codes into the
-        effect vectors), and for the optional terms ``content_match`` (0/1), ``divergence`` and
-        ``beyond`` (doublings of context beyond the training window).
+        effect vectors), and for the optional terms ``content_match`` (0/1), ``divergence``,
+        ``beyond`` (doublings of context beyond the training window) and ``pair`` (integer codes
+        into ``pair_effect``).
     n_index, n_bins : int
         Number of draft indices and position bins (centres of the fine-tuned trends).
 
@@ -169,6 +178,8 @@ def linear_predictor(parameters: Mapping[str, Any], design: Mapping[str, Any], n
         eta = eta + (p["b_beyond"][..., kind] + p["b_beyond_finetuned"][..., kind] * f) * design["beyond"]
     if "task_type_effect" in p:
         eta = eta + p["task_type_effect"][..., design["task"], kind]
+    if "pair_effect" in p:
+        eta = eta + p["pair_effect"][..., design["pair"]]
     return (eta
             + p["index_effect"][..., kind, index] + p["b_index_finetuned"] * f * centred(index, n_index)
             + p["position_effect"][..., position] + p["b_position_finetuned"] * f * centred(position, n_bins)

@@ -35,7 +35,7 @@ TRUE_PARAMETERS: dict[str, Any] = {
     "index_effect": np.array([[0.0, -0.3, -0.5, -0.6], [0.0, 0.6, 0.9, 1.1]]),
     "position_effect": np.array([0.0, 0.1, 0.15]),
     "b_index_finetuned": 0.05, "b_position_finetuned": 0.1, "sigma_task": 0.3, "sigma_drafter": 0.15,
-    "sigma_task_type": 0.3, "kappa": 40.0,
+    "sigma_task_type": 0.3, "sigma_pair": 0.2, "kappa": 40.0,
 }
 TYPES = ["feature-head", "lookup"]
 #: Parameters of the lookups' chance of drafting at all (:mod:`specsim.model.drafting`): about 0.65 at
@@ -103,7 +103,9 @@ def synthetic_counts(
     [0.2, 0.9] elsewhere, and in [0, 0.1] for generic drafters. Task and drafter effects are
     drawn from their populations and centred as the model identifies them (tasks on their mean,
     drafters on their kind and type's mean; with ``sigma_task_type``, a task's effect per type on
-    both), so ``truth`` holds the parameters a fit recovers.
+    both; with ``sigma_pair``, a task x drafter pair's effect off all of these, as
+    :func:`specsim.model.hierarchical.pair_layout` identifies it), so ``truth`` holds the parameters
+    a fit recovers.
 
     With ``drafting`` (parameters as :data:`TRUE_DRAFTING`), the lookups also draft nothing at
     some steps: ``steps_per_cell`` steps per task x lookup x gamma (``drafting_gammas``) x position
@@ -135,6 +137,13 @@ def synthetic_counts(
     if "sigma_task_type" in truth:  # a task's effect per type, summing to zero over tasks and over types
         z = rng.normal(0, truth["sigma_task_type"], (n_tasks, len(types)))
         truth["task_type_effect"] = z - z.mean(axis=0) - z.mean(axis=1, keepdims=True) + z.mean()
+    if "sigma_pair" in truth:  # task-major pairs, every pair measured: the model's pair order
+        pair_task, pair_drafter = np.divmod(np.arange(n_tasks * len(drafters)), len(drafters))
+        pair_type = np.array([types.index(drafters[r].drafter_type) for r in pair_drafter])
+        spanned = np.hstack([np.eye(n_tasks)[pair_task], np.eye(len(drafters))[pair_drafter],
+                             np.eye(n_tasks * len(types))[pair_task * len(types) + pair_type]])
+        z = rng.normal(0, truth["sigma_pair"], len(pair_task))
+        truth["pair_effect"] = z - spanned @ np.linalg.lstsq(spanned, z, rcond=None)[0]
     # The last bin is as wide as the one before it (the first bin's width with one edge).
     edges = np.asarray(position_edges, dtype=float)
     bounds = np.concatenate([[0.0], edges, [2 * edges[-1] - (edges[-2] if len(edges) > 1 else 0.0)]])
@@ -152,7 +161,7 @@ def synthetic_counts(
             design = {"finetuned": finetuned, "drafter_type": np.full(index.size, type_code),
                       "content_match": own, "divergence": divergence, "beyond": beyond, "draft_index": index,
                       "position_bin": position, "task": np.full(index.size, task),
-                      "drafter": np.full(index.size, code)}
+                      "drafter": np.full(index.size, code), "pair": np.full(index.size, task * len(drafters) + code)}
             rates = expit(linear_predictor(truth, design, n_index, n_bins))
             for i, p, rate, cell_context, cell_beyond in zip(index, position, rates, context, beyond, strict=True):
                 if overdispersion:

@@ -689,6 +689,10 @@ if "sigma_task" in post:
         by_type = post["sigma_task_type"].values.reshape(-1)
         line += (f"; a task's effect differs between drafter types by a further {np.mean(by_type):.2f} "
                  f"(90% {np.quantile(by_type, 0.05):.2f} to {np.quantile(by_type, 0.95):.2f})")
+    if "sigma_pair" in post:
+        by_pair = post["sigma_pair"].values.reshape(-1)
+        line += (f", and a drafter's effect between tasks by a further {np.mean(by_pair):.2f} "
+                 f"(90% {np.quantile(by_pair, 0.05):.2f} to {np.quantile(by_pair, 0.95):.2f})")
     lines.append(line + ". Without a probe a new task's prediction draws its effect from that spread; "
                  "`specsim probe` on 5-10 of its prompts and `predict --probe` measure it instead.")
 if meta.loo_comparison:
